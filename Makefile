@@ -1,0 +1,47 @@
+# corral: `make demo` and `make test` work on a fresh machine (see README.md).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.deps  ## create .venv with corral built in release mode and installed
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+
+.PHONY: build
+build:  ## build the Rust workspace (debug)
+	cargo build
+
+.PHONY: test
+test: install  ## install, then run the Rust tests and the pytest suite
+	cargo test
+	$(VENV)/bin/pytest -q
+
+.PHONY: lint
+lint:  ## rustfmt and clippy
+	cargo fmt --all --check
+	cargo clippy -- -D warnings
+
+.PHONY: demo
+demo: install  ## start a local 4-engine cluster and run the data-publication flow
+	$(PY) examples/demo.py
+
+.PHONY: bench
+bench: install  ## benchmark corral against stock ipyparallel (W1, W2, W4)
+	$(PY) benchmarks/run.py --impl both
+
+.PHONY: clean
+clean:  ## remove build output and the virtualenv
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,17 @@
+//! `corral._core`: thin PyO3 bindings. Each submodule forwards to one crate; state lives
+//! in opaque classes and every blocking wait releases the GIL.
+
+use pyo3::prelude::*;
+
+mod client;
+mod controller;
+mod engine;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    controller::register(m)?;
+    engine::register(m)?;
+    client::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! Connection files in ipyparallel's format and place:
+//! `<profile_dir>/security/ipcontroller[-<cluster_id>]-{client,engine}.json`, JSON with
+//! two-space indent, mode 0600 because they hold the cluster key.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, WireError};
+
+/// What the client file says: where each client-facing socket of the controller listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientConnection {
+    #[serde(default)]
+    pub ssh: String,
+    pub interface: String,
+    pub registration: u16,
+    pub control: u16,
+    pub mux: u16,
+    pub task: u16,
+    #[serde(default = "default_scheme")]
+    pub task_scheme: String,
+    pub iopub: u16,
+    pub notification: u16,
+    pub broadcast: u16,
+    pub key: String,
+    #[serde(default)]
+    pub curve_serverkey: Option<String>,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default = "default_pack")]
+    pub pack: String,
+    #[serde(default = "default_pack")]
+    pub unpack: String,
+    #[serde(default = "default_signature_scheme")]
+    pub signature_scheme: String,
+}
+
+/// What the engine file says: the engine-facing ports (one broadcast port per leaf).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConnection {
+    #[serde(default)]
+    pub ssh: String,
+    pub interface: String,
+    pub registration: u16,
+    pub control: u16,
+    pub mux: u16,
+    pub task: u16,
+    pub iopub: u16,
+    pub hb_ping: u16,
+    pub hb_pong: u16,
+    pub broadcast: Vec<u16>,
+    pub key: String,
+    #[serde(default)]
+    pub curve_serverkey: Option<String>,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default = "default_pack")]
+    pub pack: String,
+    #[serde(default = "default_pack")]
+    pub unpack: String,
+    #[serde(default = "default_signature_scheme")]
+    pub signature_scheme: String,
+}
+
+fn default_scheme() -> String {
+    "leastload".into()
+}
+fn default_pack() -> String {
+    "json".into()
+}
+fn default_signature_scheme() -> String {
+    "hmac-sha256".into()
+}
+
+impl ClientConnection {
+    /// `tcp://host:port` for one of the ports of this file.
+    pub fn url(&self, port: u16) -> String {
+        format!("{}:{}", self.interface, port)
+    }
+    pub fn read(path: &Path) -> Result<Self> {
+        read_json(path)
+    }
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+}
+
+impl EngineConnection {
+    pub fn url(&self, port: u16) -> String {
+        format!("{}:{}", self.interface, port)
+    }
+    pub fn read(path: &Path) -> Result<Self> {
+        read_json(path)
+    }
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+}
+
+fn file_error(path: &Path, reason: impl ToString) -> WireError {
+    WireError::ConnectionFile {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| file_error(path, e))
+}
+
+/// Writes atomically (temp file + rename) with mode 0600 from the start, so the key is
+/// never readable by others, and a reader never sees half a file.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| file_error(path, e))?;
+    let tmp = path.with_extension("json.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| file_error(path, e))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| file_error(path, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| file_error(path, e))
+}
+
+/// Where a cluster's files live: an IPython profile directory plus an optional cluster id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileLocation {
+    pub profile_dir: PathBuf,
+    pub cluster_id: String,
+}
+
+impl ProfileLocation {
+    /// Resolves like IPython: an explicit profile dir wins; otherwise
+    /// `$IPYTHONDIR/profile_<profile>` (default `~/.ipython`, profile `default`).
+    pub fn resolve(profile_dir: Option<&Path>, profile: Option<&str>, cluster_id: &str) -> Self {
+        let profile_dir = match profile_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let ipython_dir = std::env::var_os("IPYTHONDIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+                        PathBuf::from(home).join(".ipython")
+                    });
+                ipython_dir.join(format!("profile_{}", profile.unwrap_or("default")))
+            }
+        };
+        ProfileLocation {
+            profile_dir,
+            cluster_id: cluster_id.to_string(),
+        }
+    }
+
+    pub fn security_dir(&self) -> PathBuf {
+        self.profile_dir.join("security")
+    }
+
+    /// `ipcontroller[-<cluster_id>]-<role>.json`, role being `client` or `engine`.
+    pub fn connection_file(&self, role: &str) -> PathBuf {
+        let name = if self.cluster_id.is_empty() {
+            format!("ipcontroller-{role}.json")
+        } else {
+            format!("ipcontroller-{}-{role}.json", self.cluster_id)
+        };
+        self.security_dir().join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPTURED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/connection");
+
+    #[test]
+    fn reads_captured_files_and_writes_them_back_0600() {
+        let client = ClientConnection::read(&Path::new(CAPTURED).join("ipcontroller-client.json"))
+            .unwrap();
+        assert_eq!(client.task_scheme, "leastload");
+        assert_eq!(client.url(client.mux), "tcp://127.0.0.1:46745");
+        let engine = EngineConnection::read(&Path::new(CAPTURED).join("ipcontroller-engine.json"))
+            .unwrap();
+        assert_eq!(engine.broadcast.len(), 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security/ipcontroller-client.json");
+        client.write(&path).unwrap();
+        assert_eq!(ClientConnection::read(&path).unwrap(), client);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Same key order as ipyparallel writes.
+        let original = std::fs::read_to_string(Path::new(CAPTURED).join("ipcontroller-client.json"))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    }
+
+    #[test]
+    fn file_names_follow_ipyparallel() {
+        let loc = ProfileLocation::resolve(Some(Path::new("/p")), None, "");
+        assert_eq!(
+            loc.connection_file("client"),
+            Path::new("/p/security/ipcontroller-client.json")
+        );
+        let loc = ProfileLocation::resolve(Some(Path::new("/p")), None, "abc");
+        assert_eq!(
+            loc.connection_file("engine"),
+            Path::new("/p/security/ipcontroller-abc-engine.json")
+        );
+    }
+
+    #[test]
+    fn missing_file_names_its_path() {
+        let err = ClientConnection::read(Path::new("/nonexistent/x.json")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.json"));
+    }
+}

@@ -1,0 +1,24 @@
+//! ipyparallel's wire protocol, without sockets.
+//!
+//! - [`sign`]: HMAC-SHA256 signatures over the four JSON frames (constant-time verify).
+//! - [`envelope`]: the raw multipart layer (`idents, <IDS|MSG>, sig, header, parent,
+//!   metadata, content, buffers`) and the parsed [`Message`] on top of it.
+//! - [`header`]: message headers, ids and dates as ipyparallel writes them.
+//! - [`session`]: a signing identity that stamps headers and encodes messages.
+//! - [`connection`]: the `ipcontroller-*.json` connection files and where they live.
+//!
+//! Only [`envelope`] and [`session`] touch the signature, so handlers never see HMAC.
+
+pub mod connection;
+pub mod envelope;
+pub mod error;
+pub mod header;
+pub mod session;
+pub mod sign;
+
+pub use connection::{ClientConnection, EngineConnection, ProfileLocation};
+pub use envelope::{locate_delimiter, verify_frames, Message, DELIMITER};
+pub use error::{Result, WireError};
+pub use header::{iso_now, new_id, Header, PROTOCOL_VERSION};
+pub use session::Session;
+pub use sign::Signer;
