@@ -1,0 +1,1 @@
+"""Starting and stopping clusters: the `corral` command and `corral.Cluster`."""
