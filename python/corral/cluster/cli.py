@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import sys
 
+USAGE = """usage: corral <command> [options]
+
+commands:
+  controller   run a controller (Rust) that writes ipyparallel-format connection files
+  engine       run one engine that connects to a controller
+  cluster      start or stop a local cluster: `corral cluster start -n 4 --daemonize`,
+               `corral cluster stop`
+"""
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "controller":
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "controller":
         from corral import _core
 
         # The controller is pure Rust; its own clap parser reads the options.
-        sys.exit(_core.controller_main(argv[1:]))
-    print("usage: corral {controller,engine,cluster} ...", file=sys.stderr)
-    sys.exit(2)
+        sys.exit(_core.controller_main(rest))
+    if command == "engine":
+        from corral.engine.app import main as engine_main
+
+        sys.exit(engine_main(rest))
+    if command == "cluster":
+        from corral.cluster.command import main as cluster_main
+
+        sys.exit(cluster_main(rest))
+    print(USAGE, file=sys.stderr, end="")
+    sys.exit(0 if command in ("-h", "--help") else 2)

@@ -1,0 +1,26 @@
+"""Turning Python objects into ZeroMQ frames and back.
+
+corral's own format is pickle protocol 5 (cloudpickle, so functions defined in a notebook
+travel by value) with large buffers (numpy arrays) as separate frames, zero-copy. Payloads
+from stock ipyparallel peers ("canned" objects) are decoded too, without importing
+ipyparallel (see `canning`). Frame layouts match ipyparallel's (`pack_apply_message`:
+function, info dict, then the arguments' frames), so the two stay interchangeable.
+"""
+
+from corral.serialize.serialize import (
+    BUFFER_THRESHOLD,
+    deserialize_object,
+    is_ipyparallel_payload,
+    pack_apply_message,
+    serialize_object,
+    unpack_apply_message,
+)
+
+__all__ = [
+    "BUFFER_THRESHOLD",
+    "deserialize_object",
+    "is_ipyparallel_payload",
+    "pack_apply_message",
+    "serialize_object",
+    "unpack_apply_message",
+]

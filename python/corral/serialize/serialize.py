@@ -1,0 +1,104 @@
+"""serialize_object / pack_apply_message and their inverses (see the package doc)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Iterable, Sequence
+
+import cloudpickle
+
+from corral.serialize import canning
+
+#: Buffers larger than this many bytes travel as their own frame (ipyparallel's MAX_BYTES).
+BUFFER_THRESHOLD = 1024
+
+Frame = Any  # bytes, memoryview, pickle.PickleBuffer, or zmq-owned bytes
+
+
+def serialize_object(
+    obj: Any, buffer_threshold: int = BUFFER_THRESHOLD, out_of_band: bool = True
+) -> list[Frame]:
+    """Pickle `obj` into frames: the pickle, then each large buffer as its own frame.
+
+    With `out_of_band=False` everything stays inside the one pickle, which any pickle
+    reader (a stock ipyparallel client included) can load.
+    """
+    buffers: list[Frame] = []
+
+    def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes > buffer_threshold:
+            buffers.append(raw)
+            return False
+        return True
+
+    frame0 = cloudpickle.dumps(
+        obj, protocol=5, buffer_callback=keep_out_of_band if out_of_band else None
+    )
+    return [frame0, *buffers]
+
+
+def deserialize_object(frames: Sequence[Frame], g: dict | None = None) -> tuple[Any, list]:
+    """Inverse of `serialize_object`, for corral's and ipyparallel's formats.
+
+    Returns the object and the frames it did not use. `g` is the namespace that functions
+    canned by ipyparallel in `__main__` get as globals (the engine's user namespace).
+    """
+    frames = list(frames)
+    rest = iter(frames[1:])
+    obj = canning.Unpickler(frames[0], buffers=rest).load()
+    remaining = list(rest)
+    if canning.contains_canned(obj):
+        obj, remaining = canning.restore_and_uncan(obj, remaining, g)
+    return obj, remaining
+
+
+def pack_apply_message(
+    f: Any,
+    args: Sequence = (),
+    kwargs: dict | None = None,
+    buffer_threshold: int = BUFFER_THRESHOLD,
+    out_of_band: bool = True,
+) -> list[Frame]:
+    """Frames of an `apply_request`: function, info dict, then each argument's frames."""
+    kwargs = kwargs or {}
+    arg_frames: list[Frame] = []
+    for arg in args:
+        arg_frames.extend(serialize_object(arg, buffer_threshold, out_of_band))
+    kw_keys = sorted(kwargs)
+    kwarg_frames: list[Frame] = []
+    for key in kw_keys:
+        kwarg_frames.extend(serialize_object(kwargs[key], buffer_threshold, out_of_band))
+    info = dict(nargs=len(args), narg_bufs=len(arg_frames), kw_keys=kw_keys)
+    return [
+        *serialize_object(f, buffer_threshold, out_of_band),
+        pickle.dumps(info, protocol=4),
+        *arg_frames,
+        *kwarg_frames,
+    ]
+
+
+def unpack_apply_message(frames: Sequence[Frame], g: dict | None = None) -> tuple:
+    """Inverse of `pack_apply_message`: `(f, args, kwargs)`."""
+    frames = list(frames)
+    if len(frames) < 2:
+        raise ValueError(f"an apply message needs at least 2 frames, got {len(frames)}")
+    f, frames = deserialize_object(frames, g)
+    info = pickle.loads(frames.pop(0))
+    arg_frames, kwarg_frames = frames[: info["narg_bufs"]], frames[info["narg_bufs"] :]
+    args = []
+    for _ in range(info["nargs"]):
+        arg, arg_frames = deserialize_object(arg_frames, g)
+        args.append(arg)
+    kwargs = {}
+    for key in info["kw_keys"]:
+        kwargs[key], kwarg_frames = deserialize_object(kwarg_frames, g)
+    return f, tuple(args), kwargs
+
+
+def is_ipyparallel_payload(frames: Iterable[Frame]) -> bool:
+    """True when a message's payload was canned by stock ipyparallel, so a reply to it
+    should be plain in-band pickles that stock ipyparallel can read."""
+    for frame in frames:
+        return canning.CANNING_MODULE.encode() in bytes(frame[:4096])
+    return False
