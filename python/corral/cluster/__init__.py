@@ -1,1 +1,5 @@
-"""Starting and stopping clusters: the `corral` command and `corral.Cluster`."""
+"""Starting and stopping clusters: `corral.Cluster` and the `corral` command."""
+
+from corral.cluster.cluster import Cluster
+
+__all__ = ["Cluster"]
