@@ -20,6 +20,13 @@ from corral.cluster import profile as profiles
 from corral.cluster.local import LocalProcess, corral_command, stop_pids
 
 
+def _level_name(level: str | int) -> str:
+    """`logging.ERROR` or "ERROR" -> "error" (ipyparallel takes numbers, our CLIs names)."""
+    import logging
+
+    return (logging.getLevelName(level) if isinstance(level, int) else level).lower()
+
+
 def _new_cluster_id() -> str:
     """ipyparallel's form: `<unix time>-<4 random chars>`."""
     suffix = "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(4))
@@ -37,7 +44,7 @@ class Cluster:
         profile_dir: str | os.PathLike | None = None,
         cluster_id: str | None = None,
         controller_ip: str = "127.0.0.1",
-        log_level: str = "warning",
+        log_level: str | int = "warning",
         engine_timeout: float = 60.0,
         controller_timeout: float = 30.0,
         detach: bool = False,
@@ -47,7 +54,7 @@ class Cluster:
         self.profile_dir = profiles.resolve_profile_dir(profile, profile_dir)
         self.cluster_id = _new_cluster_id() if cluster_id is None else cluster_id
         self.controller_ip = controller_ip
-        self.log_level = log_level
+        self.log_level = _level_name(log_level)
         self.engine_timeout = engine_timeout
         self.controller_timeout = controller_timeout
         self.detach = detach

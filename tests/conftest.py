@@ -1,0 +1,46 @@
+"""Fixtures that start real corral clusters on 127.0.0.1 and always clean them up."""
+
+from __future__ import annotations
+
+import pytest
+
+import corral
+
+
+def _print_logs(cluster) -> None:
+    log_dir = cluster.profile_dir / "log"
+    print(f"cluster logs are in {log_dir}")
+    for log in sorted(log_dir.glob("*.log")) if log_dir.exists() else []:
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture
+def start_cluster(tmp_path, request):
+    """Factory: `start_cluster(n)` -> (cluster, client); every cluster is stopped at teardown."""
+    clusters = []
+
+    def start(n: int = 2, **kwargs):
+        cluster = corral.Cluster(n=n, profile_dir=tmp_path / "profile", cluster_id=f"t{len(clusters)}", engine_timeout=60, **kwargs)
+        clusters.append(cluster)
+        client = cluster.start_and_connect_sync()
+        return cluster, client
+
+    yield start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for cluster in clusters:
+        if failed:
+            _print_logs(cluster)
+        cluster.stop_cluster_sync()
+
+
+@pytest.fixture
+def client4(start_cluster):
+    _, client = start_cluster(4)
+    return client
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
