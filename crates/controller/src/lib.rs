@@ -44,6 +44,9 @@ use tracing::{info, warn};
 use crate::sockets::{bind_port, bind_random, opt, socket, RELAY_HWM};
 use crate::stop::Stop;
 
+/// The body of one controller thread.
+type ThreadMain = Box<dyn FnOnce() + Send>;
+
 /// A running controller. Dropping it stops it too; [`Controller::stop`] says so out loud.
 pub struct Controller {
     client: ClientConnection,
@@ -136,21 +139,15 @@ impl Controller {
 
         let mut files = Vec::new();
         if config.write_files {
-            for (role, write) in [
-                (
-                    "client",
-                    Box::new(|p: &std::path::Path| client.write(p))
-                        as Box<dyn Fn(&std::path::Path) -> _>,
-                ),
-                ("engine", Box::new(|p: &std::path::Path| engine.write(p))),
-            ] {
-                let path = config.location.connection_file(role);
-                if let Err(e) = write(&path) {
-                    remove_files(&files);
-                    return Err(e.into());
-                }
-                files.push(path);
+            let client_path = config.location.connection_file("client");
+            let engine_path = config.location.connection_file("engine");
+            client.write(&client_path)?;
+            files.push(client_path);
+            if let Err(e) = engine.write(&engine_path) {
+                remove_files(&files);
+                return Err(e.into());
             }
+            files.push(engine_path);
         }
 
         let session = Arc::new(Session::new(key.as_bytes()));
@@ -236,7 +233,7 @@ impl Controller {
             stop,
             threads: Vec::new(),
         };
-        let spawns: Vec<(&'static str, Box<dyn FnOnce() + Send>)> = vec![
+        let spawns: Vec<(&'static str, ThreadMain)> = vec![
             ("corral-hub", Box::new(move || hub.run())),
             ("corral-heart", Box::new(move || heart.run())),
             ("corral-mux", Box::new(move || mux.run())),
