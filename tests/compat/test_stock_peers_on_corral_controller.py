@@ -154,6 +154,9 @@ def test_stock_engines_and_client_on_corral_controller(cluster):
     assert lview.apply_sync(_double, 21) == 42
     assert sorted(lview.map_sync(_inc, range(6))) == [1, 2, 3, 4, 5, 6]
 
+    bview = c.broadcast_view()
+    assert bview.apply_sync(_double, 5) == [10] * N_ENGINES
+
     status = c.queue_status()
     for eid in c.ids:
         assert set(status[eid]) == {"queue", "completed", "tasks"}
