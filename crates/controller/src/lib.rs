@@ -1,1 +1,343 @@
-pub fn placeholder() {}
+//! corral's controller: ipyparallel 9.2's controller in Rust, wire-compatible with stock
+//! clients and engines. Each component runs on its own thread with its own sockets;
+//! they talk to the hub over unbounded channels so forwarding never waits on it.
+//!
+//! - [`config`]: [`ControllerConfig`], what to bind and where the files go.
+//! - [`sockets`]: binding on random ports, zero-copy multipart receive, signature checks.
+//! - [`hub`]: registration and query logic (ids, liveness, queue counts), socket-free.
+//! - [`hub_loop`]: the hub thread: query ROUTER + notification PUB around [`hub`].
+//! - [`heartbeat`]: ping PUB / pong ROUTER; new and stopped hearts.
+//! - [`relay`]: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
+//! - [`iopub`]: engines' IOPub → clients, unchanged.
+//! - [`task`]: the load-balancing task scheduler (leastload).
+//! - [`broadcast`]: the broadcast scheduler (root and leaves in one thread).
+//! - [`cli`]: the `corral controller` command line, shared by the binary and Python.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+
+mod broadcast;
+mod events;
+mod heartbeat;
+mod hub;
+mod hub_loop;
+mod iopub;
+mod relay;
+mod sockets;
+mod stop;
+mod task;
+
+pub use cli::{main_with_args, run_with_args};
+pub use config::ControllerConfig;
+pub use error::{ControllerError, Result};
+
+use corral_wire::{new_id, ClientConnection, EngineConnection, Session};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tracing::{info, warn};
+
+use crate::sockets::{bind_port, bind_random, opt, socket, RELAY_HWM};
+use crate::stop::Stop;
+
+/// The body of one controller thread.
+type ThreadMain = Box<dyn FnOnce() + Send>;
+
+/// A running controller. Dropping it stops it too; [`Controller::stop`] says so out loud.
+pub struct Controller {
+    client: ClientConnection,
+    engine: EngineConnection,
+    files: Vec<PathBuf>,
+    stop: Arc<Stop>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Binds every socket on random ports of `config.ip`, writes both connection files
+    /// (mode 0600) and starts the threads. Errors only for local problems (bind, files).
+    pub fn start(config: ControllerConfig) -> Result<Controller> {
+        let key = config.key.clone().unwrap_or_else(new_id);
+        let ip = config.ip.as_str();
+        let ctx = zmq::Context::new();
+        use zmq::SocketType::{PUB, ROUTER, SUB};
+
+        let (query, registration) = bind_random(&ctx, ROUTER, ip, "registration")?;
+        let (notify, notification) = bind_random(&ctx, PUB, ip, "notification")?;
+        let (hb_ping_sock, hb_ping) = bind_random(&ctx, PUB, ip, "hb_ping")?;
+        let (hb_pong_sock, hb_pong) = bind_random(&ctx, ROUTER, ip, "hb_pong")?;
+        let (mux_in, mux_client) = relay_socket(&ctx, ip, "mux_in", b"mux_in")?;
+        let (mux_out, mux_engine) = relay_socket(&ctx, ip, "mux_out", b"mux_out")?;
+        let (control_in, control_client) = relay_socket(&ctx, ip, "control_in", b"control_in")?;
+        let (control_out, control_engine) = relay_socket(&ctx, ip, "control_out", b"control_out")?;
+        let (task_in, task_client) = relay_socket(&ctx, ip, "task_in", b"task_in")?;
+        let (task_out, task_engine) = relay_socket(&ctx, ip, "task_out", b"task_out")?;
+        let iopub_sub = socket(&ctx, SUB, "iopub_in")?;
+        opt("iopub_in", iopub_sub.set_rcvhwm(RELAY_HWM))?;
+        opt("iopub_in", iopub_sub.set_subscribe(b""))?;
+        let iopub_engine = bind_port(&iopub_sub, ip, "iopub_in")?;
+        let iopub_pub = socket(&ctx, PUB, "iopub_out")?;
+        opt("iopub_out", iopub_pub.set_sndhwm(RELAY_HWM))?;
+        let iopub_client = bind_port(&iopub_pub, ip, "iopub_out")?;
+        let (bcast_in, bcast_client) = relay_socket(&ctx, ip, "broadcast", b"sub_scheduler_0")?;
+        let (leaf0, leaf0_port) = relay_socket(&ctx, ip, "broadcast_leaf", b"sub_scheduler_00")?;
+        let (leaf1, leaf1_port) = relay_socket(&ctx, ip, "broadcast_leaf", b"sub_scheduler_01")?;
+
+        let location = hostname().unwrap_or_else(|| ip.to_string());
+        let interface = format!("tcp://{ip}");
+        let client = ClientConnection {
+            ssh: String::new(),
+            interface: interface.clone(),
+            registration,
+            control: control_client,
+            mux: mux_client,
+            task: task_client,
+            task_scheme: "leastload".into(),
+            iopub: iopub_client,
+            notification,
+            broadcast: bcast_client,
+            key: key.clone(),
+            curve_serverkey: None,
+            location: location.clone(),
+            pack: "json".into(),
+            unpack: "json".into(),
+            signature_scheme: "hmac-sha256".into(),
+        };
+        let engine = EngineConnection {
+            ssh: String::new(),
+            interface: interface.clone(),
+            registration,
+            control: control_engine,
+            mux: mux_engine,
+            task: task_engine,
+            iopub: iopub_engine,
+            hb_ping,
+            hb_pong,
+            broadcast: vec![leaf0_port, leaf1_port],
+            key: key.clone(),
+            curve_serverkey: None,
+            location,
+            pack: "json".into(),
+            unpack: "json".into(),
+            signature_scheme: "hmac-sha256".into(),
+        };
+        // What stock ipyparallel puts in registration replies: interface and engine ports.
+        let connection_info = json!({
+            "interface": interface,
+            "registration": registration,
+            "control": control_engine,
+            "mux": mux_engine,
+            "task": task_engine,
+            "iopub": iopub_engine,
+            "hb_ping": hb_ping,
+            "hb_pong": hb_pong,
+            "broadcast": [leaf0_port, leaf1_port],
+        });
+
+        let mut files = Vec::new();
+        if config.write_files {
+            let client_path = config.location.connection_file("client");
+            let engine_path = config.location.connection_file("engine");
+            client.write(&client_path)?;
+            files.push(client_path);
+            if let Err(e) = engine.write(&engine_path) {
+                remove_files(&files);
+                return Err(e.into());
+            }
+            files.push(engine_path);
+        }
+
+        let session = Arc::new(Session::new(key.as_bytes()));
+        let signer = session.signer.clone();
+        let stop = Arc::new(Stop::default());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (hub_tx, hub_rx) = crossbeam_channel::unbounded();
+        let (heart_tx, heart_rx) = crossbeam_channel::unbounded();
+        let (task_eng_tx, task_eng_rx) = crossbeam_channel::unbounded();
+
+        let hub = hub_loop::HubLoop {
+            query,
+            notify,
+            state: hub::HubState::new(
+                Session::new(key.as_bytes()),
+                config.hb_period_ms,
+                Duration::from_millis(config.registration_timeout_ms()),
+                connection_info,
+            ),
+            signer: signer.clone(),
+            events: hub_rx,
+            engine_watchers: vec![task_eng_tx],
+            heart: heart_tx,
+            pending: pending.clone(),
+            stop: stop.clone(),
+        };
+        let heart = heartbeat::HeartLoop {
+            ping: hb_ping_sock,
+            pong: hb_pong_sock,
+            hearts: heartbeat::Hearts::new(
+                Duration::from_millis(config.hb_period_ms),
+                config.hb_max_misses,
+            ),
+            period: Duration::from_millis(config.hb_period_ms),
+            fast_period: Duration::from_millis(config.fast_ping_ms.min(config.hb_period_ms)),
+            pending,
+            commands: heart_rx,
+            hub: hub_tx.clone(),
+            stop: stop.clone(),
+        };
+        let mux = relay::Relay {
+            name: "mux",
+            client: mux_in,
+            engine: mux_out,
+            session: session.clone(),
+            hub: Some(hub_tx.clone()),
+            stop: stop.clone(),
+        };
+        let control = relay::Relay {
+            name: "control",
+            client: control_in,
+            engine: control_out,
+            session: session.clone(),
+            hub: None,
+            stop: stop.clone(),
+        };
+        let iopub = iopub::IopubRelay {
+            sub: iopub_sub,
+            publisher: iopub_pub,
+            signer,
+            hub: hub_tx.clone(),
+            stop: stop.clone(),
+        };
+        let task = task::TaskScheduler {
+            client: task_in,
+            engine: task_out,
+            session: session.clone(),
+            engines_rx: task_eng_rx,
+            hub: hub_tx,
+            stop: stop.clone(),
+        };
+        let bcast = broadcast::Broadcast {
+            client: bcast_in,
+            leaves: vec![leaf0, leaf1],
+            session,
+            stop: stop.clone(),
+        };
+
+        let mut controller = Controller {
+            client,
+            engine,
+            files,
+            stop,
+            threads: Vec::new(),
+        };
+        let spawns: Vec<(&'static str, ThreadMain)> = vec![
+            ("corral-hub", Box::new(move || hub.run())),
+            ("corral-heart", Box::new(move || heart.run())),
+            ("corral-mux", Box::new(move || mux.run())),
+            ("corral-control", Box::new(move || control.run())),
+            ("corral-iopub", Box::new(move || iopub.run())),
+            ("corral-task", Box::new(move || task.run())),
+            ("corral-bcast", Box::new(move || bcast.run())),
+        ];
+        for (name, f) in spawns {
+            match std::thread::Builder::new().name(name.into()).spawn(f) {
+                Ok(h) => controller.threads.push(h),
+                Err(source) => {
+                    controller.shutdown();
+                    return Err(ControllerError::Spawn {
+                        thread: name,
+                        source,
+                    });
+                }
+            }
+        }
+        info!(
+            registration,
+            client_file = ?controller.files.first(),
+            "controller started"
+        );
+        Ok(controller)
+    }
+
+    pub fn client_connection(&self) -> &ClientConnection {
+        &self.client
+    }
+
+    pub fn engine_connection(&self) -> &EngineConnection {
+        &self.engine
+    }
+
+    /// Paths of the connection files this controller wrote (deleted on stop).
+    pub fn connection_files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Stops every thread, waits for them and deletes the connection files.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Blocks until the controller was told to stop (a client's `shutdown_request`, or
+    /// [`Controller::stop`] from elsewhere). Call `stop` afterwards to clean up.
+    pub fn wait(&self) {
+        self.stop.wait();
+    }
+
+    /// Like [`Controller::wait`] with a timeout; true when the controller is stopping.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.stop.wait_timeout(timeout)
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.trigger();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                warn!("a controller thread panicked");
+            }
+        }
+        remove_files(&self.files);
+        self.files.clear();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A ROUTER with an identity (what engines see as the relay's id), ROUTER_MANDATORY so
+/// a message to an unknown peer is an error instead of silent loss, and generous HWMs.
+fn relay_socket(
+    ctx: &zmq::Context,
+    ip: &str,
+    name: &'static str,
+    identity: &[u8],
+) -> Result<(zmq::Socket, u16)> {
+    let sock = socket(ctx, zmq::SocketType::ROUTER, name)?;
+    opt(name, sock.set_identity(identity))?;
+    opt(name, sock.set_router_mandatory(true))?;
+    opt(name, sock.set_sndhwm(RELAY_HWM))?;
+    opt(name, sock.set_rcvhwm(RELAY_HWM))?;
+    let port = bind_port(&sock, ip, name)?;
+    Ok((sock, port))
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for f in files {
+        if let Err(e) = std::fs::remove_file(f) {
+            warn!(path = %f.display(), error = %e, "could not delete connection file");
+        }
+    }
+}
+
+/// The machine's host name (ipyparallel's `location`), from the kernel.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 USAGE = """usage: corral <command> [options]
@@ -14,14 +15,24 @@ commands:
 """
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    # Let SIGTERM unwind like Ctrl-C, so the controller stops and deletes its files.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command == "controller":
         from corral import _core
 
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
         # The controller is pure Rust; its own clap parser reads the options.
-        sys.exit(_core.controller_main(rest))
+        try:
+            code = _core.controller_main(rest)
+        except KeyboardInterrupt:
+            code = 0
+        sys.exit(code)
     if command == "engine":
         from corral.engine.app import main as engine_main
 

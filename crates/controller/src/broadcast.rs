@@ -1,0 +1,148 @@
+//! The broadcast scheduler, flattened: one thread plays ipyparallel's root and both
+//! leaves. A client's request `{targets: [[uuid, id], ..], is_broadcast: true}` is split
+//! into one re-signed copy per engine with `msg_id = <original>_<uuid>` and
+//! `metadata.original_msg_id`, sent from leaf `id % 2` (identity `sub_scheduler_0<n>`)
+//! with idents `[uuid, sub_scheduler_0, client]`, as a stock tree would. Replies lose
+//! their routing frames and go back to the client.
+//!
+//! Not implemented: `is_coalescing` (a coalescing request gets an error reply).
+
+use corral_wire::{Message, Session};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+use crate::hub::{error_content, reply_type};
+use crate::sockets::{checked, readable, recv_frames, send_bytes, send_routed, views};
+use crate::stop::Stop;
+
+const POLL_MS: i64 = 50;
+/// The root's identity, which stock engines see as the second routing frame.
+const ROOT_ID: &[u8] = b"sub_scheduler_0";
+
+pub(crate) struct Broadcast {
+    pub client: zmq::Socket,
+    /// One ROUTER per leaf, bound on the engine file's `broadcast` ports.
+    pub leaves: Vec<zmq::Socket>,
+    pub session: Arc<Session>,
+    pub stop: Arc<Stop>,
+}
+
+impl Broadcast {
+    pub(crate) fn run(self) {
+        while !self.stop.is_set() {
+            let mut items: Vec<zmq::PollItem> = std::iter::once(&self.client)
+                .chain(self.leaves.iter())
+                .map(|s| s.as_poll_item(zmq::POLLIN))
+                .collect();
+            if !readable(&mut items, POLL_MS) {
+                continue;
+            }
+            let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+            if ready[0] {
+                while let Some(frames) = recv_frames(&self.client) {
+                    self.split(frames);
+                }
+            }
+            for (leaf, _) in self.leaves.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+                while let Some(frames) = recv_frames(leaf) {
+                    self.reply(frames);
+                }
+            }
+        }
+    }
+
+    fn split(&self, frames: Vec<zmq::Message>) {
+        let msg = match Message::decode(&views(&frames), &self.session.signer) {
+            Ok(m) => m,
+            Err(error) => {
+                warn!(socket = "broadcast", %error, "dropped invalid message");
+                return;
+            }
+        };
+        let Some(client) = msg.idents.first().cloned() else {
+            return;
+        };
+        let coalescing = msg.metadata.get("is_coalescing").and_then(Value::as_bool) == Some(true);
+        let targets: Vec<(String, u64)> = msg
+            .metadata
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| Some((t.get(0)?.as_str()?.to_string(), t.get(1)?.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if coalescing || targets.is_empty() {
+            let why = if coalescing {
+                "corral does not implement coalescing broadcasts yet"
+            } else {
+                "broadcast request without targets"
+            };
+            warn!(msg_id = msg.header.msg_id, why, "broadcast refused");
+            let mut reply = self.session.msg(
+                &reply_type(msg.msg_type()),
+                error_content("NotImplementedError", why),
+            );
+            reply = reply.with_parent(&msg.header);
+            reply.idents = vec![client];
+            send_bytes(&self.client, self.session.encode(&reply), "broadcast");
+            return;
+        }
+        let original = msg
+            .metadata
+            .get("original_msg_id")
+            .and_then(Value::as_str)
+            .unwrap_or(&msg.header.msg_id)
+            .to_string();
+        for (uuid, id) in targets {
+            let mut copy = msg.clone();
+            copy.header.msg_id = format!("{original}_{uuid}");
+            copy.metadata["targets"] = json!([[uuid, id]]);
+            copy.metadata["original_msg_id"] = json!(original);
+            copy.idents = vec![uuid.clone().into_bytes(), ROOT_ID.to_vec(), client.clone()];
+            let leaf = &self.leaves[(id as usize) % self.leaves.len()];
+            let out: Vec<zmq::Message> = self
+                .session
+                .encode(&copy)
+                .into_iter()
+                .map(zmq::Message::from)
+                .collect();
+            if let Err((error, _)) = send_routed(leaf, out) {
+                warn!(engine = uuid, %error, "broadcast target unreachable");
+                let evalue = format!("engine {uuid:?} is not connected to the broadcast scheduler");
+                let mut reply = self
+                    .session
+                    .msg(
+                        &reply_type(msg.msg_type()),
+                        error_content("EngineError", &evalue),
+                    )
+                    .with_parent(&copy.header);
+                reply.metadata = json!({"status": "error", "is_broadcast": true,
+                                        "original_msg_id": original, "engine": uuid});
+                reply.idents = vec![client.clone()];
+                send_bytes(&self.client, self.session.encode(&reply), "broadcast");
+            }
+        }
+    }
+
+    /// `[uuid, sub_scheduler_0, client, msg..]` from a leaf → `[client, msg..]`.
+    fn reply(&self, mut frames: Vec<zmq::Message>) {
+        let Some(d) = checked(&frames, &self.session.signer, "broadcast_leaf") else {
+            return;
+        };
+        if d < 3 {
+            warn!(
+                socket = "broadcast_leaf",
+                idents = d,
+                "dropped reply with too few idents"
+            );
+            return;
+        }
+        let rest = frames.split_off(d - 1);
+        if let Err((error, _)) = send_routed(&self.client, rest) {
+            debug!(socket = "broadcast", %error, "client gone; reply dropped");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `corral controller [options]`: one parser and one run loop for the binary and for
+//! Python (`corral._core.controller_main`), which differ only in how they notice Ctrl-C.
+
+use clap::Parser;
+use corral_wire::ProfileLocation;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+use crate::config::ControllerConfig;
+use crate::error::Result;
+use crate::Controller;
+
+/// Start a corral controller (ipyparallel-compatible) and serve until shut down.
+#[derive(Debug, Parser)]
+#[command(name = "corral controller")]
+pub struct Cli {
+    /// IPython profile name (its directory holds the connection files).
+    #[arg(long, default_value = "default")]
+    pub profile: String,
+    /// Profile directory; overrides --profile.
+    #[arg(long)]
+    pub profile_dir: Option<PathBuf>,
+    /// Cluster id: files are named ipcontroller-<id>-{client,engine}.json.
+    #[arg(long, default_value = "")]
+    pub cluster_id: String,
+    /// IP address every socket binds to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: String,
+    /// Log level or tracing filter (logs go to stderr).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Heartbeat period in milliseconds.
+    #[arg(long = "hb-period", default_value_t = 3000)]
+    pub hb_period_ms: u64,
+}
+
+impl Cli {
+    pub fn config(&self) -> ControllerConfig {
+        ControllerConfig {
+            ip: self.ip.clone(),
+            location: ProfileLocation::resolve(
+                self.profile_dir.as_deref(),
+                Some(&self.profile),
+                &self.cluster_id,
+            ),
+            hb_period_ms: self.hb_period_ms.max(1),
+            ..ControllerConfig::default()
+        }
+    }
+}
+
+/// Parses `args` (without the program name); on bad options prints usage and returns
+/// the exit code to use.
+fn parse(args: impl IntoIterator<Item = String>) -> std::result::Result<Cli, i32> {
+    let argv = std::iter::once("corral controller".to_string()).chain(args);
+    Cli::try_parse_from(argv).map_err(|e| {
+        let _ = e.print();
+        e.exit_code()
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second init (Python calling twice, tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs a controller from command-line `args` until a client's `shutdown_request` or
+/// until `interrupted()` returns true (polled every 100 ms); then stops it cleanly and
+/// deletes the connection files. Returns the process exit code.
+pub fn run_with_args(
+    args: impl IntoIterator<Item = String>,
+    mut interrupted: impl FnMut() -> bool,
+) -> Result<i32> {
+    let cli = match parse(args) {
+        Ok(cli) => cli,
+        Err(code) => return Ok(code),
+    };
+    init_logging(&cli.log_level);
+    let controller = Controller::start(cli.config())?;
+    loop {
+        if controller.wait_timeout(Duration::from_millis(100)) {
+            break;
+        }
+        if interrupted() {
+            info!("interrupted; stopping");
+            break;
+        }
+    }
+    controller.stop();
+    Ok(0)
+}
+
+/// The binary's entry point: like [`run_with_args`], stopping on SIGINT or SIGTERM.
+pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<i32> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    if let Err(e) = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst)) {
+        eprintln!("corral controller: cannot install a signal handler: {e}");
+    }
+    run_with_args(args, || flag.load(Ordering::SeqCst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_and_defaults() {
+        let cli = parse(Vec::<String>::new()).unwrap();
+        assert_eq!(
+            (cli.profile.as_str(), cli.ip.as_str(), cli.hb_period_ms),
+            ("default", "127.0.0.1", 3000)
+        );
+        let args = [
+            "--profile-dir",
+            "/p",
+            "--cluster-id",
+            "x",
+            "--hb-period",
+            "500",
+        ];
+        let cli = parse(args.map(String::from)).unwrap();
+        let cfg = cli.config();
+        assert_eq!(
+            cfg.location.connection_file("client"),
+            PathBuf::from("/p/security/ipcontroller-x-client.json")
+        );
+        assert_eq!(cfg.hb_period_ms, 500);
+        assert_eq!(parse(["--bogus".to_string()]).unwrap_err(), 2);
+    }
+}

@@ -1,0 +1,25 @@
+//! One error type for what can stop the controller from starting. Once running, bad
+//! network input is never an error of this kind: it is logged and dropped.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ControllerError {
+    #[error("zmq {action} failed for the {socket} socket: {source}")]
+    Socket {
+        socket: &'static str,
+        action: &'static str,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error("cannot spawn the {thread} thread: {source}")]
+    Spawn {
+        thread: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Wire(#[from] corral_wire::WireError),
+}
+
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;

@@ -1,0 +1,110 @@
+//! The hub thread: serves the query ROUTER, publishes notifications, and applies events
+//! from the other threads to [`HubState`].
+
+use corral_wire::{Message, Signer};
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use crate::events::{EngineEvent, HeartCommand, HubEvent};
+use crate::hub::{Action, HubState};
+use crate::sockets::{readable, recv_frames, send_bytes, views};
+use crate::stop::Stop;
+
+/// A shutdown_request is answered, then the controller exits this much later (as
+/// ipyparallel does), so the reply and notification reach their peers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+const POLL_MS: i64 = 10;
+
+pub(crate) struct HubLoop {
+    pub query: zmq::Socket,
+    pub notify: zmq::Socket,
+    pub state: HubState,
+    pub signer: Signer,
+    pub events: Receiver<HubEvent>,
+    /// One sender per scheduler interested in the engine set.
+    pub engine_watchers: Vec<Sender<EngineEvent>>,
+    pub heart: Sender<HeartCommand>,
+    /// Registrations awaiting a heartbeat: the heartbeat thread pings fast while > 0.
+    pub pending: Arc<AtomicUsize>,
+    pub stop: Arc<Stop>,
+}
+
+impl HubLoop {
+    pub(crate) fn run(mut self) {
+        let mut shutdown_at: Option<Instant> = None;
+        let mut last_tick = Instant::now();
+        while !self.stop.is_set() {
+            if shutdown_at.is_some_and(|t| Instant::now() >= t) {
+                info!("controller shutting down");
+                self.stop.trigger();
+                break;
+            }
+            let mut items = [self.query.as_poll_item(zmq::POLLIN)];
+            if readable(&mut items, POLL_MS) {
+                while let Some(frames) = recv_frames(&self.query) {
+                    let actions = self.on_query(&frames);
+                    self.perform(actions, &mut shutdown_at);
+                }
+            }
+            while let Ok(event) = self.events.try_recv() {
+                let actions = self.state.handle_event(event);
+                self.perform(actions, &mut shutdown_at);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_tick) > Duration::from_secs(1) {
+                last_tick = now;
+                let actions = self.state.tick(now);
+                self.perform(actions, &mut shutdown_at);
+            }
+        }
+    }
+
+    fn on_query(&mut self, frames: &[zmq::Message]) -> Vec<Action> {
+        let msg = match Message::decode(&views(frames), &self.signer) {
+            Ok(m) => m,
+            Err(error) => {
+                warn!(socket = "registration", %error, frames = frames.len(), "dropped invalid message");
+                return Vec::new();
+            }
+        };
+        let Some(ident) = msg.idents.first() else {
+            warn!(
+                socket = "registration",
+                "dropped message without a routing identity"
+            );
+            return Vec::new();
+        };
+        let ident = ident.clone();
+        self.state.handle_query(&ident, &msg, Instant::now())
+    }
+
+    fn perform(&mut self, actions: Vec<Action>, shutdown_at: &mut Option<Instant>) {
+        for action in actions {
+            match action {
+                Action::Reply { ident, mut msg } => {
+                    msg.idents = vec![ident];
+                    send_bytes(&self.query, msg.encode(&self.signer), "registration");
+                }
+                Action::Notify(msg) => {
+                    send_bytes(&self.notify, msg.encode(&self.signer), "notification");
+                }
+                Action::Engines(event) => {
+                    for w in &self.engine_watchers {
+                        let _ = w.send(event.clone());
+                    }
+                }
+                Action::ForgetHeart(uuid) => {
+                    let _ = self.heart.send(HeartCommand::Forget(uuid));
+                }
+                Action::Shutdown => {
+                    shutdown_at.get_or_insert(Instant::now() + SHUTDOWN_GRACE);
+                }
+            }
+        }
+        self.pending
+            .store(self.state.pending_count(), Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,131 @@
+//! The MUX (direct) and control relays: a client-side and an engine-side ROUTER, frames
+//! moved between them with the first two routing frames swapped (PROTOCOL.md §1.3):
+//! `[client, engine, msg..]` → `[engine, client, msg..]` and back. Only the header (and,
+//! for replies, the parent's msg_id) is parsed; every message's signature is checked.
+
+use corral_wire::{Session, Signer};
+use crossbeam_channel::Sender;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+use crate::events::HubEvent;
+use crate::hub::{error_content, reply_type};
+use crate::sockets::{
+    checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
+};
+use crate::stop::Stop;
+
+const POLL_MS: i64 = 50;
+
+pub(crate) struct Relay {
+    /// `mux` or `control`, for logs.
+    pub name: &'static str,
+    pub client: zmq::Socket,
+    pub engine: zmq::Socket,
+    pub session: Arc<Session>,
+    /// Where MUX traffic is reported for queue counts (none for control).
+    pub hub: Option<Sender<HubEvent>>,
+    pub stop: Arc<Stop>,
+}
+
+impl Relay {
+    fn signer(&self) -> &Signer {
+        &self.session.signer
+    }
+
+    pub(crate) fn run(self) {
+        while !self.stop.is_set() {
+            let mut items = [
+                self.client.as_poll_item(zmq::POLLIN),
+                self.engine.as_poll_item(zmq::POLLIN),
+            ];
+            if !readable(&mut items, POLL_MS) {
+                continue;
+            }
+            let (from_client, from_engine) = (items[0].is_readable(), items[1].is_readable());
+            if from_client {
+                while let Some(frames) = recv_frames(&self.client) {
+                    self.to_engine(frames);
+                }
+            }
+            if from_engine {
+                while let Some(frames) = recv_frames(&self.engine) {
+                    self.to_client(frames);
+                }
+            }
+        }
+    }
+
+    fn to_engine(&self, mut frames: Vec<zmq::Message>) {
+        let Some(d) = checked(&frames, self.signer(), self.name) else {
+            return;
+        };
+        if d < 2 {
+            warn!(
+                relay = self.name,
+                "dropped request without an engine identity"
+            );
+            return;
+        }
+        let Some(header) = parse::<HeaderIds>(&frames[d + 2], self.name, "header") else {
+            return;
+        };
+        let engine = String::from_utf8_lossy(&frames[1]).into_owned();
+        frames.swap(0, 1);
+        match send_routed(&self.engine, frames) {
+            Ok(()) => {
+                if let Some(hub) = &self.hub {
+                    let _ = hub.send(HubEvent::MuxRequest {
+                        engine,
+                        msg_id: header.msg_id,
+                    });
+                }
+            }
+            Err((error, frames)) => {
+                warn!(relay = self.name, engine, %error, msg_id = header.msg_id, "engine unreachable");
+                self.unreachable(frames, d, &engine, &header.msg_type);
+            }
+        }
+    }
+
+    /// Answers a request for an unknown engine with an `EngineError` reply, so the client
+    /// does not wait forever. `frames` are the swapped frames `[engine, client, ..]`.
+    fn unreachable(&self, frames: Vec<zmq::Message>, d: usize, engine: &str, msg_type: &str) {
+        let Some(parent) = parse::<Value>(&frames[d + 2], self.name, "header") else {
+            return;
+        };
+        let evalue = format!(
+            "engine {engine:?} is not connected to the {} relay",
+            self.name
+        );
+        let mut msg = self
+            .session
+            .msg(&reply_type(msg_type), error_content("EngineError", &evalue));
+        msg.parent_header = parent;
+        msg.metadata = json!({"status": "error", "dependencies_met": true});
+        msg.idents = vec![frames[1].to_vec(), frames[0].to_vec()];
+        send_bytes(&self.client, self.session.encode(&msg), self.name);
+    }
+
+    fn to_client(&self, mut frames: Vec<zmq::Message>) {
+        let Some(d) = checked(&frames, self.signer(), self.name) else {
+            return;
+        };
+        if d < 2 {
+            warn!(relay = self.name, "dropped reply without a client identity");
+            return;
+        }
+        let Some(parent) = parse::<ParentIds>(&frames[d + 3], self.name, "parent_header") else {
+            return;
+        };
+        let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        frames.swap(0, 1);
+        if let Err((error, _)) = send_routed(&self.client, frames) {
+            debug!(relay = self.name, %error, "client gone; reply dropped");
+        }
+        if let (Some(hub), Some(msg_id)) = (&self.hub, parent.msg_id) {
+            let _ = hub.send(HubEvent::MuxReply { engine, msg_id });
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Binding, receiving and checking multipart messages. Frames stay `zmq::Message`s so a
+//! relay moves them from one socket to the other without copying.
+
+use corral_wire::{verify_frames, Signer};
+use serde::Deserialize;
+use tracing::warn;
+
+use crate::error::{ControllerError, Result};
+
+/// Linger on close: long enough to flush a last reply, short enough for a prompt stop.
+const LINGER_MS: i32 = 200;
+/// High-water mark of relay sockets: generous, so bursts of IOPub or requests are queued
+/// rather than dropped.
+pub(crate) const RELAY_HWM: i32 = 100_000;
+
+/// Creates a socket of `kind` with a short linger. Options that matter for peers
+/// (identity, HWMs, ROUTER_MANDATORY) must be set before [`bind_port`].
+pub(crate) fn socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    name: &'static str,
+) -> Result<zmq::Socket> {
+    let sock = ctx.socket(kind).map_err(|source| ControllerError::Socket {
+        socket: name,
+        action: "create",
+        source,
+    })?;
+    opt(name, sock.set_linger(LINGER_MS))?;
+    Ok(sock)
+}
+
+/// Binds to a random port of `ip` and returns the port.
+pub(crate) fn bind_port(sock: &zmq::Socket, ip: &str, name: &'static str) -> Result<u16> {
+    let err = |action| {
+        move |source| ControllerError::Socket {
+            socket: name,
+            action,
+            source,
+        }
+    };
+    sock.bind(&format!("tcp://{ip}:*")).map_err(err("bind"))?;
+    let endpoint = sock
+        .get_last_endpoint()
+        .map_err(err("get endpoint"))?
+        .unwrap_or_default();
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or(ControllerError::Socket {
+            socket: name,
+            action: "parse bound port",
+            source: zmq::Error::EINVAL,
+        })
+}
+
+/// A plain socket bound on a random port.
+pub(crate) fn bind_random(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    ip: &str,
+    name: &'static str,
+) -> Result<(zmq::Socket, u16)> {
+    let sock = socket(ctx, kind, name)?;
+    let port = bind_port(&sock, ip, name)?;
+    Ok((sock, port))
+}
+
+/// Applies an option and names the socket in the error.
+pub(crate) fn opt(name: &'static str, r: zmq::Result<()>) -> Result<()> {
+    r.map_err(|source| ControllerError::Socket {
+        socket: name,
+        action: "set option",
+        source,
+    })
+}
+
+/// Receives one whole multipart message without blocking; `None` when nothing is queued.
+pub(crate) fn recv_frames(sock: &zmq::Socket) -> Option<Vec<zmq::Message>> {
+    let first = match sock.recv_msg(zmq::DONTWAIT) {
+        Ok(m) => m,
+        Err(zmq::Error::EAGAIN) => return None,
+        Err(e) => {
+            warn!(error = %e, "recv failed");
+            return None;
+        }
+    };
+    let mut frames = vec![first];
+    while sock.get_rcvmore().unwrap_or(false) {
+        match sock.recv_msg(0) {
+            Ok(m) => frames.push(m),
+            Err(e) => {
+                warn!(error = %e, "recv of a later frame failed");
+                break;
+            }
+        }
+    }
+    Some(frames)
+}
+
+/// True when the socket has a message waiting, waiting at most `timeout_ms`.
+pub(crate) fn readable(items: &mut [zmq::PollItem], timeout_ms: i64) -> bool {
+    matches!(zmq::poll(items, timeout_ms), Ok(n) if n > 0)
+}
+
+/// Borrowed byte views of frames, for the wire crate's generic checks.
+pub(crate) fn views(frames: &[zmq::Message]) -> Vec<&[u8]> {
+    frames.iter().map(|f| &f[..]).collect()
+}
+
+/// Verifies delimiter, frame count and signature; logs and returns `None` on failure.
+/// Returns the index of the delimiter.
+pub(crate) fn checked(
+    frames: &[zmq::Message],
+    signer: &Signer,
+    socket: &'static str,
+) -> Option<usize> {
+    match verify_frames(&views(frames), signer) {
+        Ok(d) => Some(d),
+        Err(error) => {
+            warn!(socket, %error, frames = frames.len(), "dropped invalid message");
+            None
+        }
+    }
+}
+
+/// The few header fields routing decisions need; the rest stays unparsed.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeaderIds {
+    pub msg_id: String,
+    #[serde(default)]
+    pub msg_type: String,
+    #[serde(default)]
+    pub session: String,
+}
+
+/// The parent's `msg_id` (absent on unparented messages).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ParentIds {
+    #[serde(default)]
+    pub msg_id: Option<String>,
+}
+
+/// Parses a JSON frame, logging and returning `None` when it is not what we expect.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    socket: &'static str,
+    frame: &'static str,
+) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(error) => {
+            warn!(socket, frame, %error, "dropped message with a malformed JSON frame");
+            None
+        }
+    }
+}
+
+/// Sends frames as one multipart message; on failure of the FIRST frame nothing was sent
+/// and the frames are handed back (ROUTER_MANDATORY: unknown peer).
+pub(crate) fn send_routed(
+    sock: &zmq::Socket,
+    frames: Vec<zmq::Message>,
+) -> std::result::Result<(), (zmq::Error, Vec<zmq::Message>)> {
+    let mut iter = frames.into_iter();
+    let Some(first) = iter.next() else {
+        return Ok(());
+    };
+    let rest: Vec<zmq::Message> = iter.collect();
+    let flags = if rest.is_empty() { 0 } else { zmq::SNDMORE };
+    if let Err(e) = sock.send(&first[..], flags) {
+        let mut back = vec![first];
+        back.extend(rest);
+        return Err((e, back));
+    }
+    let n = rest.len();
+    for (i, frame) in rest.into_iter().enumerate() {
+        let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
+        if let Err(e) = sock.send(frame, flags) {
+            warn!(error = %e, "send failed mid-message");
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sends owned byte frames (messages the controller built itself).
+pub(crate) fn send_bytes(sock: &zmq::Socket, frames: Vec<Vec<u8>>, socket: &'static str) {
+    if let Err(error) = sock.send_multipart(frames, 0) {
+        warn!(socket, %error, "send failed");
+    }
+}
