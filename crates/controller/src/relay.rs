@@ -6,7 +6,9 @@
 use corral_wire::{Session, Signer};
 use crossbeam_channel::Sender;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::events::HubEvent;
@@ -17,6 +19,22 @@ use crate::sockets::{
 use crate::stop::Stop;
 
 const POLL_MS: i64 = 50;
+/// How often held requests are retried.
+const RETRY_POLL_MS: i64 = 5;
+/// How long a request for an engine whose socket is not (yet) connected is held before the
+/// client gets an `EngineError`: an engine goes live on its first heartbeat, which can beat
+/// its shell connection to the relay by a few milliseconds.
+const HOLD_FOR: Duration = Duration::from_secs(2);
+
+/// A request the engine-side ROUTER could not route yet.
+struct Held {
+    until: Instant,
+    frames: Vec<zmq::Message>,
+    delimiter: usize,
+    engine: String,
+    msg_id: String,
+    msg_type: String,
+}
 
 pub(crate) struct Relay {
     /// `mux` or `control`, for logs.
@@ -29,24 +47,35 @@ pub(crate) struct Relay {
     pub stop: Arc<Stop>,
 }
 
+/// The relay loop's mutable state: requests held for engines not connected yet, in order.
+#[derive(Default)]
+struct HeldRequests(VecDeque<Held>);
+
 impl Relay {
     fn signer(&self) -> &Signer {
         &self.session.signer
     }
 
     pub(crate) fn run(self) {
+        let mut held = HeldRequests::default();
         while !self.stop.is_set() {
+            self.retry_held(&mut held);
             let mut items = [
                 self.client.as_poll_item(zmq::POLLIN),
                 self.engine.as_poll_item(zmq::POLLIN),
             ];
-            if !readable(&mut items, POLL_MS) {
+            let timeout = if held.0.is_empty() {
+                POLL_MS
+            } else {
+                RETRY_POLL_MS
+            };
+            if !readable(&mut items, timeout) {
                 continue;
             }
             let (from_client, from_engine) = (items[0].is_readable(), items[1].is_readable());
             if from_client {
                 while let Some(frames) = recv_frames(&self.client) {
-                    self.to_engine(frames);
+                    self.to_engine(frames, &mut held);
                 }
             }
             if from_engine {
@@ -57,7 +86,7 @@ impl Relay {
         }
     }
 
-    fn to_engine(&self, mut frames: Vec<zmq::Message>) {
+    fn to_engine(&self, mut frames: Vec<zmq::Message>, held: &mut HeldRequests) {
         let Some(d) = checked(&frames, self.signer(), self.name) else {
             return;
         };
@@ -73,20 +102,85 @@ impl Relay {
         };
         let engine = String::from_utf8_lossy(&frames[1]).into_owned();
         frames.swap(0, 1);
+        let request = Held {
+            until: Instant::now() + HOLD_FOR,
+            frames,
+            delimiter: d,
+            engine,
+            msg_id: header.msg_id,
+            msg_type: header.msg_type,
+        };
+        // Keep per-engine order: behind a held request, later ones wait too.
+        if held.0.iter().any(|h| h.engine == request.engine) {
+            held.0.push_back(request);
+        } else if let Some(request) = self.forward(request) {
+            debug!(
+                relay = self.name,
+                engine = request.engine,
+                "engine not connected yet; holding request"
+            );
+            held.0.push_back(request);
+        }
+    }
+
+    /// Sends a request to its engine; gives it back if the engine cannot be reached.
+    fn forward(&self, request: Held) -> Option<Held> {
+        let Held {
+            until,
+            frames,
+            delimiter,
+            engine,
+            msg_id,
+            msg_type,
+        } = request;
         match send_routed(&self.engine, frames) {
             Ok(()) => {
                 if let Some(hub) = &self.hub {
-                    let _ = hub.send(HubEvent::MuxRequest {
-                        engine,
-                        msg_id: header.msg_id,
-                    });
+                    let _ = hub.send(HubEvent::MuxRequest { engine, msg_id });
+                }
+                None
+            }
+            Err((_, frames)) => Some(Held {
+                until,
+                frames,
+                delimiter,
+                engine,
+                msg_id,
+                msg_type,
+            }),
+        }
+    }
+
+    /// Retries held requests in order; those past their deadline get an `EngineError`.
+    fn retry_held(&self, held: &mut HeldRequests) {
+        let mut blocked: Vec<String> = Vec::new();
+        let mut still = VecDeque::with_capacity(held.0.len());
+        while let Some(request) = held.0.pop_front() {
+            if blocked.contains(&request.engine) {
+                still.push_back(request);
+                continue;
+            }
+            if let Some(request) = self.forward(request) {
+                if Instant::now() >= request.until {
+                    warn!(
+                        relay = self.name,
+                        engine = request.engine,
+                        msg_id = request.msg_id,
+                        "engine unreachable"
+                    );
+                    self.unreachable(
+                        request.frames,
+                        request.delimiter,
+                        &request.engine,
+                        &request.msg_type,
+                    );
+                } else {
+                    blocked.push(request.engine.clone());
+                    still.push_back(request);
                 }
             }
-            Err((error, frames)) => {
-                warn!(relay = self.name, engine, %error, msg_id = header.msg_id, "engine unreachable");
-                self.unreachable(frames, d, &engine, &header.msg_type);
-            }
         }
+        held.0 = still;
     }
 
     /// Answers a request for an unknown engine with an `EngineError` reply, so the client
