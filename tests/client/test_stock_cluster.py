@@ -269,3 +269,24 @@ def test_stale_connection_file_names_url(tmp_path):
             corral.Client(profile_dir=tmp_path, timeout=0.5)
     finally:
         s.close()
+
+
+def test_ctrl_c_interrupts_a_wait(stock):
+    import threading
+
+    ar = stock.client[1].apply_async(time.sleep, 3)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ar.get(timeout=20)
+    assert time.monotonic() - t0 < 1.5
+    assert ar.get(timeout=20) is None
+
+
+def test_shutdown_hub(fresh_stock):
+    c = fresh_stock.client
+    c.shutdown(hub=True)
+    controller = fresh_stock.procs["controller"]
+    controller.wait(timeout=20)
+    assert controller.returncode is not None
