@@ -6,7 +6,7 @@
 //! - [`io_thread`]: the one thread that owns every socket after connect; it verifies,
 //!   decodes and files incoming messages into the store, and sends what callers submit.
 //! - [`core`]: [`ClientCore`], the handle callers use: submit, wait, read results.
-//! - [`error`]: [`ClientError`].
+//! - [`mod@error`]: [`ClientError`], one variant per thing a user can act on.
 
 pub mod connect;
 pub mod core;

@@ -174,10 +174,10 @@ impl Store {
             }
         }
         match msg.header.msg_type.as_str() {
-            "status" => {
-                if msg.content.get("execution_state").and_then(Value::as_str) == Some("idle") {
-                    task.idle = true;
-                }
+            "status"
+                if msg.content.get("execution_state").and_then(Value::as_str) == Some("idle") =>
+            {
+                task.idle = true;
             }
             "stream" => {
                 let text = msg
