@@ -16,6 +16,39 @@ import pytest
 import corral
 
 
+def _become_subreaper():
+    """Orphans of our processes (an engine's nanny outlives its engine) are reparented to
+    us instead of to PID 1, so teardown can kill and reap them instead of leaving zombies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
+def _our_orphans(known: set[int]) -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known:
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            found.append(int(entry))
+    return found
+
+
+_become_subreaper()
+
+# Every process any cluster here started itself (so teardown of one cluster never takes
+# another cluster's processes for orphans).
+_SPAWNED: set[int] = set()
+
+
 class StockCluster:
     def __init__(self, root: Path, n_engines: int):
         self.profile_dir = root / "profile"
@@ -34,6 +67,7 @@ class StockCluster:
             start_new_session=True,  # own process group: the nanny goes with its engine
         )
         log.close()
+        _SPAWNED.add(proc.pid)
         self.procs[name] = proc
         return proc
 
@@ -66,12 +100,20 @@ class StockCluster:
                 except ProcessLookupError:
                     pass
             proc.wait(timeout=10)
-        # Children that outlived their group leader (the engine's nanny).
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        # Orphans reparented to us (see _become_subreaper): kill and reap them, by pid.
+        known = _SPAWNED
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            orphans = _our_orphans(known)
+            if not orphans:
+                break
+            for pid in orphans:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, os.WNOHANG)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            time.sleep(0.05)
 
 
 def _cluster(tmp_path_factory, request, n):
