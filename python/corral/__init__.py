@@ -1,5 +1,31 @@
-"""corral: interactive parallel computing with a Rust core, speaking ipyparallel's protocol."""
+"""corral: interactive parallel computing with a Rust core, speaking ipyparallel's protocol.
+
+``import corral as ipp`` works like ``import ipyparallel as ipp`` for the client API.
+"""
 
 from corral._core import __version__
+from corral import error
+from corral.client import AsyncResult, Client, DirectView, LoadBalancedView
+from corral.error import (
+    CompositeError,
+    EngineError,
+    NoEnginesRegistered,
+    RemoteError,
+    TaskAborted,
+    TimeoutError,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "AsyncResult",
+    "Client",
+    "CompositeError",
+    "DirectView",
+    "EngineError",
+    "LoadBalancedView",
+    "NoEnginesRegistered",
+    "RemoteError",
+    "TaskAborted",
+    "TimeoutError",
+    "__version__",
+    "error",
+]

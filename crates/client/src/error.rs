@@ -1,0 +1,40 @@
+//! Client errors, each with the context a user needs to act on it.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The Hub did not answer `connection_request`: usually no cluster is running.
+    #[error("no controller answered at {url} within {timeout_s:.1} s; is the cluster running?")]
+    NoController { url: String, timeout_s: f64 },
+    #[error("the Hub answered connection_request with status {status:?}")]
+    ConnectionRefused { status: String },
+    #[error("zmq error on {socket}: {source}")]
+    Zmq {
+        socket: &'static str,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error(transparent)]
+    Wire(#[from] corral_wire::WireError),
+    #[error("the client is closed")]
+    Closed,
+    #[error("no reply to {msg_type} from the Hub within {timeout_s:.1} s")]
+    HubTimeout { msg_type: String, timeout_s: f64 },
+    #[error("unknown channel {0:?} (expected mux, control, task or broadcast)")]
+    UnknownChannel(String),
+    #[error("invalid JSON for {what}: {source}")]
+    BadJson {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    pub(crate) fn zmq(socket: &'static str) -> impl FnOnce(zmq::Error) -> Self {
+        move |source| ClientError::Zmq { socket, source }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

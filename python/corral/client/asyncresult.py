@@ -1,0 +1,163 @@
+"""``AsyncResult``: the handle on submitted tasks, with ipyparallel's semantics.
+
+A task counts as done only once its reply AND its engine's ``status: idle`` have arrived
+(the Rust store enforces this), so when ``get()`` returns, ``data``, ``stdout`` and
+``stderr`` are final. ``data`` can be read at any time while tasks run: each read merges
+only the (conflated) updates published since the previous read.
+"""
+
+from __future__ import annotations
+
+import time
+
+from corral import error
+
+__all__ = ["AsyncResult"]
+
+
+class AsyncResult:
+    """Results of one call: one msg_id per engine (DirectView) or one task."""
+
+    def __init__(self, client, msg_ids, single=False, fname="unknown", targets=None):
+        self._client = client
+        self.msg_ids = list(msg_ids)
+        self._single_result = single
+        self._fname = fname
+        self._targets = targets
+        self._t0 = time.monotonic()
+        self._t_done = None
+        self._result = None
+        self._exception = None
+        self._resolved = False
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait(self, timeout=-1) -> bool:
+        """Wait up to ``timeout`` seconds (forever if None or negative); True if done."""
+        if self._resolved:
+            return True
+        if timeout is not None and timeout < 0:
+            timeout = None
+        if self._client._wait(self.msg_ids, timeout):
+            self._resolve()
+            return True
+        return False
+
+    def ready(self) -> bool:
+        return self.wait(0)
+
+    def done(self) -> bool:
+        return self.ready()
+
+    def get(self, timeout=None):
+        """The result(s); raises ``TimeoutError`` if not ready within ``timeout``, the
+        remote error (single engine) or a ``CompositeError`` (several)."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        if not self.wait(timeout):
+            raise error.TimeoutError("Result not ready.")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def result(self, timeout=None):
+        return self.get(timeout)
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise RuntimeError("Cannot check successful() if not done.")
+        return self._exception is None
+
+    def get_dict(self, timeout=None) -> dict:
+        """``{engine_id: result}``."""
+        results = self.get(timeout)
+        if self._single_result:
+            results = [results]
+        ids = [md["engine_id"] for md in self._metadata_list()]
+        return dict(zip(ids, results))
+
+    def _resolve(self):
+        self._t_done = time.monotonic()
+        results = [self._client._result(m) for m in self.msg_ids]
+        try:
+            if self._single_result:
+                if isinstance(results[0], Exception):
+                    raise results[0]
+                self._result = results[0]
+            else:
+                self._result = error.collect_exceptions(results, self._fname)
+        except Exception as e:
+            self._exception = e
+        self._resolved = True
+
+    # -- live views of the tasks -----------------------------------------------------
+
+    def _metadata_list(self):
+        return [self._client._metadata(m) for m in self.msg_ids]
+
+    def _per_task(self, values):
+        return values[0] if self._single_result else values
+
+    @property
+    def data(self):
+        """Latest published data: one dict per engine (a single dict for one engine)."""
+        return self._per_task(self._client._take_data(self.msg_ids))
+
+    @property
+    def stdout(self):
+        return self._per_task([md["stdout"] for md in self._metadata_list()])
+
+    @property
+    def stderr(self):
+        return self._per_task([md["stderr"] for md in self._metadata_list()])
+
+    @property
+    def metadata(self):
+        return self._per_task(self._metadata_list())
+
+    @property
+    def engine_id(self):
+        return self._per_task([md["engine_id"] for md in self._metadata_list()])
+
+    @property
+    def progress(self) -> int:
+        """How many of the tasks are done."""
+        return sum(1 for m in self.msg_ids if self._client._core.ready(m))
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since submission (until completion, once done)."""
+        end = self._t_done if self._t_done is not None else time.monotonic()
+        return end - self._t0
+
+    def iter_data(self, timeout=None, interval=0.01):
+        """Yield ``data`` each time it changes, until the tasks are done (then once more
+        with the final values). What ipyparallel lacks: watch publications as they come."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            done = self.wait(interval)
+            counts = [md["data_messages"] for md in self._metadata_list()]
+            if counts != seen or done:
+                seen = counts
+                yield self.data
+            if done:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise error.TimeoutError("Result not ready.")
+
+    def on_data(self, callback, timeout=None, interval=0.01):
+        """Call ``callback(data)`` for each change of ``data`` (blocking until done)."""
+        for d in self.iter_data(timeout, interval):
+            callback(d)
+
+    def __len__(self):
+        return len(self.msg_ids)
+
+    def __iter__(self):
+        result = self.get()
+        yield from ([result] if self._single_result else result)
+
+    def __repr__(self):
+        state = "finished" if self._resolved else "pending"
+        return f"<AsyncResult({self._fname}): {state}>"

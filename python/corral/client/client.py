@@ -1,0 +1,284 @@
+"""``Client``: a connection to a cluster's controller, and the views onto its engines.
+
+Finding the cluster follows IPython/ipyparallel: ``<profile_dir>/security/
+ipcontroller[-<cluster_id>]-client.json``. The Rust core (``corral._core.ClientCore``)
+owns the sockets; this class turns its raw replies into Python values, caches them and
+merges published data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from corral import error
+from corral._core import ClientCore
+from corral.serialize import deserialize_object
+
+__all__ = ["Client", "find_connection_file"]
+
+_START_HINT = (
+    "Start a cluster first, e.g. `corral cluster start -n 4 --daemonize` "
+    "(or `corral.Cluster(n=4)` in Python; stock `ipcluster start -n 4` works too)."
+)
+
+
+def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_id=None) -> Path:
+    """The client connection file a ``Client`` with these arguments would read."""
+    if url_file:
+        return Path(url_file).expanduser()
+    if profile_dir:
+        pdir = Path(profile_dir).expanduser()
+    else:
+        ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+        pdir = Path(ipython_dir) / f"profile_{profile or 'default'}"
+    name = f"ipcontroller-{cluster_id}-client.json" if cluster_id else "ipcontroller-client.json"
+    return pdir / "security" / name
+
+
+def _engine_info_defaults(content: dict, engine_id, uuid, method="apply") -> dict:
+    info = dict(content.get("engine_info") or {})
+    info.setdefault("engine_id", engine_id)
+    info.setdefault("engine_uuid", uuid)
+    info.setdefault("method", method)
+    return info
+
+
+class Client:
+    """A connection to a running cluster (ipyparallel's ``Client``).
+
+    ``c.ids`` are the live engine ids; ``c[i]``, ``c[:]``, ``c[[0, 1]]`` give direct
+    views; ``c.load_balanced_view()`` a load-balanced one.
+    """
+
+    def __init__(
+        self,
+        url_file=None,
+        profile=None,
+        profile_dir=None,
+        cluster_id=None,
+        timeout=10,
+        **_ignored,
+    ):
+        path = find_connection_file(url_file, profile, profile_dir, cluster_id)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No cluster found: the connection file {path} does not exist. {_START_HINT}"
+            )
+        self.url_file = str(path)
+        try:
+            self._core = ClientCore.connect(str(path), float(timeout))
+        except TimeoutError as e:
+            raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
+        self._results: dict[str, object] = {}
+        self._data: dict[str, dict] = {}
+        self._closed = False
+
+    # -- engines ---------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[int]:
+        """Sorted ids of the live engines."""
+        return [i for i, _ in self._core.engines()]
+
+    def _uuid(self, engine_id: int) -> str:
+        engines = dict(self._core.engines())
+        if engine_id not in engines:
+            raise IndexError(f"No such engine: {engine_id}; live engines are {sorted(engines)}")
+        return engines[engine_id]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, key):
+        """``c[i]`` one engine (single results); ``c[:]``, ``c[[i, j]]`` several."""
+        from corral.client.view import DirectView
+
+        ids = self.ids
+        if isinstance(key, int):
+            if key not in ids:
+                if not ids:
+                    raise error.NoEnginesRegistered()
+                raise IndexError(f"No such engine: {key}; live engines are {ids}")
+            return DirectView(self, key)
+        if isinstance(key, slice):
+            return DirectView(self, ids[key])
+        if isinstance(key, (list, tuple, range)):
+            missing = [k for k in key if k not in ids]
+            if missing:
+                raise IndexError(f"No such engines: {missing}; live engines are {ids}")
+            return DirectView(self, list(key))
+        raise TypeError(f"engine index must be int, slice or list, not {type(key).__name__}")
+
+    def direct_view(self, targets="all", **kwargs):
+        from corral.client.view import DirectView
+
+        return DirectView(self, targets, **kwargs)
+
+    def load_balanced_view(self, targets=None, **kwargs):
+        from corral.client.view import LoadBalancedView
+
+        return LoadBalancedView(self, targets, **kwargs)
+
+    def wait_for_engines(self, n=None, timeout=-1, block=True):
+        """Wait until at least ``n`` engines are registered (``TimeoutError`` if not)."""
+        if n is None:
+            n = 1
+        if timeout is None or timeout < 0:
+            timeout = 1e9
+        count = self._core.wait_for_engines(int(n), float(timeout))
+        if count < n:
+            raise TimeoutError(
+                f"{count} engine(s) registered after {timeout:g} s, waited for {n}"
+            )
+
+    # -- hub queries -----------------------------------------------------------------
+
+    def _hub(self, msg_type: str, content: dict, timeout: float = 10.0) -> dict:
+        reply_type, text, _buffers = self._core.hub_request(msg_type, json.dumps(content), timeout)
+        reply = json.loads(text)
+        if reply.get("status") != "ok":
+            raise error.unwrap_exception(reply)
+        return reply
+
+    def queue_status(self, targets="all", verbose=False):
+        """Per-engine queue counts ``{id: {queue, completed, tasks}, 'unassigned': n}``."""
+        if targets in (None, "all"):
+            tlist = None
+        elif isinstance(targets, int):
+            tlist = [targets]
+        else:
+            tlist = list(targets)
+        reply = self._hub("queue_request", {"targets": tlist, "verbose": verbose})
+        reply.pop("status", None)
+        status = {int(k) if k.isdigit() else k: v for k, v in reply.items()}
+        if isinstance(targets, int):
+            return status[targets]
+        return status
+
+    def shutdown(self, targets="all", restart=False, hub=False, block=None):
+        """Stop engines (control ``shutdown_request``) and, with ``hub=True``, the controller."""
+        if hub:
+            targets = "all"
+        ids = self.ids if targets in (None, "all") else ([targets] if isinstance(targets, int) else list(targets))
+        msg_ids = [
+            self._core.submit("control", self._uuid(i), "shutdown_request",
+                              json.dumps({"restart": bool(restart)}), "{}", [])
+            for i in ids
+        ]
+        if msg_ids:
+            self._core.wait(msg_ids, 5.0)
+        if hub:
+            self._hub("shutdown_request", {})
+
+    # -- results (used by AsyncResult) -----------------------------------------------
+
+    def _submit(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        frames = [b if isinstance(b, bytes) else bytes(b) for b in buffers]
+        return self._core.submit(channel, target_uuid, msg_type, json.dumps(content),
+                                 json.dumps(metadata), frames)
+
+    def _wait(self, msg_ids, timeout=None) -> bool:
+        return self._core.wait(list(msg_ids), timeout)
+
+    def _result(self, msg_id):
+        """The decoded result of a ready task (a value, or a RemoteError instance)."""
+        if msg_id in self._results:
+            return self._results[msg_id]
+        raw = self._core.reply(msg_id)
+        if raw is None:
+            raise error.TimeoutError("result not ready")
+        header, content, metadata, buffers = raw
+        header, content, metadata = json.loads(header), json.loads(content), json.loads(metadata)
+        uuid = metadata.get("engine")
+        engine_id = self._core.engine_id(uuid) if uuid else None
+        status = content.get("status")
+        if status == "ok":
+            if header.get("msg_type") == "execute_reply":
+                value = None
+            else:
+                value, _ = deserialize_object(buffers)
+        elif status == "aborted":
+            value = error.TaskAborted(f"task {msg_id} was aborted")
+        else:
+            content = dict(content)
+            method = "execute" if header.get("msg_type") == "execute_reply" else "apply"
+            content["engine_info"] = _engine_info_defaults(content, engine_id, uuid, method)
+            value = error.unwrap_exception(content)
+        self._results[msg_id] = value
+        return value
+
+    def _take_data(self, msg_ids) -> list[dict]:
+        """Merge pending published data into each task's dict; return the dicts."""
+        pending = self._core.take_data(list(msg_ids))
+        dicts = []
+        for msg_id, updates in zip(msg_ids, pending):
+            d = self._data.setdefault(msg_id, {})
+            for frames in updates:
+                value, _ = deserialize_object(frames)
+                d.update(value)
+            dicts.append(d)
+        return dicts
+
+    def _metadata(self, msg_id) -> dict:
+        task = self._core.task(msg_id)
+        md = {
+            "msg_id": msg_id, "submitted": None, "started": None, "completed": None,
+            "received": None, "engine_uuid": None, "engine_id": None, "status": None,
+            "execute_input": None, "execute_result": None, "error": None,
+            "stdout": "", "stderr": "", "outputs": [], "data": {}, "label": None,
+            "data_messages": 0,
+        }
+        if task is None:
+            return md
+        uuid, submitted, stdout, stderr, outputs, n_data = task
+        md.update(engine_uuid=uuid, submitted=submitted, stdout=stdout, stderr=stderr,
+                  data_messages=n_data)
+        if uuid:
+            md["engine_id"] = self._core.engine_id(uuid)
+        for out in json.loads(outputs):
+            kind, content = out["msg_type"], out["content"]
+            if kind == "display_data":
+                md["outputs"].append(content)
+            elif kind == "execute_input":
+                md["execute_input"] = content.get("code")
+            else:
+                md[kind] = content
+        md["data"] = self._take_data([msg_id])[0]
+        raw = self._core.reply(msg_id)
+        if raw is not None:
+            header, _content, metadata, _ = raw
+            header, metadata = json.loads(header), json.loads(metadata)
+            md["completed"] = header.get("date")
+            md["started"] = metadata.get("started")
+            md["status"] = metadata.get("status") or json.loads(_content).get("status")
+            md["label"] = metadata.get("label")
+        return md
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self, linger=None):
+        """Stop the I/O thread and close every socket."""
+        if not self._closed:
+            self._closed = True
+            self._core.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        return f"<corral.Client {self.url_file!r} ({state})>"
