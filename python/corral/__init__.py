@@ -6,6 +6,7 @@
 from corral._core import __version__
 from corral import error
 from corral.client import AsyncResult, Client, DirectView, LoadBalancedView
+from corral.cluster import Cluster
 from corral.error import (
     CompositeError,
     EngineError,
@@ -18,6 +19,7 @@ from corral.error import (
 __all__ = [
     "AsyncResult",
     "Client",
+    "Cluster",
     "CompositeError",
     "DirectView",
     "EngineError",
