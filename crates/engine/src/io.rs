@@ -192,12 +192,15 @@ impl IoThread {
         }
     }
 
-    /// XPUB subscription frames: greet each new subscriber as ipykernel 7 does.
+    /// XPUB subscription frames. ipykernel 7 greets each subscriber with a topic-less
+    /// `iopub_welcome`; nobody in ipyparallel uses it and the stock Hub logs every one as
+    /// an error ("Monitor message without topic"), so corral only consumes them.
     fn read_subscriptions(&mut self) {
         while let Ok(frame) = self.iopub.recv_bytes(zmq::DONTWAIT) {
-            if frame.first() == Some(&1) {
-                self.send(Target::IoPub, self.encoder.welcome());
-            }
+            tracing::debug!(
+                subscribe = frame.first() == Some(&1),
+                "iopub subscription change"
+            );
         }
     }
 }

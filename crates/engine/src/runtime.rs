@@ -184,6 +184,30 @@ impl EngineRuntime {
         &self.session
     }
 
+    /// An IOPub message on topic `engine.<id>.<suffix>`, parented to the running task.
+    pub fn publish_op(
+        &self,
+        suffix: &str,
+        msg_type: &str,
+        content: Vec<u8>,
+        engine_md: bool,
+        buffers: Vec<Vec<u8>>,
+    ) -> Outgoing {
+        Outgoing::Publish {
+            topic: format!("engine.{}.{suffix}", self.id).into_bytes(),
+            msg_type: msg_type.to_string(),
+            content,
+            engine_md,
+            buffers,
+        }
+    }
+
+    /// A `stream` message (`name` = stdout/stderr); it carries no `metadata.engine`.
+    pub fn stream_op(&self, name: &str, text: &str) -> Outgoing {
+        let content = serde_json::to_vec(&json!({"name": name, "text": text})).expect("JSON");
+        self.publish_op(name, "stream", content, false, Vec::new())
+    }
+
     /// Queues without blocking; gives the operation back when the queue is full (or closed).
     pub fn try_queue(&self, op: Outgoing) -> std::result::Result<(), Outgoing> {
         match self.out_tx.try_send(op) {

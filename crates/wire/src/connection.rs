@@ -183,12 +183,12 @@ mod tests {
 
     #[test]
     fn reads_captured_files_and_writes_them_back_0600() {
-        let client = ClientConnection::read(&Path::new(CAPTURED).join("ipcontroller-client.json"))
-            .unwrap();
+        let client =
+            ClientConnection::read(&Path::new(CAPTURED).join("ipcontroller-client.json")).unwrap();
         assert_eq!(client.task_scheme, "leastload");
         assert_eq!(client.url(client.mux), "tcp://127.0.0.1:46745");
-        let engine = EngineConnection::read(&Path::new(CAPTURED).join("ipcontroller-engine.json"))
-            .unwrap();
+        let engine =
+            EngineConnection::read(&Path::new(CAPTURED).join("ipcontroller-engine.json")).unwrap();
         assert_eq!(engine.broadcast.len(), 2);
 
         let dir = tempfile::tempdir().unwrap();
@@ -202,8 +202,8 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         // Same key order as ipyparallel writes.
-        let original = std::fs::read_to_string(Path::new(CAPTURED).join("ipcontroller-client.json"))
-            .unwrap();
+        let original =
+            std::fs::read_to_string(Path::new(CAPTURED).join("ipcontroller-client.json")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
     }
 

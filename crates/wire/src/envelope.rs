@@ -14,12 +14,13 @@ pub const DELIMITER: &[u8] = b"<IDS|MSG>";
 /// Index of the first delimiter frame, checking that the five frames after it exist
 /// (signature and the four JSON frames).
 pub fn locate_delimiter<F: AsRef<[u8]>>(frames: &[F]) -> Result<usize> {
-    let delim = frames
-        .iter()
-        .position(|f| f.as_ref() == DELIMITER)
-        .ok_or(WireError::NoDelimiter {
-            frames: frames.len(),
-        })?;
+    let delim =
+        frames
+            .iter()
+            .position(|f| f.as_ref() == DELIMITER)
+            .ok_or(WireError::NoDelimiter {
+                frames: frames.len(),
+            })?;
     let after = frames.len() - delim - 1;
     if after < 5 {
         return Err(WireError::Truncated { frames: after });
@@ -35,8 +36,13 @@ pub fn verify_frames<F: AsRef<[u8]>>(frames: &[F], signer: &Signer) -> Result<us
         if sig.is_empty() {
             return Err(WireError::Unsigned);
         }
-        let parts = [&frames[d + 2], &frames[d + 3], &frames[d + 4], &frames[d + 5]]
-            .map(|f| f.as_ref());
+        let parts = [
+            &frames[d + 2],
+            &frames[d + 3],
+            &frames[d + 4],
+            &frames[d + 5],
+        ]
+        .map(|f| f.as_ref());
         if !signer.verify(sig, parts) {
             return Err(WireError::BadSignature);
         }
@@ -82,7 +88,10 @@ impl Message {
             parent_header: parse("parent_header", frames[d + 3].as_ref())?,
             metadata: parse("metadata", frames[d + 4].as_ref())?,
             content: parse("content", frames[d + 5].as_ref())?,
-            buffers: frames[d + 6..].iter().map(|f| f.as_ref().to_vec()).collect(),
+            buffers: frames[d + 6..]
+                .iter()
+                .map(|f| f.as_ref().to_vec())
+                .collect(),
         })
     }
 
@@ -182,7 +191,10 @@ mod tests {
         garbage.extend(parts.iter().map(|p| p.to_vec()));
         assert!(matches!(
             Message::decode(&garbage, &signer),
-            Err(WireError::BadJson { frame: "header", .. })
+            Err(WireError::BadJson {
+                frame: "header",
+                ..
+            })
         ));
     }
 }

@@ -55,7 +55,9 @@ impl Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("keyed", &self.has_key()).finish()
+        f.debug_struct("Signer")
+            .field("keyed", &self.has_key())
+            .finish()
     }
 }
 

@@ -60,8 +60,14 @@ fn every_captured_message_decodes_verifies_and_resigns_byte_for_byte() {
         assert_eq!(msg.parent_header, decoded["parent_header"], "{file}");
         assert_eq!(msg.metadata, decoded["metadata"], "{file}");
         assert_eq!(msg.content, decoded["content"], "{file}");
-        assert_eq!(msg.idents.len() as u64, decoded["idents_n"].as_u64().unwrap());
-        assert_eq!(msg.buffers.len() as u64, decoded["buffers_n"].as_u64().unwrap());
+        assert_eq!(
+            msg.idents.len() as u64,
+            decoded["idents_n"].as_u64().unwrap()
+        );
+        assert_eq!(
+            msg.buffers.len() as u64,
+            decoded["buffers_n"].as_u64().unwrap()
+        );
 
         // Re-sign the original JSON bytes and reassemble: identical frames.
         let d = locate_delimiter(&raw).unwrap();
