@@ -30,6 +30,9 @@ pub fn register(
     sock.set_identity(session.id.as_bytes())
         .map_err(zerr("registration identity"))?;
     sock.set_linger(1000).map_err(zerr("registration linger"))?;
+    // Unregistration at exit must not hang when the controller is already gone.
+    sock.set_sndtimeo(1000)
+        .map_err(zerr("registration sndtimeo"))?;
     let url = conn.url(conn.registration);
     sock.connect(&url).map_err(zerr("registration connect"))?;
     let request = session.msg("registration_request", json!({"uuid": session.id}));
@@ -95,7 +98,7 @@ pub fn parse_reply(content: &Value) -> Result<Registered> {
 /// Tells the Hub we are leaving (no reply comes).
 pub fn unregister(sock: &zmq::Socket, session: &Session, id: u64) -> Result<()> {
     let msg = session.msg("unregistration_request", json!({"id": id}));
-    sock.send_multipart(session.encode(&msg), zmq::DONTWAIT)
+    sock.send_multipart(session.encode(&msg), 0)
         .map_err(zerr("unregistration send"))
 }
 

@@ -305,8 +305,8 @@ impl EngineRuntime {
         }
         self.shared.stop.store(true, Ordering::Release);
         self.heart.stop.store(true, Ordering::Release);
-        self.shared.wake_pending.store(false, Ordering::Release);
-        self.wake();
+        // A last wake-up; the I/O thread may already be gone, so a failure is fine.
+        let _ = self.waker.lock().send(&b""[..], zmq::DONTWAIT);
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
