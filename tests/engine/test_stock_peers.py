@@ -177,3 +177,25 @@ def test_sigterm_exits_cleanly_and_unregisters(cluster):
     os.kill(procs.procs["engine1"].pid, signal.SIGTERM)
     assert procs.procs["engine1"].wait(10) == 0
     assert wait_until(lambda: len(client.ids) == 1, timeout=20), client.ids
+
+
+def test_sigint_interrupts_the_task_and_the_engine_lives(cluster):
+    import os
+    import signal
+
+    client, _, _ = cluster
+    pid = client[0].apply_sync(remote(lambda: __import__("os").getpid()))
+
+    @remote
+    def long_sleep():
+        import time
+
+        time.sleep(30)
+
+    ar = client[0].apply_async(long_sleep)
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGINT)
+    with pytest.raises(ipp.error.RemoteError) as info:
+        ar.get(timeout=20)
+    assert info.value.ename == "KeyboardInterrupt"
+    assert client[0].apply_sync(remote(lambda: 6)) == 6
