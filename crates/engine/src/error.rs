@@ -1,0 +1,36 @@
+//! One error type for the engine runtime.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Wire(#[from] corral_wire::WireError),
+    #[error("zmq error during {during}: {source}")]
+    Zmq {
+        during: &'static str,
+        #[source]
+        source: zmq::Error,
+    },
+    /// Nobody answered the registration request: the controller is down or the file is stale.
+    #[error("no controller answered at {url} within {timeout_s:.1} s (connection file: {file})")]
+    NoController {
+        url: String,
+        file: String,
+        timeout_s: f64,
+    },
+    #[error("registration refused by the controller: {reason}")]
+    Refused { reason: String },
+    #[error("malformed registration reply: {reason}")]
+    BadReply { reason: String },
+    /// The outgoing queue is gone: the I/O thread has stopped.
+    #[error("the engine runtime is closed")]
+    Closed,
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Tags a zmq error with what we were doing.
+pub(crate) fn zerr(during: &'static str) -> impl FnOnce(zmq::Error) -> EngineError {
+    move |source| EngineError::Zmq { during, source }
+}

@@ -1,0 +1,237 @@
+//! What the executor asks the I/O thread to send, and the [`Encoder`] that turns it into
+//! signed frames. Headers, signatures and the `parent_header` are made here, off the Python
+//! thread, so a `publish_data` call costs Python only its pickling.
+
+use std::sync::Arc;
+
+use corral_wire::{Session, DELIMITER};
+
+use crate::request::Channel;
+
+/// One thing to send. All of these go through one ordered queue.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A task starts: `status: busy` parented to it, and it becomes the current parent.
+    Begin { parent: Arc<Vec<u8>> },
+    /// A task is over (its reply already queued): `status: idle`, current parent cleared.
+    End { parent: Arc<Vec<u8>> },
+    /// An IOPub message parented to the current task. `content` is JSON bytes.
+    Publish {
+        topic: Vec<u8>,
+        msg_type: String,
+        content: Vec<u8>,
+        /// `metadata = {"engine": uuid}` (every engine message but `stream`), else `{}`.
+        engine_md: bool,
+        buffers: Vec<Vec<u8>>,
+    },
+    /// A `data_message` on topic `datapub`: content `{"keys": keys}`, the pickled dict as buffers.
+    Data {
+        keys: Vec<String>,
+        buffers: Vec<Vec<u8>>,
+    },
+    /// A reply on the request's own socket, echoing its idents.
+    Reply {
+        channel: Channel,
+        idents: Vec<Vec<u8>>,
+        parent: Arc<Vec<u8>>,
+        msg_type: String,
+        content: Vec<u8>,
+        metadata: Vec<u8>,
+        buffers: Vec<Vec<u8>>,
+    },
+    /// `status` with no parent (e.g. `starting`).
+    Status { state: &'static str },
+}
+
+/// Where encoded frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Shell,
+    Control,
+    IoPub,
+}
+
+/// Stateful encoder, owned by the I/O thread: it remembers the current parent header.
+pub struct Encoder {
+    session: Arc<Session>,
+    engine_md: Vec<u8>,
+    status_topic: Vec<u8>,
+    current_parent: Option<Arc<Vec<u8>>>,
+}
+
+const EMPTY: &[u8] = b"{}";
+
+impl Encoder {
+    pub fn new(session: Arc<Session>, engine_id: u64) -> Self {
+        let engine_md =
+            serde_json::to_vec(&serde_json::json!({"engine": session.id})).expect("JSON");
+        Encoder {
+            session,
+            engine_md,
+            status_topic: format!("engine.{engine_id}.status").into_bytes(),
+            current_parent: None,
+        }
+    }
+
+    /// Signed frames for one message. `parent`/`metadata`/`content` are JSON bytes.
+    pub fn frames(
+        &self,
+        idents: Vec<Vec<u8>>,
+        msg_type: &str,
+        parent: &[u8],
+        metadata: &[u8],
+        content: &[u8],
+        buffers: Vec<Vec<u8>>,
+    ) -> Vec<Vec<u8>> {
+        let header = serde_json::to_vec(&self.session.header(msg_type)).expect("JSON");
+        let sig = self
+            .session
+            .signer
+            .sign([&header[..], parent, metadata, content]);
+        let mut out = idents;
+        out.reserve(6 + buffers.len());
+        out.push(DELIMITER.to_vec());
+        out.push(sig);
+        out.push(header);
+        out.push(parent.to_vec());
+        out.push(metadata.to_vec());
+        out.push(content.to_vec());
+        out.extend(buffers);
+        out
+    }
+
+    /// A `status` message parented to `parent`, without touching the current parent.
+    pub fn status_for(&self, state: &str, parent: &[u8]) -> Vec<Vec<u8>> {
+        let content = format!("{{\"execution_state\": \"{state}\"}}");
+        self.frames(
+            vec![self.status_topic.clone()],
+            "status",
+            parent,
+            &self.engine_md,
+            content.as_bytes(),
+            Vec::new(),
+        )
+    }
+
+    fn parent(&self) -> &[u8] {
+        self.current_parent.as_deref().map_or(EMPTY, |p| &p[..])
+    }
+
+    /// Encodes one operation (updating the current parent as a side effect).
+    pub fn encode(&mut self, op: Outgoing) -> (Target, Vec<Vec<u8>>) {
+        match op {
+            Outgoing::Begin { parent } => {
+                let frames = self.status_for("busy", &parent);
+                self.current_parent = Some(parent);
+                (Target::IoPub, frames)
+            }
+            Outgoing::End { parent } => {
+                self.current_parent = None;
+                (Target::IoPub, self.status_for("idle", &parent))
+            }
+            Outgoing::Status { state } => (Target::IoPub, self.status_for(state, EMPTY)),
+            Outgoing::Publish {
+                topic,
+                msg_type,
+                content,
+                engine_md,
+                buffers,
+            } => {
+                let md: &[u8] = if engine_md { &self.engine_md } else { EMPTY };
+                let frames =
+                    self.frames(vec![topic], &msg_type, self.parent(), md, &content, buffers);
+                (Target::IoPub, frames)
+            }
+            Outgoing::Data { keys, buffers } => {
+                let content = serde_json::to_vec(&serde_json::json!({"keys": keys})).expect("JSON");
+                let frames = self.frames(
+                    vec![b"datapub".to_vec()],
+                    "data_message",
+                    self.parent(),
+                    &self.engine_md,
+                    &content,
+                    buffers,
+                );
+                (Target::IoPub, frames)
+            }
+            Outgoing::Reply {
+                channel,
+                idents,
+                parent,
+                msg_type,
+                content,
+                metadata,
+                buffers,
+            } => {
+                let target = match channel {
+                    Channel::Shell => Target::Shell,
+                    Channel::Control => Target::Control,
+                };
+                (
+                    target,
+                    self.frames(idents, &msg_type, &parent, &metadata, &content, buffers),
+                )
+            }
+        }
+    }
+
+    /// `iopub_welcome`, sent with no topic frame when a subscriber arrives (ipykernel 7).
+    pub fn welcome(&self) -> Vec<Vec<u8>> {
+        self.frames(
+            Vec::new(),
+            "iopub_welcome",
+            EMPTY,
+            EMPTY,
+            b"{\"subscription\": \"\"}",
+            Vec::new(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_wire::Message;
+    use serde_json::json;
+
+    #[test]
+    fn data_message_is_parented_to_the_running_task() {
+        let session = Arc::new(Session::new(b"k"));
+        let mut enc = Encoder::new(session.clone(), 3);
+        let req = session.msg("apply_request", json!({}));
+        let parent = Arc::new(serde_json::to_vec(&req.header).unwrap());
+        let (t, busy) = enc.encode(Outgoing::Begin {
+            parent: parent.clone(),
+        });
+        assert_eq!(t, Target::IoPub);
+        let busy = Message::decode(&busy, &session.signer).unwrap();
+        assert_eq!(busy.idents, vec![b"engine.3.status".to_vec()]);
+        assert_eq!(busy.content, json!({"execution_state": "busy"}));
+        assert_eq!(busy.metadata, json!({"engine": session.id}));
+
+        let (_, data) = enc.encode(Outgoing::Data {
+            keys: vec!["a".into()],
+            buffers: vec![b"p".to_vec()],
+        });
+        let data = Message::decode(&data, &session.signer).unwrap();
+        assert_eq!(data.idents, vec![b"datapub".to_vec()]);
+        assert_eq!(data.msg_type(), "data_message");
+        assert_eq!(data.content, json!({"keys": ["a"]}));
+        assert_eq!(data.parent_msg_id(), Some(req.header.msg_id.as_str()));
+        assert_eq!(data.buffers, vec![b"p".to_vec()]);
+
+        let (_, idle) = enc.encode(Outgoing::End { parent });
+        let idle = Message::decode(&idle, &session.signer).unwrap();
+        assert_eq!(idle.content, json!({"execution_state": "idle"}));
+        let (_, late) = enc.encode(Outgoing::Publish {
+            topic: b"engine.3.stdout".to_vec(),
+            msg_type: "stream".into(),
+            content: b"{\"name\": \"stdout\", \"text\": \"x\"}".to_vec(),
+            engine_md: false,
+            buffers: vec![],
+        });
+        let late = Message::decode(&late, &session.signer).unwrap();
+        assert_eq!(late.parent_header, json!({}));
+        assert_eq!(late.metadata, json!({}));
+    }
+}

@@ -1,0 +1,359 @@
+//! [`EngineRuntime`]: registers, starts the heart and the I/O thread, then hands requests
+//! to the executor and takes its replies and publications. Every method is safe to call
+//! from any thread; none waits for the network (only [`EngineRuntime::next`] waits, for
+//! a request, with a timeout).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use corral_wire::{iso_now, EngineConnection, Session};
+
+use crate::error::{zerr, EngineError, Result};
+use crate::heart::{self, HeartState};
+use crate::io::{IoThread, Shared};
+use crate::outgoing::{Encoder, Outgoing};
+use crate::registration;
+use crate::request::{Channel, Request};
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How long to wait for `registration_reply`.
+    pub registration_timeout: Duration,
+    /// Bound of the outgoing queue: a producer faster than the network blocks here.
+    pub queue_capacity: usize,
+    /// The connection file the settings came from, named in errors.
+    pub file_hint: String,
+    /// IOPub high-water mark (messages held by ZeroMQ for a slow subscriber).
+    pub iopub_hwm: i32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            registration_timeout: Duration::from_secs(5),
+            queue_capacity: 65_536,
+            file_hint: "<unknown>".into(),
+            iopub_hwm: 100_000,
+        }
+    }
+}
+
+/// What [`EngineRuntime::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    Request(Box<Request>),
+    Timeout,
+    /// A `shutdown_request` was answered.
+    Shutdown,
+    /// No heartbeat ping for `max_heartbeat_misses` (50) periods: the controller is gone.
+    ControllerLost,
+}
+
+/// Heartbeat periods without a ping after which the engine gives up (ipengine's default).
+const MAX_HEARTBEAT_MISSES: u64 = 50;
+
+pub struct EngineRuntime {
+    pub uuid: String,
+    pub id: u64,
+    pub hb_period_ms: u64,
+    session: Arc<Session>,
+    out_tx: Sender<Outgoing>,
+    waker: Mutex<zmq::Socket>,
+    shared: Arc<Shared>,
+    heart: Arc<HeartState>,
+    shell_rx: Receiver<Request>,
+    control_rx: Receiver<Request>,
+    registration: Mutex<Option<zmq::Socket>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _ctx: zmq::Context,
+}
+
+impl EngineRuntime {
+    /// Registers with the controller named by `conn` and starts the threads.
+    pub fn connect(conn: &EngineConnection, opts: EngineOptions) -> Result<Self> {
+        let ctx = zmq::Context::new();
+        let session = Arc::new(Session::new(conn.key.as_bytes()));
+        let (reg_sock, reg) = registration::register(
+            &ctx,
+            conn,
+            &session,
+            &opts.file_hint,
+            opts.registration_timeout,
+        )?;
+        let uuid = session.id.clone();
+        tracing::info!(engine_id = reg.id, %uuid, "registered");
+
+        let heart_state = HeartState::new();
+        let heart = heart::spawn(
+            &ctx,
+            uuid.as_bytes(),
+            &conn.url(conn.hb_ping),
+            &conn.url(conn.hb_pong),
+            heart_state.clone(),
+        )?;
+
+        let router = |what: &'static str| -> Result<zmq::Socket> {
+            let s = ctx.socket(zmq::ROUTER).map_err(zerr(what))?;
+            s.set_identity(uuid.as_bytes()).map_err(zerr(what))?;
+            s.set_linger(2000).map_err(zerr(what))?;
+            Ok(s)
+        };
+        let shell = router("shell socket")?;
+        shell
+            .connect(&conn.url(conn.mux))
+            .map_err(zerr("shell connect mux"))?;
+        shell
+            .connect(&conn.url(conn.task))
+            .map_err(zerr("shell connect task"))?;
+        if !conn.broadcast.is_empty() {
+            let port = conn.broadcast[(reg.id as usize) % conn.broadcast.len()];
+            shell
+                .connect(&conn.url(port))
+                .map_err(zerr("shell connect broadcast"))?;
+        }
+        let control = router("control socket")?;
+        control
+            .connect(&conn.url(conn.control))
+            .map_err(zerr("control connect"))?;
+        let iopub = ctx.socket(zmq::XPUB).map_err(zerr("iopub socket"))?;
+        iopub
+            .set_identity(uuid.as_bytes())
+            .map_err(zerr("iopub identity"))?;
+        iopub.set_linger(2000).map_err(zerr("iopub linger"))?;
+        iopub
+            .set_sndhwm(opts.iopub_hwm)
+            .map_err(zerr("iopub hwm"))?;
+        iopub
+            .connect(&conn.url(conn.iopub))
+            .map_err(zerr("iopub connect"))?;
+
+        let wake_url = format!("inproc://corral-engine-wake-{uuid}");
+        let wake = ctx.socket(zmq::PULL).map_err(zerr("wake socket"))?;
+        wake.bind(&wake_url).map_err(zerr("wake bind"))?;
+        let waker = ctx.socket(zmq::PUSH).map_err(zerr("waker socket"))?;
+        waker.connect(&wake_url).map_err(zerr("waker connect"))?;
+
+        let (out_tx, out_rx) = bounded(opts.queue_capacity.max(1));
+        let (shell_tx, shell_rx) = unbounded();
+        let (control_tx, control_rx) = unbounded();
+        let shared = Arc::new(Shared::default());
+        let io = IoThread {
+            shell,
+            control,
+            iopub,
+            wake,
+            out_rx,
+            shell_tx,
+            control_tx,
+            encoder: Encoder::new(session.clone(), reg.id),
+            session: session.clone(),
+            engine_id: reg.id,
+            shared: shared.clone(),
+        };
+        let io = std::thread::Builder::new()
+            .name("corral-engine-io".into())
+            .spawn(move || io.run())
+            .expect("spawning a thread");
+
+        let rt = EngineRuntime {
+            uuid,
+            id: reg.id,
+            hb_period_ms: reg.hb_period_ms,
+            session,
+            out_tx,
+            waker: Mutex::new(waker),
+            shared,
+            heart: heart_state,
+            shell_rx,
+            control_rx,
+            registration: Mutex::new(Some(reg_sock)),
+            threads: Mutex::new(vec![heart, io]),
+            _ctx: ctx,
+        };
+        rt.queue(Outgoing::Status { state: "starting" })?;
+        Ok(rt)
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// An IOPub message on topic `engine.<id>.<suffix>`, parented to the running task.
+    pub fn publish_op(
+        &self,
+        suffix: &str,
+        msg_type: &str,
+        content: Vec<u8>,
+        engine_md: bool,
+        buffers: Vec<Vec<u8>>,
+    ) -> Outgoing {
+        Outgoing::Publish {
+            topic: format!("engine.{}.{suffix}", self.id).into_bytes(),
+            msg_type: msg_type.to_string(),
+            content,
+            engine_md,
+            buffers,
+        }
+    }
+
+    /// A `stream` message (`name` = stdout/stderr); it carries no `metadata.engine`.
+    pub fn stream_op(&self, name: &str, text: &str) -> Outgoing {
+        let content = serde_json::to_vec(&json!({"name": name, "text": text})).expect("JSON");
+        self.publish_op(name, "stream", content, false, Vec::new())
+    }
+
+    /// Queues without blocking; gives the operation back when the queue is full (or closed).
+    pub fn try_queue(&self, op: Outgoing) -> std::result::Result<(), Outgoing> {
+        match self.out_tx.try_send(op) {
+            Ok(()) => {
+                self.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(op)) | Err(TrySendError::Disconnected(op)) => Err(op),
+        }
+    }
+
+    /// Queues, waiting while the queue is full (the network is slower than the producer).
+    pub fn queue(&self, op: Outgoing) -> Result<()> {
+        let op = match self.try_queue(op) {
+            Ok(()) => return Ok(()),
+            Err(op) => op,
+        };
+        self.out_tx.send(op).map_err(|_| EngineError::Closed)?;
+        self.wake();
+        Ok(())
+    }
+
+    fn wake(&self) {
+        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.lock().send(&b""[..], zmq::DONTWAIT) {
+                tracing::warn!(error = %e, "could not wake the I/O thread");
+            }
+        }
+    }
+
+    /// The next request to execute, control requests first. Aborted shell requests are
+    /// answered here (`status: aborted`) and skipped.
+    pub fn next(&self, timeout: Duration) -> Result<Next> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                return Ok(Next::Shutdown);
+            }
+            if self.heart.last_ping_ms.load(Ordering::Relaxed) > 0
+                && self.heart.silence_ms() > MAX_HEARTBEAT_MISSES * (self.hb_period_ms + 500)
+            {
+                return Ok(Next::ControllerLost);
+            }
+            if let Ok(req) = self.control_rx.try_recv() {
+                return Ok(Next::Request(Box::new(req)));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = left.min(Duration::from_millis(50));
+            let req = select! {
+                recv(self.control_rx) -> r => r.ok(),
+                recv(self.shell_rx) -> r => r.ok(),
+                default(slice) => None,
+            };
+            match req {
+                Some(req)
+                    if req.channel == Channel::Shell && self.shared.aborts.lock().take(&req) =>
+                {
+                    self.answer_aborted(&req)?;
+                }
+                Some(req) => return Ok(Next::Request(Box::new(req))),
+                None if left.is_zero() => return Ok(Next::Timeout),
+                None => {}
+            }
+        }
+    }
+
+    fn answer_aborted(&self, req: &Request) -> Result<()> {
+        let md = reply_metadata(&req.metadata(), &self.uuid, "aborted", &iso_now());
+        let msg_type = reply_type(&req.header.msg_type);
+        self.queue(Outgoing::Begin {
+            parent: req.header_raw.clone(),
+        })?;
+        self.queue(Outgoing::Reply {
+            channel: req.channel,
+            idents: req.idents.clone(),
+            parent: req.header_raw.clone(),
+            msg_type,
+            content: br#"{"status": "aborted"}"#.to_vec(),
+            metadata: serde_json::to_vec(&md).expect("JSON"),
+            buffers: vec![],
+        })?;
+        self.queue(Outgoing::End {
+            parent: req.header_raw.clone(),
+        })
+    }
+
+    /// Sends `unregistration_request` (if asked), flushes the queue, stops the threads.
+    pub fn close(&self, unregister: bool) {
+        if let Some(sock) = self.registration.lock().take() {
+            if unregister {
+                if let Err(e) = registration::unregister(&sock, &self.session, self.id) {
+                    tracing::warn!(error = %e, "could not unregister");
+                }
+            }
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        self.heart.stop.store(true, Ordering::Release);
+        // A last wake-up; the I/O thread may already be gone, so a failure is fine.
+        let _ = self.waker.lock().send(&b""[..], zmq::DONTWAIT);
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        self.close(false);
+    }
+}
+
+/// `apply_request` → `apply_reply`, anything else `x` → `x_reply`.
+pub fn reply_type(request_type: &str) -> String {
+    match request_type.strip_suffix("_request") {
+        Some(stem) => format!("{stem}_reply"),
+        None => format!("{request_type}_reply"),
+    }
+}
+
+/// Reply metadata as ipyparallel's kernel writes it (PROTOCOL §6.1).
+pub fn reply_metadata(request_md: &Value, uuid: &str, status: &str, started: &str) -> Value {
+    let get = |k: &str, d: Value| request_md.get(k).cloned().unwrap_or(d);
+    json!({
+        "started": started,
+        "dependencies_met": true,
+        "engine": uuid,
+        "is_broadcast": get("is_broadcast", json!(false)),
+        "is_coalescing": get("is_coalescing", json!(false)),
+        "original_msg_id": get("original_msg_id", json!("")),
+        "label": get("label", Value::Null),
+        "status": status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_names_and_metadata() {
+        assert_eq!(reply_type("apply_request"), "apply_reply");
+        assert_eq!(reply_type("weird"), "weird_reply");
+        let md = reply_metadata(&json!({"label": "x", "is_broadcast": true}), "u", "ok", "t");
+        assert_eq!(md["label"], "x");
+        assert_eq!(md["is_broadcast"], true);
+        assert_eq!(md["original_msg_id"], "");
+        assert_eq!(md["engine"], "u");
+    }
+}

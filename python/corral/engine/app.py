@@ -1,0 +1,106 @@
+"""`corral engine`: find the engine connection file, register, serve requests.
+
+Options and file locations follow `ipengine`: `<profile_dir>/security/
+ipcontroller[-<cluster_id>]-engine.json`, waiting up to 10 s for it to appear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+#: How long to wait for the connection file to appear (ipengine's `wait_for_url_file`).
+WAIT_FOR_FILE = 10.0
+
+log = logging.getLogger("corral.engine")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="corral engine", description="Run one engine that connects to a controller."
+    )
+    p.add_argument("--profile", default="default", help="IPython profile name")
+    p.add_argument("--profile-dir", help="profile directory (overrides --profile)")
+    p.add_argument("--cluster-id", default="", help="cluster id in the file name")
+    p.add_argument("--file", help="engine connection file (ipcontroller-engine.json)")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the registration reply"
+    )
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    return p.parse_args(argv)
+
+
+def profile_dir(args: argparse.Namespace) -> Path:
+    """Like IPython: explicit dir, else `$IPYTHONDIR/profile_<name>` (default `~/.ipython`)."""
+    if args.profile_dir:
+        return Path(args.profile_dir).expanduser()
+    ipython_dir = Path(os.environ.get("IPYTHONDIR") or Path.home() / ".ipython").expanduser()
+    return ipython_dir / f"profile_{args.profile}"
+
+
+def connection_file(args: argparse.Namespace) -> Path:
+    if args.file:
+        return Path(args.file).expanduser()
+    name = "ipcontroller-engine.json"
+    if args.cluster_id:
+        name = f"ipcontroller-{args.cluster_id}-engine.json"
+    return profile_dir(args) / "security" / name
+
+
+def wait_for(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _terminate(signum, frame):
+    from corral.engine.executor import Terminate
+
+    raise Terminate()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    level = getattr(logging, str(args.log_level).upper(), logging.WARNING)
+    logging.basicConfig(
+        level=level,
+        stream=sys.__stderr__,
+        format="%(asctime)s [corral engine %(process)d] %(levelname)s %(message)s",
+    )
+    from corral import _core
+
+    _core.engine_init_logging(logging.getLevelName(level).lower())
+
+    path = connection_file(args)
+    if not wait_for(path, WAIT_FOR_FILE):
+        print(
+            f"corral engine: connection file {path} did not appear within {WAIT_FOR_FILE:.0f} s "
+            "(is a controller running for this profile?)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        rt = _core.EngineRuntime.connect(str(path), timeout=args.timeout)
+    except ValueError as e:
+        print(f"corral engine: bad connection file: {e}", file=sys.stderr)
+        return 1
+    except ConnectionError as e:
+        print(f"corral engine: {e}", file=sys.stderr)
+        return 1
+    log.info("registered as engine %d (%s)", rt.id, rt.uuid)
+
+    from corral.engine import compat
+    from corral.engine.executor import Executor
+
+    compat.install()
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return Executor(rt).run()

@@ -1,0 +1,295 @@
+"""The executor: runs on the engine's main thread and turns each request into
+`busy` → outputs → reply → `idle` (the Rust runtime sends them in that order).
+
+Replies follow ipyparallel's kernel (`engine/kernel.py`) and ipykernel: `apply_reply`
+with `serialize_object(result)` buffers, `execute_reply` with `execution_count`, errors as
+`wrap_exception` content plus an `error` IOPub message, and reply metadata as PROTOCOL §6.1.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import pickle
+import sys
+import threading
+import traceback
+import types
+from datetime import datetime, timezone
+from typing import Any
+
+import corral.datapub
+from corral.engine import compat
+from corral.engine.capture import Flusher, StreamCapture
+from corral.serialize import (
+    BUFFER_THRESHOLD,
+    is_ipyparallel_payload,
+    serialize_object,
+    unpack_apply_message,
+)
+
+log = logging.getLogger("corral.engine")
+
+
+class Terminate(BaseException):
+    """Raised by the SIGTERM handler: leave the request loop and exit cleanly."""
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)
+
+
+def pickle_frames(data: Any, out_of_band: bool) -> list:
+    """Fast path of `serialize_object` for published data: the stdlib pickler (protocol 5,
+    large buffers out of band), falling back to cloudpickle for what it cannot pickle."""
+    buffers: list = []
+
+    def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes > BUFFER_THRESHOLD:
+            buffers.append(raw)
+            return False
+        return True
+
+    try:
+        frame0 = pickle.dumps(
+            data, protocol=5, buffer_callback=keep_out_of_band if out_of_band else None
+        )
+    except Exception:
+        return serialize_object(data, out_of_band=out_of_band)
+    return [frame0, *buffers]
+
+
+def new_user_module() -> types.ModuleType:
+    """A fresh `__main__` for user code, so functions defined by tasks pickle by reference
+    the way they would in a script."""
+    mod = types.ModuleType("__main__")
+    mod.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = mod
+    return mod
+
+
+class Executor:
+    def __init__(self, rt):
+        self.rt = rt
+        user_module = new_user_module()
+        self.user_ns = user_module.__dict__
+        compat.install_shell(user_module)
+        self.execution_count = 0
+        # Guards busy/reply/idle sequences and stream flushes (see capture.py).
+        self.lock = threading.RLock()
+        self.stdout = StreamCapture("stdout", rt, self.lock)
+        self.stderr = StreamCapture("stderr", rt, self.lock)
+        self.flusher = Flusher([self.stdout, self.stderr])
+        self.current = None  # the request being executed
+        self.stock_peer = False  # the running request came from stock ipyparallel
+        self.engine_info = {"engine_uuid": rt.uuid, "engine_id": rt.id}
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serves requests until shutdown; returns the process exit code."""
+        corral.datapub._publisher = self.publish_data
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        self.flusher.start()
+        code, unregister = 0, True
+        try:
+            while True:
+                try:
+                    req = self.rt.next_request(1.0)
+                except KeyboardInterrupt:
+                    log.info("SIGINT while idle: ignored (it interrupts running tasks)")
+                    continue
+                if req is None:
+                    continue
+                if req == "shutdown":
+                    log.info("shutdown requested")
+                    break
+                if req == "lost":
+                    log.error("no heartbeat from the controller for too long; exiting")
+                    code, unregister = 1, False
+                    break
+                self.handle(req)
+        except Terminate:
+            log.info("SIGTERM: exiting")
+        finally:
+            self.flusher.stop()
+            for s in (self.stdout, self.stderr):
+                try:
+                    s.flush()
+                except Exception:
+                    pass
+            sys.stdout, sys.stderr = saved
+            corral.datapub._publisher = None
+            self.rt.close(unregister)
+        return code
+
+    def handle(self, req) -> None:
+        """One request: busy, run, flush output, reply, idle."""
+        handlers = {
+            "apply_request": self.do_apply,
+            "execute_request": self.do_execute,
+            "clear_request": self.do_clear,
+        }
+        handler = handlers.get(req.msg_type, self.do_unknown)
+        try:
+            md = json.loads(req.metadata) or {}
+            content = json.loads(req.content) or {}
+        except ValueError:
+            md, content = {}, {}
+        started = iso_now()
+        with self.lock:
+            self.current = req
+            self.rt.begin(req)
+        buffers: list = []
+        try:
+            reply, buffers = handler(req, content)
+        except Terminate:
+            raise
+        except BaseException as e:  # a bug here must still answer the request
+            log.exception("engine failure handling %s", req.msg_type)
+            reply = self.error_content(e, req.msg_type.replace("_request", ""))
+            buffers = []
+        status = reply.get("status", "ok")
+        reply_md = {
+            "started": started,
+            "dependencies_met": reply.get("ename") != "UnmetDependency",
+            "engine": self.rt.uuid,
+            "is_broadcast": md.get("is_broadcast", False),
+            "is_coalescing": md.get("is_coalescing", False),
+            "original_msg_id": md.get("original_msg_id", ""),
+            "label": md.get("label"),
+            "status": status,
+        }
+        if status == "error":
+            reply_md["engine_info"] = reply.get("engine_info", self.engine_info)
+        if req.channel == "control":
+            reply_md = {"engine": self.rt.uuid}
+        with self.lock:
+            self.stdout.flush()
+            self.stderr.flush()
+            self.rt.reply(
+                req, req.msg_type.replace("_request", "_reply"), dumps(reply), dumps(reply_md), buffers
+            )
+            self.rt.end(req)
+            self.current = None
+            self.stock_peer = False
+
+    # -- handlers: each returns (reply content, reply buffers) -------------------------
+
+    def error_content(self, exc: BaseException, method: str) -> dict:
+        """`wrap_exception` content, and the `error` IOPub message for it."""
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        info = dict(self.engine_info, method=method)
+        content = {
+            "status": "error",
+            "traceback": tb,
+            "ename": type(exc).__name__,
+            "evalue": str(exc),
+            "engine_info": info,
+        }
+        self.rt.publish("error", "error", dumps(content))
+        return content
+
+    def do_apply(self, req, content: dict):
+        frames = req.buffers
+        self.stock_peer = is_ipyparallel_payload(frames)
+        try:
+            f, args, kwargs = unpack_apply_message(frames, self.user_ns)
+            result = f(*args, **kwargs)
+            buffers = serialize_object(result, out_of_band=not self.stock_peer)
+        except Terminate:
+            raise
+        except BaseException as e:
+            return self.error_content(_strip_frames(e), "apply"), []
+        return {"status": "ok"}, buffers
+
+    def do_execute(self, req, content: dict):
+        code = content.get("code", "")
+        silent = bool(content.get("silent", False))
+        if not silent:
+            self.execution_count += 1
+            self.rt.publish(
+                "execute_input",
+                "execute_input",
+                dumps({"code": code, "execution_count": self.execution_count}),
+            )
+        try:
+            value = self.run_cell(code)
+            if value is not None and not silent:
+                self.user_ns["_"] = value
+                self.rt.publish(
+                    "execute_result",
+                    "execute_result",
+                    dumps(
+                        {
+                            "data": {"text/plain": repr(value)},
+                            "metadata": {},
+                            "execution_count": self.execution_count,
+                        }
+                    ),
+                    engine_md=False,
+                )
+        except Terminate:
+            raise
+        except BaseException as e:
+            reply = self.error_content(_strip_frames(e), "execute")
+            reply["execution_count"] = self.execution_count
+            return reply, []
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "user_expressions": {},
+            "payload": [],
+        }, []
+
+    def run_cell(self, code: str) -> Any:
+        """Runs `code` in the user namespace; returns the value of a final expression."""
+        tree = ast.parse(code, filename="<cell>", mode="exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<cell>", "exec"), self.user_ns)
+        if last is not None:
+            return eval(compile(last, "<cell>", "eval"), self.user_ns)
+        return None
+
+    def do_clear(self, req, content: dict):
+        keep = {k: self.user_ns[k] for k in ("__name__", "__builtins__") if k in self.user_ns}
+        self.user_ns.clear()
+        self.user_ns.update(keep)
+        return {"status": "ok"}, []
+
+    def do_unknown(self, req, content: dict):
+        return {
+            "status": "error",
+            "ename": "NotImplementedError",
+            "evalue": f"corral engine does not handle {req.msg_type!r}",
+            "traceback": [],
+            "engine_info": dict(self.engine_info, method=req.msg_type),
+        }, []
+
+    # -- data publication -------------------------------------------------------------
+
+    def publish_data(self, data: dict) -> None:
+        if self.stdout._parts or self.stderr._parts:
+            with self.lock:
+                self.stdout.flush()
+                self.stderr.flush()
+        self.rt.publish_data(list(data), pickle_frames(data, not self.stock_peer))
+
+
+def _strip_frames(exc: BaseException) -> BaseException:
+    """Drops the executor's own frames from the traceback, so users see their code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") == __name__:
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+    return exc
