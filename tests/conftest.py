@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import cloudpickle
 import pytest
 
 import corral
+
+
+@pytest.fixture(autouse=True)
+def _send_test_functions_by_value(request):
+    """Engines cannot import test modules: send their functions by value, as a notebook's."""
+    if request.module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+        cloudpickle.register_pickle_by_value(request.module)
 
 
 def _print_logs(cluster) -> None:

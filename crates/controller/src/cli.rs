@@ -62,8 +62,18 @@ fn parse(args: impl IntoIterator<Item = String>) -> std::result::Result<Cli, i32
     })
 }
 
+/// Python's level names (`WARNING`, `CRITICAL`, any case) as tracing directives, so the
+/// `--log-level` that `corral.Cluster` passes to every process means the same here.
+fn tracing_level(level: &str) -> String {
+    match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".into(),
+        "critical" | "fatal" => "error".into(),
+        other => other.into(),
+    }
+}
+
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = tracing_subscriber::EnvFilter::try_new(tracing_level(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A second init (Python calling twice, tests) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
@@ -112,6 +122,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_level_names_map_to_tracing() {
+        assert_eq!(tracing_level("WARNING"), "warn");
+        assert_eq!(tracing_level("critical"), "error");
+        assert_eq!(tracing_level("debug"), "debug");
+    }
 
     #[test]
     fn options_and_defaults() {

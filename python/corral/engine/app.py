@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from corral import _core
 
-    _core.engine_init_logging(logging.getLevelName(level).lower())
+    # tracing spells Python's WARNING/CRITICAL as warn/error.
+    name = logging.getLevelName(level).lower()
+    _core.engine_init_logging({"warning": "warn", "critical": "error"}.get(name, name))
 
     path = connection_file(args)
     if not wait_for(path, WAIT_FOR_FILE):
