@@ -49,6 +49,8 @@ class Cluster:
         controller_timeout: float = 30.0,
         detach: bool = False,
         shutdown_atexit: bool = True,
+        controller_args: list[str] | tuple = (),
+        engine_args: list[str] | tuple = (),
     ):
         self.n = n
         self.profile_dir = profiles.resolve_profile_dir(profile, profile_dir)
@@ -58,6 +60,9 @@ class Cluster:
         self.engine_timeout = engine_timeout
         self.controller_timeout = controller_timeout
         self.detach = detach
+        #: Extra command-line options, e.g. `controller_args=["--hb-period", "500"]`.
+        self.controller_args = list(controller_args)
+        self.engine_args = list(engine_args)
         self.controller: LocalProcess | None = None
         self.engines: list[LocalProcess] = []
         self._clients: list = []
@@ -97,6 +102,7 @@ class Cluster:
             "--cluster-id", self.cluster_id,
             "--ip", self.controller_ip,
             "--log-level", self.log_level,
+            *self.controller_args,
         )
         self.controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
         deadline = time.monotonic() + self.controller_timeout
@@ -122,7 +128,8 @@ class Cluster:
         started = []
         for _ in range(n):
             args = corral_command(
-                "engine", "--file", str(self.engine_file), "--log-level", self.log_level
+                "engine", "--file", str(self.engine_file), "--log-level", self.log_level,
+                *self.engine_args,
             )
             started.append(LocalProcess(args, self._log_path("engine"), detach=self.detach).start())
         self.engines.extend(started)
