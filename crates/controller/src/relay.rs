@@ -124,30 +124,22 @@ impl Relay {
     }
 
     /// Sends a request to its engine; gives it back if the engine cannot be reached.
-    fn forward(&self, request: Held) -> Option<Held> {
-        let Held {
-            until,
-            frames,
-            delimiter,
-            engine,
-            msg_id,
-            msg_type,
-        } = request;
+    fn forward(&self, mut request: Held) -> Option<Held> {
+        let frames = std::mem::take(&mut request.frames);
         match send_routed(&self.engine, frames) {
             Ok(()) => {
                 if let Some(hub) = &self.hub {
-                    let _ = hub.send(HubEvent::MuxRequest { engine, msg_id });
+                    let _ = hub.send(HubEvent::MuxRequest {
+                        engine: request.engine,
+                        msg_id: request.msg_id,
+                    });
                 }
                 None
             }
-            Err((_, frames)) => Some(Held {
-                until,
-                frames,
-                delimiter,
-                engine,
-                msg_id,
-                msg_type,
-            }),
+            Err((_, frames)) => {
+                request.frames = frames;
+                Some(request)
+            }
         }
     }
 

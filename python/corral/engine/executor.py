@@ -22,12 +22,8 @@ from typing import Any
 import corral.datapub
 from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
-from corral.serialize import (
-    BUFFER_THRESHOLD,
-    is_ipyparallel_payload,
-    serialize_object,
-    unpack_apply_message,
-)
+from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
+from corral.serialize.serialize import pickle_to_frames
 
 log = logging.getLogger("corral.engine")
 
@@ -47,22 +43,10 @@ def dumps(obj: Any) -> str:
 def pickle_frames(data: Any, out_of_band: bool) -> list:
     """Fast path of `serialize_object` for published data: the stdlib pickler (protocol 5,
     large buffers out of band), falling back to cloudpickle for what it cannot pickle."""
-    buffers: list = []
-
-    def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes > BUFFER_THRESHOLD:
-            buffers.append(raw)
-            return False
-        return True
-
     try:
-        frame0 = pickle.dumps(
-            data, protocol=5, buffer_callback=keep_out_of_band if out_of_band else None
-        )
+        return pickle_to_frames(pickle.dumps, data, out_of_band=out_of_band)
     except Exception:
         return serialize_object(data, out_of_band=out_of_band)
-    return [frame0, *buffers]
 
 
 def new_user_module() -> types.ModuleType:
