@@ -106,3 +106,23 @@ def test_publish_data_outside_an_engine_says_so():
 
     with pytest.raises(RuntimeError, match="engine"):
         publish_data(dict(a=1))
+
+
+def test_on_data_reacts_to_each_update_without_polling(start_cluster):
+    _, client = start_cluster(2)
+    ar = client[:].apply_async(simulation_loop, 5, 0.2)
+    seen = []
+    watcher = ar.on_data(lambda data: seen.append([d.get("i") for d in data]))
+    watcher.join(timeout=30)
+    assert not watcher.is_alive()
+    assert ar.ready()
+    assert seen[-1] == [4, 4]
+    assert len({tuple(s) for s in seen}) >= 4, seen  # intermediate steps were delivered
+
+
+def test_iter_data_yields_until_done(start_cluster):
+    _, client = start_cluster(1)
+    ar = client[0].apply_async(simulation_loop, 3, 0.1)
+    steps = [d.get("i") for d in ar.iter_data(timeout=30)]
+    assert steps[-1] == 2
+    assert ar.get(timeout=5) == 3

@@ -73,6 +73,7 @@ impl ClientCore {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             changed: parking_lot::Condvar::new(),
+            published: parking_lot::Condvar::new(),
         });
         // One inproc endpoint per context, so several clients in a process never clash.
         let pull = ctx.socket(zmq::PULL).map_err(ClientError::zmq("submit"))?;
@@ -178,6 +179,27 @@ impl ClientCore {
                 return false;
             }
             self.shared.changed.wait_until(&mut store, deadline);
+        }
+    }
+
+    /// Waits at most `slice` until the tasks have received more than `seen` publications
+    /// in total, or are all ready. Returns `(publications received, all ready)`, so a
+    /// watcher reacts to each batch of updates as it arrives instead of polling.
+    pub fn wait_data(&self, msg_ids: &[String], seen: u64, slice: Duration) -> (u64, bool) {
+        let deadline = Instant::now() + slice;
+        let mut store = self.shared.store.lock();
+        loop {
+            let now = Instant::now();
+            let received: u64 = msg_ids
+                .iter()
+                .filter_map(|m| store.tasks.get(m))
+                .map(|t| t.data_received)
+                .sum();
+            let ready = msg_ids.iter().all(|m| store.is_ready(m, now));
+            if received > seen || ready || now >= deadline {
+                return (received, ready);
+            }
+            self.shared.published.wait_until(&mut store, deadline);
         }
     }
 

@@ -3,7 +3,10 @@
 //! Callers never touch a client socket: they push `[channel, frames..]` into an inproc
 //! PUSH socket whose PULL end is polled here, next to the Hub and engine sockets. Incoming
 //! messages are verified (bad signatures are dropped and logged), decoded outside the
-//! lock, then filed into the [`Store`] in batches; waiters are woken once per batch.
+//! lock, then filed into the [`Store`] in batches. Waiters for results are woken only by
+//! batches that can change readiness (replies, `status`, notifications, Hub replies), and
+//! data watchers only by batches that carry publications, so a flood of `data_message`s
+//! does not spin a thread blocked in `get()`.
 //! Nothing here needs the GIL, so a Python loop reading `.data` never slows the intake.
 
 use std::sync::Arc;
@@ -18,8 +21,11 @@ use crate::store::Store;
 /// State shared between the I/O thread and callers.
 pub struct Shared {
     pub store: Mutex<Store>,
-    /// Notified after every batch of incoming messages.
+    /// Notified after a batch that may change readiness or the engine list, and on every
+    /// idle poll round (so the lost-idle rule can fire).
     pub changed: Condvar,
+    /// Notified after a batch that carried published data or output.
+    pub published: Condvar,
 }
 
 /// The inproc endpoint callers submit through.
@@ -118,9 +124,15 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
             continue;
         }
         let now = Instant::now();
+        let (mut readiness, mut output) = (false, false);
         {
             let mut store = shared.store.lock();
             for (source, m) in decoded.drain(..) {
+                match source {
+                    Source::Iopub if m.msg_type() == "status" => readiness = true,
+                    Source::Iopub => output = true,
+                    _ => readiness = true,
+                }
                 match source {
                     Source::Reply => store.on_reply(m, now),
                     Source::Iopub => store.on_iopub(m, now),
@@ -135,6 +147,11 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
                 }
             }
         }
-        shared.changed.notify_all();
+        if readiness {
+            shared.changed.notify_all();
+        }
+        if output || readiness {
+            shared.published.notify_all();
+        }
     }
 }

@@ -122,6 +122,24 @@ impl PyClientCore {
         Ok(done.is_some())
     }
 
+    /// Blocks until more than `seen` publications arrived for `msg_ids` in total, or all
+    /// are ready, or `timeout` passes: `(publications received, all ready)`.
+    #[pyo3(signature = (msg_ids, seen, timeout=None))]
+    fn wait_data(
+        &self,
+        py: Python<'_>,
+        msg_ids: Vec<String>,
+        seen: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<(u64, bool)> {
+        let mut last = (seen, false);
+        let got = sliced(py, timeout, |s| {
+            last = self.core.wait_data(&msg_ids, seen, s);
+            (last.0 > seen || last.1).then_some(last)
+        })?;
+        Ok(got.unwrap_or(last))
+    }
+
     fn ready(&self, msg_id: &str) -> bool {
         self.core.with_store(|s| s.is_ready(msg_id, Instant::now()))
     }

@@ -130,26 +130,35 @@ class AsyncResult:
         end = self._t_done if self._t_done is not None else time.monotonic()
         return end - self._t0
 
-    def iter_data(self, timeout=None, interval=0.01):
-        """Yield ``data`` each time it changes, until the tasks are done (then once more
-        with the final values). What ipyparallel lacks: watch publications as they come."""
+    def iter_data(self, timeout=None):
+        """Yield ``data`` each time new publications arrive, until the tasks are done
+        (then once more with the final values). What ipyparallel lacks: the I/O thread
+        wakes this loop on each batch of updates, no polling involved."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = None
+        seen = 0
         while True:
-            done = self.wait(interval)
-            counts = [md["data_messages"] for md in self._metadata_list()]
-            if counts != seen or done:
-                seen = counts
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            received, done = self._client._wait_data(self.msg_ids, seen, remaining)
+            if received > seen or done:
+                seen = received
                 yield self.data
             if done:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 raise error.TimeoutError("Result not ready.")
 
-    def on_data(self, callback, timeout=None, interval=0.01):
-        """Call ``callback(data)`` for each change of ``data`` (blocking until done)."""
-        for d in self.iter_data(timeout, interval):
-            callback(d)
+    def on_data(self, callback, timeout=None):
+        """Call ``callback(data)`` on each batch of new publications, from a background
+        thread, until the tasks are done; returns that thread (``join()`` to wait)."""
+        import threading
+
+        def watch():
+            for data in self.iter_data(timeout):
+                callback(data)
+
+        thread = threading.Thread(target=watch, name=f"corral-on-data-{self.msg_ids[0]}", daemon=True)
+        thread.start()
+        return thread
 
     def __len__(self):
         return len(self.msg_ids)

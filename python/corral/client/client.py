@@ -185,6 +185,9 @@ class Client:
     def _wait(self, msg_ids, timeout=None) -> bool:
         return self._core.wait(list(msg_ids), timeout)
 
+    def _wait_data(self, msg_ids, seen: int, timeout=None) -> tuple[int, bool]:
+        return self._core.wait_data(list(msg_ids), seen, timeout)
+
     def _result(self, msg_id):
         """The decoded result of a ready task (a value, or a RemoteError instance)."""
         if msg_id in self._results:
