@@ -193,7 +193,8 @@ class Client:
         ids = self._target_ids(targets)
         msg_ids = [self._submit("control", self._uuid(i), msg_type, content, {}, [])
                    for i in ids]
-        ar = AsyncResult(self, msg_ids, fname=fname, targets=ids)
+        ar = AsyncResult(self, msg_ids, single=isinstance(targets, int), fname=fname,
+                         targets=ids)
         if block:
             ar.get(timeout=30)
             return None
