@@ -157,3 +157,12 @@ def test_remote_and_parallel_decorators(client4):
         return [sum(chunk)]
 
     assert summed(list(range(9))) == [3, 12, 21]
+
+
+def test_wait_interactive_with_tqdm(client4, capsys):
+    pytest.importorskip("tqdm")
+    ar = client4[:].apply_async(time.sleep, 0.2)
+    ar.wait_interactive(interval=0.05, timeout=30)
+    assert ar.ready()
+    captured = capsys.readouterr()
+    assert "4/4" in captured.out + captured.err
