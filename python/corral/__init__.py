@@ -5,7 +5,7 @@
 
 from corral._core import __version__
 from corral import error
-from corral.client import AsyncResult, Client, DirectView, LoadBalancedView
+from corral.client import AsyncMapResult, AsyncResult, Client, DirectView, LoadBalancedView
 from corral.cluster import Cluster
 from corral.error import (
     CompositeError,
@@ -17,6 +17,7 @@ from corral.error import (
 )
 
 __all__ = [
+    "AsyncMapResult",
     "AsyncResult",
     "Client",
     "Cluster",

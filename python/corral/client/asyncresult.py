@@ -160,6 +160,28 @@ class AsyncResult:
         thread.start()
         return thread
 
+    # -- control and display ---------------------------------------------------------
+
+    def abort(self):
+        """Abort those of my tasks that have not started (``Client.abort``); raises
+        ``RuntimeError`` if all are done already."""
+        if self.ready():
+            raise RuntimeError("Can't abort, I am already done!")
+        return self._client.abort(self.msg_ids, targets=self._targets, block=True)
+
+    def wait_interactive(self, interval=0.1, timeout=-1):
+        """Wait, printing a progress line (tqdm's if installed) every ``interval`` s."""
+        from corral.client.display import wait_interactive
+
+        wait_interactive(self, interval, timeout)
+
+    def display_outputs(self, groupby="type"):
+        """Print the engines' captured stdout/stderr under ``[stdout:<id>]`` headers
+        (``RuntimeError`` if not done yet, rather than waiting without a limit)."""
+        from corral.client.display import display_outputs
+
+        display_outputs(self, groupby)
+
     def __len__(self):
         return len(self.msg_ids)
 

@@ -173,6 +173,64 @@ class Client:
         if hub:
             self._hub("shutdown_request", {})
 
+    def _target_ids(self, targets) -> list[int]:
+        if targets in (None, "all"):
+            ids = self.ids
+        elif isinstance(targets, int):
+            ids = [targets]
+        else:
+            ids = list(targets)
+        if not ids:
+            raise error.NoEnginesRegistered()
+        return ids
+
+    def _control(self, msg_type: str, content: dict, targets, block: bool, fname: str):
+        """One control request per target engine; an ``AsyncResult`` over the replies
+        (None once they arrived, if ``block``). Control requests overtake queued tasks:
+        the engine answers abort at once, even while a task runs."""
+        from corral.client.asyncresult import AsyncResult
+
+        ids = self._target_ids(targets)
+        msg_ids = [self._submit("control", self._uuid(i), msg_type, content, {}, [])
+                   for i in ids]
+        ar = AsyncResult(self, msg_ids, single=isinstance(targets, int), fname=fname,
+                         targets=ids)
+        if block:
+            ar.get(timeout=30)
+            return None
+        return ar
+
+    def clear(self, targets=None, block=None):
+        """Reset the user namespace of the target engines (all by default)."""
+        return self._control("clear_request", {}, targets, bool(block), "clear")
+
+    def abort(self, jobs=None, targets=None, block=None):
+        """Stop queued tasks from running: each gets an ``aborted`` reply, so its
+        ``get()`` raises ``TaskAborted``. A task already running is not stopped.
+
+        ``jobs``: a msg_id, an ``AsyncResult`` or a list of them; None aborts everything
+        queued on the targets so far. ``targets`` defaults to all engines, which covers
+        load-balanced tasks wherever the scheduler sent them.
+        """
+        from corral.client.asyncresult import AsyncResult
+
+        msg_ids: list[str] = []
+        if jobs is not None:
+            if isinstance(jobs, (str, AsyncResult)):
+                jobs = [jobs]
+            for job in jobs:
+                if isinstance(job, AsyncResult):
+                    msg_ids.extend(job.msg_ids)
+                elif isinstance(job, str):
+                    msg_ids.append(job)
+                else:
+                    raise TypeError(
+                        f"Invalid msg_id type {job!r}, expected str or AsyncResult")
+            if not msg_ids:
+                return None if block else []
+        return self._control("abort_request", {"msg_ids": msg_ids}, targets, bool(block),
+                             "abort")
+
     # -- results (used by AsyncResult) -----------------------------------------------
 
     def _submit(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
@@ -201,10 +259,11 @@ class Client:
         engine_id = self._core.engine_id(uuid) if uuid else None
         status = content.get("status")
         if status == "ok":
-            if header.get("msg_type") == "execute_reply":
-                value = None
-            else:
+            # Only apply replies carry a value; execute and control replies have none.
+            if header.get("msg_type") == "apply_reply":
                 value, _ = deserialize_object(buffers)
+            else:
+                value = None
         elif status == "aborted":
             value = error.TaskAborted(f"task {msg_id} was aborted")
         else:

@@ -1,23 +1,36 @@
 """Views: where requests go. ``DirectView`` addresses engines by id through the MUX;
 ``LoadBalancedView`` lets the task scheduler pick an engine.
+
+Everything a view offers is built on one primitive, ``_submit_apply`` (one
+``apply_request`` to one engine or to the scheduler): ``map`` cuts sequences into such
+requests (``map.py``), and the namespace operations (push, pull, scatter, gather) apply
+small helper functions on the engines (``remote_helpers.py``), as ipyparallel does.
 """
 
 from __future__ import annotations
 
 from corral import error
+from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
+from corral.client.map import AsyncMapResult, map_on_view, partition
+from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.serialize import pack_apply_message
 
 __all__ = ["DirectView", "LoadBalancedView", "View"]
 
 
 class View:
-    """Common parts: ``block`` (default False, as in ipyparallel) and the apply family."""
+    """Common parts: ``block`` (default False, as in ipyparallel), the apply and map
+    families, and the ``remote``/``parallel`` decorators."""
+
+    _balanced = False
 
     def __init__(self, client, targets=None, block=False):
         self.client = client
         self.targets = targets
         self.block = block
+
+    # -- apply -----------------------------------------------------------------------
 
     def apply(self, f, *args, **kwargs):
         """Call ``f(*args, **kwargs)`` remotely; blocks (returns the result) if ``self.block``."""
@@ -32,9 +45,59 @@ class View:
     def _apply(self, f, args, kwargs, block):
         raise NotImplementedError
 
+    def _submit_apply(self, f, args, kwargs, target) -> str:
+        """Send one ``apply_request`` (to engine ``target``, or to the scheduler)."""
+        raise NotImplementedError
+
     @staticmethod
     def _finish(ar: AsyncResult, block: bool):
         return ar.get() if block else ar
+
+    # -- map -------------------------------------------------------------------------
+
+    def map(self, f, *sequences, block=None, **kwargs):
+        """Parallel builtin ``map``: the flat list of results if blocking, else an
+        ``AsyncMapResult`` that can be iterated while chunks complete."""
+        block = self.block if block is None else block
+        return map_on_view(self, f, sequences, block, **kwargs)
+
+    def map_async(self, f, *sequences, **kwargs) -> AsyncMapResult:
+        if "block" in kwargs:
+            raise TypeError("map_async doesn't take a `block` keyword argument.")
+        return self.map(f, *sequences, block=False, **kwargs)
+
+    def map_sync(self, f, *sequences, **kwargs) -> list:
+        if "block" in kwargs:
+            raise TypeError("map_sync doesn't take a `block` keyword argument.")
+        return self.map(f, *sequences, block=True, **kwargs)
+
+    def imap(self, f, *sequences, **kwargs):
+        """An iterator over ``map(f, *sequences)``'s results as they complete."""
+        return iter(self.map_async(f, *sequences, **kwargs))
+
+    # -- decorators ------------------------------------------------------------------
+
+    def remote(self, block=None, **flags):
+        """Decorator: calling the function runs it through this view (``apply``)."""
+        def wrap(f):
+            return RemoteFunction(self, f, block=block, **flags)
+        return wrap
+
+    def parallel(self, dist="b", block=None, **flags):
+        """Decorator: calling the function runs it on chunks of its sequence arguments
+        across the view, joining the results; ``.map`` maps it element-wise."""
+        if dist != "b":
+            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        def wrap(f):
+            return ParallelFunction(self, f, block=block, **flags)
+        return wrap
+
+    # -- control ---------------------------------------------------------------------
+
+    def abort(self, jobs=None, targets=None, block=None):
+        """Abort queued tasks (see ``Client.abort``) on this view's engines."""
+        return self.client.abort(jobs, targets=self.targets if targets is None else targets,
+                                 block=self.block if block is None else block)
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.targets!r}>"
@@ -47,52 +110,139 @@ class DirectView(View):
     def __init__(self, client, targets="all", block=False):
         super().__init__(client, targets, block)
 
-    def _targets(self) -> tuple[list[tuple[int, str]], bool]:
-        """``[(engine_id, uuid)]`` and whether results are single values."""
-        if self.targets in (None, "all"):
+    def _target_ids(self, targets=None) -> list[int]:
+        ids, _ = self._resolve(targets)
+        return ids
+
+    def _resolve(self, targets=None) -> tuple[list[int], bool]:
+        """Engine ids and whether results are single values; ``targets`` overrides the
+        view's own for one call, as ipyparallel's ``targets=`` arguments do."""
+        targets = self.targets if targets is None else targets
+        if targets == "all":
             ids, single = self.client.ids, False
-        elif isinstance(self.targets, int):
-            ids, single = [self.targets], True
+        elif isinstance(targets, int):
+            ids, single = [targets], True
         else:
-            ids, single = list(self.targets), False
+            ids, single = list(targets), False
         if not ids:
             raise error.NoEnginesRegistered()
-        return [(i, self.client._uuid(i)) for i in ids], single
+        return ids, single
 
-    def _apply(self, f, args, kwargs, block):
-        targets, single = self._targets()
+    def _submit_apply(self, f, args, kwargs, target) -> str:
+        buffers = pack_apply_message(f, args, kwargs)
+        return self.client._submit("mux", self.client._uuid(target), "apply_request", {},
+                                   {"label": None}, buffers)
+
+    def _apply(self, f, args, kwargs, block, targets=None, fname=None):
+        ids, single = self._resolve(targets)
         buffers = pack_apply_message(f, args, kwargs)
         msg_ids = [
-            self.client._submit("mux", uuid, "apply_request", {}, {"label": None}, buffers)
-            for _, uuid in targets
+            self.client._submit("mux", self.client._uuid(i), "apply_request", {},
+                                {"label": None}, buffers)
+            for i in ids
         ]
-        name = getattr(f, "__name__", "f")
-        ar = AsyncResult(self.client, msg_ids, single=single, fname=name,
-                         targets=[i for i, _ in targets])
+        name = fname or getattr(f, "__name__", "f")
+        ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids)
         return self._finish(ar, block)
+
+    def _block(self, block):
+        return self.block if block is None else block
+
+    # -- code ------------------------------------------------------------------------
 
     def execute(self, code, silent=True, targets=None, block=None):
         """Run ``code`` (a string) in each engine's namespace."""
-        targets_, single = self._targets()
+        ids, single = self._resolve(targets)
         content = {"code": code, "silent": bool(silent), "user_expressions": {}}
         msg_ids = [
-            self.client._submit("mux", uuid, "execute_request", content, {"label": None}, [])
-            for _, uuid in targets_
+            self.client._submit("mux", self.client._uuid(i), "execute_request", content,
+                                {"label": None}, [])
+            for i in ids
         ]
-        ar = AsyncResult(self.client, msg_ids, single=single, fname="execute",
-                         targets=[i for i, _ in targets_])
-        return self._finish(ar, self.block if block is None else block)
+        ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids)
+        return self._finish(ar, self._block(block))
+
+    def run(self, filename, targets=None, block=None):
+        """Execute the contents of the local file ``filename`` on the engines."""
+        with open(filename) as f:
+            code = f.read() + "\n"  # a trailing indented line must still parse
+        return self.execute(code, targets=targets, block=block)
+
+    # -- namespace -------------------------------------------------------------------
+
+    def push(self, ns, targets=None, block=None):
+        """Bind each item of the dict ``ns`` as a name in the engines' namespaces."""
+        if not isinstance(ns, dict):
+            raise TypeError(f"Must be a dict, not {type(ns)}")
+        return self._apply(remote_helpers.push, (), ns, self._block(block), targets, "push")
+
+    def update(self, ns):
+        return self.push(ns)
+
+    def pull(self, names, targets=None, block=None):
+        """The value of a name (or a list of values for a list of names) on each engine."""
+        if not isinstance(names, str):
+            if not isinstance(names, (list, tuple, set)):
+                raise TypeError(f"names must be strs, not {names!r}")
+            for name in names:
+                if not isinstance(name, str):
+                    raise TypeError(f"keys must be str, not type {type(name)!r}")
+            names = list(names)
+        return self._apply(remote_helpers.pull, (names,), {}, self._block(block), targets,
+                           "pull")
+
+    def get(self, key_s):
+        return self.pull(key_s, block=True)
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+    def __setitem__(self, key, value):
+        self.push({key: value}, block=True)
+
+    def scatter(self, key, seq, dist="b", flatten=False, targets=None, block=None):
+        """Cut ``seq`` into contiguous chunks, one per engine, bound to ``key`` on each.
+        With ``flatten``, a one-element chunk is bound as the element itself."""
+        if dist != "b":
+            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        ids, _ = self._resolve(targets)
+        msg_ids = []
+        for index, engine in enumerate(ids):
+            part = partition(seq, index, len(ids))
+            value = part[0] if flatten and len(part) == 1 else part
+            msg_ids.append(self._submit_apply(remote_helpers.push, (), {key: value}, engine))
+        ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids)
+        if self._block(block):
+            ar.get()
+            return None
+        return ar
+
+    def gather(self, key, dist="b", targets=None, block=None):
+        """Inverse of ``scatter``: ``key``'s chunks from each engine, joined in order."""
+        if dist != "b":
+            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        ids, _ = self._resolve(targets)
+        msg_ids = [self._submit_apply(remote_helpers.pull, (key,), {}, i) for i in ids]
+        ar = AsyncMapResult(self.client, msg_ids, fname="gather", targets=ids)
+        return self._finish(ar, self._block(block))
+
+    def clear(self, targets=None, block=None):
+        """Reset the engines' namespaces."""
+        return self.client.clear(self.targets if targets is None else targets,
+                                 block=self._block(block))
 
 
 class LoadBalancedView(View):
     """Each call becomes one task that the scheduler sends to a free engine."""
+
+    _balanced = True
 
     def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0):
         super().__init__(client, targets, block)
         self.retries = retries
         self.timeout = timeout
 
-    def _apply(self, f, args, kwargs, block):
+    def _submit_apply(self, f, args, kwargs, target=None) -> str:
         if not self.client.ids:
             raise error.NoEnginesRegistered()
         if self.targets is None:
@@ -105,7 +255,19 @@ class LoadBalancedView(View):
             "targets": uuids, "retries": int(self.retries), "label": None,
         }
         buffers = pack_apply_message(f, args, kwargs)
-        msg_id = self.client._submit("task", None, "apply_request", {}, metadata, buffers)
+        return self.client._submit("task", None, "apply_request", {}, metadata, buffers)
+
+    def _apply(self, f, args, kwargs, block):
+        msg_id = self._submit_apply(f, args, kwargs)
         ar = AsyncResult(self.client, [msg_id], single=True,
                          fname=getattr(f, "__name__", "f"))
         return self._finish(ar, block)
+
+    def map(self, f, *sequences, block=None, chunksize=1, ordered=True,
+            return_exceptions=False):
+        """Parallel builtin ``map``: one task per ``chunksize`` elements, placed by the
+        scheduler; iterating the ``AsyncMapResult`` yields results as tasks finish
+        (in submission order unless ``ordered=False``)."""
+        block = self.block if block is None else block
+        return map_on_view(self, f, sequences, block, chunksize=chunksize, ordered=ordered,
+                           return_exceptions=return_exceptions)

@@ -1,0 +1,161 @@
+"""Parallel ``map``: cut sequences into chunks, one task per chunk, and put the results
+back together in order (ipyparallel's ``ParallelFunction.map`` and ``AsyncMapResult``).
+
+A ``DirectView`` sends one contiguous chunk to each of its engines; a ``LoadBalancedView``
+makes one task per element (or per ``chunksize`` elements) and lets the scheduler place
+them. Either way every task runs ``remote_helpers.map_chunk(f, *chunks)`` and returns a
+list, so the flat result is the concatenation of the task results in submission order.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import chain, islice
+
+from corral import error
+from corral.client import remote_helpers
+from corral.client.asyncresult import AsyncResult
+
+__all__ = ["AsyncMapResult", "join_partitions", "map_on_view", "partition"]
+
+
+def partition(seq, p: int, q: int, n: int | None = None):
+    """The ``p``-th of ``q`` contiguous chunks of ``seq``; the first ``n % q`` chunks are
+    one longer, so chunk sizes differ by at most one (ipyparallel's ``Map``)."""
+    n = len(seq) if n is None else n
+    if not 0 <= p < q:
+        raise ValueError(f"must have 0 <= p < q, but have p={p}, q={q}")
+    base, extra = divmod(n, q)
+    low = p * base + min(p, extra)
+    high = low + base + (1 if p < extra else 0)
+    try:
+        return seq[low:high]
+    except TypeError:
+        return list(islice(seq, low, high))
+
+
+def join_partitions(parts: list):
+    """Inverse of ``partition``: arrays are concatenated, sequences chained into a list."""
+    if not parts:
+        return []
+    first = parts[0]
+    if type(first).__module__ == "numpy" and type(first).__name__ == "ndarray":
+        import numpy
+
+        return numpy.concatenate(parts)
+    if isinstance(first, (list, tuple)):
+        return list(chain.from_iterable(parts))
+    return parts
+
+
+def _as_sequences(sequences) -> tuple[list, int]:
+    """Sequences with a length (iterators are listed) and the common length, which is the
+    shortest one's, as for builtin ``map``."""
+    if not sequences:
+        raise TypeError("map() needs at least one sequence")
+    seqs = []
+    for seq in sequences:
+        try:
+            len(seq)
+        except TypeError:
+            seq = list(seq)
+        seqs.append(seq)
+    return seqs, min(len(s) for s in seqs)
+
+
+def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
+                return_exceptions=False, whole_chunks=False):
+    """Submit ``map(f, *sequences)`` through ``view``; ``AsyncMapResult`` or, if ``block``,
+    the flat list. With ``whole_chunks`` each task is ``f(*chunks)`` instead (what calling
+    a ``@parallel`` function does)."""
+    seqs, n = _as_sequences(sequences)
+    if whole_chunks and len({len(s) for s in seqs}) > 1:
+        raise ValueError(f"all sequences must have equal length, but have {[len(s) for s in seqs]}")
+    if n == 0:
+        return [] if block else AsyncMapResult(view.client, [], fname=_name(f))
+    balanced = view._balanced
+    if balanced:
+        size = max(int(chunksize or 1), 1)
+        nparts = -(-n // size)
+        targets = [None] * nparts
+    else:
+        if chunksize:
+            import warnings
+
+            warnings.warn("`chunksize` is ignored unless load balancing", UserWarning,
+                          stacklevel=3)
+        targets = view._target_ids()
+        nparts = len(targets)
+    msg_ids = []
+    for index, target in enumerate(targets):
+        chunks = [partition(s, index, nparts, n) for s in seqs]
+        if len(chunks[0]) == 0:
+            continue  # more engines than elements
+        if whole_chunks:
+            msg_ids.append(view._submit_apply(f, tuple(chunks), {}, target))
+        else:
+            msg_ids.append(view._submit_apply(remote_helpers.map_chunk, (f, *chunks), {},
+                                              target))
+    ar = AsyncMapResult(view.client, msg_ids, fname=_name(f), ordered=ordered,
+                        return_exceptions=return_exceptions)
+    return ar.get() if block else ar
+
+
+def _name(f) -> str:
+    return getattr(f, "__name__", "f")
+
+
+class AsyncMapResult(AsyncResult):
+    """Results of a ``map``: ``get()`` is the flat list; iterating yields elements as
+    their chunks complete, in submission order (``ordered=True``) or arrival order."""
+
+    def __init__(self, client, msg_ids, fname="map", ordered=True, return_exceptions=False,
+                 targets=None):
+        super().__init__(client, msg_ids, single=False, fname=fname, targets=targets)
+        self.ordered = ordered
+        self._return_exceptions = return_exceptions
+
+    def _resolve(self):
+        self._t_done = time.monotonic()
+        chunks = [self._client._result(m) for m in self.msg_ids]
+        try:
+            self._result = self._join(chunks)
+        except Exception as e:
+            self._exception = e
+        self._resolved = True
+
+    def _join(self, chunks):
+        if self._return_exceptions:
+            flat = []
+            for c in chunks:
+                if isinstance(c, Exception):
+                    flat.append(c)
+                else:
+                    flat.extend(c)
+            return flat
+        for c in chunks:
+            if isinstance(c, Exception) and not isinstance(c, error.RemoteError):
+                raise c  # e.g. TaskAborted
+        error.collect_exceptions(chunks, self._fname)
+        return join_partitions(chunks)
+
+    def _chunk(self, msg_id):
+        result = self._client._result(msg_id)
+        return self._join([result])
+
+    def __iter__(self):
+        """Elements as they become available: waiting per chunk, not for the whole map."""
+        if self.ordered:
+            for m in self.msg_ids:
+                self._client._wait([m], None)
+                yield from self._chunk(m)
+            return
+        pending = list(self.msg_ids)
+        while pending:
+            done = [m for m in pending if self._client._core.ready(m)]
+            if not done:
+                self._client._wait(pending[:1], 0.01)
+                continue
+            for m in done:
+                pending.remove(m)
+                yield from self._chunk(m)
