@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use corral_wire::Session;
 
-use crate::outgoing::{Encoder, Outgoing, Target};
+use crate::outgoing::{conflate, Encoder, Outgoing, Target};
 use crate::request::{AbortState, Channel, Request};
 
 /// State shared by the I/O thread and the runtime handle.
@@ -48,6 +48,8 @@ pub struct IoThread {
 
 /// How many messages to take from one socket before looking at the others.
 const BATCH: usize = 256;
+/// How many queued outgoing operations are encoded (and conflated) together.
+const OUT_BATCH: usize = 4096;
 
 impl IoThread {
     pub fn run(mut self) {
@@ -85,10 +87,22 @@ impl IoThread {
         tracing::debug!("engine I/O thread stopped");
     }
 
+    /// Sends what the executor queued. When the network is slower than the task's
+    /// `publish_data` calls, the queue holds several updates at once; those whose every key
+    /// is published again later in the same task are dropped first (see [`conflate`]), so
+    /// a reader that falls behind gets the newest values instead of a backlog.
     fn drain_outgoing(&mut self) {
-        while let Ok(op) = self.out_rx.try_recv() {
-            let (target, frames) = self.encoder.encode(op);
-            self.send(target, frames);
+        let mut batch = Vec::new();
+        loop {
+            batch.extend(self.out_rx.try_iter().take(OUT_BATCH));
+            if batch.is_empty() {
+                return;
+            }
+            conflate(&mut batch);
+            for op in batch.drain(..) {
+                let (target, frames) = self.encoder.encode(op);
+                self.send(target, frames);
+            }
         }
     }
 

@@ -43,6 +43,30 @@ pub enum Outgoing {
     Status { state: &'static str },
 }
 
+/// Drops every `Data` update whose keys are all published again later in the same task
+/// (between the same `Begin`/`End`), keeping order. The last value of every key survives,
+/// so a reader's merged `data` ends the same; only intermediate states are skipped.
+pub fn conflate(ops: &mut Vec<Outgoing>) {
+    use std::collections::HashSet;
+    let mut later: HashSet<String> = HashSet::new();
+    let mut keep = vec![true; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        match op {
+            Outgoing::Begin { .. } | Outgoing::End { .. } => later.clear(),
+            Outgoing::Data { keys, .. } => {
+                if !keys.is_empty() && keys.iter().all(|k| later.contains(k)) {
+                    keep[i] = false;
+                } else {
+                    later.extend(keys.iter().cloned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut flags = keep.into_iter();
+    ops.retain(|_| flags.next().unwrap_or(true));
+}
+
 /// Where encoded frames go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -193,6 +217,52 @@ mod tests {
     use super::*;
     use corral_wire::Message;
     use serde_json::json;
+
+    fn data(keys: &[&str], tag: u8) -> Outgoing {
+        Outgoing::Data {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            buffers: vec![vec![tag]],
+        }
+    }
+
+    fn tags(ops: &[Outgoing]) -> Vec<String> {
+        ops.iter()
+            .map(|op| match op {
+                Outgoing::Data { buffers, .. } => buffers[0][0].to_string(),
+                Outgoing::Begin { .. } => "begin".into(),
+                Outgoing::End { .. } => "end".into(),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conflation_keeps_the_last_value_of_every_key_per_task() {
+        let parent = Arc::new(b"{}".to_vec());
+        let mut ops = vec![
+            Outgoing::Begin {
+                parent: parent.clone(),
+            },
+            data(&["a", "b"], 1), // a and b both come again later: dropped
+            data(&["a"], 2),      // a comes again later: dropped
+            Outgoing::Status { state: "x" },
+            data(&["b"], 3),
+            data(&["a", "c"], 4),
+            Outgoing::End {
+                parent: parent.clone(),
+            },
+            Outgoing::Begin {
+                parent: parent.clone(),
+            },
+            data(&["a"], 5), // a new task: never merged with the previous one
+            Outgoing::End { parent },
+        ];
+        conflate(&mut ops);
+        assert_eq!(
+            tags(&ops),
+            ["begin", "other", "3", "4", "end", "begin", "5", "end"]
+        );
+    }
 
     #[test]
     fn data_message_is_parented_to_the_running_task() {
