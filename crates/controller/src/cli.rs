@@ -39,13 +39,31 @@ pub struct Cli {
 
 impl Cli {
     pub fn config(&self) -> ControllerConfig {
+        self.config_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// Like ipcontroller, reads `IPP_PROFILE_DIR`, `IPP_CLUSTER_ID` and `IPP_SESSION_KEY`,
+    /// which `ipyparallel.Cluster`'s launchers set instead of passing options; an option
+    /// given on the command line wins over its variable.
+    fn config_with_env(&self, env: impl Fn(&str) -> Option<String>) -> ControllerConfig {
+        let profile_dir = self.profile_dir.clone().or_else(|| {
+            env("IPP_PROFILE_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        });
+        let cluster_id = if self.cluster_id.is_empty() {
+            env("IPP_CLUSTER_ID").unwrap_or_default()
+        } else {
+            self.cluster_id.clone()
+        };
         ControllerConfig {
             ip: self.ip.clone(),
             location: ProfileLocation::resolve(
-                self.profile_dir.as_deref(),
+                profile_dir.as_deref(),
                 Some(&self.profile),
-                &self.cluster_id,
+                &cluster_id,
             ),
+            key: env("IPP_SESSION_KEY"),
             hb_period_ms: self.hb_period_ms.max(1),
             ..ControllerConfig::default()
         }
@@ -153,5 +171,31 @@ mod tests {
         );
         assert_eq!(cfg.hb_period_ms, 500);
         assert_eq!(parse(["--bogus".to_string()]).unwrap_err(), 2);
+    }
+
+    #[test]
+    fn ipyparallel_environment_variables_fill_in_unset_options() {
+        let env = |name: &str| match name {
+            "IPP_PROFILE_DIR" => Some("/env".to_string()),
+            "IPP_CLUSTER_ID" => Some("envid".to_string()),
+            "IPP_SESSION_KEY" => Some("k3y".to_string()),
+            _ => None,
+        };
+        let cfg = parse(Vec::<String>::new()).unwrap().config_with_env(env);
+        assert_eq!(
+            cfg.location.connection_file("engine"),
+            PathBuf::from("/env/security/ipcontroller-envid-engine.json")
+        );
+        assert_eq!(cfg.key.as_deref(), Some("k3y"));
+        let args = ["--profile-dir", "/p", "--cluster-id", "x"];
+        let cfg = parse(args.map(String::from)).unwrap().config_with_env(env);
+        assert_eq!(
+            cfg.location.connection_file("client"),
+            PathBuf::from("/p/security/ipcontroller-x-client.json")
+        );
+        let cfg = parse(Vec::<String>::new())
+            .unwrap()
+            .config_with_env(|_| None);
+        assert_eq!(cfg.key, None);
     }
 }

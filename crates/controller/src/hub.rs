@@ -157,9 +157,9 @@ impl HubState {
                 let content = json!({"status": "ok", "history": self.history});
                 vec![self.reply(ident, parent, "history_reply", content)]
             }
-            // corral keeps no result records yet, so there is nothing to purge.
             "purge_request" => {
-                vec![self.reply(ident, parent, "purge_reply", json!({"status": "ok"}))]
+                let content = self.purge(content);
+                vec![self.reply(ident, parent, "purge_reply", content)]
             }
             "shutdown_request" => {
                 info!("shutdown requested by a client");
@@ -378,6 +378,58 @@ impl HubState {
             .collect()
     }
 
+    /// Every msg_id still waiting or running.
+    fn pending_ids(&self) -> HashSet<&str> {
+        let queued = self
+            .engines
+            .values()
+            .flat_map(|e| e.queue.values().chain(e.tasks.values()));
+        queued
+            .chain(self.unassigned.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// ipyparallel's `purge_results`: forgets finished requests (corral keeps only their
+    /// msg_ids, in the history). `msg_ids` is `"all"` (every finished request) or a list,
+    /// where a pending or unknown id is an error; `engine_ids` forgets what those engines
+    /// completed, and their `completed` lists as well.
+    fn purge(&mut self, content: &Value) -> Value {
+        let mut drop: HashSet<String> = HashSet::new();
+        match content.get("msg_ids") {
+            Some(Value::String(all)) if all == "all" => {
+                let pending = self.pending_ids();
+                drop.extend(
+                    self.history
+                        .iter()
+                        .filter(|m| !pending.contains(m.as_str()))
+                        .cloned(),
+                );
+            }
+            Some(Value::Array(ids)) => {
+                let pending = self.pending_ids();
+                for id in ids.iter().filter_map(Value::as_str) {
+                    if pending.contains(id) {
+                        return error_content("IndexError", &format!("msg pending: {id:?}"));
+                    }
+                    if !self.history.iter().any(|m| m == id) {
+                        return error_content("KeyError", &format!("No such msg: {id:?}"));
+                    }
+                    drop.insert(id.to_string());
+                }
+            }
+            _ => {}
+        }
+        let engine_ids = content.get("engine_ids").and_then(Value::as_array);
+        for eid in engine_ids.into_iter().flatten().filter_map(Value::as_u64) {
+            if let Some(e) = self.engines.get_mut(&(eid as u32)) {
+                drop.extend(e.completed.drain(..));
+            }
+        }
+        self.history.retain(|m| !drop.contains(m));
+        json!({"status": "ok"})
+    }
+
     /// Live engines selected by a request's `targets` (ints; null or absent = all).
     fn targeted(&self, content: &Value) -> Vec<&Engine> {
         let wanted: Option<Vec<u64>> = content
@@ -538,6 +590,44 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(replies(&acts)[0].content["id"], 3);
+    }
+
+    #[test]
+    fn purge_forgets_finished_requests_only() {
+        let mut hub = state();
+        live_engine(&mut hub, "a");
+        for m in ["m1", "m2", "m3"] {
+            hub.handle_event(HubEvent::MuxRequest {
+                engine: "a".into(),
+                msg_id: m.into(),
+            });
+        }
+        for m in ["m1", "m2"] {
+            hub.handle_event(HubEvent::MuxReply {
+                engine: "a".into(),
+                msg_id: m.into(),
+            });
+        }
+        let mut purge = |content: Value| {
+            let acts = hub.handle_query(b"c", &request("purge_request", content), Instant::now());
+            replies(&acts)[0].content.clone()
+        };
+        assert_eq!(purge(json!({"msg_ids": ["m1"]}))["status"], "ok");
+        assert_eq!(purge(json!({"msg_ids": ["m3"]}))["ename"], "IndexError");
+        assert_eq!(purge(json!({"msg_ids": ["nope"]}))["ename"], "KeyError");
+        let history = |hub: &mut HubState| {
+            let acts =
+                hub.handle_query(b"c", &request("history_request", json!({})), Instant::now());
+            replies(&acts)[0].content["history"].clone()
+        };
+        assert_eq!(history(&mut hub), json!(["m2", "m3"]));
+        let acts = hub.handle_query(
+            b"c",
+            &request("purge_request", json!({"msg_ids": "all"})),
+            Instant::now(),
+        );
+        assert_eq!(replies(&acts)[0].content["status"], "ok");
+        assert_eq!(history(&mut hub), json!(["m3"]), "pending requests stay");
     }
 
     #[test]

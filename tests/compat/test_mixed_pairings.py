@@ -1,0 +1,245 @@
+"""The two mixed pairings around corral's controller, each running the Data Publication flow:
+
+a. a STOCK ``ipyparallel.Client`` + corral controller + corral engines;
+b. the corral client + corral controller + STOCK ``ipengine``s.
+
+Functions for the stock client are ``@ipp.interactive`` (module ``__main__``), so engines do
+not import this module; the corral client sends them by value (cloudpickle, see
+``tests/conftest.py``), which stock engines read with plain pickle. Stock engines cannot read
+corral's out-of-band argument buffers, so (b) passes small arguments only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import corral
+
+ipp = pytest.importorskip("ipyparallel")
+
+N_ENGINES = 2
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Processes:
+    """Starts processes (each in its own session) with one log file each; teardown kills
+    exactly those process groups, by pid."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.logdir / f"{name}.log", "wb")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.logdir, env=env, start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop_all(self) -> None:
+        # Engines first, the controller (started first) last.
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+
+    def logs(self) -> str:
+        return ", ".join(str(self.logdir / f"{n}.log") for n in self.procs)
+
+
+def _start_corral_controller(procs: Processes, profile_dir: Path) -> None:
+    procs.start(
+        "controller",
+        [sys.executable, "-m", "corral", "controller", "--profile-dir", str(profile_dir),
+         "--ip", "127.0.0.1", "--log-level", "info"],
+    )
+    security = profile_dir / "security"
+    _wait_for(
+        lambda: (security / "ipcontroller-client.json").exists()
+        and (security / "ipcontroller-engine.json").exists(),
+        30, "connection files",
+    )
+
+
+@pytest.fixture
+def procs(tmp_path, request):
+    p = Processes(tmp_path)
+    failed_before = request.session.testsfailed
+    yield p
+    p.stop_all()
+    if request.session.testsfailed > failed_before:
+        print(f"cluster logs (one per process): {p.logs()}")
+
+
+@pytest.fixture
+def stock_client_corral_engines(tmp_path, procs):
+    """(a): a stock ipyparallel.Client on corral's controller with corral engines."""
+    profile_dir = tmp_path / "profile"
+    profile_dir.mkdir()
+    _start_corral_controller(procs, profile_dir)
+    for i in range(N_ENGINES):
+        procs.start(
+            f"engine{i}",
+            [sys.executable, "-m", "corral", "engine", "--profile-dir", str(profile_dir),
+             "--log-level", "INFO"],
+        )
+    client = ipp.Client(profile_dir=str(profile_dir))
+    try:
+        client.wait_for_engines(N_ENGINES, timeout=60)
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def corral_client_stock_engines(tmp_path, procs):
+    """(b): the corral client on corral's controller with stock ipengines."""
+    profile_dir = tmp_path / "profile"
+    profile_dir.mkdir()
+    _start_corral_controller(procs, profile_dir)
+    for i in range(N_ENGINES):
+        procs.start(
+            f"engine{i}",
+            [sys.executable, "-m", "ipyparallel.engine", f"--profile-dir={profile_dir}",
+             "--log-level=INFO"],
+        )
+    client = corral.Client(profile_dir=profile_dir, timeout=30)
+    try:
+        client.wait_for_engines(N_ENGINES, timeout=60)
+        yield client
+    finally:
+        client.close()
+
+
+# Used by both pairings: stock engines import ipyparallel.datapub, corral engines provide it.
+@ipp.interactive
+def _publish_once():
+    from ipyparallel.datapub import publish_data
+
+    publish_data(dict(a="hi"))
+    return "done"
+
+
+@ipp.interactive
+def _publish_loop():
+    import time
+
+    from ipyparallel.datapub import publish_data
+
+    for i in range(5):
+        publish_data(dict(i=i))
+        time.sleep(0.05)
+    return "done"
+
+
+@ipp.interactive
+def _say_hello():
+    print("hello from an engine")
+    return 1
+
+
+@ipp.interactive
+def _fail():
+    raise ValueError("boom")
+
+
+@ipp.interactive
+def _arange(n):
+    import numpy
+
+    return numpy.arange(n, dtype="float64")
+
+
+@ipp.interactive
+def _double(x):
+    return x * 2
+
+
+def _data_publication_flow(c, remote_errors) -> None:
+    """The flow both pairings run; ``c`` is a stock or a corral client."""
+    assert sorted(c.ids) == list(range(N_ENGINES))
+    dv = c[:]
+
+    ar = dv.apply_async(_publish_once)
+    assert ar.get(timeout=30) == ["done"] * N_ENGINES
+    _wait_for(lambda: ar.data == [{"a": "hi"}] * N_ENGINES, 10, "published data")
+
+    ar = dv.apply_async(_publish_loop)
+    ar.get(timeout=30)
+    _wait_for(lambda: all(d.get("i") == 4 for d in ar.data), 10, "last publication")
+
+    ar = dv.apply_async(_say_hello)
+    assert ar.get(timeout=30) == [1] * N_ENGINES
+    _wait_for(lambda: all("hello from an engine" in s for s in ar.stdout), 10, "stdout")
+
+    ar = dv.apply_async(_fail)
+    with pytest.raises(remote_errors) as info:
+        ar.get(timeout=30)
+    assert "boom" in str(info.value)
+
+    # A numpy result large enough to travel as its own buffer frame.
+    arrays = dv.apply_async(_arange, 100_000).get(timeout=30)
+    assert len(arrays) == N_ENGINES
+    for a in arrays:
+        np.testing.assert_array_equal(a, np.arange(100_000, dtype="float64"))
+
+    single = c[0].apply_async(_publish_once)
+    assert single.get(timeout=30) == "done"
+    _wait_for(lambda: single.data == {"a": "hi"}, 10, "published data, single engine")
+
+    lview = c.load_balanced_view()
+    assert lview.apply_sync(_double, 21) == 42
+    ar = lview.apply_async(_publish_once)
+    assert ar.get(timeout=30) == "done"
+    _wait_for(lambda: ar.data == {"a": "hi"}, 10, "published data, load-balanced")
+
+
+def test_stock_client_corral_controller_corral_engines(stock_client_corral_engines):
+    c = stock_client_corral_engines
+    _data_publication_flow(c, (ipp.error.RemoteError, ipp.error.CompositeError))
+    # The stock client's own helpers that go through the hub.
+    status = c.queue_status()
+    assert status["unassigned"] == 0
+    for eid in c.ids:
+        assert status[eid]["completed"] >= 5
+    assert c.load_balanced_view().map_sync(_double, range(6)) == [0, 2, 4, 6, 8, 10]
+    assert c.broadcast_view().apply_sync(_double, 5) == [10] * N_ENGINES
+
+
+def test_corral_client_corral_controller_stock_engines(corral_client_stock_engines):
+    c = corral_client_stock_engines
+    _data_publication_flow(c, (corral.error.RemoteError, corral.error.CompositeError))
