@@ -41,6 +41,11 @@ demo: install  ## start a local 4-engine cluster and run the data-publication fl
 bench: install  ## benchmark corral against stock ipyparallel (W1, W2, W4)
 	$(PY) benchmarks/run.py --impl both
 
+.PHONY: ipp-suite
+ipp-suite: install  ## run ipyparallel's own test suite against the stock and the corral controller
+	tests/ipyparallel_suite/run.sh stock ipp-suite-stock.log
+	tests/ipyparallel_suite/run.sh corral ipp-suite-corral.log
+
 .PHONY: clean
 clean:  ## remove build output and the virtualenv
 	cargo clean
