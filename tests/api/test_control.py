@@ -50,10 +50,24 @@ def test_abort_everything_queued(client4):
             q.get(timeout=30)
 
 
+def _busy(seconds):
+    import time
+
+    from corral.datapub import publish_data
+
+    publish_data({"started": True})
+    time.sleep(seconds)
+
+
 def test_abort_load_balanced_tasks(client4):
     c = client4
     lv = c.load_balanced_view()
-    blockers = [c[i].apply_async(time.sleep, 1.0) for i in c.ids]
+    blockers = [c[i].apply_async(_busy, 1.5) for i in c.ids]
+    # Every engine must be busy before the load-balanced task exists, or the scheduler's
+    # path could reach an engine ahead of its blocker and run the task at once.
+    deadline = time.monotonic() + 30
+    while not all(b.data.get("started") for b in blockers) and time.monotonic() < deadline:
+        time.sleep(0.01)
     later = lv.apply_async(lambda: "late")
     c.abort(later, block=True)
     for b in blockers:

@@ -41,6 +41,11 @@ pub struct IoThread {
     pub shell_tx: Sender<Request>,
     pub control_tx: Sender<Request>,
     pub encoder: Encoder,
+    /// An encoded IOPub message the socket refused (its queue to the controller is full),
+    /// sent first once the socket is writable again.
+    pub blocked: Option<Vec<Vec<u8>>>,
+    /// Operations queued behind `blocked`, not yet encoded, so they can still be conflated.
+    pub pending: Vec<Outgoing>,
     pub session: Arc<Session>,
     pub engine_id: u64,
     pub shared: Arc<Shared>,
@@ -50,18 +55,34 @@ pub struct IoThread {
 const BATCH: usize = 256;
 /// How many queued outgoing operations are encoded (and conflated) together.
 const OUT_BATCH: usize = 4096;
+/// How many operations may wait behind a full IOPub queue. Conflation keeps this small
+/// for a task that republishes its keys; one publishing ever-new keys fills it, and then
+/// the executor's bounded channel holds Python back instead.
+const MAX_PENDING: usize = 65_536;
+/// How long a stopping engine keeps trying to flush IOPub to a controller that is not
+/// reading.
+const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl IoThread {
     pub fn run(mut self) {
+        let mut stopping_since: Option<std::time::Instant> = None;
         loop {
             self.drain_outgoing();
             if self.shared.stop.load(Ordering::Acquire) && self.out_rx.is_empty() {
-                break;
+                let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+                if self.blocked.is_none() || since.elapsed() > FLUSH_ON_STOP {
+                    break;
+                }
             }
+            let iopub_events = if self.blocked.is_some() {
+                zmq::POLLIN | zmq::POLLOUT
+            } else {
+                zmq::POLLIN
+            };
             let mut items = [
                 self.shell.as_poll_item(zmq::POLLIN),
                 self.control.as_poll_item(zmq::POLLIN),
-                self.iopub.as_poll_item(zmq::POLLIN),
+                self.iopub.as_poll_item(iopub_events),
                 self.wake.as_poll_item(zmq::POLLIN),
             ];
             if let Err(e) = zmq::poll(&mut items, 100) {
@@ -87,21 +108,76 @@ impl IoThread {
         tracing::debug!("engine I/O thread stopped");
     }
 
-    /// Sends what the executor queued. When the network is slower than the task's
-    /// `publish_data` calls, the queue holds several updates at once; those whose every key
-    /// is published again later in the same task are dropped first (see [`conflate`]), so
-    /// a reader that falls behind gets the newest values instead of a backlog.
+    /// Sends what the executor queued, in order. The IOPub socket never drops
+    /// (`ZMQ_XPUB_NODROP`): when its queue to the controller is full, the message waits in
+    /// `blocked` and later operations in `pending`, where updates whose every key is
+    /// published again later in the same task are dropped (see [`conflate`]). So a slow
+    /// controller or network gets the newest values instead of a backlog, and the task's
+    /// last publication and `status: idle` are never lost.
     fn drain_outgoing(&mut self) {
-        let mut batch = Vec::new();
         loop {
-            batch.extend(self.out_rx.try_iter().take(OUT_BATCH));
-            if batch.is_empty() {
+            if let Some(frames) = self.blocked.take() {
+                if let Err(frames) = self.try_send_iopub(frames) {
+                    self.blocked = Some(frames);
+                    self.absorb_queue();
+                    return;
+                }
+            }
+            self.pending.extend(self.out_rx.try_iter().take(OUT_BATCH));
+            if self.pending.is_empty() {
                 return;
             }
-            conflate(&mut batch);
-            for op in batch.drain(..) {
+            conflate(&mut self.pending);
+            let mut ops = std::mem::take(&mut self.pending).into_iter();
+            while let Some(op) = ops.next() {
                 let (target, frames) = self.encoder.encode(op);
-                self.send(target, frames);
+                if target != Target::IoPub {
+                    self.send(target, frames);
+                } else if let Err(frames) = self.try_send_iopub(frames) {
+                    self.blocked = Some(frames);
+                    self.pending = ops.collect();
+                    self.absorb_queue();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// While IOPub is blocked, moves queued operations into `pending` (conflating them),
+    /// so `publish_data` keeps running at full speed and only the newest values wait.
+    fn absorb_queue(&mut self) {
+        let room = MAX_PENDING.saturating_sub(self.pending.len());
+        if room > 0 {
+            self.pending.extend(self.out_rx.try_iter().take(room));
+            conflate(&mut self.pending);
+        }
+    }
+
+    /// Sends on IOPub unless its queue is full; then hands the frames back. Only the
+    /// first frame can be refused (libzmq checks the high-water mark per message), so it
+    /// goes alone and the rest follow it.
+    fn try_send_iopub(&self, mut frames: Vec<Vec<u8>>) -> Result<(), Vec<Vec<u8>>> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let rest = frames.split_off(1);
+        let more = if rest.is_empty() { 0 } else { zmq::SNDMORE };
+        match self.iopub.send(&frames[0][..], zmq::DONTWAIT | more) {
+            Ok(()) => {
+                if !rest.is_empty() {
+                    if let Err(e) = self.iopub.send_multipart(rest, 0) {
+                        tracing::warn!(socket = "iopub", error = %e, "engine send failed");
+                    }
+                }
+                Ok(())
+            }
+            Err(zmq::Error::EAGAIN) => {
+                frames.extend(rest);
+                Err(frames)
+            }
+            Err(e) => {
+                tracing::warn!(socket = "iopub", error = %e, "engine send failed; message dropped");
+                Ok(())
             }
         }
     }

@@ -18,6 +18,7 @@ pub mod outgoing;
 pub mod registration;
 pub mod request;
 pub mod runtime;
+mod sockopt;
 
 pub use error::{EngineError, Result};
 pub use outgoing::Outgoing;

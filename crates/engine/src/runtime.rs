@@ -29,7 +29,8 @@ pub struct EngineOptions {
     pub queue_capacity: usize,
     /// The connection file the settings came from, named in errors.
     pub file_hint: String,
-    /// IOPub high-water mark (messages held by ZeroMQ for a slow subscriber).
+    /// IOPub high-water mark: messages ZeroMQ queues toward the controller before the
+    /// engine holds (and conflates) the rest itself.
     pub iopub_hwm: i32,
 }
 
@@ -39,7 +40,7 @@ impl Default for EngineOptions {
             registration_timeout: Duration::from_secs(5),
             queue_capacity: 65_536,
             file_hint: "<unknown>".into(),
-            iopub_hwm: 100_000,
+            iopub_hwm: 1_000,
         }
     }
 }
@@ -121,7 +122,7 @@ impl EngineRuntime {
         control
             .connect(&conn.url(conn.control))
             .map_err(zerr("control connect"))?;
-        let iopub = ctx.socket(zmq::XPUB).map_err(zerr("iopub socket"))?;
+        let mut iopub = ctx.socket(zmq::XPUB).map_err(zerr("iopub socket"))?;
         iopub
             .set_identity(uuid.as_bytes())
             .map_err(zerr("iopub identity"))?;
@@ -129,6 +130,7 @@ impl EngineRuntime {
         iopub
             .set_sndhwm(opts.iopub_hwm)
             .map_err(zerr("iopub hwm"))?;
+        crate::sockopt::set_xpub_nodrop(&mut iopub).map_err(zerr("iopub nodrop"))?;
         iopub
             .connect(&conn.url(conn.iopub))
             .map_err(zerr("iopub connect"))?;
@@ -152,6 +154,8 @@ impl EngineRuntime {
             shell_tx,
             control_tx,
             encoder: Encoder::new(session.clone(), reg.id),
+            blocked: None,
+            pending: Vec::new(),
             session: session.clone(),
             engine_id: reg.id,
             shared: shared.clone(),
