@@ -213,6 +213,9 @@ impl EngineRuntime {
     }
 
     /// Queues without blocking; gives the operation back when the queue is full (or closed).
+    // The "error" is the operation itself, handed back to be retried: boxing it would cost
+    // an allocation on the publish path for nothing.
+    #[allow(clippy::result_large_err)]
     pub fn try_queue(&self, op: Outgoing) -> std::result::Result<(), Outgoing> {
         match self.out_tx.try_send(op) {
             Ok(()) => {
