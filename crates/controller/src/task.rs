@@ -114,6 +114,19 @@ struct EngineSlot {
     skip_until: Option<Instant>,
 }
 
+/// Leastload with hwm: among engines with room, reachable and allowed by the task's
+/// constraints, the least loaded, then the least recently used.
+fn pick(engines: &[EngineSlot], c: &Constraints, h: &History, now: Instant) -> Option<usize> {
+    engines
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.outstanding.len() < HWM)
+        .filter(|(_, e)| e.skip_until.is_none_or(|t| now >= t))
+        .filter(|(_, e)| eligible(&e.uuid, c, h))
+        .min_by_key(|(_, e)| (e.outstanding.len(), e.last_used))
+        .map(|(i, _)| i)
+}
+
 pub(crate) struct TaskScheduler {
     pub client: zmq::Socket,
     pub engine: zmq::Socket,
@@ -271,17 +284,7 @@ impl TaskScheduler {
                 );
                 continue;
             }
-            let history = &st.history;
-            let choice = st
-                .engines
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.outstanding.len() < HWM)
-                .filter(|(_, e)| e.skip_until.is_none_or(|t| now >= t))
-                .filter(|(_, e)| eligible(&e.uuid, &task.constraints, history))
-                .min_by_key(|(_, e)| (e.outstanding.len(), e.last_used))
-                .map(|(i, _)| i);
-            let Some(i) = choice else {
+            let Some(i) = pick(&st.engines, &task.constraints, &st.history, now) else {
                 waiting.push_back(task);
                 continue;
             };
@@ -445,5 +448,82 @@ impl TaskScheduler {
         }
         msg.metadata = md;
         send_bytes(&self.client, self.session.encode(&msg), "task");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(uuid: &str, busy: bool, last_used: u64) -> EngineSlot {
+        let mut outstanding = HashMap::new();
+        if busy {
+            let t = Task {
+                client: Vec::new(),
+                msg_id: "running".into(),
+                msg_type: "apply_request".into(),
+                header: Value::Null,
+                constraints: Constraints::default(),
+                retries: 0,
+                timeout: None,
+                frames: Vec::new(),
+            };
+            outstanding.insert(t.msg_id.clone(), t);
+        }
+        EngineSlot {
+            uuid: uuid.into(),
+            outstanding,
+            last_used,
+            skip_until: None,
+        }
+    }
+
+    #[test]
+    fn pick_prefers_free_least_recent_allowed_engines() {
+        let now = Instant::now();
+        let mut h = History::default();
+        let engines = vec![slot("a", false, 5), slot("b", true, 1), slot("c", false, 2)];
+        let free = Constraints::default();
+        assert_eq!(
+            pick(&engines, &free, &h, now),
+            Some(2),
+            "c: free, least recent"
+        );
+        let mut c = Constraints::default();
+        c.blacklist.insert("c".into());
+        assert_eq!(pick(&engines, &c, &h, now), Some(0));
+        let only_b = Constraints {
+            targets: vec!["b".into()],
+            ..Constraints::default()
+        };
+        assert_eq!(pick(&engines, &only_b, &h, now), None, "hwm 1: b is busy");
+        h.finish("x", Some("a"), true);
+        let follow = Constraints {
+            follow: Dependency::parse(Some(&serde_json::json!(["x"]))).unwrap(),
+            ..Constraints::default()
+        };
+        assert_eq!(pick(&engines, &follow, &h, now), Some(0), "follow x to a");
+        let mut skipping = engines;
+        skipping[2].skip_until = Some(now + Duration::from_secs(1));
+        assert_eq!(
+            pick(&skipping, &free, &h, now),
+            Some(0),
+            "c not reachable yet"
+        );
+    }
+
+    #[test]
+    fn metadata_is_read_leniently_but_bad_dependencies_are_errors() {
+        let md = serde_json::json!({"after": [], "follow": ["f"], "timeout": 1.5,
+            "targets": ["e"], "retries": 2, "label": null});
+        let a = read_metadata(&md).unwrap();
+        assert_eq!(a.targets, vec!["e"]);
+        assert_eq!(a.retries, 2);
+        assert_eq!(a.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(a.follow.ids, vec!["f"]);
+        let odd = serde_json::json!({"targets": 3, "retries": "x", "timeout": 0.0});
+        let a = read_metadata(&odd).unwrap();
+        assert!(a.targets.is_empty() && a.retries == 0 && a.timeout.is_none());
+        assert!(read_metadata(&serde_json::json!({"after": {"dependencies": 7}})).is_err());
     }
 }
