@@ -209,3 +209,30 @@ fn a_task_still_waiting_at_its_timeout_fails_with_task_timeout() {
     assert_scheduler_error(&reply_to(&client), &req, "TaskTimeout");
     c.stop();
 }
+
+#[test]
+fn a_task_stranded_on_a_dead_engine_uses_a_retry() {
+    let (_dir, c, _ctx, client, engines) = cluster(2);
+    let refs: Vec<&FakeEngine> = engines.iter().collect();
+    let req = task(&client, json!({"retries": 1}));
+    let (first, _) = recv_any(&refs, TIMEOUT).expect("first attempt");
+    let dead = refs[first];
+    dead.reg
+        .send_multipart(
+            dead.session.encode(
+                &dead
+                    .session
+                    .msg("unregistration_request", json!({"id": dead.id})),
+            ),
+            0,
+        )
+        .unwrap();
+    let (second, again) = recv_any(&refs, TIMEOUT).expect("re-run elsewhere");
+    assert_ne!(first, second);
+    assert_eq!(decode(&again).header.msg_id, req.header.msg_id);
+    answer(refs[second], &again, "ok", true);
+    let reply = reply_to(&client);
+    assert_eq!(reply.metadata["status"], "ok");
+    assert_eq!(reply.parent_msg_id(), Some(req.header.msg_id.as_str()));
+    c.stop();
+}
