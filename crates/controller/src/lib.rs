@@ -10,6 +10,7 @@
 //! - [`relay`]: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
 //! - [`iopub`]: engines' IOPub → clients, unchanged.
 //! - [`task`]: the load-balancing task scheduler (leastload).
+//! - [`dependency`]: the task scheduler's rules: after/follow, retries, timeouts.
 //! - [`broadcast`]: the broadcast scheduler (root and leaves in one thread).
 //! - [`cli`]: the `corral controller` command line, shared by the binary and Python.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 
 mod broadcast;
+mod dependency;
 mod events;
 mod heartbeat;
 mod hub;

@@ -1,20 +1,25 @@
 //! The load-balancing task scheduler (ipyparallel's `leastload`, hwm 1): a client-side
 //! ROUTER and an engine-side ROUTER (identity `task_out`). A task goes to the live
-//! engine with the fewest outstanding tasks, restricted to `metadata.targets`; when every
-//! eligible engine is busy it waits here. Raw frames are forwarded unchanged
-//! (`[engine, client, msg..]`); replies go back as `[client, engine, msg..]`.
-//!
-//! Not implemented: `after`/`follow` dependencies, `timeout`, `retries`.
+//! engine with the fewest outstanding tasks among those its constraints allow
+//! (`metadata.targets`, `follow`, the engines it already failed on); it waits here
+//! while its `after` dependencies are unmet or every eligible engine is busy. Raw frames
+//! are forwarded unchanged (`[engine, client, msg..]`); replies go back as
+//! `[client, engine, msg..]`. A failed task is re-run elsewhere while `retries` last,
+//! and so is one whose engine answered `dependencies_met: false`. The rules themselves
+//! live in [`crate::dependency`]; this module does the sockets.
 
 use corral_wire::{Session, Signer};
 use crossbeam_channel::{Receiver, Sender};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+use crate::dependency::{
+    admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Dependency, Failure,
+    History, Triage,
+};
 use crate::events::{EngineEvent, HubEvent};
 use crate::hub::{error_content, reply_type};
 use crate::sockets::{
@@ -29,20 +34,76 @@ const HWM: usize = 1;
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A task waiting for, or running on, an engine. `frames` are exactly what the client
-/// sent, starting with its routing id.
+/// sent, starting with its routing id; they are kept while the task runs so that it can
+/// be sent again (retries, unmet dependencies, a dead engine).
 struct Task {
     client: Vec<u8>,
     msg_id: String,
     msg_type: String,
     header: Value,
-    targets: Vec<String>,
+    constraints: Constraints,
+    retries: u32,
+    /// `metadata.timeout`: how long it may wait here, counted from (re)queueing.
+    timeout: Option<Duration>,
     frames: Vec<zmq::Message>,
 }
 
-#[derive(Deserialize, Default)]
-struct TaskMetadata {
-    #[serde(default)]
-    targets: Option<Vec<String>>,
+impl Task {
+    fn requeue(&mut self, blacklist: &str, now: Instant) {
+        self.constraints.blacklist.insert(blacklist.to_string());
+        self.constraints.deadline = self.timeout.map(|t| now + t);
+    }
+}
+
+/// What a task's metadata asks for.
+#[derive(Clone, Default)]
+struct Asked {
+    targets: Vec<String>,
+    retries: u32,
+    timeout: Option<Duration>,
+    after: Dependency,
+    follow: Dependency,
+}
+
+/// Reads [`Asked`] from a task's metadata. Malformed `after`/`follow` → `Err` (answered with
+/// `InvalidDependency`); odd `targets`/`retries`/`timeout` values are ignored with a
+/// warning.
+fn read_metadata(md: &Value) -> Result<Asked, String> {
+    let after = Dependency::parse(md.get("after"))?;
+    let follow = Dependency::parse(md.get("follow"))?;
+    let targets = match md.get("targets") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        Some(other) => {
+            warn!(socket = "task", targets = %other, "ignored malformed targets");
+            Vec::new()
+        }
+    };
+    let retries = match md.get("retries") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .map(|r| r.min(u32::MAX as u64) as u32)
+            .unwrap_or_else(|| {
+                warn!(socket = "task", retries = %v, "ignored malformed retries");
+                0
+            }),
+    };
+    let timeout = md
+        .get("timeout")
+        .and_then(Value::as_f64)
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| Duration::from_secs_f64(t.min(1e9)));
+    Ok(Asked {
+        targets,
+        retries,
+        timeout,
+        after,
+        follow,
+    })
 }
 
 struct EngineSlot {
@@ -53,9 +114,17 @@ struct EngineSlot {
     skip_until: Option<Instant>,
 }
 
-/// A task can run somewhere: it names no targets, or one of them is live.
-fn feasible(engines: &[EngineSlot], task: &Task) -> bool {
-    task.targets.is_empty() || engines.iter().any(|e| task.targets.contains(&e.uuid))
+/// Leastload with hwm: among engines with room, reachable and allowed by the task's
+/// constraints, the least loaded, then the least recently used.
+fn pick(engines: &[EngineSlot], c: &Constraints, h: &History, now: Instant) -> Option<usize> {
+    engines
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.outstanding.len() < HWM)
+        .filter(|(_, e)| e.skip_until.is_none_or(|t| now >= t))
+        .filter(|(_, e)| eligible(&e.uuid, c, h))
+        .min_by_key(|(_, e)| (e.outstanding.len(), e.last_used))
+        .map(|(i, _)| i)
 }
 
 pub(crate) struct TaskScheduler {
@@ -71,6 +140,7 @@ struct State {
     engines: Vec<EngineSlot>,
     queue: VecDeque<Task>,
     counter: u64,
+    history: History,
 }
 
 impl TaskScheduler {
@@ -83,6 +153,7 @@ impl TaskScheduler {
             engines: Vec::new(),
             queue: VecDeque::new(),
             counter: 0,
+            history: History::default(),
         };
         while !self.stop.is_set() {
             let mut items = [
@@ -128,103 +199,119 @@ impl TaskScheduler {
         let Some(header) = parse::<Value>(&frames[d + 2], "task", "header") else {
             return;
         };
-        let Some(md) = parse::<TaskMetadata>(&frames[d + 4], "task", "metadata") else {
+        let Some(md) = parse::<Value>(&frames[d + 4], "task", "metadata") else {
             return;
         };
+        st.history.saw(&ids.msg_id);
+        let _ = self.hub.send(HubEvent::TaskSubmitted {
+            msg_id: ids.msg_id.clone(),
+        });
+        let parsed = read_metadata(&md);
+        let Asked {
+            targets,
+            retries,
+            timeout,
+            after,
+            follow,
+        } = parsed.clone().unwrap_or_default();
         let task = Task {
             client: frames[0].to_vec(),
             msg_id: ids.msg_id,
             msg_type: ids.msg_type,
             header,
-            targets: md.targets.unwrap_or_default(),
+            constraints: Constraints {
+                targets,
+                after,
+                follow,
+                deadline: timeout.map(|t| Instant::now() + t),
+                ..Constraints::default()
+            },
+            retries,
+            timeout,
             frames,
         };
-        let _ = self.hub.send(HubEvent::TaskSubmitted {
-            msg_id: task.msg_id.clone(),
-        });
-        if !st.engines.is_empty() && !self.feasible(st, &task) {
-            self.fail(
-                task,
-                None,
-                "ImpossibleDependency",
-                "no live engine among the task's targets",
+        if let Err(why) = parsed {
+            warn!(
+                socket = "task",
+                msg_id = task.msg_id,
+                why,
+                "invalid dependency"
             );
+            self.fail(st, task, None, Failure::Invalid.ename(), &why);
+            return;
+        }
+        if let Err(f) = admit(&task.msg_id, &task.constraints, &st.history) {
+            let evalue = match f {
+                Failure::Invalid => "dependency on an unknown task or on itself",
+                _ => "dependency can never be met",
+            };
+            self.fail(st, task, None, f.ename(), evalue);
             return;
         }
         st.queue.push_back(task);
     }
 
-    fn feasible(&self, st: &State, task: &Task) -> bool {
-        feasible(&st.engines, task)
-    }
-
-    /// Places queued tasks, in order, while eligible engines have room.
+    /// Places queued tasks, in order, while eligible engines have room; answers the ones
+    /// that became impossible or timed out.
     fn dispatch(&self, st: &mut State) {
         let now = Instant::now();
+        let live: Vec<String> = st.engines.iter().map(|e| e.uuid.clone()).collect();
+        let live: Vec<&str> = live.iter().map(String::as_str).collect();
         let mut waiting = VecDeque::new();
         while let Some(task) = st.queue.pop_front() {
-            let choice = st
-                .engines
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.outstanding.len() < HWM)
-                .filter(|(_, e)| e.skip_until.is_none_or(|t| now >= t))
-                .filter(|(_, e)| task.targets.is_empty() || task.targets.contains(&e.uuid))
-                .min_by_key(|(_, e)| (e.outstanding.len(), e.last_used))
-                .map(|(i, _)| i);
-            let Some(i) = choice else {
+            match triage(&task.constraints, &st.history, now) {
+                Triage::Fail(f) => {
+                    let evalue = match f {
+                        Failure::Timeout => "task timed out before it could run",
+                        _ => "dependency can never be met",
+                    };
+                    self.fail(st, task, None, f.ename(), evalue);
+                    continue;
+                }
+                Triage::Wait => {
+                    waiting.push_back(task);
+                    continue;
+                }
+                Triage::Ready => {}
+            }
+            if stuck(&live, &task.constraints) {
+                self.fail(
+                    st,
+                    task,
+                    None,
+                    Failure::Impossible.ename(),
+                    "no live engine among the task's targets",
+                );
+                continue;
+            }
+            let Some(i) = pick(&st.engines, &task.constraints, &st.history, now) else {
                 waiting.push_back(task);
                 continue;
             };
             let slot = &mut st.engines[i];
             let mut frames = Vec::with_capacity(task.frames.len() + 1);
             frames.push(zmq::Message::from(slot.uuid.as_bytes()));
-            let Task {
-                client,
-                msg_id,
-                msg_type,
-                header,
-                targets,
-                frames: raw,
-            } = task;
-            frames.extend(raw);
+            frames.extend(task.frames.iter().map(|f| zmq::Message::from(&f[..])));
             match send_routed(&self.engine, frames) {
                 Ok(()) => {
                     st.counter += 1;
                     slot.last_used = st.counter;
-                    debug!(msg_id, engine = slot.uuid, "task assigned");
+                    debug!(msg_id = task.msg_id, engine = slot.uuid, "task assigned");
                     let _ = self.hub.send(HubEvent::TaskAssigned {
                         engine: slot.uuid.clone(),
-                        msg_id: msg_id.clone(),
+                        msg_id: task.msg_id.clone(),
                     });
-                    // The frames were consumed by the send; keep what a failure needs.
-                    slot.outstanding.insert(
-                        msg_id.clone(),
-                        Task {
-                            client,
-                            msg_id,
-                            msg_type,
-                            header,
-                            targets,
-                            frames: Vec::new(),
-                        },
-                    );
+                    slot.outstanding.insert(task.msg_id.clone(), task);
                 }
-                Err((error, mut back)) => {
+                Err((error, _)) => {
                     debug!(engine = slot.uuid, %error, "engine not reachable yet");
                     slot.skip_until = Some(now + UNREACHABLE_BACKOFF);
-                    back.remove(0);
-                    waiting.push_back(Task {
-                        client,
-                        msg_id,
-                        msg_type,
-                        header,
-                        targets,
-                        frames: back,
-                    });
+                    waiting.push_back(task);
                 }
             }
         }
+        // Tasks failed above may have queued more behind them; keep everything.
+        waiting.extend(st.queue.drain(..));
         st.queue = waiting;
     }
 
@@ -242,17 +329,54 @@ impl TaskScheduler {
         let Some(parent) = parse::<ParentIds>(&frames[d + 3], "task_out", "parent_header") else {
             return;
         };
+        let md = parse::<Value>(&frames[d + 4], "task_out", "metadata").unwrap_or(Value::Null);
+        let status = md.get("status").and_then(Value::as_str).unwrap_or("ok");
+        let deps_met = md
+            .get("dependencies_met")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
-        if let (Some(slot), Some(msg_id)) = (
+        let task = match (
             st.engines.iter_mut().find(|e| e.uuid == engine),
             parent.msg_id.as_ref(),
         ) {
-            if slot.outstanding.remove(msg_id).is_some() {
-                let _ = self.hub.send(HubEvent::TaskDone {
-                    engine: engine.clone(),
-                    msg_id: msg_id.clone(),
-                });
+            (Some(slot), Some(msg_id)) => slot.outstanding.remove(msg_id),
+            _ => None,
+        };
+        if let Some(mut task) = task {
+            match after_reply(status, deps_met, task.retries) {
+                AfterReply::Relay { success } => {
+                    st.history.finish(&task.msg_id, Some(&engine), success);
+                    let _ = self.hub.send(HubEvent::TaskDone {
+                        engine: engine.clone(),
+                        msg_id: task.msg_id.clone(),
+                    });
+                }
+                AfterReply::Resubmit { uses_retry } => {
+                    if uses_retry {
+                        task.retries -= 1;
+                    }
+                    info!(
+                        msg_id = task.msg_id,
+                        engine,
+                        status,
+                        deps_met,
+                        retries_left = task.retries,
+                        "task resubmitted elsewhere"
+                    );
+                    // The hub forgets the old placement; the next dispatch reports the new.
+                    let _ = self.hub.send(HubEvent::TaskFailed {
+                        engine: Some(engine.clone()),
+                        msg_id: task.msg_id.clone(),
+                    });
+                    task.requeue(&engine, Instant::now());
+                    st.queue.push_front(task);
+                    return;
+                }
             }
+        } else if let Some(msg_id) = parent.msg_id.as_ref() {
+            // Not ours any more (its engine was dropped): still a final outcome.
+            st.history.finish(msg_id, Some(&engine), status == "ok");
         }
         frames.swap(0, 1);
         if let Err((error, _)) = send_routed(&self.client, frames) {
@@ -276,36 +400,37 @@ impl TaskScheduler {
                     return;
                 };
                 let slot = st.engines.remove(pos);
-                for (_, task) in slot.outstanding {
+                let now = Instant::now();
+                for (_, mut task) in slot.outstanding {
+                    if task.retries > 0 {
+                        // As ipyparallel's stranded-task path: the EngineError counts as a
+                        // failure, so a retry runs it elsewhere.
+                        task.retries -= 1;
+                        let _ = self.hub.send(HubEvent::TaskFailed {
+                            engine: Some(uuid.clone()),
+                            msg_id: task.msg_id.clone(),
+                        });
+                        task.requeue(&uuid, now);
+                        st.queue.push_front(task);
+                        continue;
+                    }
                     let evalue =
                         format!("Engine {uuid:?} died while running task {:?}", task.msg_id);
-                    self.fail(task, Some(&uuid), "EngineError", &evalue);
-                }
-                if !st.engines.is_empty() {
-                    let queued: Vec<Task> = st.queue.drain(..).collect();
-                    let (ok, impossible): (Vec<Task>, Vec<Task>) =
-                        queued.into_iter().partition(|t| feasible(&st.engines, t));
-                    st.queue = ok.into();
-                    for t in impossible {
-                        self.fail(
-                            t,
-                            None,
-                            "ImpossibleDependency",
-                            "no live engine among the task's targets",
-                        );
-                    }
+                    self.fail(st, task, Some(&uuid), "EngineError", &evalue);
                 }
             }
         }
     }
 
     /// Sends the client a signed error reply (parent = the request) for a task the
-    /// scheduler gives up on, as ipyparallel's `handle_stranded_tasks` does.
-    fn fail(&self, task: Task, engine: Option<&str>, ename: &str, evalue: &str) {
+    /// scheduler gives up on, as ipyparallel's `handle_stranded_tasks` and
+    /// `fail_unreachable` do, and records it as failed for dependents.
+    fn fail(&self, st: &mut State, task: Task, engine: Option<&str>, ename: &str, evalue: &str) {
         warn!(
             msg_id = task.msg_id,
             ename, evalue, "task failed in the scheduler"
         );
+        st.history.finish(&task.msg_id, engine, false);
         let _ = self.hub.send(HubEvent::TaskFailed {
             engine: engine.map(str::to_string),
             msg_id: task.msg_id.clone(),
@@ -323,5 +448,82 @@ impl TaskScheduler {
         }
         msg.metadata = md;
         send_bytes(&self.client, self.session.encode(&msg), "task");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(uuid: &str, busy: bool, last_used: u64) -> EngineSlot {
+        let mut outstanding = HashMap::new();
+        if busy {
+            let t = Task {
+                client: Vec::new(),
+                msg_id: "running".into(),
+                msg_type: "apply_request".into(),
+                header: Value::Null,
+                constraints: Constraints::default(),
+                retries: 0,
+                timeout: None,
+                frames: Vec::new(),
+            };
+            outstanding.insert(t.msg_id.clone(), t);
+        }
+        EngineSlot {
+            uuid: uuid.into(),
+            outstanding,
+            last_used,
+            skip_until: None,
+        }
+    }
+
+    #[test]
+    fn pick_prefers_free_least_recent_allowed_engines() {
+        let now = Instant::now();
+        let mut h = History::default();
+        let engines = vec![slot("a", false, 5), slot("b", true, 1), slot("c", false, 2)];
+        let free = Constraints::default();
+        assert_eq!(
+            pick(&engines, &free, &h, now),
+            Some(2),
+            "c: free, least recent"
+        );
+        let mut c = Constraints::default();
+        c.blacklist.insert("c".into());
+        assert_eq!(pick(&engines, &c, &h, now), Some(0));
+        let only_b = Constraints {
+            targets: vec!["b".into()],
+            ..Constraints::default()
+        };
+        assert_eq!(pick(&engines, &only_b, &h, now), None, "hwm 1: b is busy");
+        h.finish("x", Some("a"), true);
+        let follow = Constraints {
+            follow: Dependency::parse(Some(&serde_json::json!(["x"]))).unwrap(),
+            ..Constraints::default()
+        };
+        assert_eq!(pick(&engines, &follow, &h, now), Some(0), "follow x to a");
+        let mut skipping = engines;
+        skipping[2].skip_until = Some(now + Duration::from_secs(1));
+        assert_eq!(
+            pick(&skipping, &free, &h, now),
+            Some(0),
+            "c not reachable yet"
+        );
+    }
+
+    #[test]
+    fn metadata_is_read_leniently_but_bad_dependencies_are_errors() {
+        let md = serde_json::json!({"after": [], "follow": ["f"], "timeout": 1.5,
+            "targets": ["e"], "retries": 2, "label": null});
+        let a = read_metadata(&md).unwrap();
+        assert_eq!(a.targets, vec!["e"]);
+        assert_eq!(a.retries, 2);
+        assert_eq!(a.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(a.follow.ids, vec!["f"]);
+        let odd = serde_json::json!({"targets": 3, "retries": "x", "timeout": 0.0});
+        let a = read_metadata(&odd).unwrap();
+        assert!(a.targets.is_empty() && a.retries == 0 && a.timeout.is_none());
+        assert!(read_metadata(&serde_json::json!({"after": {"dependencies": 7}})).is_err());
     }
 }
