@@ -23,6 +23,7 @@ mod heartbeat;
 mod hub;
 mod hub_loop;
 mod iopub;
+mod records;
 mod relay;
 mod sockets;
 mod stop;
@@ -158,7 +159,22 @@ impl Controller {
         let (heart_tx, heart_rx) = crossbeam_channel::unbounded();
         let (task_eng_tx, task_eng_rx) = crossbeam_channel::unbounded();
 
+        let resubmit = sockets::socket(&ctx, zmq::SocketType::DEALER, "resubmit")?;
+        sockets::opt("resubmit", resubmit.set_identity(b"corral_hub_resubmit"))?;
+        let task_ip = if ip == "0.0.0.0" || ip == "*" {
+            "127.0.0.1"
+        } else {
+            ip
+        };
+        resubmit
+            .connect(&format!("tcp://{task_ip}:{task_client}"))
+            .map_err(|source| ControllerError::Socket {
+                socket: "resubmit",
+                action: "connect",
+                source,
+            })?;
         let hub = hub_loop::HubLoop {
+            resubmit,
             query,
             notify,
             state: hub::HubState::new(

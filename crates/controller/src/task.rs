@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use crate::events::{EngineEvent, HubEvent};
+use crate::events::{EngineEvent, HubEvent, RecordEvent};
 use crate::hub::{error_content, reply_type};
 use crate::sockets::{
     checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
@@ -131,6 +131,12 @@ impl TaskScheduler {
         let Some(md) = parse::<TaskMetadata>(&frames[d + 4], "task", "metadata") else {
             return;
         };
+        let _ = self.hub.send(HubEvent::Record(RecordEvent::Request {
+            queue: "task",
+            client: frames[0].to_vec(),
+            engine: None,
+            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+        }));
         let task = Task {
             client: frames[0].to_vec(),
             msg_id: ids.msg_id,
@@ -243,6 +249,10 @@ impl TaskScheduler {
             return;
         };
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        let _ = self.hub.send(HubEvent::Record(RecordEvent::Reply {
+            engine: Some(engine.clone()),
+            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+        }));
         if let (Some(slot), Some(msg_id)) = (
             st.engines.iter_mut().find(|e| e.uuid == engine),
             parent.msg_id.as_ref(),
@@ -322,6 +332,13 @@ impl TaskScheduler {
             msg.idents.push(engine.as_bytes().to_vec());
         }
         msg.metadata = md;
-        send_bytes(&self.client, self.session.encode(&msg), "task");
+        let encoded = self.session.encode(&msg);
+        if let Some(d) = encoded.iter().position(|f| f.as_slice() == b"<IDS|MSG>") {
+            let _ = self.hub.send(HubEvent::Record(RecordEvent::Reply {
+                engine: engine.map(str::to_string),
+                parts: encoded[d + 2..].to_vec(),
+            }));
+        }
+        send_bytes(&self.client, encoded, "task");
     }
 }
