@@ -133,13 +133,74 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-#[derive(Debug, Default)]
+/// ipyparallel's `DictDB` limits: at most this many records...
+const RECORD_LIMIT: usize = 1024;
+/// ...and this many buffer bytes; past either, the oldest are culled by this fraction.
+const SIZE_LIMIT: usize = 1 << 30;
+const CULL_FRACTION: f64 = 0.1;
+
+fn size(buffers: &[Vec<u8>]) -> usize {
+    buffers.iter().map(Vec::len).sum()
+}
+
+#[derive(Debug)]
 pub(crate) struct Records {
     records: HashMap<String, Record>,
     seq: u64,
+    /// Total size of the stored request and result buffers.
+    bytes: usize,
+    record_limit: usize,
+    size_limit: usize,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records::with_limits(RECORD_LIMIT, SIZE_LIMIT)
+    }
 }
 
 impl Records {
+    pub(crate) fn with_limits(record_limit: usize, size_limit: usize) -> Self {
+        Records {
+            records: HashMap::new(),
+            seq: 0,
+            bytes: 0,
+            record_limit,
+            size_limit,
+        }
+    }
+
+    /// Drops the oldest records (insertion order) once a limit is exceeded, down to
+    /// `limit * (1 - CULL_FRACTION)`, as ipyparallel's `DictDB` does.
+    fn maybe_cull(&mut self) {
+        if self.records.len() <= self.record_limit && self.bytes <= self.size_limit {
+            return;
+        }
+        let keep_records = (self.record_limit as f64 * (1.0 - CULL_FRACTION)) as usize;
+        let keep_bytes = (self.size_limit as f64 * (1.0 - CULL_FRACTION)) as usize;
+        let over_records = self.records.len() > self.record_limit;
+        let over_bytes = self.bytes > self.size_limit;
+        let oldest: Vec<String> = self
+            .ordered()
+            .iter()
+            .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
+            .collect();
+        let before = self.records.len();
+        for msg_id in oldest {
+            let records_ok = !over_records || self.records.len() <= keep_records;
+            let bytes_ok = !over_bytes || self.bytes <= keep_bytes;
+            if records_ok && bytes_ok {
+                break;
+            }
+            self.remove(&msg_id);
+        }
+        tracing::info!(
+            culled = before - self.records.len(),
+            kept = self.records.len(),
+            "task records over their limit; culled the oldest"
+        );
+    }
+
     pub(crate) fn get(&self, msg_id: &str) -> Option<&Record> {
         self.records.get(msg_id)
     }
@@ -149,7 +210,10 @@ impl Records {
     }
 
     pub(crate) fn remove(&mut self, msg_id: &str) {
-        self.records.remove(msg_id);
+        if let Some(rec) = self.records.remove(msg_id) {
+            let freed = size(&rec.buffers) + rec.result_buffers.as_deref().map_or(0, size);
+            self.bytes = self.bytes.saturating_sub(freed);
+        }
     }
 
     fn entry(&mut self, msg_id: &str) -> &mut Record {
@@ -191,7 +255,10 @@ impl Records {
         if let Some(client) = client {
             rec.set("client_uuid", json!(client));
         }
+        let (old, new) = (size(&rec.buffers), size(&buffers));
         rec.buffers = buffers;
+        self.bytes = self.bytes.saturating_sub(old) + new;
+        self.maybe_cull();
     }
 
     pub(crate) fn set_engine(&mut self, msg_id: &str, engine: &str) {
@@ -255,7 +322,11 @@ impl Records {
                 rec.set("result_header", p.header);
                 rec.set("result_metadata", p.metadata);
                 rec.set("result_content", p.content);
+                let old = rec.result_buffers.as_deref().map_or(0, size);
+                let new = size(&p.buffers);
                 rec.result_buffers = Some(p.buffers);
+                self.bytes = self.bytes.saturating_sub(old) + new;
+                self.maybe_cull();
             }
             RecordEvent::Iopub { parts } => {
                 let Some(p) = decode(parts, "iopub") else {
@@ -283,6 +354,7 @@ impl Records {
                     "execute_result" | "display_data" => rec.set(&msg_type, p.content),
                     _ => {}
                 }
+                self.maybe_cull();
             }
         }
     }
@@ -493,6 +565,31 @@ mod tests {
         assert_eq!(e["io"]["execute_input"], "x=1");
         assert_eq!(e["io"]["stderr"], "");
         assert_eq!(e["result_content"], json!({"status": "ok"}));
+    }
+
+    #[test]
+    fn oldest_records_are_culled_past_the_limits() {
+        let mut s = Records::with_limits(10, 1 << 20);
+        for i in 0..11 {
+            request(&mut s, &format!("m{i:02}"), "2026");
+        }
+        // 11 > 10: culled down to 9, oldest first.
+        assert_eq!(s.records.len(), 9);
+        assert!(!s.contains("m00") && !s.contains("m01") && s.contains("m02"));
+        assert_eq!(s.bytes, 9 * 3);
+        s.remove("m02");
+        assert_eq!(s.bytes, 8 * 3);
+
+        let mut s = Records::with_limits(100, 10);
+        for i in 0..4 {
+            request(&mut s, &format!("m{i}"), "2026");
+        }
+        // 12 bytes > 10: culled down to 9 bytes or less.
+        assert_eq!(s.records.len(), 3);
+        assert!(!s.contains("m0"));
+        reply(&mut s, "m3", "2026");
+        assert!(s.bytes <= 9, "{}", s.bytes);
+        assert!(s.contains("m3"));
     }
 
     #[test]
