@@ -217,12 +217,11 @@ impl Records {
     }
 
     fn entry(&mut self, msg_id: &str) -> &mut Record {
-        if !self.records.contains_key(msg_id) {
-            self.seq += 1;
-            let rec = Record::empty(msg_id, self.seq);
-            self.records.insert(msg_id.to_string(), rec);
-        }
-        self.records.get_mut(msg_id).expect("just inserted")
+        let seq = &mut self.seq;
+        self.records.entry(msg_id.to_string()).or_insert_with(|| {
+            *seq += 1;
+            Record::empty(msg_id, *seq)
+        })
     }
 
     /// Adds (or fills in) the record of a request.
