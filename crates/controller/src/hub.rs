@@ -1,4 +1,5 @@
-//! The hub's state: engine ids and uuids, liveness, and per-engine queue counts. Plain
+//! The hub's state: engine ids and uuids, liveness, per-engine queue counts and the task
+//! records ([`crate::records`]) that answer result, db, history and resubmit queries. Plain
 //! functions that take a request or an event and return [`Action`]s; the thread in
 //! [`crate::hub_loop`] performs them. Tests drive this state without sockets.
 

@@ -5,6 +5,8 @@
 //! - [`config`]: [`ControllerConfig`], what to bind and where the files go.
 //! - [`sockets`]: binding on random ports, zero-copy multipart receive, signature checks.
 //! - [`hub`]: registration and query logic (ids, liveness, queue counts), socket-free.
+//! - [`records`]: the in-memory task records behind result/db/history/resubmit queries;
+//!   relays send the hub copies of requests, replies and IOPub output to fill them.
 //! - [`hub_loop`]: the hub thread: query ROUTER + notification PUB around [`hub`].
 //! - [`heartbeat`]: ping PUB / pong ROUTER; new and stopped hearts.
 //! - [`relay`]: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
