@@ -25,6 +25,28 @@ pub(crate) enum HubEvent {
         engine: Option<String>,
         msg_id: String,
     },
+    /// A copy of a relayed message for the task record store (parsed on the hub thread).
+    Record(RecordEvent),
+}
+
+/// Copies of relayed messages: `parts` are the frames after the signature, i.e.
+/// `[header, parent_header, metadata, content, buffers..]`, already verified.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RecordEvent {
+    /// A request from a client; `queue` is `mux` or `task`.
+    Request {
+        queue: &'static str,
+        client: Vec<u8>,
+        engine: Option<String>,
+        parts: Vec<Vec<u8>>,
+    },
+    /// A reply to a request (its parent names the request).
+    Reply {
+        engine: Option<String>,
+        parts: Vec<Vec<u8>>,
+    },
+    /// An IOPub message parented to a request (stream, error, execute_input/result).
+    Iopub { parts: Vec<Vec<u8>> },
 }
 
 /// Into the task and broadcast schedulers: the live engine set.

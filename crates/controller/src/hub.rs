@@ -1,4 +1,5 @@
-//! The hub's state: engine ids and uuids, liveness, and per-engine queue counts. Plain
+//! The hub's state: engine ids and uuids, liveness, per-engine queue counts and the task
+//! records ([`crate::records`]) that answer result, db, history and resubmit queries. Plain
 //! functions that take a request or an event and return [`Action`]s; the thread in
 //! [`crate::hub_loop`] performs them. Tests drive this state without sockets.
 
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::events::{EngineEvent, HubEvent};
+use crate::records::{project, Records};
 
 /// What the hub wants done after handling one input.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +25,8 @@ pub(crate) enum Action {
     ForgetHeart(String),
     /// A client asked the controller to shut down.
     Shutdown,
+    /// Send `msg` into the task scheduler (a resubmitted task).
+    Resubmit(Message),
 }
 
 #[derive(Debug)]
@@ -57,6 +61,8 @@ pub(crate) struct HubState {
     seq: u64,
     unassigned: BTreeMap<String, u64>,
     history: Vec<String>,
+    /// Task records: requests, replies and output (result/db/resubmit queries).
+    records: Records,
 }
 
 /// `foo_request` → `foo_reply`.
@@ -98,6 +104,7 @@ impl HubState {
             seq: 0,
             unassigned: BTreeMap::new(),
             history: Vec::new(),
+            records: Records::default(),
         }
     }
 
@@ -154,8 +161,29 @@ impl HubState {
                 vec![self.reply(ident, parent, "load_reply", Value::Object(out))]
             }
             "history_request" => {
-                let content = json!({"status": "ok", "history": self.history});
+                let content = json!({"status": "ok", "history": self.records.history()});
                 vec![self.reply(ident, parent, "history_reply", content)]
+            }
+            "result_request" => {
+                let (content, buffers) = self.results(content);
+                let mut reply = self.reply(ident, parent, "result_reply", content);
+                if let Action::Reply { msg, .. } = &mut reply {
+                    msg.buffers = buffers;
+                }
+                vec![reply]
+            }
+            "db_request" => {
+                let (content, buffers) = self.db_query(content);
+                let mut reply = self.reply(ident, parent, "db_reply", content);
+                if let Action::Reply { msg, .. } = &mut reply {
+                    msg.buffers = buffers;
+                }
+                vec![reply]
+            }
+            "resubmit_request" => {
+                let (content, mut out) = self.resubmit(content);
+                out.insert(0, self.reply(ident, parent, "resubmit_reply", content));
+                out
             }
             "purge_request" => {
                 let content = self.purge(content);
@@ -319,7 +347,12 @@ impl HubState {
                 Some(id) => self.unregister(id, "engine shutdown_reply"),
                 None => Vec::new(),
             },
+            HubEvent::Record(event) => {
+                self.records.apply(event, &corral_wire::iso_now());
+                Vec::new()
+            }
             HubEvent::MuxRequest { engine, msg_id } => {
+                self.records.set_engine(&msg_id, &engine);
                 let seq = self.next_seq();
                 if let Some(e) = self.engine_by_uuid(&engine) {
                     e.queue.insert(seq, msg_id.clone());
@@ -341,6 +374,7 @@ impl HubState {
                 Vec::new()
             }
             HubEvent::TaskAssigned { engine, msg_id } => {
+                self.records.set_engine(&msg_id, &engine);
                 let seq = self.unassigned.remove(&msg_id).unwrap_or(0);
                 if let Some(e) = self.engine_by_uuid(&engine) {
                     e.tasks.insert(seq, msg_id);
@@ -412,7 +446,7 @@ impl HubState {
                     if pending.contains(id) {
                         return error_content("IndexError", &format!("msg pending: {id:?}"));
                     }
-                    if !self.history.iter().any(|m| m == id) {
+                    if !self.history.iter().any(|m| m == id) && !self.records.contains(id) {
                         return error_content("KeyError", &format!("No such msg: {id:?}"));
                     }
                     drop.insert(id.to_string());
@@ -420,14 +454,191 @@ impl HubState {
             }
             _ => {}
         }
+        if content.get("msg_ids").and_then(Value::as_str) == Some("all") {
+            let done = self.records.find(&json!({"completed": {"$ne": null}}));
+            let done: Vec<String> = done
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
+                .collect();
+            drop.extend(done);
+        }
         let engine_ids = content.get("engine_ids").and_then(Value::as_array);
         for eid in engine_ids.into_iter().flatten().filter_map(Value::as_u64) {
             if let Some(e) = self.engines.get_mut(&(eid as u32)) {
                 drop.extend(e.completed.drain(..));
+                let query = json!({"engine_uuid": e.uuid, "completed": {"$ne": null}});
+                let done = self.records.find(&query).unwrap_or_default();
+                drop.extend(
+                    done.iter()
+                        .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
+                );
             }
         }
         self.history.retain(|m| !drop.contains(m));
+        for m in &drop {
+            self.records.remove(m);
+        }
         json!({"status": "ok"})
+    }
+
+    /// ipyparallel's `get_results`: pending/completed status of each msg_id (sorted,
+    /// deduplicated) and, unless `status_only`, the completed records and their result
+    /// buffers in msg_id order. An unknown msg_id is a `KeyError`.
+    fn results(&self, content: &Value) -> (Value, Vec<Vec<u8>>) {
+        let ids: BTreeSet<&str> = content
+            .get("msg_ids")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let status_only = content
+            .get("status_only")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let live = self.pending_ids();
+        let (mut pending, mut completed) = (Vec::new(), Vec::new());
+        let mut out = Map::new();
+        let mut buffers = Vec::new();
+        for id in ids {
+            match self.records.get(id) {
+                Some(rec) if rec.is_completed() => {
+                    completed.push(id);
+                    if !status_only {
+                        out.insert(id.to_string(), rec.result_entry());
+                        buffers.extend(rec.result_buffers.iter().flatten().cloned());
+                    }
+                }
+                Some(_) => pending.push(id),
+                None if live.contains(id) => pending.push(id),
+                None => {
+                    return (
+                        error_content("KeyError", &format!("'No such message: {id}'")),
+                        Vec::new(),
+                    )
+                }
+            }
+        }
+        out.insert("status".into(), json!("ok"));
+        out.insert("pending".into(), json!(pending));
+        out.insert("completed".into(), json!(completed));
+        (Value::Object(out), buffers)
+    }
+
+    /// ipyparallel's `db_query`: matching records reduced to `keys`; the request and
+    /// result buffers of each record follow in order when `keys` names them.
+    fn db_query(&self, content: &Value) -> (Value, Vec<Vec<u8>>) {
+        let empty = json!({});
+        let query = content.get("query").unwrap_or(&empty);
+        let keys: Option<Vec<String>> = match content.get("keys") {
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let found = match self.records.find(query) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(error = e, "db_request failed");
+                return (error_content("ValueError", &e), Vec::new());
+            }
+        };
+        let mut buffer_lens: Option<Vec<usize>> = None;
+        let mut result_buffer_lens: Option<Vec<usize>> = None;
+        if let Some(keys) = &keys {
+            if keys.iter().any(|k| k == "buffers") {
+                buffer_lens = Some(Vec::new());
+            }
+            if keys.iter().any(|k| k == "result_buffers") {
+                result_buffer_lens = Some(Vec::new());
+            }
+        }
+        let mut records = Vec::new();
+        let mut buffers = Vec::new();
+        for rec in found {
+            let (value, b, rb) = project(rec, keys.as_deref().filter(|k| !k.is_empty()));
+            let mut value = value;
+            if let Some(obj) = value.as_object_mut() {
+                obj.remove("buffers");
+                obj.remove("result_buffers");
+            }
+            records.push(value);
+            if let Some(lens) = &mut buffer_lens {
+                let b = b.unwrap_or_default();
+                lens.push(b.len());
+                buffers.extend(b.iter().cloned());
+            }
+            if let Some(lens) = &mut result_buffer_lens {
+                let rb = rb.unwrap_or_default();
+                lens.push(rb.len());
+                buffers.extend(rb.iter().cloned());
+            }
+        }
+        let content = json!({
+            "status": "ok",
+            "records": records,
+            "buffer_lens": buffer_lens,
+            "result_buffer_lens": result_buffer_lens,
+        });
+        (content, buffers)
+    }
+
+    /// ipyparallel's `resubmit_task`: each request is sent again into the task scheduler
+    /// with a fresh msg_id and date (same content and buffers), signed by the hub.
+    fn resubmit(&mut self, content: &Value) -> (Value, Vec<Action>) {
+        let ids: Vec<&str> = content
+            .get("msg_ids")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let missing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.records
+                    .get(id)
+                    .is_none_or(|r| !r.get("header").is_object())
+            })
+            .collect();
+        if !missing.is_empty() {
+            let evalue = format!("'No such msg(s): {missing:?}'");
+            return (error_content("KeyError", &evalue), Vec::new());
+        }
+        let mut resubmitted = Map::new();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(rec) = self.records.get(id) else {
+                continue;
+            };
+            let mut header = rec.get("header").clone();
+            let msg_type = header["msg_type"]
+                .as_str()
+                .unwrap_or("apply_request")
+                .to_string();
+            let mut msg = self.session.msg(&msg_type, rec.get("content").clone());
+            let new_id = msg.header.msg_id.clone();
+            header["msg_id"] = json!(new_id);
+            header["date"] = json!(msg.header.date);
+            let Ok(h) = serde_json::from_value::<Header>(header.clone()) else {
+                warn!(msg_id = id, "stored header does not parse; not resubmitted");
+                continue;
+            };
+            msg.header = h;
+            msg.buffers = rec.buffers.clone();
+            let (metadata, content, buffers) = (
+                msg.metadata.clone(),
+                msg.content.clone(),
+                msg.buffers.clone(),
+            );
+            self.records
+                .add_request(header, metadata, content, buffers, "task", None);
+            self.records.set_resubmitted(id, &new_id);
+            resubmitted.insert(id.to_string(), json!(new_id));
+            out.push(Action::Resubmit(msg));
+        }
+        (json!({"status": "ok", "resubmitted": resubmitted}), out)
     }
 
     /// Live engines selected by a request's `targets` (ints; null or absent = all).
@@ -478,6 +689,7 @@ impl HubState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::RecordEvent;
 
     fn state() -> HubState {
         HubState::new(
@@ -592,17 +804,183 @@ mod tests {
         assert_eq!(replies(&acts)[0].content["id"], 3);
     }
 
+    fn json_parts(values: &[Value]) -> Vec<Vec<u8>> {
+        values
+            .iter()
+            .map(|v| serde_json::to_vec(v).unwrap())
+            .collect()
+    }
+
+    fn record_request(hub: &mut HubState, msg_id: &str) {
+        let mut parts = json_parts(&[
+            json!({"msg_id": msg_id, "msg_type": "apply_request", "session": "s",
+                   "username": "u", "version": "5.4", "date": format!("2026-01-01T00:00:00.{msg_id}Z")}),
+            json!({}),
+            json!({"label": null}),
+            json!({}),
+        ]);
+        parts.push(format!("buf-{msg_id}").into_bytes());
+        hub.handle_event(HubEvent::Record(RecordEvent::Request {
+            queue: "mux",
+            client: b"client".to_vec(),
+            engine: Some("a".into()),
+            parts,
+        }));
+    }
+
+    fn record_reply(hub: &mut HubState, msg_id: &str) {
+        let mut parts = json_parts(&[
+            json!({"msg_id": format!("r{msg_id}"), "msg_type": "apply_reply", "date": "2026-01-02T00:00:00Z"}),
+            json!({"msg_id": msg_id}),
+            json!({"status": "ok", "started": "2026-01-01T00:00:01Z"}),
+            json!({"status": "ok"}),
+        ]);
+        parts.push(format!("res-{msg_id}").into_bytes());
+        hub.handle_event(HubEvent::Record(RecordEvent::Reply {
+            engine: Some("a".into()),
+            parts,
+        }));
+    }
+
+    fn query(hub: &mut HubState, msg_type: &str, content: Value) -> (Message, Vec<Action>) {
+        let acts = hub.handle_query(b"c", &request(msg_type, content), Instant::now());
+        (replies(&acts)[0].clone(), acts)
+    }
+
+    #[test]
+    fn result_db_and_resubmit_queries_use_the_records() {
+        let mut hub = state();
+        live_engine(&mut hub, "a");
+        for m in ["2", "1", "3"] {
+            record_request(&mut hub, m);
+        }
+        record_reply(&mut hub, "1");
+        record_reply(&mut hub, "2");
+        let (r, _) = query(
+            &mut hub,
+            "result_request",
+            json!({"msg_ids": ["3", "2", "1", "2"], "status_only": false}),
+        );
+        assert_eq!(r.content["pending"], json!(["3"]));
+        assert_eq!(r.content["completed"], json!(["1", "2"]));
+        assert_eq!(r.content["1"]["result_content"], json!({"status": "ok"}));
+        assert_eq!(r.content["1"]["io"]["stdout"], "");
+        assert_eq!(r.buffers, vec![b"res-1".to_vec(), b"res-2".to_vec()]);
+        let (r, _) = query(
+            &mut hub,
+            "result_request",
+            json!({"msg_ids": ["1"], "status_only": true}),
+        );
+        assert_eq!(
+            r.content,
+            json!({"status": "ok", "pending": [], "completed": ["1"]})
+        );
+        assert!(r.buffers.is_empty());
+        let (r, _) = query(&mut hub, "result_request", json!({"msg_ids": ["nope"]}));
+        assert_eq!(r.content["ename"], "KeyError");
+
+        let (r, _) = query(&mut hub, "history_request", json!({}));
+        assert_eq!(r.content["history"], json!(["1", "2", "3"]));
+
+        let (r, _) = query(
+            &mut hub,
+            "db_request",
+            json!({"query": {"completed": {"$ne": null}}, "keys": ["msg_id", "engine_uuid", "buffers", "result_buffers"]}),
+        );
+        assert_eq!(
+            r.content["records"],
+            json!([{"msg_id": "2", "engine_uuid": "a"}, {"msg_id": "1", "engine_uuid": "a"}])
+        );
+        assert_eq!(r.content["buffer_lens"], json!([1, 1]));
+        assert_eq!(r.content["result_buffer_lens"], json!([1, 1]));
+        assert_eq!(
+            r.buffers,
+            vec![
+                b"buf-2".to_vec(),
+                b"res-2".to_vec(),
+                b"buf-1".to_vec(),
+                b"res-1".to_vec()
+            ]
+        );
+        let (r, _) = query(
+            &mut hub,
+            "db_request",
+            json!({"query": {"msg_id": "3"}, "keys": ["msg_id"]}),
+        );
+        assert_eq!(
+            r.content,
+            json!({"status": "ok", "records": [{"msg_id": "3"}], "buffer_lens": null, "result_buffer_lens": null})
+        );
+        let (r, _) = query(
+            &mut hub,
+            "db_request",
+            json!({"query": {"msg_id": {"$where": 1}}}),
+        );
+        assert_eq!(r.content["status"], "error");
+
+        let (r, acts) = query(&mut hub, "resubmit_request", json!({"msg_ids": ["1"]}));
+        assert_eq!(r.content["status"], "ok");
+        let new_id = r.content["resubmitted"]["1"].as_str().unwrap().to_string();
+        let sent: Vec<&Message> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Resubmit(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].header.msg_id, new_id);
+        assert_eq!(sent[0].header.session, "s");
+        assert_eq!(sent[0].buffers, vec![b"buf-1".to_vec()]);
+        let (r, _) = query(
+            &mut hub,
+            "result_request",
+            json!({"msg_ids": [new_id.clone()]}),
+        );
+        assert_eq!(r.content["pending"], json!([new_id]));
+        let (r, _) = query(
+            &mut hub,
+            "db_request",
+            json!({"query": {"msg_id": "1"}, "keys": ["resubmitted"]}),
+        );
+        assert_eq!(r.content["records"][0]["resubmitted"], json!(new_id));
+        let (r, _) = query(&mut hub, "resubmit_request", json!({"msg_ids": ["nope"]}));
+        assert_eq!(r.content["ename"], "KeyError");
+
+        let (r, _) = query(
+            &mut hub,
+            "purge_request",
+            json!({"msg_ids": ["1"], "engine_ids": []}),
+        );
+        assert_eq!(r.content["status"], "ok");
+        let (r, _) = query(&mut hub, "result_request", json!({"msg_ids": ["1"]}));
+        assert_eq!(r.content["ename"], "KeyError");
+        query(
+            &mut hub,
+            "purge_request",
+            json!({"msg_ids": "all", "engine_ids": []}),
+        );
+        let (r, _) = query(&mut hub, "history_request", json!({}));
+        assert_eq!(
+            r.content["history"],
+            json!(["3", new_id]),
+            "pending records stay"
+        );
+    }
+
     #[test]
     fn purge_forgets_finished_requests_only() {
         let mut hub = state();
         live_engine(&mut hub, "a");
         for m in ["m1", "m2", "m3"] {
+            record_request(&mut hub, m);
             hub.handle_event(HubEvent::MuxRequest {
                 engine: "a".into(),
                 msg_id: m.into(),
             });
         }
         for m in ["m1", "m2"] {
+            record_reply(&mut hub, m);
             hub.handle_event(HubEvent::MuxReply {
                 engine: "a".into(),
                 msg_id: m.into(),
@@ -723,11 +1101,11 @@ mod tests {
         let mut hub = state();
         let acts = hub.handle_query(
             b"c",
-            &request("db_request", json!({"query": {}})),
+            &request("become_dask_request", json!({})),
             Instant::now(),
         );
         let reply = replies(&acts)[0];
-        assert_eq!(reply.msg_type(), "db_reply");
+        assert_eq!(reply.msg_type(), "become_dask_reply");
         assert_eq!(reply.content["status"], "error");
         assert_eq!(reply.content["ename"], "NotImplementedError");
         assert!(hub

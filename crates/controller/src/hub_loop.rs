@@ -21,6 +21,9 @@ const POLL_MS: i64 = 10;
 pub(crate) struct HubLoop {
     pub query: zmq::Socket,
     pub notify: zmq::Socket,
+    /// A DEALER connected to the task scheduler's client side, for resubmitted tasks
+    /// (their replies come back here and are dropped: clients fetch them from the hub).
+    pub resubmit: zmq::Socket,
     pub state: HubState,
     pub signer: Signer,
     pub events: Receiver<HubEvent>,
@@ -49,6 +52,7 @@ impl HubLoop {
                     self.perform(actions, &mut shutdown_at);
                 }
             }
+            while recv_frames(&self.resubmit).is_some() {}
             while let Ok(event) = self.events.try_recv() {
                 let actions = self.state.handle_event(event);
                 self.perform(actions, &mut shutdown_at);
@@ -98,6 +102,9 @@ impl HubLoop {
                 }
                 Action::ForgetHeart(uuid) => {
                     let _ = self.heart.send(HeartCommand::Forget(uuid));
+                }
+                Action::Resubmit(msg) => {
+                    send_bytes(&self.resubmit, msg.encode(&self.signer), "resubmit");
                 }
                 Action::Shutdown => {
                     shutdown_at.get_or_insert(Instant::now() + SHUTDOWN_GRACE);

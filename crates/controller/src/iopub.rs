@@ -7,7 +7,7 @@ use crossbeam_channel::Sender;
 use std::sync::Arc;
 use tracing::warn;
 
-use crate::events::HubEvent;
+use crate::events::{HubEvent, RecordEvent};
 use crate::sockets::{checked, parse, readable, recv_frames, HeaderIds};
 use crate::stop::Stop;
 
@@ -46,6 +46,21 @@ impl IopubRelay {
                     let _ = self.hub.send(HubEvent::EngineShutdown(h.session));
                 }
             }
+        }
+        // Output the task records keep; parsed on the hub thread.
+        let recorded: [&[u8]; 4] = [
+            b"\"stream\"",
+            b"\"error\"",
+            b"\"execute_input\"",
+            b"\"execute_result\"",
+        ];
+        if recorded
+            .iter()
+            .any(|t| header.windows(t.len()).any(|w| w == *t))
+        {
+            let _ = self.hub.send(HubEvent::Record(RecordEvent::Iopub {
+                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+            }));
         }
         if let Err(error) = self.publisher.send_multipart(frames, 0) {
             warn!(socket = "iopub", %error, "publish failed");

@@ -5,6 +5,8 @@
 //! - [`config`]: [`ControllerConfig`], what to bind and where the files go.
 //! - [`sockets`]: binding on random ports, zero-copy multipart receive, signature checks.
 //! - [`hub`]: registration and query logic (ids, liveness, queue counts), socket-free.
+//! - [`records`]: the in-memory task records behind result/db/history/resubmit queries;
+//!   relays send the hub copies of requests, replies and IOPub output to fill them.
 //! - [`hub_loop`]: the hub thread: query ROUTER + notification PUB around [`hub`].
 //! - [`heartbeat`]: ping PUB / pong ROUTER; new and stopped hearts.
 //! - [`relay`]: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
@@ -25,6 +27,7 @@ mod heartbeat;
 mod hub;
 mod hub_loop;
 mod iopub;
+mod records;
 mod relay;
 mod sockets;
 mod stop;
@@ -160,7 +163,22 @@ impl Controller {
         let (heart_tx, heart_rx) = crossbeam_channel::unbounded();
         let (task_eng_tx, task_eng_rx) = crossbeam_channel::unbounded();
 
+        let resubmit = sockets::socket(&ctx, zmq::SocketType::DEALER, "resubmit")?;
+        sockets::opt("resubmit", resubmit.set_identity(b"corral_hub_resubmit"))?;
+        let task_ip = if ip == "0.0.0.0" || ip == "*" {
+            "127.0.0.1"
+        } else {
+            ip
+        };
+        resubmit
+            .connect(&format!("tcp://{task_ip}:{task_client}"))
+            .map_err(|source| ControllerError::Socket {
+                socket: "resubmit",
+                action: "connect",
+                source,
+            })?;
         let hub = hub_loop::HubLoop {
+            resubmit,
             query,
             notify,
             state: hub::HubState::new(

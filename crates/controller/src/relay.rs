@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-use crate::events::HubEvent;
+use crate::events::{HubEvent, RecordEvent};
 use crate::hub::{error_content, reply_type};
 use crate::sockets::{
     checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
@@ -101,6 +101,14 @@ impl Relay {
             return;
         };
         let engine = String::from_utf8_lossy(&frames[1]).into_owned();
+        if let Some(hub) = &self.hub {
+            let _ = hub.send(HubEvent::Record(RecordEvent::Request {
+                queue: "mux",
+                client: frames[0].to_vec(),
+                engine: Some(engine.clone()),
+                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+            }));
+        }
         frames.swap(0, 1);
         let request = Held {
             until: Instant::now() + HOLD_FOR,
@@ -206,6 +214,12 @@ impl Relay {
             return;
         };
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        if let Some(hub) = &self.hub {
+            let _ = hub.send(HubEvent::Record(RecordEvent::Reply {
+                engine: Some(engine.clone()),
+                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+            }));
+        }
         frames.swap(0, 1);
         if let Err((error, _)) = send_routed(&self.client, frames) {
             debug!(relay = self.name, %error, "client gone; reply dropped");

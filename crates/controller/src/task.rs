@@ -20,7 +20,7 @@ use crate::dependency::{
     admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Dependency, Failure,
     History, Triage,
 };
-use crate::events::{EngineEvent, HubEvent};
+use crate::events::{EngineEvent, HubEvent, RecordEvent};
 use crate::hub::{error_content, reply_type};
 use crate::sockets::{
     checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
@@ -206,6 +206,12 @@ impl TaskScheduler {
         let _ = self.hub.send(HubEvent::TaskSubmitted {
             msg_id: ids.msg_id.clone(),
         });
+        let _ = self.hub.send(HubEvent::Record(RecordEvent::Request {
+            queue: "task",
+            client: frames[0].to_vec(),
+            engine: None,
+            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+        }));
         let parsed = read_metadata(&md);
         let Asked {
             targets,
@@ -336,6 +342,10 @@ impl TaskScheduler {
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        let _ = self.hub.send(HubEvent::Record(RecordEvent::Reply {
+            engine: Some(engine.clone()),
+            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+        }));
         let task = match (
             st.engines.iter_mut().find(|e| e.uuid == engine),
             parent.msg_id.as_ref(),
@@ -447,7 +457,14 @@ impl TaskScheduler {
             msg.idents.push(engine.as_bytes().to_vec());
         }
         msg.metadata = md;
-        send_bytes(&self.client, self.session.encode(&msg), "task");
+        let encoded = self.session.encode(&msg);
+        if let Some(d) = encoded.iter().position(|f| f.as_slice() == b"<IDS|MSG>") {
+            let _ = self.hub.send(HubEvent::Record(RecordEvent::Reply {
+                engine: engine.map(str::to_string),
+                parts: encoded[d + 2..].to_vec(),
+            }));
+        }
+        send_bytes(&self.client, encoded, "task");
     }
 }
 

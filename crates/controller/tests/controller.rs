@@ -47,8 +47,8 @@ fn files_registration_queries_and_shutdown() {
         json!({"status": "ok", "engines": {"0": engine.uuid}})
     );
 
-    let reply = client.query("db_request", json!({"query": {}}));
-    assert_eq!(reply.msg_type(), "db_reply");
+    let reply = client.query("become_dask_request", json!({}));
+    assert_eq!(reply.msg_type(), "become_dask_reply");
     assert_eq!(reply.content["ename"], "NotImplementedError");
 
     // Nanny-style unregistration: a DEALER without identity, no reply.

@@ -1,0 +1,660 @@
+//! The task record store: one record per request that went through the MUX relay or the
+//! task scheduler, with its reply and the IOPub output parented to it. In memory only,
+//! like ipyparallel's default `DictDB`. Record keys and query semantics follow
+//! ipyparallel (PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
+//! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
+
+use serde_json::{json, Map, Value};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use tracing::warn;
+
+use crate::events::RecordEvent;
+
+/// The JSON keys of a record, as ipyparallel names them (buffers are held apart).
+const KEYS: [&str; 21] = [
+    "msg_id",
+    "header",
+    "metadata",
+    "content",
+    "submitted",
+    "client_uuid",
+    "engine_uuid",
+    "started",
+    "completed",
+    "resubmitted",
+    "received",
+    "result_header",
+    "result_metadata",
+    "result_content",
+    "queue",
+    "execute_input",
+    "execute_result",
+    "error",
+    "stdout",
+    "stderr",
+    "label",
+];
+
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    /// Insertion order: ties in submission time, and the order of query results.
+    seq: u64,
+    fields: Map<String, Value>,
+    pub buffers: Vec<Vec<u8>>,
+    pub result_buffers: Option<Vec<Vec<u8>>>,
+}
+
+impl Record {
+    fn empty(msg_id: &str, seq: u64) -> Self {
+        let mut fields = Map::new();
+        for k in KEYS {
+            fields.insert(k.to_string(), Value::Null);
+        }
+        fields.insert("msg_id".into(), json!(msg_id));
+        fields.insert("stdout".into(), json!(""));
+        fields.insert("stderr".into(), json!(""));
+        Record {
+            seq,
+            fields,
+            buffers: Vec::new(),
+            result_buffers: None,
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> &Value {
+        self.fields.get(key).unwrap_or(&Value::Null)
+    }
+
+    fn set(&mut self, key: &str, value: Value) {
+        self.fields.insert(key.to_string(), value);
+    }
+
+    pub(crate) fn is_completed(&self) -> bool {
+        !self.get("completed").is_null()
+    }
+
+    /// The part of a record a `result_reply` carries for one msg_id.
+    pub(crate) fn result_entry(&self) -> Value {
+        json!({
+            "header": self.get("header"),
+            "metadata": self.get("metadata"),
+            "result_metadata": self.get("result_metadata"),
+            "result_header": self.get("result_header"),
+            "result_content": self.get("result_content"),
+            "received": self.get("received"),
+            "io": {
+                "execute_input": self.get("execute_input"),
+                "execute_result": self.get("execute_result"),
+                "error": self.get("error"),
+                "stdout": self.get("stdout"),
+                "stderr": self.get("stderr"),
+            },
+        })
+    }
+}
+
+/// A decoded message copy: `[header, parent, metadata, content, buffers..]`.
+struct Parts {
+    header: Value,
+    parent: Value,
+    metadata: Value,
+    content: Value,
+    buffers: Vec<Vec<u8>>,
+}
+
+fn decode(mut parts: Vec<Vec<u8>>, what: &str) -> Option<Parts> {
+    if parts.len() < 4 {
+        warn!(what, frames = parts.len(), "record copy too short; dropped");
+        return None;
+    }
+    let buffers = parts.split_off(4);
+    let mut json = parts.iter().map(|p| serde_json::from_slice::<Value>(p));
+    let mut next = || match json.next() {
+        Some(Ok(v)) => Some(v),
+        _ => None,
+    };
+    let (Some(header), Some(parent), Some(metadata), Some(content)) =
+        (next(), next(), next(), next())
+    else {
+        warn!(what, "record copy with invalid JSON; dropped");
+        return None;
+    };
+    Some(Parts {
+        header,
+        parent,
+        metadata,
+        content,
+        buffers,
+    })
+}
+
+fn str_of(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// ipyparallel's `DictDB` limits: at most this many records...
+const RECORD_LIMIT: usize = 1024;
+/// ...and this many buffer bytes; past either, the oldest are culled by this fraction.
+const SIZE_LIMIT: usize = 1 << 30;
+const CULL_FRACTION: f64 = 0.1;
+
+fn size(buffers: &[Vec<u8>]) -> usize {
+    buffers.iter().map(Vec::len).sum()
+}
+
+#[derive(Debug)]
+pub(crate) struct Records {
+    records: HashMap<String, Record>,
+    seq: u64,
+    /// Total size of the stored request and result buffers.
+    bytes: usize,
+    record_limit: usize,
+    size_limit: usize,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records::with_limits(RECORD_LIMIT, SIZE_LIMIT)
+    }
+}
+
+impl Records {
+    pub(crate) fn with_limits(record_limit: usize, size_limit: usize) -> Self {
+        Records {
+            records: HashMap::new(),
+            seq: 0,
+            bytes: 0,
+            record_limit,
+            size_limit,
+        }
+    }
+
+    /// Drops the oldest records (insertion order) once a limit is exceeded, down to
+    /// `limit * (1 - CULL_FRACTION)`, as ipyparallel's `DictDB` does.
+    fn maybe_cull(&mut self) {
+        if self.records.len() <= self.record_limit && self.bytes <= self.size_limit {
+            return;
+        }
+        let keep_records = (self.record_limit as f64 * (1.0 - CULL_FRACTION)) as usize;
+        let keep_bytes = (self.size_limit as f64 * (1.0 - CULL_FRACTION)) as usize;
+        let over_records = self.records.len() > self.record_limit;
+        let over_bytes = self.bytes > self.size_limit;
+        let oldest: Vec<String> = self
+            .ordered()
+            .iter()
+            .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
+            .collect();
+        let before = self.records.len();
+        for msg_id in oldest {
+            let records_ok = !over_records || self.records.len() <= keep_records;
+            let bytes_ok = !over_bytes || self.bytes <= keep_bytes;
+            if records_ok && bytes_ok {
+                break;
+            }
+            self.remove(&msg_id);
+        }
+        tracing::info!(
+            culled = before - self.records.len(),
+            kept = self.records.len(),
+            "task records over their limit; culled the oldest"
+        );
+    }
+
+    pub(crate) fn get(&self, msg_id: &str) -> Option<&Record> {
+        self.records.get(msg_id)
+    }
+
+    pub(crate) fn contains(&self, msg_id: &str) -> bool {
+        self.records.contains_key(msg_id)
+    }
+
+    pub(crate) fn remove(&mut self, msg_id: &str) {
+        if let Some(rec) = self.records.remove(msg_id) {
+            let freed = size(&rec.buffers) + rec.result_buffers.as_deref().map_or(0, size);
+            self.bytes = self.bytes.saturating_sub(freed);
+        }
+    }
+
+    fn entry(&mut self, msg_id: &str) -> &mut Record {
+        let seq = &mut self.seq;
+        self.records.entry(msg_id.to_string()).or_insert_with(|| {
+            *seq += 1;
+            Record::empty(msg_id, *seq)
+        })
+    }
+
+    /// Adds (or fills in) the record of a request.
+    pub(crate) fn add_request(
+        &mut self,
+        header: Value,
+        metadata: Value,
+        content: Value,
+        buffers: Vec<Vec<u8>>,
+        queue: &str,
+        client: Option<String>,
+    ) {
+        let Some(msg_id) = str_of(&header, "msg_id") else {
+            warn!("request copy without a msg_id; dropped");
+            return;
+        };
+        let rec = self.entry(&msg_id);
+        rec.set(
+            "submitted",
+            header.get("date").cloned().unwrap_or(Value::Null),
+        );
+        rec.set(
+            "label",
+            metadata.get("label").cloned().unwrap_or(Value::Null),
+        );
+        rec.set("header", header);
+        rec.set("metadata", metadata);
+        rec.set("content", content);
+        rec.set("queue", json!(queue));
+        if let Some(client) = client {
+            rec.set("client_uuid", json!(client));
+        }
+        let (old, new) = (size(&rec.buffers), size(&buffers));
+        rec.buffers = buffers;
+        self.bytes = self.bytes.saturating_sub(old) + new;
+        self.maybe_cull();
+    }
+
+    pub(crate) fn set_engine(&mut self, msg_id: &str, engine: &str) {
+        if let Some(rec) = self.records.get_mut(msg_id) {
+            rec.set("engine_uuid", json!(engine));
+        }
+    }
+
+    pub(crate) fn set_resubmitted(&mut self, msg_id: &str, new_id: &str) {
+        if let Some(rec) = self.records.get_mut(msg_id) {
+            rec.set("resubmitted", json!(new_id));
+        }
+    }
+
+    /// Applies one copy sent by a relay; bad input is logged and dropped.
+    pub(crate) fn apply(&mut self, event: RecordEvent, now: &str) {
+        match event {
+            RecordEvent::Request {
+                queue,
+                client,
+                engine,
+                parts,
+            } => {
+                let Some(p) = decode(parts, "request") else {
+                    return;
+                };
+                let msg_id = str_of(&p.header, "msg_id");
+                let client = String::from_utf8_lossy(&client).into_owned();
+                self.add_request(
+                    p.header,
+                    p.metadata,
+                    p.content,
+                    p.buffers,
+                    queue,
+                    Some(client),
+                );
+                if let (Some(m), Some(e)) = (msg_id, engine) {
+                    self.set_engine(&m, &e);
+                }
+            }
+            RecordEvent::Reply { engine, parts } => {
+                let Some(p) = decode(parts, "reply") else {
+                    return;
+                };
+                let Some(msg_id) = str_of(&p.parent, "msg_id") else {
+                    warn!("reply copy without a parent msg_id; dropped");
+                    return;
+                };
+                let rec = self.entry(&msg_id);
+                let completed = p.header.get("date").cloned().unwrap_or(json!(now));
+                let started = p.metadata.get("started").cloned().unwrap_or(Value::Null);
+                let engine = engine
+                    .map(Value::String)
+                    .or_else(|| p.metadata.get("engine").cloned());
+                if let Some(engine) = engine {
+                    rec.set("engine_uuid", engine);
+                }
+                rec.set("started", started);
+                rec.set("completed", completed);
+                rec.set("received", json!(now));
+                rec.set("result_header", p.header);
+                rec.set("result_metadata", p.metadata);
+                rec.set("result_content", p.content);
+                let old = rec.result_buffers.as_deref().map_or(0, size);
+                let new = size(&p.buffers);
+                rec.result_buffers = Some(p.buffers);
+                self.bytes = self.bytes.saturating_sub(old) + new;
+                self.maybe_cull();
+            }
+            RecordEvent::Iopub { parts } => {
+                let Some(p) = decode(parts, "iopub") else {
+                    return;
+                };
+                let Some(msg_id) = str_of(&p.parent, "msg_id") else {
+                    return;
+                };
+                let msg_type = str_of(&p.header, "msg_type").unwrap_or_default();
+                let rec = self.entry(&msg_id);
+                match msg_type.as_str() {
+                    "stream" => {
+                        let name = str_of(&p.content, "name").unwrap_or_default();
+                        if name == "stdout" || name == "stderr" {
+                            let text = str_of(&p.content, "text").unwrap_or_default();
+                            let old = rec.get(&name).as_str().unwrap_or("").to_string();
+                            rec.set(&name, json!(old + &text));
+                        }
+                    }
+                    "error" => rec.set("error", p.content),
+                    "execute_input" => rec.set(
+                        "execute_input",
+                        p.content.get("code").cloned().unwrap_or_default(),
+                    ),
+                    "execute_result" | "display_data" => rec.set(&msg_type, p.content),
+                    _ => {}
+                }
+                self.maybe_cull();
+            }
+        }
+    }
+
+    /// Records in insertion order.
+    fn ordered(&self) -> Vec<&Record> {
+        let mut v: Vec<&Record> = self.records.values().collect();
+        v.sort_by_key(|r| r.seq);
+        v
+    }
+
+    /// msg_ids with a submission time, ordered by it (ipyparallel's `get_history`).
+    pub(crate) fn history(&self) -> Vec<String> {
+        let mut v: Vec<&Record> = self
+            .records
+            .values()
+            .filter(|r| r.get("submitted").is_string())
+            .collect();
+        v.sort_by(|a, b| {
+            let (sa, sb) = (a.get("submitted").as_str(), b.get("submitted").as_str());
+            sa.cmp(&sb).then(a.seq.cmp(&b.seq))
+        });
+        v.into_iter()
+            .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Records matching a MongoDB-like `query`, in insertion order.
+    pub(crate) fn find(&self, query: &Value) -> Result<Vec<&Record>, String> {
+        let Some(query) = query.as_object() else {
+            return Err(format!("query must be a dict, not {query}"));
+        };
+        // Validate operators up front so a bad query is an error, not an empty result.
+        for test in query.values() {
+            if let Some(ops) = test.as_object() {
+                for op in ops.keys() {
+                    if !matches!(
+                        op.as_str(),
+                        "$in" | "$nin" | "$eq" | "$ne" | "$gt" | "$gte" | "$lt" | "$lte"
+                    ) {
+                        return Err(format!("unsupported query operator {op:?}"));
+                    }
+                }
+            }
+        }
+        Ok(self
+            .ordered()
+            .into_iter()
+            .filter(|r| query.iter().all(|(k, t)| matches(r.get(k), t)))
+            .collect())
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Whether a record's `value` passes one query `test` (a literal or an operator dict).
+pub(crate) fn matches(value: &Value, test: &Value) -> bool {
+    let Some(ops) = test.as_object() else {
+        return value == test;
+    };
+    ops.iter().all(|(op, arg)| match op.as_str() {
+        "$eq" => value == arg,
+        "$ne" => value != arg,
+        "$in" => arg.as_array().is_some_and(|a| a.contains(value)),
+        "$nin" => arg.as_array().is_some_and(|a| !a.contains(value)),
+        "$gt" => compare(value, arg) == Some(Ordering::Greater),
+        "$gte" => matches!(
+            compare(value, arg),
+            Some(Ordering::Greater | Ordering::Equal)
+        ),
+        "$lt" => compare(value, arg) == Some(Ordering::Less),
+        "$lte" => matches!(compare(value, arg), Some(Ordering::Less | Ordering::Equal)),
+        _ => false,
+    })
+}
+
+/// Request and result buffers of a projected record, when its keys name them.
+type Projected<'a> = (Value, Option<&'a [Vec<u8>]>, Option<&'a [Vec<u8>]>);
+
+/// A record reduced to `keys` (msg_id always included), as ipyparallel's `find_records`
+/// returns it; `buffers`/`result_buffers` are returned apart.
+pub(crate) fn project<'a>(rec: &'a Record, keys: Option<&[String]>) -> Projected<'a> {
+    let empty: &'a [Vec<u8>] = &[];
+    let result_buffers = rec.result_buffers.as_deref().unwrap_or(empty);
+    match keys {
+        None => (
+            Value::Object(rec.fields.clone()),
+            Some(&rec.buffers),
+            Some(result_buffers),
+        ),
+        Some(keys) => {
+            let mut out = Map::new();
+            out.insert("msg_id".into(), rec.get("msg_id").clone());
+            let (mut b, mut rb) = (None, None);
+            for k in keys {
+                match k.as_str() {
+                    "buffers" => b = Some(rec.buffers.as_slice()),
+                    "result_buffers" => rb = Some(result_buffers),
+                    _ => {
+                        out.insert(k.clone(), rec.get(k).clone());
+                    }
+                }
+            }
+            (Value::Object(out), b, rb)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(header: Value, parent: Value, metadata: Value, content: Value) -> Vec<Vec<u8>> {
+        [header, parent, metadata, content]
+            .iter()
+            .map(|v| serde_json::to_vec(v).unwrap())
+            .collect()
+    }
+
+    fn request(store: &mut Records, msg_id: &str, date: &str) {
+        let mut p = parts(
+            json!({"msg_id": msg_id, "msg_type": "apply_request", "date": date}),
+            json!({}),
+            json!({"label": null}),
+            json!({}),
+        );
+        p.push(b"buf".to_vec());
+        store.apply(
+            RecordEvent::Request {
+                queue: "mux",
+                client: b"client".to_vec(),
+                engine: Some("e0".into()),
+                parts: p,
+            },
+            "now",
+        );
+    }
+
+    fn reply(store: &mut Records, msg_id: &str, date: &str) {
+        let mut p = parts(
+            json!({"msg_id": format!("r-{msg_id}"), "msg_type": "apply_reply", "date": date}),
+            json!({"msg_id": msg_id}),
+            json!({"started": "S", "engine": "e0", "status": "ok"}),
+            json!({"status": "ok"}),
+        );
+        p.push(b"result".to_vec());
+        store.apply(
+            RecordEvent::Reply {
+                engine: None,
+                parts: p,
+            },
+            "R",
+        );
+    }
+
+    #[test]
+    fn request_reply_and_output_fill_one_record() {
+        let mut s = Records::default();
+        request(&mut s, "m1", "2026-01-01T00:00:01Z");
+        let out = |t: &str, c: Value| {
+            parts(
+                json!({"msg_type": t}),
+                json!({"msg_id": "m1"}),
+                json!({}),
+                c,
+            )
+        };
+        s.apply(
+            RecordEvent::Iopub {
+                parts: out("stream", json!({"name": "stdout", "text": "a"})),
+            },
+            "",
+        );
+        s.apply(
+            RecordEvent::Iopub {
+                parts: out("stream", json!({"name": "stdout", "text": "b"})),
+            },
+            "",
+        );
+        s.apply(
+            RecordEvent::Iopub {
+                parts: out("execute_input", json!({"code": "x=1"})),
+            },
+            "",
+        );
+        assert!(!s.get("m1").unwrap().is_completed());
+        reply(&mut s, "m1", "2026-01-01T00:00:02Z");
+        let r = s.get("m1").unwrap();
+        assert!(r.is_completed());
+        assert_eq!(r.get("completed"), "2026-01-01T00:00:02Z");
+        assert_eq!(r.get("submitted"), "2026-01-01T00:00:01Z");
+        assert_eq!(r.get("engine_uuid"), "e0");
+        assert_eq!(r.get("client_uuid"), "client");
+        assert_eq!(r.get("queue"), "mux");
+        assert_eq!(r.get("started"), "S");
+        assert_eq!(r.get("received"), "R");
+        assert_eq!(r.buffers, vec![b"buf".to_vec()]);
+        assert_eq!(r.result_buffers, Some(vec![b"result".to_vec()]));
+        let e = r.result_entry();
+        assert_eq!(e["io"]["stdout"], "ab");
+        assert_eq!(e["io"]["execute_input"], "x=1");
+        assert_eq!(e["io"]["stderr"], "");
+        assert_eq!(e["result_content"], json!({"status": "ok"}));
+    }
+
+    #[test]
+    fn oldest_records_are_culled_past_the_limits() {
+        let mut s = Records::with_limits(10, 1 << 20);
+        for i in 0..11 {
+            request(&mut s, &format!("m{i:02}"), "2026");
+        }
+        // 11 > 10: culled down to 9, oldest first.
+        assert_eq!(s.records.len(), 9);
+        assert!(!s.contains("m00") && !s.contains("m01") && s.contains("m02"));
+        assert_eq!(s.bytes, 9 * 3);
+        s.remove("m02");
+        assert_eq!(s.bytes, 8 * 3);
+
+        let mut s = Records::with_limits(100, 10);
+        for i in 0..4 {
+            request(&mut s, &format!("m{i}"), "2026");
+        }
+        // 12 bytes > 10: culled down to 9 bytes or less.
+        assert_eq!(s.records.len(), 3);
+        assert!(!s.contains("m0"));
+        reply(&mut s, "m3", "2026");
+        assert!(s.bytes <= 9, "{}", s.bytes);
+        assert!(s.contains("m3"));
+    }
+
+    #[test]
+    fn bad_copies_are_dropped() {
+        let mut s = Records::default();
+        s.apply(
+            RecordEvent::Reply {
+                engine: None,
+                parts: vec![b"{".to_vec(); 4],
+            },
+            "",
+        );
+        s.apply(RecordEvent::Iopub { parts: vec![] }, "");
+        let p = parts(json!({}), json!({}), json!({}), json!({}));
+        s.apply(
+            RecordEvent::Request {
+                queue: "mux",
+                client: vec![],
+                engine: None,
+                parts: p,
+            },
+            "",
+        );
+        assert!(s.records.is_empty());
+    }
+
+    #[test]
+    fn queries_support_mongo_operators_and_history_is_by_submission() {
+        let mut s = Records::default();
+        request(&mut s, "b", "2026-01-01T00:00:02Z");
+        request(&mut s, "a", "2026-01-01T00:00:01Z");
+        request(&mut s, "c", "2026-01-01T00:00:03Z");
+        reply(&mut s, "a", "2026-01-01T00:00:05Z");
+        assert_eq!(s.history(), vec!["a", "b", "c"]);
+        let ids = |q: Value| -> Vec<String> {
+            s.find(&q)
+                .unwrap()
+                .iter()
+                .map(|r| r.get("msg_id").as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(json!({"msg_id": "a"})), vec!["a"]);
+        assert_eq!(ids(json!({"msg_id": {"$in": ["a", "c"]}})), vec!["a", "c"]);
+        assert_eq!(ids(json!({"msg_id": {"$nin": ["a", "c"]}})), vec!["b"]);
+        assert_eq!(ids(json!({"completed": {"$ne": null}})), vec!["a"]);
+        assert_eq!(ids(json!({"completed": {"$eq": null}})), vec!["b", "c"]);
+        assert_eq!(ids(json!({"completed": null})), vec!["b", "c"]);
+        let t = "2026-01-01T00:00:02Z";
+        assert_eq!(ids(json!({"submitted": {"$gt": t}})), vec!["c"]);
+        assert_eq!(ids(json!({"submitted": {"$gte": t}})), vec!["b", "c"]);
+        assert_eq!(ids(json!({"submitted": {"$lt": t}})), vec!["a"]);
+        assert_eq!(
+            ids(json!({"submitted": {"$lte": t, "$gt": "2026"}})),
+            vec!["b", "a"]
+        );
+        assert!(s.find(&json!({"x": {"$regex": "a"}})).is_err());
+        assert!(s.find(&json!([])).is_err());
+
+        let r = s.get("a").unwrap();
+        let keys = vec!["completed".to_string(), "buffers".to_string()];
+        let (v, b, rb) = project(r, Some(&keys));
+        assert_eq!(
+            v,
+            json!({"msg_id": "a", "completed": "2026-01-01T00:00:05Z"})
+        );
+        assert_eq!(b.unwrap().len(), 1);
+        assert!(rb.is_none());
+    }
+}
