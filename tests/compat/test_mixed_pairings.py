@@ -25,6 +25,8 @@ import corral
 
 ipp = pytest.importorskip("ipyparallel")
 
+import remote_functions as rf  # noqa: E402
+
 N_ENGINES = 2
 
 
@@ -145,48 +147,16 @@ def corral_client_stock_engines(tmp_path, procs):
         client.close()
 
 
-# Used by both pairings: stock engines import ipyparallel.datapub, corral engines provide it.
-@ipp.interactive
-def _publish_once():
-    from ipyparallel.datapub import publish_data
-
-    publish_data(dict(a="hi"))
-    return "done"
 
 
-@ipp.interactive
-def _publish_loop():
-    import time
-
-    from ipyparallel.datapub import publish_data
-
-    for i in range(5):
-        publish_data(dict(i=i))
-        time.sleep(0.05)
-    return "done"
 
 
-@ipp.interactive
-def _say_hello():
-    print("hello from an engine")
-    return 1
 
 
-@ipp.interactive
-def _fail():
-    raise ValueError("boom")
 
 
-@ipp.interactive
-def _arange(n):
-    import numpy
-
-    return numpy.arange(n, dtype="float64")
 
 
-@ipp.interactive
-def _double(x):
-    return x * 2
 
 
 def _data_publication_flow(c, remote_errors) -> None:
@@ -194,36 +164,36 @@ def _data_publication_flow(c, remote_errors) -> None:
     assert sorted(c.ids) == list(range(N_ENGINES))
     dv = c[:]
 
-    ar = dv.apply_async(_publish_once)
+    ar = dv.apply_async(rf.publish_once)
     assert ar.get(timeout=30) == ["done"] * N_ENGINES
     _wait_for(lambda: ar.data == [{"a": "hi"}] * N_ENGINES, 10, "published data")
 
-    ar = dv.apply_async(_publish_loop)
+    ar = dv.apply_async(rf.publish_loop)
     ar.get(timeout=30)
     _wait_for(lambda: all(d.get("i") == 4 for d in ar.data), 10, "last publication")
 
-    ar = dv.apply_async(_say_hello)
+    ar = dv.apply_async(rf.say_hello)
     assert ar.get(timeout=30) == [1] * N_ENGINES
     _wait_for(lambda: all("hello from an engine" in s for s in ar.stdout), 10, "stdout")
 
-    ar = dv.apply_async(_fail)
+    ar = dv.apply_async(rf.fail)
     with pytest.raises(remote_errors) as info:
         ar.get(timeout=30)
     assert "boom" in str(info.value)
 
     # A numpy result large enough to travel as its own buffer frame.
-    arrays = dv.apply_async(_arange, 100_000).get(timeout=30)
+    arrays = dv.apply_async(rf.arange, 100_000).get(timeout=30)
     assert len(arrays) == N_ENGINES
     for a in arrays:
         np.testing.assert_array_equal(a, np.arange(100_000, dtype="float64"))
 
-    single = c[0].apply_async(_publish_once)
+    single = c[0].apply_async(rf.publish_once)
     assert single.get(timeout=30) == "done"
     _wait_for(lambda: single.data == {"a": "hi"}, 10, "published data, single engine")
 
     lview = c.load_balanced_view()
-    assert lview.apply_sync(_double, 21) == 42
-    ar = lview.apply_async(_publish_once)
+    assert lview.apply_sync(rf.double, 21) == 42
+    ar = lview.apply_async(rf.publish_once)
     assert ar.get(timeout=30) == "done"
     _wait_for(lambda: ar.data == {"a": "hi"}, 10, "published data, load-balanced")
 
@@ -236,8 +206,8 @@ def test_stock_client_corral_controller_corral_engines(stock_client_corral_engin
     assert status["unassigned"] == 0
     for eid in c.ids:
         assert status[eid]["completed"] >= 5
-    assert c.load_balanced_view().map_sync(_double, range(6)) == [0, 2, 4, 6, 8, 10]
-    assert c.broadcast_view().apply_sync(_double, 5) == [10] * N_ENGINES
+    assert c.load_balanced_view().map_sync(rf.double, range(6)) == [0, 2, 4, 6, 8, 10]
+    assert c.broadcast_view().apply_sync(rf.double, 5) == [10] * N_ENGINES
 
 
 def test_corral_client_corral_controller_stock_engines(corral_client_stock_engines):

@@ -16,6 +16,8 @@ import pytest
 
 ipp = pytest.importorskip("ipyparallel")
 
+import remote_functions as rf  # noqa: E402
+
 N_ENGINES = 2
 
 
@@ -86,45 +88,16 @@ def cluster(tmp_path: Path):
         print(f"cluster logs (one per process) are in {tmp_path}")
 
 
-@ipp.interactive
-def _publish_once():
-    from ipyparallel.datapub import publish_data
-
-    publish_data(dict(a="hi"))
-    return "done"
 
 
-@ipp.interactive
-def _publish_loop():
-    import time
-
-    from ipyparallel.datapub import publish_data
-
-    for i in range(5):
-        publish_data(dict(i=i))
-        time.sleep(0.05)
-    return "done"
 
 
-@ipp.interactive
-def _say_hello():
-    print("hello from an engine")
-    return 1
 
 
-@ipp.interactive
-def _fail():
-    raise ValueError("boom")
 
 
-@ipp.interactive
-def _double(x):
-    return x * 2
 
 
-@ipp.interactive
-def _inc(x):
-    return x + 1
 
 
 def test_stock_engines_and_client_on_corral_controller(cluster):
@@ -133,29 +106,29 @@ def test_stock_engines_and_client_on_corral_controller(cluster):
     dv = c[:]
     dv.block = False
 
-    ar = dv.apply_async(_publish_once)
+    ar = dv.apply_async(rf.publish_once)
     assert ar.get(timeout=30) == ["done"] * N_ENGINES
     _wait_for(lambda: ar.data == [{"a": "hi"}] * N_ENGINES, 10, "published data")
 
-    ar = dv.apply_async(_publish_loop)
+    ar = dv.apply_async(rf.publish_loop)
     ar.get(timeout=30)
     _wait_for(lambda: all(d.get("i") == 4 for d in ar.data), 10, f"last publication, have {ar.data}")
 
-    ar = dv.apply_async(_say_hello)
+    ar = dv.apply_async(rf.say_hello)
     assert ar.get(timeout=30) == [1] * N_ENGINES
     _wait_for(lambda: all("hello from an engine" in s for s in ar.stdout), 10, "stdout")
 
-    ar = dv.apply_async(_fail)
+    ar = dv.apply_async(rf.fail)
     with pytest.raises((ipp.error.RemoteError, ipp.error.CompositeError)) as info:
         ar.get(timeout=30)
     assert "boom" in str(info.value)
 
     lview = c.load_balanced_view()
-    assert lview.apply_sync(_double, 21) == 42
-    assert sorted(lview.map_sync(_inc, range(6))) == [1, 2, 3, 4, 5, 6]
+    assert lview.apply_sync(rf.double, 21) == 42
+    assert sorted(lview.map_sync(rf.inc, range(6))) == [1, 2, 3, 4, 5, 6]
 
     bview = c.broadcast_view()
-    assert bview.apply_sync(_double, 5) == [10] * N_ENGINES
+    assert bview.apply_sync(rf.double, 5) == [10] * N_ENGINES
 
     status = c.queue_status()
     for eid in c.ids:
