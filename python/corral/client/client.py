@@ -9,12 +9,12 @@ merges published data.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from corral import error
 from corral._core import ClientCore
+from corral.cluster.profile import connection_file, resolve_profile_dir
 from corral.serialize import deserialize_object
 
 __all__ = ["Client", "find_connection_file"]
@@ -29,13 +29,7 @@ def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_
     """The client connection file a ``Client`` with these arguments would read."""
     if url_file:
         return Path(url_file).expanduser()
-    if profile_dir:
-        pdir = Path(profile_dir).expanduser()
-    else:
-        ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
-        pdir = Path(ipython_dir) / f"profile_{profile or 'default'}"
-    name = f"ipcontroller-{cluster_id}-client.json" if cluster_id else "ipcontroller-client.json"
-    return pdir / "security" / name
+    return connection_file(resolve_profile_dir(profile, profile_dir), "client", cluster_id)
 
 
 def _engine_info_defaults(content: dict, engine_id, uuid, method="apply") -> dict:
