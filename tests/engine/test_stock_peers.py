@@ -58,8 +58,9 @@ def test_print_output_reaches_stdout_and_stderr(cluster):
 
     ar = client[0].apply_async(chatty, 7)
     assert ar.get(timeout=20) == 7
+    # A stock client files IOPub on its own thread, each stream message separately.
     assert wait_until(lambda: "hello stdout 7" in ar.stdout)
-    assert "hello stderr 7" in ar.stderr
+    assert wait_until(lambda: "hello stderr 7" in ar.stderr)
 
 
 def test_exception_becomes_remote_error_with_traceback(cluster):
