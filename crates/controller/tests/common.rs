@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 pub const KEY: &str = "test-key";
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A client connected to `c` and one engine the client has seen go live: how most
+/// scenarios begin.
+pub fn client_and_live_engine(ctx: &zmq::Context, c: &Controller) -> (FakeClient, FakeEngine) {
+    let client = FakeClient::connect(ctx, c);
+    let engine = FakeEngine::register(ctx, c);
+    client.wait_notification("registration_notification");
+    (client, engine)
+}
+
 pub fn start(dir: &std::path::Path, hb_period_ms: u64) -> Controller {
     Controller::start(ControllerConfig {
         location: ProfileLocation::resolve(Some(dir), None, ""),

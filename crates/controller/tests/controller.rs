@@ -90,9 +90,7 @@ fn mux_control_task_and_iopub_paths() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path(), 3000);
     let ctx = zmq::Context::new();
-    let client = FakeClient::connect(&ctx, &c);
-    let engine = FakeEngine::register(&ctx, &c);
-    client.wait_notification("registration_notification");
+    let (client, engine) = client_and_live_engine(&ctx, &c);
     let uuid = engine.uuid.as_bytes();
 
     // Direct: client [uuid, msg] → engine [mux_out, client_zid, msg], frames untouched.
@@ -202,9 +200,7 @@ fn tasks_queue_when_busy_and_fail_when_their_engine_dies() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path(), 3000);
     let ctx = zmq::Context::new();
-    let client = FakeClient::connect(&ctx, &c);
-    let engine = FakeEngine::register(&ctx, &c);
-    client.wait_notification("registration_notification");
+    let (client, engine) = client_and_live_engine(&ctx, &c);
 
     let first = client.send(&client.task, &[], "apply_request", json!({}), json!({}));
     let second = client.send(&client.task, &[], "apply_request", json!({}), json!({}));
@@ -270,9 +266,7 @@ fn bad_input_on_every_socket_is_dropped_and_service_continues() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path(), 3000);
     let ctx = zmq::Context::new();
-    let client = FakeClient::connect(&ctx, &c);
-    let engine = FakeEngine::register(&ctx, &c);
-    client.wait_notification("registration_notification");
+    let (client, engine) = client_and_live_engine(&ctx, &c);
     let uuid = engine.uuid.as_bytes().to_vec();
 
     let good = client

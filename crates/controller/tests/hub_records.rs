@@ -35,9 +35,7 @@ fn result_and_db_requests_after_a_mux_apply() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path(), 3000);
     let ctx = zmq::Context::new();
-    let client = FakeClient::connect(&ctx, &c);
-    let engine = FakeEngine::register(&ctx, &c);
-    client.wait_notification("registration_notification");
+    let (client, engine) = client_and_live_engine(&ctx, &c);
     let uuid = engine.uuid.as_bytes();
 
     let req = client.send(
