@@ -48,21 +48,29 @@ impl HubLoop {
             let mut items = [self.query.as_poll_item(zmq::POLLIN)];
             if readable(&mut items, POLL_MS) {
                 while let Some(frames) = recv_frames(&self.query) {
+                    // Events sent before a reply was relayed must count before a query
+                    // the client sends after seeing that reply (queue_status, result).
+                    self.apply_events(&mut shutdown_at);
                     let actions = self.on_query(&frames);
                     self.perform(actions, &mut shutdown_at);
                 }
             }
             while recv_frames(&self.resubmit).is_some() {}
-            while let Ok(event) = self.events.try_recv() {
-                let actions = self.state.handle_event(event);
-                self.perform(actions, &mut shutdown_at);
-            }
+            self.apply_events(&mut shutdown_at);
             let now = Instant::now();
             if now.duration_since(last_tick) > Duration::from_secs(1) {
                 last_tick = now;
                 let actions = self.state.tick(now);
                 self.perform(actions, &mut shutdown_at);
             }
+        }
+    }
+
+    /// Applies every event the other threads have sent so far.
+    fn apply_events(&mut self, shutdown_at: &mut Option<Instant>) {
+        while let Ok(event) = self.events.try_recv() {
+            let actions = self.state.handle_event(event);
+            self.perform(actions, shutdown_at);
         }
     }
 

@@ -214,18 +214,20 @@ impl Relay {
             return;
         };
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        // The hub hears of the reply before the client does, so a query the client sends
+        // next (queue_status, result_request) already counts it.
         if let Some(hub) = &self.hub {
             let _ = hub.send(HubEvent::Record(RecordEvent::Reply {
                 engine: Some(engine.clone()),
                 parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
             }));
+            if let Some(msg_id) = parent.msg_id {
+                let _ = hub.send(HubEvent::MuxReply { engine, msg_id });
+            }
         }
         frames.swap(0, 1);
         if let Err((error, _)) = send_routed(&self.client, frames) {
             debug!(relay = self.name, %error, "client gone; reply dropped");
-        }
-        if let (Some(hub), Some(msg_id)) = (&self.hub, parent.msg_id) {
-            let _ = hub.send(HubEvent::MuxReply { engine, msg_id });
         }
     }
 }
