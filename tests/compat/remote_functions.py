@@ -51,3 +51,18 @@ def double(x):
 @ipp.interactive
 def inc(x):
     return x + 1
+
+
+def check_coalescing_broadcast(c, n_engines: int) -> None:
+    """A stock client's ``broadcast_view(is_coalescing=True)``: the controller answers each
+    request once, with every engine's result, large arrays included."""
+    import numpy as np
+
+    view = c.broadcast_view(is_coalescing=True)
+    ar = view.apply_async(double, 5)
+    assert ar.get(timeout=30) == [10] * n_engines
+    assert sorted(ar.engine_id) == sorted(c.ids)
+    arrays = view.apply_async(arange, 100_000).get(timeout=30)
+    assert len(arrays) == n_engines
+    for a in arrays:
+        np.testing.assert_array_equal(a, np.arange(100_000, dtype="float64"))

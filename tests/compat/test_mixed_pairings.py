@@ -208,6 +208,7 @@ def test_stock_client_corral_controller_corral_engines(stock_client_corral_engin
         assert status[eid]["completed"] >= 5
     assert c.load_balanced_view().map_sync(rf.double, range(6)) == [0, 2, 4, 6, 8, 10]
     assert c.broadcast_view().apply_sync(rf.double, 5) == [10] * N_ENGINES
+    rf.check_coalescing_broadcast(c, N_ENGINES)
 
 
 def test_corral_client_corral_controller_stock_engines(corral_client_stock_engines):

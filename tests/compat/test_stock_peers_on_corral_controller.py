@@ -129,6 +129,7 @@ def test_stock_engines_and_client_on_corral_controller(cluster):
 
     bview = c.broadcast_view()
     assert bview.apply_sync(rf.double, 5) == [10] * N_ENGINES
+    rf.check_coalescing_broadcast(c, N_ENGINES)
 
     status = c.queue_status()
     for eid in c.ids:

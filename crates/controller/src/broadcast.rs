@@ -3,17 +3,19 @@
 //! into one re-signed copy per engine with `msg_id = <original>_<uuid>` and
 //! `metadata.original_msg_id`, sent from leaf `id % 2` (identity `sub_scheduler_0<n>`)
 //! with idents `[uuid, sub_scheduler_0, client]`, as a stock tree would. Replies lose
-//! their routing frames and go back to the client.
-//!
-//! Not implemented: `is_coalescing` (a coalescing request gets an error reply).
+//! their routing frames and go back to the client, or, for a coalescing request, are
+//! combined into one reply first (see [`crate::coalesce`]).
 
 use corral_wire::{Message, Session};
+use crossbeam_channel::Receiver;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::coalesce::Coalescer;
+use crate::events::EngineEvent;
 use crate::hub::{error_content, reply_type};
-use crate::sockets::{checked, readable, recv_frames, send_bytes, send_routed, views};
+use crate::sockets::{checked, parse, readable, recv_frames, send_bytes, send_routed, views};
 use crate::stop::Stop;
 
 const POLL_MS: i64 = 50;
@@ -25,12 +27,26 @@ pub(crate) struct Broadcast {
     /// One ROUTER per leaf, bound on the engine file's `broadcast` ports.
     pub leaves: Vec<zmq::Socket>,
     pub session: Arc<Session>,
+    /// Engine deaths, so that a coalescing request stops waiting for a dead engine.
+    pub engines_rx: Receiver<EngineEvent>,
+    pub coalescer: Coalescer,
     pub stop: Arc<Stop>,
 }
 
 impl Broadcast {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         while !self.stop.is_set() {
+            while let Ok(event) = self.engines_rx.try_recv() {
+                if let EngineEvent::Down { uuid } = event {
+                    for msg_id in self.coalescer.engine_died(&uuid) {
+                        info!(
+                            msg_id,
+                            engine = uuid,
+                            "coalescing broadcast dropped: engine died"
+                        );
+                    }
+                }
+            }
             let mut items: Vec<zmq::PollItem> = std::iter::once(&self.client)
                 .chain(self.leaves.iter())
                 .map(|s| s.as_poll_item(zmq::POLLIN))
@@ -44,15 +60,15 @@ impl Broadcast {
                     self.split(frames);
                 }
             }
-            for (leaf, _) in self.leaves.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
-                while let Some(frames) = recv_frames(leaf) {
+            for (i, _) in ready[1..].iter().enumerate().filter(|(_, r)| **r) {
+                while let Some(frames) = recv_frames(&self.leaves[i]) {
                     self.reply(frames);
                 }
             }
         }
     }
 
-    fn split(&self, frames: Vec<zmq::Message>) {
+    fn split(&mut self, frames: Vec<zmq::Message>) {
         let msg = match Message::decode(&views(&frames), &self.session.signer) {
             Ok(m) => m,
             Err(error) => {
@@ -74,12 +90,8 @@ impl Broadcast {
                     .collect()
             })
             .unwrap_or_default();
-        if coalescing || targets.is_empty() {
-            let why = if coalescing {
-                "corral does not implement coalescing broadcasts yet"
-            } else {
-                "broadcast request without targets"
-            };
+        if targets.is_empty() {
+            let why = "broadcast request without targets";
             warn!(msg_id = msg.header.msg_id, why, "broadcast refused");
             let mut reply = self.session.msg(
                 &reply_type(msg.msg_type()),
@@ -96,6 +108,12 @@ impl Broadcast {
             .and_then(Value::as_str)
             .unwrap_or(&msg.header.msg_id)
             .to_string();
+        if coalescing {
+            // ipyparallel's root lists leaf 0's engines first, then leaf 1's.
+            let mut ordered = targets.clone();
+            ordered.sort_by_key(|(_, id)| (*id as usize) % self.leaves.len());
+            self.coalescer.expect(&original, client.clone(), ordered);
+        }
         for (uuid, id) in targets {
             let mut copy = msg.clone();
             copy.header.msg_id = format!("{original}_{uuid}");
@@ -111,6 +129,9 @@ impl Broadcast {
                 .collect();
             if let Err((error, _)) = send_routed(leaf, out) {
                 warn!(engine = uuid, %error, "broadcast target unreachable");
+                if coalescing && !self.coalescer.is_pending(&original) {
+                    continue; // the request has already been answered with an error
+                }
                 let evalue = format!("engine {uuid:?} is not connected to the broadcast scheduler");
                 let mut reply = self
                     .session
@@ -121,14 +142,20 @@ impl Broadcast {
                     .with_parent(&copy.header);
                 reply.metadata = json!({"status": "error", "is_broadcast": true,
                                         "original_msg_id": original, "engine": uuid});
+                if coalescing {
+                    self.coalescer.cancel(&original);
+                    reply.metadata["is_coalescing"] = json!(true);
+                    reply.metadata["broadcast_targets"] = msg.metadata["targets"].clone();
+                }
                 reply.idents = vec![client.clone()];
                 send_bytes(&self.client, self.session.encode(&reply), "broadcast");
             }
         }
     }
 
-    /// `[uuid, sub_scheduler_0, client, msg..]` from a leaf → `[client, msg..]`.
-    fn reply(&self, mut frames: Vec<zmq::Message>) {
+    /// `[uuid, sub_scheduler_0, client, msg..]` from a leaf → `[client, msg..]`, or into
+    /// the coalescer when the request asked for one combined reply.
+    fn reply(&mut self, mut frames: Vec<zmq::Message>) {
         let Some(d) = checked(&frames, &self.session.signer, "broadcast_leaf") else {
             return;
         };
@@ -140,9 +167,46 @@ impl Broadcast {
             );
             return;
         }
+        let coalescing = parse::<Value>(&frames[d + 4], "broadcast_leaf", "metadata")
+            .is_some_and(|md| md.get("is_coalescing").and_then(Value::as_bool) == Some(true));
+        if coalescing {
+            self.coalesce(&frames);
+            return;
+        }
         let rest = frames.split_off(d - 1);
         if let Err((error, _)) = send_routed(&self.client, rest) {
             debug!(socket = "broadcast", %error, "client gone; reply dropped");
+        }
+    }
+
+    fn coalesce(&mut self, frames: &[zmq::Message]) {
+        let reply = match Message::decode(&views(frames), &self.session.signer) {
+            Ok(m) => m,
+            Err(error) => {
+                warn!(socket = "broadcast_leaf", %error, "dropped invalid message");
+                return;
+            }
+        };
+        let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        let Some(original) = reply
+            .metadata
+            .get("original_msg_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            warn!(engine, "dropped coalescing reply without original_msg_id");
+            return;
+        };
+        if !self.coalescer.is_pending(&original) {
+            debug!(
+                msg_id = original,
+                engine, "reply to a finished coalescing broadcast dropped"
+            );
+            return;
+        }
+        if let Some(combined) = self.coalescer.add(&original, &engine, reply) {
+            debug!(msg_id = original, "coalesced broadcast replies");
+            send_bytes(&self.client, self.session.encode(&combined), "broadcast");
         }
     }
 }

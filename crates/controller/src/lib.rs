@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 
 mod broadcast;
+mod coalesce;
 mod dependency;
 mod events;
 mod heartbeat;
@@ -162,6 +163,7 @@ impl Controller {
         let (hub_tx, hub_rx) = crossbeam_channel::unbounded();
         let (heart_tx, heart_rx) = crossbeam_channel::unbounded();
         let (task_eng_tx, task_eng_rx) = crossbeam_channel::unbounded();
+        let (bcast_eng_tx, bcast_eng_rx) = crossbeam_channel::unbounded();
 
         let resubmit = sockets::socket(&ctx, zmq::SocketType::DEALER, "resubmit")?;
         sockets::opt("resubmit", resubmit.set_identity(b"corral_hub_resubmit"))?;
@@ -189,7 +191,7 @@ impl Controller {
             ),
             signer: signer.clone(),
             events: hub_rx,
-            engine_watchers: vec![task_eng_tx],
+            engine_watchers: vec![task_eng_tx, bcast_eng_tx],
             heart: heart_tx,
             pending: pending.clone(),
             stop: stop.clone(),
@@ -243,6 +245,8 @@ impl Controller {
             client: bcast_in,
             leaves: vec![leaf0, leaf1],
             session,
+            engines_rx: bcast_eng_rx,
+            coalescer: coalesce::Coalescer::default(),
             stop: stop.clone(),
         };
 
