@@ -11,11 +11,6 @@ corral's out-of-band argument buffers, so (b) passes small arguments only.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,85 +21,25 @@ import corral
 ipp = pytest.importorskip("ipyparallel")
 
 import remote_functions as rf  # noqa: E402
+from cluster_processes import (  # noqa: E402
+    Processes,
+    corral_engine_argv,
+    start_corral_controller,
+    stock_engine_argv,
+    wait_for,
+)
 
 N_ENGINES = 2
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-class Processes:
-    """Starts processes (each in its own session) with one log file each; teardown kills
-    exactly those process groups, by pid."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.logdir / f"{name}.log", "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.logdir, env=env, start_new_session=True,
-        )
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def stop_all(self) -> None:
-        # Engines first, the controller (started first) last.
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-
-    def logs(self) -> str:
-        return ", ".join(str(self.logdir / f"{n}.log") for n in self.procs)
-
-
-def _start_corral_controller(procs: Processes, profile_dir: Path) -> None:
-    procs.start(
-        "controller",
-        [sys.executable, "-m", "corral", "controller", "--profile-dir", str(profile_dir),
-         "--ip", "127.0.0.1", "--log-level", "info"],
-    )
-    security = profile_dir / "security"
-    _wait_for(
-        lambda: (security / "ipcontroller-client.json").exists()
-        and (security / "ipcontroller-engine.json").exists(),
-        30, "connection files",
-    )
-
-
 @pytest.fixture
-def procs(tmp_path, request):
+def procs(tmp_path: Path, request):
     p = Processes(tmp_path)
     failed_before = request.session.testsfailed
     yield p
     p.stop_all()
     if request.session.testsfailed > failed_before:
-        print(f"cluster logs (one per process): {p.logs()}")
+        print(p.report())
 
 
 @pytest.fixture
@@ -112,13 +47,9 @@ def stock_client_corral_engines(tmp_path, procs):
     """(a): a stock ipyparallel.Client on corral's controller with corral engines."""
     profile_dir = tmp_path / "profile"
     profile_dir.mkdir()
-    _start_corral_controller(procs, profile_dir)
+    start_corral_controller(procs, profile_dir)
     for i in range(N_ENGINES):
-        procs.start(
-            f"engine{i}",
-            [sys.executable, "-m", "corral", "engine", "--profile-dir", str(profile_dir),
-             "--log-level", "INFO"],
-        )
+        procs.start(f"engine{i}", corral_engine_argv(profile_dir))
     client = ipp.Client(profile_dir=str(profile_dir))
     try:
         client.wait_for_engines(N_ENGINES, timeout=60)
@@ -132,13 +63,9 @@ def corral_client_stock_engines(tmp_path, procs):
     """(b): the corral client on corral's controller with stock ipengines."""
     profile_dir = tmp_path / "profile"
     profile_dir.mkdir()
-    _start_corral_controller(procs, profile_dir)
+    start_corral_controller(procs, profile_dir)
     for i in range(N_ENGINES):
-        procs.start(
-            f"engine{i}",
-            [sys.executable, "-m", "ipyparallel.engine", f"--profile-dir={profile_dir}",
-             "--log-level=INFO"],
-        )
+        procs.start(f"engine{i}", stock_engine_argv(profile_dir))
     client = corral.Client(profile_dir=profile_dir, timeout=30)
     try:
         client.wait_for_engines(N_ENGINES, timeout=60)
@@ -166,15 +93,15 @@ def _data_publication_flow(c, remote_errors) -> None:
 
     ar = dv.apply_async(rf.publish_once)
     assert ar.get(timeout=30) == ["done"] * N_ENGINES
-    _wait_for(lambda: ar.data == [{"a": "hi"}] * N_ENGINES, 10, "published data")
+    wait_for(lambda: ar.data == [{"a": "hi"}] * N_ENGINES, 10, "published data")
 
     ar = dv.apply_async(rf.publish_loop)
     ar.get(timeout=30)
-    _wait_for(lambda: all(d.get("i") == 4 for d in ar.data), 10, "last publication")
+    wait_for(lambda: all(d.get("i") == 4 for d in ar.data), 10, "last publication")
 
     ar = dv.apply_async(rf.say_hello)
     assert ar.get(timeout=30) == [1] * N_ENGINES
-    _wait_for(lambda: all("hello from an engine" in s for s in ar.stdout), 10, "stdout")
+    wait_for(lambda: all("hello from an engine" in s for s in ar.stdout), 10, "stdout")
 
     ar = dv.apply_async(rf.fail)
     with pytest.raises(remote_errors) as info:
@@ -189,13 +116,13 @@ def _data_publication_flow(c, remote_errors) -> None:
 
     single = c[0].apply_async(rf.publish_once)
     assert single.get(timeout=30) == "done"
-    _wait_for(lambda: single.data == {"a": "hi"}, 10, "published data, single engine")
+    wait_for(lambda: single.data == {"a": "hi"}, 10, "published data, single engine")
 
     lview = c.load_balanced_view()
     assert lview.apply_sync(rf.double, 21) == 42
     ar = lview.apply_async(rf.publish_once)
     assert ar.get(timeout=30) == "done"
-    _wait_for(lambda: ar.data == {"a": "hi"}, 10, "published data, load-balanced")
+    wait_for(lambda: ar.data == {"a": "hi"}, 10, "published data, load-balanced")
 
 
 def test_stock_client_corral_controller_corral_engines(stock_client_corral_engines):
