@@ -6,6 +6,7 @@
 from corral._core import __version__
 from corral import error
 from corral.client import AsyncMapResult, AsyncResult, Client, DirectView, LoadBalancedView
+from corral.client.dependency import Dependency
 from corral.cluster import Cluster
 from corral.error import (
     CompositeError,
@@ -22,6 +23,7 @@ __all__ = [
     "Client",
     "Cluster",
     "CompositeError",
+    "Dependency",
     "DirectView",
     "EngineError",
     "LoadBalancedView",

@@ -13,3 +13,21 @@ def test_map_push_pull_scatter_gather(stock):
     dv.scatter("part", list(range(5)), block=True)
     assert dv.gather("part", block=True) == list(range(5))
     c.clear(block=True)
+
+
+def test_dependencies_on_a_stock_scheduler(stock):
+    """after/follow in both wire forms (msg_id list, Dependency dict) mean the same to
+    stock ipyparallel's task scheduler."""
+    import os
+
+    import corral
+
+    c = stock.client
+    lview = c.load_balanced_view()
+    where = lview.apply_async(os.getpid)
+    with lview.temp_flags(follow=where):
+        assert lview.apply_sync(os.getpid) == where.get(timeout=30)
+    with lview.temp_flags(after=corral.Dependency([where], success=True)):
+        assert lview.apply_sync(lambda: "after") == "after"
+    c.wait(timeout=30)
+    assert c.outstanding == set()

@@ -68,6 +68,9 @@ class Client:
             raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
+        #: msg_ids of every apply and execute request sent, oldest first.
+        self.history: list[str] = []
+        self._outstanding: set[str] = set()
         self._closed = False
 
     # -- engines ---------------------------------------------------------------------
@@ -225,14 +228,60 @@ class Client:
         return self._control("abort_request", {"msg_ids": msg_ids}, targets, bool(block),
                              "abort")
 
+    # -- waiting ---------------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> set[str]:
+        """msg_ids of the requests sent that are not done yet."""
+        self._outstanding = self._still_outstanding(self._outstanding)
+        return set(self._outstanding)
+
+    def _still_outstanding(self, msg_ids) -> set[str]:
+        return {m for m in msg_ids if not self._core.ready(m)}
+
+    def wait(self, jobs=None, timeout=-1, history=None) -> bool:
+        """Wait for ``jobs`` for up to ``timeout`` seconds (forever if negative or None);
+        True if they are all done, False on timeout.
+
+        ``jobs``: a msg_id, an ``AsyncResult``, an int (an index into ``history``) or a
+        list of these; default: every request still outstanding.
+        """
+        from corral.client.asyncresult import AsyncResult
+
+        history = self.history if history is None else history
+        if jobs is None:
+            msg_ids = list(self.outstanding)
+        else:
+            if isinstance(jobs, (int, str, AsyncResult)):
+                jobs = [jobs]
+            msg_ids = []
+            for job in jobs:
+                if isinstance(job, int):
+                    msg_ids.append(history[job])
+                elif isinstance(job, str):
+                    msg_ids.append(job)
+                elif isinstance(job, AsyncResult):
+                    msg_ids.extend(job.msg_ids)
+                else:
+                    raise TypeError(f"a job is a msg_id, an AsyncResult or an int, not {job!r}")
+        # As ipyparallel: ids this client never sent have nothing to wait for.
+        msg_ids = [m for m in msg_ids if self._core.task(m) is not None]
+        if timeout is not None and timeout < 0:
+            timeout = None
+        return self._wait(msg_ids, timeout)
+
     # -- results (used by AsyncResult) -----------------------------------------------
 
     def _submit(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
         if self._closed:
             raise RuntimeError("the client is closed")
         frames = [b if isinstance(b, bytes) else bytes(b) for b in buffers]
-        return self._core.submit(channel, target_uuid, msg_type, json.dumps(content),
-                                 json.dumps(metadata), frames)
+        msg_id = self._core.submit(channel, target_uuid, msg_type, json.dumps(content),
+                                   json.dumps(metadata), frames)
+        if msg_type in ("apply_request", "execute_request"):
+            self.history.append(msg_id)
+            self._outstanding.add(msg_id)
+        return msg_id
 
     def _wait(self, msg_ids, timeout=None) -> bool:
         return self._core.wait(list(msg_ids), timeout)

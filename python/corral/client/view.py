@@ -9,9 +9,12 @@ small helper functions on the engines (``remote_helpers.py``), as ipyparallel do
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from corral import error
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
+from corral.client.dependency import render_dependency
 from corral.client.map import AsyncMapResult, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.serialize import pack_apply_message
@@ -24,11 +27,62 @@ class View:
     families, and the ``remote``/``parallel`` decorators."""
 
     _balanced = False
+    #: Attributes that ``set_flags`` and ``temp_flags`` may change.
+    _flag_names: tuple[str, ...] = ("block", "targets")
 
     def __init__(self, client, targets=None, block=False):
         self.client = client
         self.targets = targets
         self.block = block
+        #: msg_ids of the requests sent through this view, oldest first.
+        self.history: list[str] = []
+
+    def _send(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
+        msg_id = self.client._submit(channel, target_uuid, msg_type, content, metadata,
+                                     buffers)
+        self.history.append(msg_id)
+        return msg_id
+
+    # -- flags -----------------------------------------------------------------------
+
+    def set_flags(self, **flags):
+        """Set this view's flags (``block``, ``targets``; a load-balanced view also has
+        ``after``, ``follow``, ``timeout``, ``retries``)."""
+        for name, value in flags.items():
+            if name not in self._flag_names:
+                raise KeyError(f"Invalid name: {name!r}; flags are {list(self._flag_names)}")
+            self._check_flag(name, value)
+        for name, value in flags.items():
+            setattr(self, name, value)
+
+    def _check_flag(self, name, value):
+        pass
+
+    @contextmanager
+    def temp_flags(self, **flags):
+        """``with view.temp_flags(block=True): ...``: flags for the block only."""
+        saved = {name: getattr(self, name) for name in self._flag_names}
+        self.set_flags(**flags)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+
+    # -- waiting ---------------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> set[str]:
+        """msg_ids sent through this view that are not done yet."""
+        return self.client._still_outstanding(self.history)
+
+    def wait(self, jobs=None, timeout=-1) -> bool:
+        """Wait for ``jobs`` (msg_ids, ``AsyncResult``s, or indices into ``history``;
+        default: everything this view sent) for up to ``timeout`` seconds (forever if
+        negative or None). True if they are all done."""
+        if jobs is None:
+            jobs = self.history
+        return self.client.wait(jobs, timeout, history=self.history)
 
     # -- apply -----------------------------------------------------------------------
 
@@ -130,15 +184,15 @@ class DirectView(View):
 
     def _submit_apply(self, f, args, kwargs, target) -> str:
         buffers = pack_apply_message(f, args, kwargs)
-        return self.client._submit("mux", self.client._uuid(target), "apply_request", {},
-                                   {"label": None}, buffers)
+        return self._send("mux", self.client._uuid(target), "apply_request", {},
+                          {"label": None}, buffers)
 
     def _apply(self, f, args, kwargs, block, targets=None, fname=None):
         ids, single = self._resolve(targets)
         buffers = pack_apply_message(f, args, kwargs)
         msg_ids = [
-            self.client._submit("mux", self.client._uuid(i), "apply_request", {},
-                                {"label": None}, buffers)
+            self._send("mux", self.client._uuid(i), "apply_request", {}, {"label": None},
+                       buffers)
             for i in ids
         ]
         name = fname or getattr(f, "__name__", "f")
@@ -155,8 +209,8 @@ class DirectView(View):
         ids, single = self._resolve(targets)
         content = {"code": code, "silent": bool(silent), "user_expressions": {}}
         msg_ids = [
-            self.client._submit("mux", self.client._uuid(i), "execute_request", content,
-                                {"label": None}, [])
+            self._send("mux", self.client._uuid(i), "execute_request", content,
+                       {"label": None}, [])
             for i in ids
         ]
         ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids)
@@ -236,11 +290,21 @@ class LoadBalancedView(View):
     """Each call becomes one task that the scheduler sends to a free engine."""
 
     _balanced = True
+    _flag_names = ("block", "targets", "after", "follow", "timeout", "retries")
 
-    def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0):
+    def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0,
+                 after=None, follow=None):
         super().__init__(client, targets, block)
-        self.retries = retries
-        self.timeout = timeout
+        self.set_flags(retries=retries, timeout=timeout, after=after, follow=follow)
+
+    def _check_flag(self, name, value):
+        if name == "timeout" and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"Invalid type for timeout: {type(value).__name__}")
+        if name == "retries" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"Invalid type for retries: {type(value).__name__}")
+        if name in ("after", "follow"):
+            render_dependency(value)  # raises on what cannot be a dependency
 
     def _submit_apply(self, f, args, kwargs, target=None) -> str:
         if not self.client.ids:
@@ -251,11 +315,12 @@ class LoadBalancedView(View):
             ids = [self.targets] if isinstance(self.targets, int) else list(self.targets)
             uuids = [self.client._uuid(i) for i in ids]
         metadata = {
-            "after": [], "follow": [], "timeout": float(self.timeout or 0.0),
-            "targets": uuids, "retries": int(self.retries), "label": None,
+            "after": render_dependency(self.after), "follow": render_dependency(self.follow),
+            "timeout": float(self.timeout or 0.0), "targets": uuids,
+            "retries": int(self.retries), "label": None,
         }
         buffers = pack_apply_message(f, args, kwargs)
-        return self.client._submit("task", None, "apply_request", {}, metadata, buffers)
+        return self._send("task", None, "apply_request", {}, metadata, buffers)
 
     def _apply(self, f, args, kwargs, block):
         msg_id = self._submit_apply(f, args, kwargs)
