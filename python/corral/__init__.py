@@ -5,7 +5,14 @@
 
 from corral._core import __version__
 from corral import error
-from corral.client import AsyncMapResult, AsyncResult, Client, DirectView, LoadBalancedView
+from corral.client import (
+    AsyncMapResult,
+    AsyncResult,
+    BroadcastView,
+    Client,
+    DirectView,
+    LoadBalancedView,
+)
 from corral.client.dependency import Dependency
 from corral.cluster import Cluster
 from corral.error import (
@@ -20,6 +27,7 @@ from corral.error import (
 __all__ = [
     "AsyncMapResult",
     "AsyncResult",
+    "BroadcastView",
     "Client",
     "Cluster",
     "CompositeError",

@@ -107,6 +107,14 @@ class ClientCore:
         metadata: str,
         buffers: list[bytes],
     ) -> str: ...
+    def submit_broadcast(
+        self,
+        targets: list[tuple[str, int]],
+        msg_type: str,
+        content: str,
+        metadata: str,
+        buffers: list[bytes],
+    ) -> list[str]: ...
     def wait(self, msg_ids: list[str], timeout: float | None = None) -> bool: ...
     def wait_data(
         self, msg_ids: list[str], seen: int, timeout: float | None = None

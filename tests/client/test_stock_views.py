@@ -31,3 +31,13 @@ def test_dependencies_on_a_stock_scheduler(stock):
         assert lview.apply_sync(lambda: "after") == "after"
     c.wait(timeout=30)
     assert c.outstanding == set()
+
+
+def test_broadcast_view_on_a_stock_scheduler(stock):
+    c = stock.client
+    bview = c.broadcast_view()
+    ar = bview.apply_async(lambda x: x * 3, 4)
+    assert ar.get(timeout=30) == [12] * len(c.ids)
+    assert sorted(md["engine_id"] for md in ar.metadata) == sorted(c.ids)
+    bview.push({"b": 1}, block=True)
+    assert bview.pull("b", block=True) == [1] * len(c.ids)

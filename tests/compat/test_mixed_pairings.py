@@ -141,3 +141,4 @@ def test_stock_client_corral_controller_corral_engines(stock_client_corral_engin
 def test_corral_client_corral_controller_stock_engines(corral_client_stock_engines):
     c = corral_client_stock_engines
     _data_publication_flow(c, (corral.error.RemoteError, corral.error.CompositeError))
+    assert c.broadcast_view().apply_sync(rf.double, 5) == [10] * N_ENGINES

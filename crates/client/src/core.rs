@@ -140,6 +140,41 @@ impl ClientCore {
         Ok(msg_id)
     }
 
+    /// Sends one request through the broadcast scheduler to `targets` (`(uuid, id)`
+    /// pairs) and records one task per engine, under the msg_id the scheduler gives that
+    /// engine's copy (`<msg_id>_<uuid>`); returns those msg_ids in the order of `targets`.
+    /// `metadata` gains the scheduler's fields (`targets`, `is_broadcast`,
+    /// `is_coalescing: false`): each engine's reply comes back on its own.
+    pub fn submit_broadcast(
+        &self,
+        targets: &[(String, i64)],
+        msg_type: &str,
+        content: Value,
+        mut metadata: Value,
+        buffers: Vec<Vec<u8>>,
+    ) -> Result<Vec<String>> {
+        if let Value::Object(md) = &mut metadata {
+            md.insert("targets".into(), serde_json::json!(targets));
+            md.insert("is_broadcast".into(), Value::Bool(true));
+            md.insert("is_coalescing".into(), Value::Bool(false));
+        }
+        let mut msg = self.session.msg(msg_type, content);
+        msg.metadata = metadata;
+        msg.buffers = buffers;
+        let msg_ids: Vec<String> = targets
+            .iter()
+            .map(|(uuid, _)| format!("{}_{uuid}", msg.header.msg_id))
+            .collect();
+        {
+            let mut store = self.shared.store.lock();
+            for (msg_id, (uuid, _)) in msg_ids.iter().zip(targets) {
+                store.add_task(msg_id.clone(), Some(uuid.clone()), msg.header.date.clone());
+            }
+        }
+        self.send(Channel::Broadcast.name(), &msg)?;
+        Ok(msg_ids)
+    }
+
     /// Sends a query to the Hub; the reply is collected with [`ClientCore::take_hub_reply`].
     pub fn hub_send(&self, msg_type: &str, content: Value) -> Result<String> {
         let msg = self.session.msg(msg_type, content);

@@ -115,6 +115,28 @@ impl PyClientCore {
             .map_err(to_py)
     }
 
+    /// One request to every engine in `targets` through the broadcast scheduler; the
+    /// per-engine msg_ids, in the order of `targets`.
+    #[pyo3(signature = (targets, msg_type, content, metadata, buffers))]
+    fn submit_broadcast(
+        &self,
+        targets: Vec<(String, i64)>,
+        msg_type: &str,
+        content: &str,
+        metadata: &str,
+        buffers: Vec<Vec<u8>>,
+    ) -> PyResult<Vec<String>> {
+        self.core
+            .submit_broadcast(
+                &targets,
+                msg_type,
+                json("content", content)?,
+                json("metadata", metadata)?,
+                buffers,
+            )
+            .map_err(to_py)
+    }
+
     /// True once every msg_id is ready (reply and idle); False on timeout.
     #[pyo3(signature = (msg_ids, timeout=None))]
     fn wait(&self, py: Python<'_>, msg_ids: Vec<String>, timeout: Option<f64>) -> PyResult<bool> {

@@ -7,11 +7,12 @@ filing and waiting live in Rust, which never needs the GIL.
 from corral.client.asyncresult import AsyncResult
 from corral.client.map import AsyncMapResult
 from corral.client.client import Client, find_connection_file
-from corral.client.view import DirectView, LoadBalancedView, View
+from corral.client.view import BroadcastView, DirectView, LoadBalancedView, View
 
 __all__ = [
     "AsyncMapResult",
     "AsyncResult",
+    "BroadcastView",
     "Client",
     "DirectView",
     "LoadBalancedView",

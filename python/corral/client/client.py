@@ -114,6 +114,13 @@ class Client:
 
         return DirectView(self, targets, **kwargs)
 
+    def broadcast_view(self, targets="all", is_coalescing=False, **kwargs):
+        """A view that sends each request once, to the broadcast scheduler, which copies it
+        to every target engine."""
+        from corral.client.view import BroadcastView
+
+        return BroadcastView(self, targets, is_coalescing=is_coalescing, **kwargs)
+
     def load_balanced_view(self, targets=None, **kwargs):
         from corral.client.view import LoadBalancedView
 
@@ -282,6 +289,16 @@ class Client:
             self.history.append(msg_id)
             self._outstanding.add(msg_id)
         return msg_id
+
+    def _submit_broadcast(self, targets, msg_type, content, metadata, buffers) -> list[str]:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        frames = [b if isinstance(b, bytes) else bytes(b) for b in buffers]
+        msg_ids = self._core.submit_broadcast(targets, msg_type, json.dumps(content),
+                                              json.dumps(metadata), frames)
+        self.history.extend(msg_ids)
+        self._outstanding.update(msg_ids)
+        return msg_ids
 
     def _wait(self, msg_ids, timeout=None) -> bool:
         return self._core.wait(list(msg_ids), timeout)

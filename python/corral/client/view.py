@@ -1,4 +1,5 @@
 """Views: where requests go. ``DirectView`` addresses engines by id through the MUX;
+``BroadcastView`` does the same with one message through the broadcast scheduler;
 ``LoadBalancedView`` lets the task scheduler pick an engine.
 
 Everything a view offers is built on one primitive, ``_submit_apply`` (one
@@ -19,7 +20,7 @@ from corral.client.map import AsyncMapResult, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.serialize import pack_apply_message
 
-__all__ = ["DirectView", "LoadBalancedView", "View"]
+__all__ = ["BroadcastView", "DirectView", "LoadBalancedView", "View"]
 
 
 class View:
@@ -182,19 +183,21 @@ class DirectView(View):
             raise error.NoEnginesRegistered()
         return ids, single
 
+    def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
+        """The same request to every engine in ``ids``, one message each through the MUX;
+        their msg_ids, in the order of ``ids``."""
+        return [self._send("mux", self.client._uuid(i), msg_type, content, {"label": None},
+                           buffers)
+                for i in ids]
+
     def _submit_apply(self, f, args, kwargs, target) -> str:
         buffers = pack_apply_message(f, args, kwargs)
-        return self._send("mux", self.client._uuid(target), "apply_request", {},
-                          {"label": None}, buffers)
+        return self._send_each([target], "apply_request", {}, buffers)[0]
 
     def _apply(self, f, args, kwargs, block, targets=None, fname=None):
         ids, single = self._resolve(targets)
         buffers = pack_apply_message(f, args, kwargs)
-        msg_ids = [
-            self._send("mux", self.client._uuid(i), "apply_request", {}, {"label": None},
-                       buffers)
-            for i in ids
-        ]
+        msg_ids = self._send_each(ids, "apply_request", {}, buffers)
         name = fname or getattr(f, "__name__", "f")
         ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids)
         return self._finish(ar, block)
@@ -208,11 +211,7 @@ class DirectView(View):
         """Run ``code`` (a string) in each engine's namespace."""
         ids, single = self._resolve(targets)
         content = {"code": code, "silent": bool(silent), "user_expressions": {}}
-        msg_ids = [
-            self._send("mux", self.client._uuid(i), "execute_request", content,
-                       {"label": None}, [])
-            for i in ids
-        ]
+        msg_ids = self._send_each(ids, "execute_request", content, [])
         ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids)
         return self._finish(ar, self._block(block))
 
@@ -284,6 +283,32 @@ class DirectView(View):
         """Reset the engines' namespaces."""
         return self.client.clear(self.targets if targets is None else targets,
                                  block=self._block(block))
+
+
+class BroadcastView(DirectView):
+    """A ``DirectView`` whose requests go to the broadcast scheduler as one message, which
+    the controller copies to every target engine: one send from the client however many
+    engines there are. Results, data and output are per engine, as with a DirectView.
+
+    ``is_coalescing=True`` (the scheduler combining the replies into one) is not supported
+    by corral's client; corral's controller does it for stock ipyparallel clients.
+    """
+
+    def __init__(self, client, targets="all", block=False, is_coalescing=False):
+        if is_coalescing:
+            raise NotImplementedError(
+                "corral's client does not take coalesced broadcast replies "
+                "(is_coalescing=True); use broadcast_view(is_coalescing=False), which "
+                "gives the same results")
+        super().__init__(client, targets, block)
+        self.is_coalescing = False
+
+    def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
+        targets = [(self.client._uuid(i), i) for i in ids]
+        msg_ids = self.client._submit_broadcast(targets, msg_type, content, {"label": None},
+                                                buffers)
+        self.history.extend(msg_ids)
+        return msg_ids
 
 
 class LoadBalancedView(View):
