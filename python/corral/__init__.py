@@ -13,7 +13,14 @@ from corral.client import (
     DirectView,
     LoadBalancedView,
 )
-from corral.client.dependency import Dependency
+from corral.dependency import (
+    Dependency,
+    Reference,
+    depend,
+    dependent,
+    interactive,
+    require,
+)
 from corral.cluster import Cluster
 from corral.error import (
     CompositeError,
@@ -36,9 +43,14 @@ __all__ = [
     "EngineError",
     "LoadBalancedView",
     "NoEnginesRegistered",
+    "Reference",
     "RemoteError",
     "TaskAborted",
     "TimeoutError",
     "__version__",
+    "depend",
+    "dependent",
     "error",
+    "interactive",
+    "require",
 ]

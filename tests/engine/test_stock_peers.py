@@ -200,3 +200,17 @@ def test_sigint_interrupts_the_task_and_the_engine_lives(cluster):
         ar.get(timeout=20)
     assert info.value.ename == "KeyboardInterrupt"
     assert client[0].apply_sync(remote(lambda: 6)) == 6
+
+
+def test_stock_require_and_reference(cluster):
+    """A stock client's @ipp.require and ipp.Reference work on corral engines."""
+    client, _, _ = cluster
+
+    @ipp.require("json")
+    @ipp.interactive
+    def dumps():
+        return json.dumps([1])  # noqa: F821 - imported on the engine by require
+
+    assert client[:].apply_sync(dumps) == ["[1]", "[1]"]
+    client[:].push({"y": 5}, block=True)
+    assert client[:].apply_sync(ipp.interactive(lambda v: v + 1), ipp.Reference("y")) == [6, 6]

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from corral import error
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
-from corral.client.dependency import render_dependency
+from corral.dependency import render_dependency
 from corral.client.map import AsyncMapResult, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.serialize import pack_apply_message

@@ -22,7 +22,7 @@ from typing import Any
 import corral.datapub
 from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
-from corral.engine.namespace import bind_sent_functions
+from corral.engine.namespace import bind_sent_functions, resolve_references
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
 from corral.serialize.serialize import pickle_to_frames
 
@@ -188,6 +188,7 @@ class Executor:
         try:
             f, args, kwargs = unpack_apply_message(frames, self.user_ns)
             f, args = bind_sent_functions(f, args, self.user_ns)
+            args, kwargs = resolve_references(args, kwargs, self.user_ns)
             result = f(*args, **kwargs)
             buffers = serialize_object(result, out_of_band=not self.stock_peer)
         except Terminate:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import sys
 import types
 
-__all__ = ["bind_sent_functions"]
+from corral.dependency import Reference, dependent
+
+__all__ = ["bind_sent_functions", "resolve_references"]
 
 
 def _sent_by_value(f) -> bool:
@@ -38,11 +40,23 @@ def _rebind(f: types.FunctionType, user_ns: dict) -> types.FunctionType:
     return g
 
 
+def _bind(f, user_ns: dict):
+    if _sent_by_value(f):
+        return _rebind(f, user_ns)
+    if isinstance(f, dependent):  # @depend / @require: the function and its check
+        f.f, f.df = _bind(f.f, user_ns), _bind(f.df, user_ns)
+    return f
+
+
 def bind_sent_functions(f, args: tuple, user_ns: dict):
     """``f`` and the top-level ``args`` (``map`` passes the user's function as one), with
     every function that came by value bound to ``user_ns``."""
-    if _sent_by_value(f):
-        f = _rebind(f, user_ns)
-    if any(_sent_by_value(a) for a in args):
-        args = tuple(_rebind(a, user_ns) if _sent_by_value(a) else a for a in args)
-    return f, args
+    return _bind(f, user_ns), tuple(_bind(a, user_ns) for a in args)
+
+
+def resolve_references(args: tuple, kwargs: dict, user_ns: dict) -> tuple[tuple, dict]:
+    """Top-level ``Reference`` arguments replaced by the names' values in ``user_ns``."""
+    def value(a):
+        return a.resolve(user_ns) if isinstance(a, Reference) else a
+
+    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
