@@ -13,6 +13,13 @@ LOWER_IS_BETTER = {
     "stop_s_4": True,
     "apply_sync_p50_ms": True,
     "apply_sync_p99_ms": True,
+    "latency_p50_ms": True,
+    "latency_p99_ms": True,
+    "peak_rss_mb_client": True,
+    "peak_rss_mb_controller": True,
+    "peak_rss_mb_engine": True,
+    "client_cpu_us_per_update": True,
+    "client_loop_slowdown": True,
 }
 
 
@@ -138,7 +145,203 @@ def W4(ipp, impl: str, profile_dir: str) -> dict:
         cluster.stop_cluster_sync()
 
 
+def noop1(x):
+    return x
+
+
+def W3(ipp, impl: str, profile_dir: str) -> dict:
+    """Throughput on 2 engines: 10000 load-balanced apply_async(noop) then wait; map_async
+    over range(10000); DirectView apply_async to all engines 2000 times."""
+    cluster = _cluster(ipp, profile_dir, 2)
+    client = cluster.start_and_connect_sync()
+    out = {}
+    try:
+        lview = client.load_balanced_view()
+        dv = client[:]
+        lview.map_sync(noop1, range(100))  # warm-up
+        t0 = time.perf_counter()
+        ars = [lview.apply_async(noop) for _ in range(10000)]
+        for ar in ars:
+            ar.get()
+        out["lb_apply_tasks_per_s"] = 10000 / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        assert len(lview.map_async(noop1, range(10000)).get()) == 10000
+        out["lb_map_tasks_per_s"] = 10000 / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ars = [dv.apply_async(noop) for _ in range(2000)]
+        for ar in ars:
+            ar.get()
+        out["direct_all_engines_calls_per_s"] = 2000 / (time.perf_counter() - t0)
+        return out
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def timed_publisher(period, duration, datapub_module):
+    """Runs on the engine: publish dict(t=time.time(), i=i) every `period` s for `duration` s."""
+    import importlib
+    import time
+
+    publish_data = importlib.import_module(datapub_module).publish_data
+    n = int(duration / period)
+    start = time.perf_counter()
+    for i in range(n):
+        publish_data(dict(t=time.time(), i=i))
+        delay = start + (i + 1) * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    return n
+
+
+def W5(ipp, impl: str, profile_dir: str) -> dict:
+    """Latency: one engine publishes every 10 ms for 5 s; the client polls ar.data every
+    1 ms and records receive time minus publish time for each new i."""
+    cluster = _cluster(ipp, profile_dir, 1)
+    client = cluster.start_and_connect_sync()
+    try:
+        view = client[0]
+        view.apply_sync(timed_publisher, 0.01, 0.05, f"{impl}.datapub")  # warm-up
+        ar = view.apply_async(timed_publisher, 0.01, 5.0, f"{impl}.datapub")
+        latencies = []
+        last = None
+        while True:
+            d = ar.data
+            i = d.get("i")
+            if i is not None and i != last:
+                latencies.append(time.time() - d["t"])
+                last = i
+            if ar.ready() and last == ar.get() - 1:
+                break
+            time.sleep(0.001)
+        latencies.sort()
+        return {
+            "latency_p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "latency_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+            "updates_seen_pct": 100 * len(latencies) / ar.get(),
+        }
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def array_publisher(n, mb, datapub_module):
+    """Runs on the engine: publish dict(a=a, i=i) n times, `a` one preallocated array of `mb`
+    MB changed in place; returns the engine's peak RSS in MB."""
+    import importlib
+
+    import numpy as np
+
+    publish_data = importlib.import_module(datapub_module).publish_data
+    a = np.zeros(mb * 2**20 // 8)
+    for i in range(n):
+        a[0] = i
+        publish_data(dict(a=a, i=i))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_rss_mb(pid: int, children: bool = True) -> float:
+    """Peak RSS (VmHWM) of a process and (by default) its descendants, in MB (Linux /proc)."""
+    from pathlib import Path
+
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir() if children else ():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def _reset_peak_rss() -> None:
+    """Starts this process's VmHWM afresh (Linux), so each repeat measures its own peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def W6(ipp, impl: str, profile_dir: str) -> dict:
+    """Large data: an engine publishes an 8 MB array 50 times as fast as it can; the client
+    polls ar.data until the last i; MB/s end to end and peak RSS of each process."""
+    import os
+
+    n, mb = 50, 8
+    cluster = _cluster(ipp, profile_dir, 1)
+    client = cluster.start_and_connect_sync()
+    try:
+        view = client[0]
+        view.apply_sync(array_publisher, 1, 1, f"{impl}.datapub")  # warm-up
+        _reset_peak_rss()
+        t0 = time.perf_counter()
+        ar = view.apply_async(array_publisher, n, mb, f"{impl}.datapub")
+        _poll_until_last(ar, n, 1)
+        elapsed = time.perf_counter() - t0
+        return {
+            "end_to_end_mb_per_s": n * mb / elapsed,
+            "peak_rss_mb_client": _peak_rss_mb(os.getpid(), children=False),
+            "peak_rss_mb_controller": _peak_rss_mb(cluster.controller.pid),
+            "peak_rss_mb_engine": ar.get(),
+        }
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def rate_publisher(duration, datapub_module):
+    """Runs on the engine: publish small dicts as fast as possible for `duration` s."""
+    import importlib
+    import time
+
+    publish_data = importlib.import_module(datapub_module).publish_data
+    end = time.perf_counter() + duration
+    i = 0
+    while time.perf_counter() < end:
+        publish_data(dict(i=i, x=1.5))
+        i += 1
+    return i
+
+
+def _count_for(seconds: float) -> float:
+    """A pure-Python loop: iterations per second over `seconds`."""
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(1000):
+            n += 1
+    return n / seconds
+
+
+def W7(ipp, impl: str, profile_dir: str) -> dict:
+    """Client cost: two engines publish small dicts at full rate for 10 s while the client
+    runs a pure-Python counting loop; client CPU per published update and the loop's
+    slowdown against the same loop with nothing published."""
+    cluster = _cluster(ipp, profile_dir, 2)
+    client = cluster.start_and_connect_sync()
+    try:
+        view = client[:]
+        view.apply_sync(rate_publisher, 0.1, f"{impl}.datapub")  # warm-up
+        quiet = _count_for(3.0)
+        # The client's cost is the CPU of every thread but the loop's (its I/O threads).
+        cpu0, loop0 = time.process_time(), time.thread_time()
+        ar = view.apply_async(rate_publisher, 10.0, f"{impl}.datapub")
+        busy = _count_for(10.0)
+        cpu = (time.process_time() - cpu0) - (time.thread_time() - loop0)
+        published = sum(ar.get())
+        return {
+            "client_cpu_us_per_update": cpu / published * 1e6,
+            "client_loop_slowdown": quiet / busy,
+            "published_updates": published,
+        }
+    finally:
+        cluster.stop_cluster_sync()
+
+
 # Functions sent to engines must travel by value: engines cannot import this module.
 # Both cloudpickle (corral) and ipyparallel's canning send `__main__` functions by value.
-for _f in (noop, publisher):
+for _f in (noop, noop1, publisher, timed_publisher, array_publisher, rate_publisher):
     _f.__module__ = "__main__"

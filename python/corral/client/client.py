@@ -71,6 +71,7 @@ class Client:
         #: msg_ids of every apply and execute request sent, oldest first.
         self.history: list[str] = []
         self._outstanding: set[str] = set()
+        self._prune_outstanding_at = 1024
         self._closed = False
 
     # -- engines ---------------------------------------------------------------------
@@ -287,8 +288,15 @@ class Client:
                                    json.dumps(metadata), frames)
         if msg_type in ("apply_request", "execute_request"):
             self.history.append(msg_id)
-            self._outstanding.add(msg_id)
+            self._track_outstanding([msg_id])
         return msg_id
+
+    def _track_outstanding(self, msg_ids) -> None:
+        self._outstanding.update(msg_ids)
+        if len(self._outstanding) >= self._prune_outstanding_at:
+            # Amortized: finished ids leave the set without anyone reading it.
+            self._outstanding = self._still_outstanding(self._outstanding)
+            self._prune_outstanding_at = max(1024, 2 * len(self._outstanding))
 
     def _submit_broadcast(self, targets, msg_type, content, metadata, buffers) -> list[str]:
         if self._closed:
@@ -297,7 +305,7 @@ class Client:
         msg_ids = self._core.submit_broadcast(targets, msg_type, json.dumps(content),
                                               json.dumps(metadata), frames)
         self.history.extend(msg_ids)
-        self._outstanding.update(msg_ids)
+        self._track_outstanding(msg_ids)
         return msg_ids
 
     def _wait(self, msg_ids, timeout=None) -> bool:
