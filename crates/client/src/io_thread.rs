@@ -36,6 +36,9 @@ pub(crate) const STOP: &[u8] = b"stop";
 /// At most this many messages are taken from one socket per round, so one busy socket
 /// (a flood of publications) cannot starve replies and notifications.
 const BATCH: usize = 2048;
+/// ... and at most about this many bytes, so a burst of large publications (8 MB arrays)
+/// is filed, and conflated, a few at a time instead of all being held decoded at once.
+const BATCH_BYTES: usize = 32 << 20;
 
 #[derive(Clone, Copy)]
 enum Source {
@@ -106,10 +109,15 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
             if !readable[k + 1] {
                 continue;
             }
+            let mut bytes = 0;
             for _ in 0..BATCH {
+                if bytes >= BATCH_BYTES {
+                    break;
+                }
                 let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) else {
                     break;
                 };
+                bytes += frames.iter().map(Vec::len).sum::<usize>();
                 match Message::decode(&frames, &signer) {
                     Ok(m) => decoded.push((*source, m)),
                     // ipykernel's iopub_welcome and similar arrive signed; anything that
