@@ -26,23 +26,9 @@ __all__ = ["Dependency", "Reference", "depend", "dependent", "interactive",
 
 def _msg_ids(deps) -> list[str]:
     """msg_ids from a msg_id, an ``AsyncResult``, or an iterable of either."""
-    from corral.client.asyncresult import AsyncResult
+    from corral.client.asyncresult import msg_ids_of
 
-    if deps is None:
-        return []
-    if isinstance(deps, str):
-        return [deps]
-    if isinstance(deps, AsyncResult):
-        return list(deps.msg_ids)
-    ids: list[str] = []
-    for dep in deps:
-        if isinstance(dep, str):
-            ids.append(dep)
-        elif isinstance(dep, AsyncResult):
-            ids.extend(dep.msg_ids)
-        else:
-            raise TypeError(f"a dependency is a msg_id or an AsyncResult, not {dep!r}")
-    return ids
+    return [] if deps is None else msg_ids_of(deps)
 
 
 class Dependency(set):

@@ -12,7 +12,26 @@ import time
 
 from corral import error
 
-__all__ = ["AsyncResult"]
+__all__ = ["AsyncResult", "msg_ids_of"]
+
+
+def msg_ids_of(jobs, history=None) -> list[str]:
+    """The msg_ids that ``jobs`` names: a msg_id, an ``AsyncResult``, an int (an index into
+    ``history``, where one is given), or an iterable of these."""
+    if isinstance(jobs, (str, int, AsyncResult)):
+        jobs = [jobs]
+    msg_ids: list[str] = []
+    for job in jobs:
+        if isinstance(job, str):
+            msg_ids.append(job)
+        elif isinstance(job, AsyncResult):
+            msg_ids.extend(job.msg_ids)
+        elif isinstance(job, int) and not isinstance(job, bool) and history is not None:
+            msg_ids.append(history[job])
+        else:
+            kinds = "a msg_id, an AsyncResult" + (" or an int" if history is not None else "")
+            raise TypeError(f"expected {kinds}, not {job!r}")
+    return msg_ids
 
 
 class AsyncResult:

@@ -217,20 +217,11 @@ class Client:
         queued on the targets so far. ``targets`` defaults to all engines, which covers
         load-balanced tasks wherever the scheduler sent them.
         """
-        from corral.client.asyncresult import AsyncResult
+        from corral.client.asyncresult import msg_ids_of
 
         msg_ids: list[str] = []
         if jobs is not None:
-            if isinstance(jobs, (str, AsyncResult)):
-                jobs = [jobs]
-            for job in jobs:
-                if isinstance(job, AsyncResult):
-                    msg_ids.extend(job.msg_ids)
-                elif isinstance(job, str):
-                    msg_ids.append(job)
-                else:
-                    raise TypeError(
-                        f"Invalid msg_id type {job!r}, expected str or AsyncResult")
+            msg_ids = msg_ids_of(jobs)
             if not msg_ids:
                 return None if block else []
         return self._control("abort_request", {"msg_ids": msg_ids}, targets, bool(block),
@@ -254,24 +245,12 @@ class Client:
         ``jobs``: a msg_id, an ``AsyncResult``, an int (an index into ``history``) or a
         list of these; default: every request still outstanding.
         """
-        from corral.client.asyncresult import AsyncResult
+        from corral.client.asyncresult import msg_ids_of
 
-        history = self.history if history is None else history
         if jobs is None:
             msg_ids = list(self.outstanding)
         else:
-            if isinstance(jobs, (int, str, AsyncResult)):
-                jobs = [jobs]
-            msg_ids = []
-            for job in jobs:
-                if isinstance(job, int):
-                    msg_ids.append(history[job])
-                elif isinstance(job, str):
-                    msg_ids.append(job)
-                elif isinstance(job, AsyncResult):
-                    msg_ids.extend(job.msg_ids)
-                else:
-                    raise TypeError(f"a job is a msg_id, an AsyncResult or an int, not {job!r}")
+            msg_ids = msg_ids_of(jobs, self.history if history is None else history)
         # As ipyparallel: ids this client never sent have nothing to wait for.
         msg_ids = [m for m in msg_ids if self._core.task(m) is not None]
         if timeout is not None and timeout < 0:
