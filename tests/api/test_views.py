@@ -109,3 +109,24 @@ def test_client_without_cluster_says_where_it_looked_and_what_to_do(tmp_path):
     message = str(info.value)
     assert str(tmp_path / "security" / "ipcontroller-client.json") in message
     assert "corral cluster start" in message
+
+
+def test_metadata_as_attributes_items_and_times(client4):
+    import datetime
+
+    dv = client4[[0, 1]]
+    ar = dv.apply_async(lambda: (__import__("time").sleep(0.2), 5)[1])
+    assert ar[0] == 5 and ar[-1] == 5 and ar[:] == [5, 5]
+    assert ar.engine_id == [0, 1] and ar["engine_id"] == [0, 1]
+    assert all(isinstance(t, datetime.datetime) for t in ar.completed)
+    assert ar.completed[0] - ar.started[0] >= datetime.timedelta(seconds=0.15)
+    assert 0.15 <= ar.wall_time < 30
+    assert 0.3 <= ar.serial_time < 60, "two 0.2 s tasks, added up"
+    assert ar.sent
+    with pytest.raises(AttributeError):
+        ar.no_such_key
+    with pytest.raises(TypeError):
+        ar[1.5]
+    single = client4[2].apply_async(lambda: 9)
+    assert single[0] == 9 and single.engine_id == 2
+    assert isinstance(single.submitted, datetime.datetime)

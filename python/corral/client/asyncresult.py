@@ -9,6 +9,7 @@ only the (conflated) updates published since the previous read.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from corral import error
 
@@ -137,6 +138,60 @@ class AsyncResult:
     @property
     def engine_id(self):
         return self._per_task([md["engine_id"] for md in self._metadata_list()])
+
+    def __getattr__(self, key):
+        """Metadata keys as attributes, per task (``ar.engine_uuid``, ``ar.completed``,
+        ``ar.execute_result``, ...), as ipyparallel's AsyncResult has them."""
+        if key.startswith("_"):
+            raise AttributeError(key)
+        mds = self._metadata_list()
+        if key not in mds[0]:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+        return self._per_task([md[key] for md in mds])
+
+    def __getitem__(self, key):
+        """An int or slice indexes the results (waiting for them); a str is a metadata key."""
+        if isinstance(key, str):
+            return self.__getattr__(key)
+        if isinstance(key, (int, slice)):
+            results = self.get()
+            if self._single_result:
+                results = [results]
+            return results[key]
+        raise TypeError(f"Invalid key type {type(key).__name__!r} (expected int, slice or str)")
+
+    @property
+    def sent(self) -> bool:
+        """Whether the requests have left (always, once submitted: corral sends at once)."""
+        return True
+
+    def timedelta(self, start, end, start_key=min, end_key=max) -> float:
+        """Seconds between ``start_key`` of the ``start`` datetimes and ``end_key`` of the
+        ``end`` ones (each a datetime or a list of them)."""
+        if not isinstance(start, datetime):
+            start = start_key(start)
+        if not isinstance(end, datetime):
+            end = end_key(end)
+        return (end - start).total_seconds()
+
+    def _dates(self, key):
+        if not self.ready():
+            raise error.TimeoutError("Result not ready.")
+        dates = [md[key] for md in self._metadata_list()]
+        if any(not isinstance(d, datetime) for d in dates):
+            raise RuntimeError(f"no {key!r} time for every task")
+        return dates
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds from the first submission to the last completion."""
+        return self.timedelta(self._dates("submitted"), self._dates("completed"))
+
+    @property
+    def serial_time(self) -> float:
+        """The tasks' run times, added up (what they would take one after another)."""
+        return sum((c - s).total_seconds()
+                   for s, c in zip(self._dates("started"), self._dates("completed")))
 
     @property
     def progress(self) -> int:

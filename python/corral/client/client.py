@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 from corral import error
@@ -30,6 +31,17 @@ def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_
     if url_file:
         return Path(url_file).expanduser()
     return connection_file(resolve_profile_dir(profile, profile_dir), "client", cluster_id)
+
+
+def _parse_date(value):
+    """An ISO 8601 date from a header or metadata as an aware ``datetime`` (as ipyparallel's
+    metadata has them); other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
 
 
 def _engine_info_defaults(content: dict, engine_id, uuid, method="apply") -> dict:
@@ -345,8 +357,8 @@ class Client:
         if task is None:
             return md
         uuid, submitted, stdout, stderr, outputs, n_data = task
-        md.update(engine_uuid=uuid, submitted=submitted, stdout=stdout, stderr=stderr,
-                  data_messages=n_data)
+        md.update(engine_uuid=uuid, submitted=_parse_date(submitted), stdout=stdout,
+                  stderr=stderr, data_messages=n_data)
         if uuid:
             md["engine_id"] = self._core.engine_id(uuid)
         for out in json.loads(outputs):
@@ -362,8 +374,8 @@ class Client:
         if raw is not None:
             header, _content, metadata, _ = raw
             header, metadata = json.loads(header), json.loads(metadata)
-            md["completed"] = header.get("date")
-            md["started"] = metadata.get("started")
+            md["completed"] = _parse_date(header.get("date"))
+            md["started"] = _parse_date(metadata.get("started"))
             md["status"] = metadata.get("status") or json.loads(_content).get("status")
             md["label"] = metadata.get("label")
         return md
