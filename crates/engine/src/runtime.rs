@@ -30,7 +30,9 @@ pub struct EngineOptions {
     /// The connection file the settings came from, named in errors.
     pub file_hint: String,
     /// IOPub high-water mark: messages ZeroMQ queues toward the controller before the
-    /// engine holds (and conflates) the rest itself.
+    /// engine holds (and conflates) the rest itself. Small, because ZeroMQ counts messages,
+    /// not bytes: at 1,000, a burst of 8 MB publications queued gigabytes (W6 in
+    /// `benchmarks/RESULTS.md`), while 32 keeps small updates as fast as before.
     pub iopub_hwm: i32,
 }
 
@@ -40,7 +42,7 @@ impl Default for EngineOptions {
             registration_timeout: Duration::from_secs(5),
             queue_capacity: 65_536,
             file_hint: "<unknown>".into(),
-            iopub_hwm: 1_000,
+            iopub_hwm: 32,
         }
     }
 }
