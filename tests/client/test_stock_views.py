@@ -41,3 +41,20 @@ def test_broadcast_view_on_a_stock_scheduler(stock):
     assert sorted(md["engine_id"] for md in ar.metadata) == sorted(c.ids)
     bview.push({"b": 1}, block=True)
     assert bview.pull("b", block=True) == [1] * len(c.ids)
+
+
+def test_result_status_from_a_stock_hub(stock):
+    """Another client reads a finished task's result from stock ipyparallel's hub."""
+    import corral
+
+    c = stock.client
+    ar = c[0].apply_async(lambda: {"answer": 42})
+    ar.get(timeout=30)
+    other = corral.Client(profile_dir=stock.profile_dir, timeout=30)
+    try:
+        assert ar.msg_ids[0] in other.hub_history()
+        status = other.result_status(ar.msg_ids, status_only=False)
+        assert status["completed"] == ar.msg_ids
+        assert status[ar.msg_ids[0]] == {"answer": 42}
+    finally:
+        other.close()

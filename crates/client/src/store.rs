@@ -306,6 +306,20 @@ impl Store {
         false
     }
 
+    /// Forgets finished tasks (their reply, output and pending data); returns the ids of
+    /// those still outstanding, which are kept.
+    pub fn forget(&mut self, msg_ids: &[String], now: Instant) -> Vec<String> {
+        let mut kept = Vec::new();
+        for msg_id in msg_ids {
+            if self.tasks.contains_key(msg_id) && !self.is_ready(msg_id, now) {
+                kept.push(msg_id.clone());
+            } else {
+                self.tasks.remove(msg_id);
+            }
+        }
+        kept
+    }
+
     /// Takes the pending (already conflated) data updates of a task, oldest first.
     pub fn take_data(&mut self, msg_id: &str) -> Vec<PendingData> {
         self.tasks
@@ -328,6 +342,27 @@ fn push_conflated(pending: &mut Vec<PendingData>, update: PendingData) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forget_drops_finished_tasks_and_keeps_outstanding_ones() {
+        let now = Instant::now();
+        let mut store = Store::new("me".into());
+        store.add_task("done".into(), Some("e".into()), String::new());
+        store.add_task("running".into(), Some("e".into()), String::new());
+        let task = store.tasks.get_mut("done").unwrap();
+        task.reply = Some(Reply {
+            header: json!({}),
+            content: json!({"status": "ok"}),
+            metadata: json!({}),
+            buffers: vec![vec![0; 8]],
+        });
+        task.reply_at = Some(now);
+        task.idle = true;
+        let ids = ["done".to_string(), "running".into(), "unknown".into()];
+        assert_eq!(store.forget(&ids, now), vec!["running".to_string()]);
+        assert!(!store.tasks.contains_key("done"));
+        assert!(store.tasks.contains_key("running"));
+    }
 
     const SESSION: &str = "client-session";
     const ENGINE: &str = "engine-uuid-0";

@@ -162,6 +162,11 @@ impl PyClientCore {
         Ok(got.unwrap_or(last))
     }
 
+    /// Forgets finished tasks; returns the msg_ids still outstanding (kept).
+    fn forget(&self, msg_ids: Vec<String>) -> Vec<String> {
+        self.core.with_store(|s| s.forget(&msg_ids, Instant::now()))
+    }
+
     fn ready(&self, msg_id: &str) -> bool {
         self.core.with_store(|s| s.is_ready(msg_id, Instant::now()))
     }

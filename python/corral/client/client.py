@@ -154,11 +154,121 @@ class Client:
     # -- hub queries -----------------------------------------------------------------
 
     def _hub(self, msg_type: str, content: dict, timeout: float = 10.0) -> dict:
-        reply_type, text, _buffers = self._core.hub_request(msg_type, json.dumps(content), timeout)
+        return self._hub_with_buffers(msg_type, content, timeout)[0]
+
+    def _hub_with_buffers(self, msg_type: str, content: dict,
+                          timeout: float = 10.0) -> tuple[dict, list]:
+        reply_type, text, buffers = self._core.hub_request(msg_type, json.dumps(content),
+                                                           timeout)
         reply = json.loads(text)
         if reply.get("status") != "ok":
             raise error.unwrap_exception(reply)
-        return reply
+        return reply, buffers
+
+    def hub_history(self) -> list[str]:
+        """Every msg_id the controller has recorded, from every client, oldest first."""
+        return self._hub("history_request", {})["history"]
+
+    def result_status(self, msg_ids, status_only=True) -> dict:
+        """``{'pending': [...], 'completed': [...]}`` for ``msg_ids`` (msg_ids,
+        ``AsyncResult``s or indices into ``history``); with ``status_only=False`` also each
+        completed result by msg_id, from this client or, for others' tasks, from the
+        controller's records."""
+        from corral.client.asyncresult import msg_ids_of
+
+        ids = msg_ids_of(msg_ids, self.history)
+        local = [m for m in ids if self._core.ready(m)]
+        remote = sorted(set(ids) - set(local))
+        content: dict = {"pending": [], "completed": []}
+        buffers: list = []
+        if remote:
+            content, buffers = self._hub_with_buffers(
+                "result_request", {"msg_ids": remote, "status_only": bool(status_only)})
+            content.pop("status", None)
+        content["completed"] = list(content["completed"]) + local
+        if status_only:
+            return {"pending": content["pending"], "completed": content["completed"]}
+        failures = []
+        for msg_id in local:
+            content[msg_id] = self._result(msg_id)
+        for msg_id in remote:  # sorted: the controller sends their buffers in this order
+            if msg_id not in content["completed"]:
+                continue
+            value, buffers = self._record_result(content[msg_id], buffers)
+            if isinstance(value, error.RemoteError):
+                failures.append(value)
+            content[msg_id] = value
+        if len(ids) == 1 and failures:
+            raise failures[0]
+        return content
+
+    def _record_result(self, record: dict, buffers: list):
+        """The value (or RemoteError) of a controller record, and the buffers left."""
+        header = record.get("result_header") or {}
+        content = record.get("result_content") or {}
+        if isinstance(content, str):
+            content = json.loads(content)
+        status = content.get("status")
+        if status == "ok":
+            if header.get("msg_type") == "apply_reply":
+                return deserialize_object(buffers)
+            return None, buffers
+        if status == "aborted":
+            return error.TaskAborted("the task was aborted"), buffers
+        metadata = record.get("result_metadata") or {}
+        uuid = metadata.get("engine")
+        content = dict(content)
+        content["engine_info"] = _engine_info_defaults(
+            content, self._core.engine_id(uuid) if uuid else None, uuid)
+        return error.unwrap_exception(content), buffers
+
+    def purge_local_results(self, jobs=(), targets=()):
+        """Forget finished results held by this client: ``jobs`` (msg_ids,
+        ``AsyncResult``s, or ``'all'``) and everything that ran on the engines ``targets``.
+        ``RuntimeError`` if any of them is still outstanding; their ``AsyncResult``s are
+        of no use afterwards."""
+        from corral.client.asyncresult import msg_ids_of
+
+        if not jobs and not targets:
+            raise ValueError("Must specify at least one of `targets` and `jobs`")
+        if jobs == "all":
+            msg_ids = list(self.history)
+        else:
+            msg_ids = msg_ids_of(jobs) if jobs else []
+            if targets:
+                engines = {self._uuid(i) for i in self._target_ids(targets)}
+                for msg_id in self.history:
+                    task = self._core.task(msg_id)
+                    if task is not None and task[0] in engines:
+                        msg_ids.append(msg_id)
+        outstanding = self.outstanding.intersection(msg_ids)
+        if outstanding:
+            raise RuntimeError(f"Can't purge outstanding tasks: {sorted(outstanding)}")
+        self._core.forget(msg_ids)
+        for msg_id in msg_ids:
+            self._results.pop(msg_id, None)
+            self._data.pop(msg_id, None)
+
+    def purge_hub_results(self, jobs=(), targets=()):
+        """Tell the controller to forget finished results: ``jobs`` (msg_ids,
+        ``AsyncResult``s, or ``'all'``) and everything the engines ``targets`` ran."""
+        from corral.client.asyncresult import msg_ids_of
+
+        if not jobs and not targets:
+            raise ValueError("Must specify at least one of `targets` and `jobs`")
+        engine_ids = self._target_ids(targets) if targets else []
+        msg_ids = "all" if jobs == "all" else (msg_ids_of(jobs) if jobs else [])
+        self._hub("purge_request", {"engine_ids": engine_ids, "msg_ids": msg_ids})
+
+    def purge_results(self, jobs=(), targets=()):
+        """``purge_local_results`` and ``purge_hub_results`` with the same arguments."""
+        self.purge_local_results(jobs=jobs, targets=targets)
+        self.purge_hub_results(jobs=jobs, targets=targets)
+
+    def purge_everything(self):
+        """Forget every finished result, here and in the controller, and the history."""
+        self.purge_results("all")
+        self.history = []
 
     def queue_status(self, targets="all", verbose=False):
         """Per-engine queue counts ``{id: {queue, completed, tasks}, 'unassigned': n}``."""
