@@ -45,7 +45,8 @@ def test_result_status_local_and_from_another_client(start_cluster):
 def test_purge_local_hub_and_everything(client4):
     c = client4
     running = c[0].apply_async(__import__("time").sleep, 2)
-    done = c[1].apply_async(lambda: 1)
+    second = c[1]
+    done = second.apply_async(lambda: 1)
     done.get(timeout=30)
     with pytest.raises(RuntimeError, match="outstanding"):
         c.purge_local_results(running)
@@ -53,6 +54,8 @@ def test_purge_local_hub_and_everything(client4):
         c.purge_results()
     c.purge_local_results(done)
     assert c._core.task(done.msg_ids[0]) is None
+    assert second.outstanding == set(), "a forgotten task is not pending"
+    assert second.wait(timeout=1) and c.wait([done], timeout=1)
     c.purge_hub_results(targets=[1])
     assert done.msg_ids[0] not in c.hub_history()
     running.get(timeout=30)

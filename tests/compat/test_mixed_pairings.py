@@ -42,48 +42,34 @@ def procs(tmp_path: Path, request):
         print(p.report())
 
 
-@pytest.fixture
-def stock_client_corral_engines(tmp_path, procs):
-    """(a): a stock ipyparallel.Client on corral's controller with corral engines."""
+def _corral_controller_cluster(tmp_path, procs, engine_argv, connect):
+    """corral's controller, N_ENGINES engines started by ``engine_argv(profile_dir)``, and a
+    client from ``connect(profile_dir)`` once they are registered; closed at teardown."""
     profile_dir = tmp_path / "profile"
     profile_dir.mkdir()
     start_corral_controller(procs, profile_dir)
     for i in range(N_ENGINES):
-        procs.start(f"engine{i}", corral_engine_argv(profile_dir))
-    client = ipp.Client(profile_dir=str(profile_dir))
+        procs.start(f"engine{i}", engine_argv(profile_dir))
+    client = connect(profile_dir)
     try:
         client.wait_for_engines(N_ENGINES, timeout=60)
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def stock_client_corral_engines(tmp_path, procs):
+    """(a): a stock ipyparallel.Client on corral's controller with corral engines."""
+    yield from _corral_controller_cluster(
+        tmp_path, procs, corral_engine_argv, lambda d: ipp.Client(profile_dir=str(d)))
 
 
 @pytest.fixture
 def corral_client_stock_engines(tmp_path, procs):
     """(b): the corral client on corral's controller with stock ipengines."""
-    profile_dir = tmp_path / "profile"
-    profile_dir.mkdir()
-    start_corral_controller(procs, profile_dir)
-    for i in range(N_ENGINES):
-        procs.start(f"engine{i}", stock_engine_argv(profile_dir))
-    client = corral.Client(profile_dir=profile_dir, timeout=30)
-    try:
-        client.wait_for_engines(N_ENGINES, timeout=60)
-        yield client
-    finally:
-        client.close()
-
-
-
-
-
-
-
-
-
-
-
-
+    yield from _corral_controller_cluster(
+        tmp_path, procs, stock_engine_argv, lambda d: corral.Client(profile_dir=d, timeout=30))
 
 
 def _data_publication_flow(c, remote_errors) -> None:

@@ -306,6 +306,16 @@ impl Store {
         false
     }
 
+    /// Those of `msg_ids` that are recorded and not ready yet (unknown or forgotten ids
+    /// are not pending: nothing will arrive for them).
+    pub fn outstanding(&mut self, msg_ids: &[String], now: Instant) -> Vec<String> {
+        msg_ids
+            .iter()
+            .filter(|m| self.tasks.contains_key(m.as_str()) && !self.is_ready(m, now))
+            .cloned()
+            .collect()
+    }
+
     /// Forgets finished tasks (their reply, output and pending data); returns the ids of
     /// those still outstanding, which are kept.
     pub fn forget(&mut self, msg_ids: &[String], now: Instant) -> Vec<String> {
@@ -359,6 +369,7 @@ mod tests {
         task.reply_at = Some(now);
         task.idle = true;
         let ids = ["done".to_string(), "running".into(), "unknown".into()];
+        assert_eq!(store.outstanding(&ids, now), vec!["running".to_string()]);
         assert_eq!(store.forget(&ids, now), vec!["running".to_string()]);
         assert!(!store.tasks.contains_key("done"));
         assert!(store.tasks.contains_key("running"));

@@ -162,6 +162,12 @@ impl PyClientCore {
         Ok(got.unwrap_or(last))
     }
 
+    /// Those of `msg_ids` that are recorded and not ready yet.
+    fn outstanding(&self, msg_ids: Vec<String>) -> Vec<String> {
+        self.core
+            .with_store(|s| s.outstanding(&msg_ids, Instant::now()))
+    }
+
     /// Forgets finished tasks; returns the msg_ids still outstanding (kept).
     fn forget(&self, msg_ids: Vec<String>) -> Vec<String> {
         self.core.with_store(|s| s.forget(&msg_ids, Instant::now()))

@@ -358,7 +358,8 @@ class Client:
         return set(self._outstanding)
 
     def _still_outstanding(self, msg_ids) -> set[str]:
-        return {m for m in msg_ids if not self._core.ready(m)}
+        """Those of ``msg_ids`` sent and not done (forgotten or unknown ids are not)."""
+        return set(self._core.outstanding(list(msg_ids)))
 
     def wait(self, jobs=None, timeout=-1, history=None) -> bool:
         """Wait for ``jobs`` for up to ``timeout`` seconds (forever if negative or None);
@@ -373,8 +374,8 @@ class Client:
             msg_ids = list(self.outstanding)
         else:
             msg_ids = msg_ids_of(jobs, self.history if history is None else history)
-        # As ipyparallel: ids this client never sent have nothing to wait for.
-        msg_ids = [m for m in msg_ids if self._core.task(m) is not None]
+        # As ipyparallel: ids this client never sent (or purged) have nothing to wait for.
+        msg_ids = self._core.outstanding(msg_ids)
         if timeout is not None and timeout < 0:
             timeout = None
         return self._wait(msg_ids, timeout)
