@@ -1,7 +1,7 @@
 //! The task record store: one record per request that went through the MUX relay or the
 //! task scheduler, with its reply and the IOPub output parented to it. In memory only,
 //! like ipyparallel's default `DictDB`. Record keys and query semantics follow
-//! ipyparallel (PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
+//! ipyparallel (docs/PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
 //! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
 
 use serde_json::{json, Map, Value};

@@ -1,5 +1,5 @@
 //! The MUX (direct) and control relays: a client-side and an engine-side ROUTER, frames
-//! moved between them with the first two routing frames swapped (PROTOCOL.md §1.3):
+//! moved between them with the first two routing frames swapped (docs/PROTOCOL.md §1.3):
 //! `[client, engine, msg..]` → `[engine, client, msg..]` and back. Only the header (and,
 //! for replies, the parent's msg_id) is parsed; every message's signature is checked.
 

@@ -1,5 +1,5 @@
 //! The heart: echoes every ping from the HeartMonitor's PUB back on a DEALER whose identity
-//! is the engine uuid, byte for byte (PROTOCOL §5). A plain thread with no Python in it,
+//! is the engine uuid, byte for byte (docs/PROTOCOL.md §5). A plain thread with no Python in it,
 //! so a task holding the GIL never makes the engine look dead.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! Registration with the Hub (PROTOCOL §4.1, §4.3): a DEALER whose identity is the engine
+//! Registration with the Hub (docs/PROTOCOL.md §4.1, §4.3): a DEALER whose identity is the engine
 //! uuid sends `registration_request {uuid}` and waits for the unparented reply.
 
 use std::time::{Duration, Instant};

@@ -336,7 +336,7 @@ pub fn reply_type(request_type: &str) -> String {
     }
 }
 
-/// Reply metadata as ipyparallel's kernel writes it (PROTOCOL §6.1).
+/// Reply metadata as ipyparallel's kernel writes it (docs/PROTOCOL.md §6.1).
 pub fn reply_metadata(request_md: &Value, uuid: &str, status: &str, started: &str) -> Value {
     let get = |k: &str, d: Value| request_md.get(k).cloned().unwrap_or(d);
     json!({

@@ -110,14 +110,17 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 /// Writes atomically (temp file + rename) with mode 0600 from the start, so the key is
-/// never readable by others, and a reader never sees half a file.
+/// never readable by others, and a reader never sees half a file. The folder is made 0700,
+/// as IPython makes a profile's `security/`, and the temporary file has a fresh random name
+/// opened with `O_EXCL`, so a file or link planted in its place is never written through.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| file_error(path, e))?;
-    let tmp = path.with_extension("json.tmp");
+    create_private_dir(dir).map_err(|e| file_error(path, e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("connection");
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::header::new_id()));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -125,10 +128,28 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     }
     let mut f = opts.open(&tmp).map_err(|e| file_error(path, e))?;
     let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| file_error(path, e))?;
+    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| file_error(path, e))
+    let renamed = written.and_then(|_| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed.map_err(|e| file_error(path, e))
+}
+
+/// Creates `dir` (and its parents) if missing; a folder this call creates is mode 0700.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Where a cluster's files live: an IPython profile directory plus an optional cluster id.
@@ -205,6 +226,31 @@ mod tests {
         let original =
             std::fs::read_to_string(Path::new(CAPTURED).join("ipcontroller-client.json")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn security_folder_is_private_and_a_planted_link_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let security = dir.path().join("profile/security");
+        let path = security.join("ipcontroller-client.json");
+        let client =
+            ClientConnection::read(&Path::new(CAPTURED).join("ipcontroller-client.json")).unwrap();
+        client.write(&path).unwrap();
+        let mode = std::fs::metadata(&security).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        // A link planted at the file's name is replaced, never written through.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        client.write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        let leftovers = std::fs::read_dir(&security).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
     }
 
     #[test]

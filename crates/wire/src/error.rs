@@ -12,6 +12,10 @@ pub enum WireError {
     Unsigned,
     #[error("invalid signature")]
     BadSignature,
+    #[error("replayed message: its signature was seen before")]
+    Replayed,
+    #[error("the cluster key is empty, so messages would not be signed; pass an explicit \"allow insecure\" option to run without authentication")]
+    EmptyKey,
     #[error("frame {frame} is not valid JSON: {source}")]
     BadJson {
         frame: &'static str,

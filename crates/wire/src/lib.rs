@@ -5,6 +5,7 @@
 //!   metadata, content, buffers`) and the parsed [`Message`] on top of it.
 //! - [`header`]: message headers, ids and dates as ipyparallel writes them.
 //! - [`session`]: a signing identity that stamps headers and encodes messages.
+//! - [`replay`]: the bounded signature history that rejects a replayed message.
 //! - [`connection`]: the `ipcontroller-*.json` connection files and where they live.
 //!
 //! Only [`envelope`] and [`session`] touch the signature, so handlers never see HMAC.
@@ -13,6 +14,7 @@ pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod header;
+pub mod replay;
 pub mod session;
 pub mod sign;
 
@@ -20,5 +22,6 @@ pub use connection::{ClientConnection, EngineConnection, ProfileLocation};
 pub use envelope::{locate_delimiter, verify_frames, Message, DELIMITER};
 pub use error::{Result, WireError};
 pub use header::{iso_now, new_id, Header, PROTOCOL_VERSION};
+pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;

@@ -3,7 +3,7 @@
 
 Replies follow ipyparallel's kernel (`engine/kernel.py`) and ipykernel: `apply_reply`
 with `serialize_object(result)` buffers, `execute_reply` with `execution_count`, errors as
-`wrap_exception` content plus an `error` IOPub message, and reply metadata as PROTOCOL §6.1.
+`wrap_exception` content plus an `error` IOPub message, and reply metadata as docs/PROTOCOL.md §6.1.
 """
 
 from __future__ import annotations
