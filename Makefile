@@ -29,9 +29,9 @@ test: install  ## install, then run the Rust tests and the pytest suite
 	$(VENV)/bin/pytest -q
 
 .PHONY: lint
-lint:  ## rustfmt and clippy
+lint: $(VENV)/.deps  ## rustfmt and clippy on every crate, the PyO3 module included
 	cargo fmt --all --check
-	cargo clippy -- -D warnings
+	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --workspace --all-targets -- -D warnings
 
 .PHONY: demo
 demo: install  ## start a local 4-engine cluster and run the data-publication flow

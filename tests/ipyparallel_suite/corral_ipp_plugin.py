@@ -1,9 +1,13 @@
-"""pytest plugin (`-p corral_ipp_plugin`, see run.sh): when IPP_SUITE_CONTROLLER=corral,
-every controller ipyparallel's test suite starts is corral's, through ipcontroller_shim.py.
+"""pytest plugin (`-p corral_ipp_plugin`, see run.sh): puts corral's parts into the cluster
+ipyparallel's own test suite starts, while the client (the suite itself) stays stock.
 
-Two places start controllers: the suite's module-level `setup()` (ipyparallel/tests/__init__.py,
-which reads the name `ipcontroller_cmd_argv` from its own module) and `ipp.Cluster`'s launchers
-(trait `ControllerLauncher.controller_cmd`). Engines and the client stay stock.
+- IPP_SUITE_CONTROLLER=corral: every controller is corral's, through ipcontroller_shim.py.
+- IPP_SUITE_ENGINES=corral: every engine is corral's, through ipengine_shim.py.
+
+Two places start each: the suite's module-level `setup()`/`add_engines()`
+(ipyparallel/tests/__init__.py, which reads the names `ipcontroller_cmd_argv` and
+`ipengine_cmd_argv` from its own module) and `ipp.Cluster`'s launchers (the traits
+`controller_cmd` and `engine_cmd`).
 """
 
 from __future__ import annotations
@@ -11,15 +15,20 @@ from __future__ import annotations
 import os
 import sys
 
-SHIM = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ipcontroller_shim.py")]
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONTROLLER_SHIM = [sys.executable, os.path.join(HERE, "ipcontroller_shim.py")]
+ENGINE_SHIM = [sys.executable, os.path.join(HERE, "ipengine_shim.py")]
 
 
 def pytest_configure(config):
-    if os.environ.get("IPP_SUITE_CONTROLLER") != "corral":
-        return
     import ipyparallel.tests as suite
     from ipyparallel.cluster import launcher
 
-    suite.ipcontroller_cmd_argv = list(SHIM)
-    launcher.ControllerLauncher.class_traits()["controller_cmd"].default_value = list(SHIM)
-    launcher.LocalControllerLauncher.class_traits()["controller_cmd"].default_value = list(SHIM)
+    if os.environ.get("IPP_SUITE_CONTROLLER") == "corral":
+        suite.ipcontroller_cmd_argv = list(CONTROLLER_SHIM)
+        for cls in (launcher.ControllerLauncher, launcher.LocalControllerLauncher):
+            cls.class_traits()["controller_cmd"].default_value = list(CONTROLLER_SHIM)
+    if os.environ.get("IPP_SUITE_ENGINES") == "corral":
+        suite.ipengine_cmd_argv = list(ENGINE_SHIM)
+        for cls in (launcher.EngineLauncher, launcher.LocalEngineLauncher):
+            cls.class_traits()["engine_cmd"].default_value = list(ENGINE_SHIM)

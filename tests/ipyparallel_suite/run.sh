@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run ipyparallel's OWN test suite (the one in the installed ipyparallel wheel) with stock
-# engines and the stock client, against either the stock controller or corral's.
+# Run ipyparallel's OWN test suite (the one in the installed ipyparallel wheel) with the
+# stock client, against either the stock controller or corral's, and stock or corral engines.
 #
 #   tests/ipyparallel_suite/run.sh stock  [OUT]   # baseline: everything stock
 #   tests/ipyparallel_suite/run.sh corral [OUT]   # corral controller via ipcontroller_shim.py
+#   IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh stock|corral [OUT]
+#                                                 # ... with corral engines via ipengine_shim.py
 #
 # Needs pytest-asyncio and testpath (the suite's async tests and test deps) in the venv.
 # Slow (minutes): not part of the default `pytest` run. Output goes to OUT (default
@@ -16,7 +18,7 @@ py=${PYTHON:-$root/.venv/bin/python}
 out=$(realpath -m "${2:-ipp-suite-$mode.log}")
 suite=$("$py" -c 'import os, ipyparallel.tests as t; print(os.path.dirname(t.__file__))')
 # The tests that run against the shared test cluster (ClusterTestCase) plus the Cluster API's.
-files=(test_asyncresult.py test_client.py test_dependency.py test_executor.py test_joblib.py
+files=(test_asyncresult.py test_client.py test_db.py test_dependency.py test_executor.py test_joblib.py
        test_lbview.py test_magics.py test_remotefunction.py test_view.py test_view_broadcast.py
        test_label.py test_cluster.py)
 case $mode in
@@ -33,5 +35,5 @@ timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$py" -m pytest -c "$here/suite
   --rootdir "$work" -p corral_ipp_plugin --timeout=60 \
   "${files[@]/#/$suite/}" > "$out" 2>&1
 rc=$?
-echo "mode=$mode exit=$rc wall=$(( $(date +%s) - start ))s" >> "$out"
+echo "mode=$mode engines=${IPP_SUITE_ENGINES:-stock} exit=$rc wall=$(( $(date +%s) - start ))s" >> "$out"
 tail -n 2 "$out"
