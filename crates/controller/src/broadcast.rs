@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::coalesce::Coalescer;
 use crate::events::EngineEvent;
-use crate::hub::{error_content, reply_type};
+use crate::reply::{error_content, reply_type};
 use crate::sockets::{checked, parse, readable, recv_frames, send_bytes, send_routed, views};
 use crate::stop::Stop;
 

@@ -1,20 +1,46 @@
 //! corral's controller: ipyparallel 9.2's controller in Rust, wire-compatible with stock
-//! clients and engines. Each component runs on its own thread with its own sockets;
-//! they talk to the hub over unbounded channels so forwarding never waits on it.
+//! clients and engines. Each component runs on its own thread with its own sockets; they
+//! talk to the hub over channels so that forwarding never waits on it.
 //!
+//! Modules, by job:
 //! - [`config`]: [`ControllerConfig`], what to bind and where the files go.
-//! - [`sockets`]: binding on random ports, zero-copy multipart receive, signature checks.
-//! - [`hub`]: registration and query logic (ids, liveness, queue counts), socket-free.
-//! - [`records`]: the in-memory task records behind result/db/history/resubmit queries;
-//!   relays send the hub copies of requests, replies and IOPub output to fill them.
-//! - [`hub_loop`]: the hub thread: query ROUTER + notification PUB around [`hub`].
-//! - [`heartbeat`]: ping PUB / pong ROUTER; new and stopped hearts.
-//! - [`relay`]: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
-//! - [`iopub`]: engines' IOPub → clients, unchanged.
-//! - [`task`]: the load-balancing task scheduler (leastload).
-//! - [`dependency`]: the task scheduler's rules: after/follow, retries, timeouts.
-//! - [`broadcast`]: the broadcast scheduler (root and leaves in one thread).
 //! - [`cli`]: the `corral controller` command line, shared by the binary and Python.
+//! - [`error`]: [`ControllerError`], what can stop a controller from starting.
+//! - `sockets`: binding on random ports, zero-copy multipart receive, signature checks.
+//! - `stop`: the stop signal every thread polls.
+//! - `events`: what the threads tell the hub, and what the hub tells them.
+//! - `hub`: registration and query logic, socket-free: takes requests and events,
+//!   returns actions. Its state is split by job:
+//!   - `registry`: engine ids, uuids and liveness (pending until the first pong);
+//!   - `queues`: queue accounting (outstanding, completed, unassigned, history);
+//!   - `records`: the in-memory task records, filled from the relays' copies;
+//!   - `record_queries`: purge, result, db and resubmit queries over those records.
+//! - `reply`: reply types and ipyparallel's error content, shared by every thread.
+//! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
+//! - `heartbeat`: ping PUB / pong ROUTER; new and stopped hearts.
+//! - `relay`: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
+//! - `iopub`: engines' IOPub → clients, unchanged.
+//! - `task`: the load-balancing task scheduler (leastload).
+//! - `dependency`: the task scheduler's rules: after/follow, retries, timeouts.
+//! - `broadcast`: the broadcast scheduler (root and leaves in one thread).
+//! - `coalesce`: combines a coalescing broadcast's replies into one.
+//!
+//! The wiring, all of it in [`Controller::start`]: sockets bound on `config.ip`, one
+//! thread each (`corral-*`), `==>` a crossbeam channel between threads.
+//!
+//! ```text
+//!  client-facing sockets      thread              engine-facing sockets
+//!  registration ROUTER <----> corral-hub <------> (the same ROUTER: registration)
+//!  notification PUB    <----'  ^  |  |
+//!     HubEvent (counts, copies)|  |  '==> corral-heart <--> hb_ping PUB / hb_pong ROUTER
+//!     from heart, mux, task, ==' |        HeartCommand        (new/stopped hearts ==> hub)
+//!     iopub                      '==> EngineEvent (up/down) ==> corral-task, corral-bcast
+//!  mux_in ROUTER       <----> corral-mux     <--> mux_out ROUTER
+//!  control_in ROUTER   <----> corral-control <--> control_out ROUTER
+//!  task_in ROUTER      <----> corral-task    <--> task_out ROUTER  (+ the hub's resubmit DEALER)
+//!  broadcast ROUTER    <----> corral-bcast   <--> 2 leaf ROUTERs
+//!  iopub PUB           <----- corral-iopub   <--- iopub SUB
+//! ```
 
 pub mod cli;
 pub mod config;
@@ -28,8 +54,12 @@ mod heartbeat;
 mod hub;
 mod hub_loop;
 mod iopub;
+mod queues;
+mod record_queries;
 mod records;
+mod registry;
 mod relay;
+mod reply;
 mod sockets;
 mod stop;
 mod task;

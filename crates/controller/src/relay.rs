@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::events::{HubEvent, RecordEvent};
-use crate::hub::{error_content, reply_type};
+use crate::reply::{error_content, reply_type};
 use crate::sockets::{
     checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
 };

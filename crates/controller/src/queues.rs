@@ -1,0 +1,148 @@
+//! The hub's queue accounting: what each engine has outstanding (direct requests and
+//! load-balanced tasks, in submission order), what it completed, the load-balanced tasks
+//! not placed yet, and the msg_ids the hub has seen. Fed by the relays' and schedulers'
+//! events; read by `queue_request`, `load_request`, `purge_request` and `result_request`.
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One engine's queues, keyed by the engine's uuid in [`Queues`].
+#[derive(Debug, Default)]
+pub(crate) struct EngineQueues {
+    /// Outstanding direct requests, by submission sequence.
+    queue: BTreeMap<u64, String>,
+    /// Outstanding load-balanced tasks placed on this engine.
+    tasks: BTreeMap<u64, String>,
+    completed: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    engines: HashMap<String, EngineQueues>,
+    /// Submission sequence: orders queues and the history.
+    seq: u64,
+    unassigned: BTreeMap<String, u64>,
+    history: Vec<String>,
+}
+
+impl Queues {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Starts counting for a registered engine.
+    pub(crate) fn add_engine(&mut self, uuid: &str) {
+        self.engines.entry(uuid.to_string()).or_default();
+    }
+
+    pub(crate) fn remove_engine(&mut self, uuid: &str) {
+        self.engines.remove(uuid);
+    }
+
+    /// A direct request went to `engine` (unknown engines are not counted).
+    pub(crate) fn mux_request(&mut self, engine: &str, msg_id: String) {
+        let seq = self.next_seq();
+        if let Some(e) = self.engines.get_mut(engine) {
+            e.queue.insert(seq, msg_id.clone());
+            self.history.push(msg_id);
+        }
+    }
+
+    pub(crate) fn mux_reply(&mut self, engine: &str, msg_id: String) {
+        if let Some(e) = self.engines.get_mut(engine) {
+            e.queue.retain(|_, m| *m != msg_id);
+            e.completed.push(msg_id);
+        }
+    }
+
+    pub(crate) fn task_submitted(&mut self, msg_id: String) {
+        let seq = self.next_seq();
+        self.unassigned.insert(msg_id.clone(), seq);
+        self.history.push(msg_id);
+    }
+
+    pub(crate) fn task_assigned(&mut self, engine: &str, msg_id: String) {
+        let seq = self.unassigned.remove(&msg_id).unwrap_or(0);
+        if let Some(e) = self.engines.get_mut(engine) {
+            e.tasks.insert(seq, msg_id);
+        }
+    }
+
+    pub(crate) fn task_done(&mut self, engine: &str, msg_id: String) {
+        if let Some(e) = self.engines.get_mut(engine) {
+            e.tasks.retain(|_, m| *m != msg_id);
+            e.completed.push(msg_id);
+        }
+    }
+
+    pub(crate) fn task_failed(&mut self, engine: Option<&str>, msg_id: &str) {
+        self.unassigned.remove(msg_id);
+        if let Some(e) = engine.and_then(|u| self.engines.get_mut(u)) {
+            e.tasks.retain(|_, m| m != msg_id);
+        }
+    }
+
+    /// Every msg_id still waiting or running.
+    pub(crate) fn pending_ids(&self) -> HashSet<&str> {
+        let queued = self
+            .engines
+            .values()
+            .flat_map(|e| e.queue.values().chain(e.tasks.values()));
+        queued
+            .chain(self.unassigned.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub(crate) fn history(&self) -> &[String] {
+        &self.history
+    }
+
+    /// Forgets msg_ids from the history (a purge).
+    pub(crate) fn forget(&mut self, drop: &HashSet<String>) {
+        self.history.retain(|m| !drop.contains(m));
+    }
+
+    /// Empties `engine`'s completed list and returns what was in it.
+    pub(crate) fn drain_completed(&mut self, engine: &str) -> Vec<String> {
+        self.engines
+            .get_mut(engine)
+            .map(|e| std::mem::take(&mut e.completed))
+            .unwrap_or_default()
+    }
+
+    /// Outstanding requests and tasks of one engine (`load_request`).
+    pub(crate) fn load(&self, engine: &str) -> usize {
+        self.engines
+            .get(engine)
+            .map_or(0, |e| e.queue.len() + e.tasks.len())
+    }
+
+    /// One engine's `queue_request` entry: counts, or msg_ids when `verbose`.
+    pub(crate) fn status(&self, engine: &str, verbose: bool) -> Value {
+        let empty = EngineQueues::default();
+        let e = self.engines.get(engine).unwrap_or(&empty);
+        if verbose {
+            json!({
+                "queue": e.queue.values().collect::<Vec<_>>(),
+                "completed": e.completed,
+                "tasks": e.tasks.values().collect::<Vec<_>>(),
+            })
+        } else {
+            json!({"queue": e.queue.len(), "completed": e.completed.len(), "tasks": e.tasks.len()})
+        }
+    }
+
+    /// The `unassigned` entry of a `queue_request` reply, in submission order.
+    pub(crate) fn unassigned_status(&self, verbose: bool) -> Value {
+        if verbose {
+            let mut ids: Vec<(&u64, &String)> =
+                self.unassigned.iter().map(|(m, s)| (s, m)).collect();
+            ids.sort();
+            json!(ids.into_iter().map(|(_, m)| m).collect::<Vec<_>>())
+        } else {
+            json!(self.unassigned.len())
+        }
+    }
+}
