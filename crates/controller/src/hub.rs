@@ -1,16 +1,20 @@
-//! The hub's state: engine ids and uuids, liveness, per-engine queue counts and the task
-//! records ([`crate::records`]) that answer result, db, history and resubmit queries. Plain
-//! functions that take a request or an event and return [`Action`]s; the thread in
-//! [`crate::hub_loop`] performs them. Tests drive this state without sockets.
+//! The hub's state: the engine registry ([`crate::registry`]), queue accounting
+//! ([`crate::queues`]) and the task records ([`crate::records`], queried through
+//! [`crate::record_queries`]). Plain functions that take a request or an event and return
+//! [`Action`]s; the thread in [`crate::hub_loop`] performs them. Tests drive this state
+//! without sockets.
 
 use corral_wire::{Header, Message, Session};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::events::{EngineEvent, HubEvent};
-use crate::records::{project, Records};
+use crate::queues::Queues;
+use crate::record_queries;
+use crate::records::Records;
+use crate::registry::{Refused, Registry};
+pub(crate) use crate::reply::{error_content, reply_type};
 
 /// What the hub wants done after handling one input.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,59 +33,17 @@ pub(crate) enum Action {
     Resubmit(Message),
 }
 
-#[derive(Debug)]
-struct Engine {
-    id: u32,
-    uuid: String,
-    /// Live = heartbeat seen; until then the engine is only a pending registration.
-    live: bool,
-    registered: Instant,
-    /// Outstanding direct requests, in submission order.
-    queue: BTreeMap<u64, String>,
-    /// Outstanding load-balanced tasks placed on this engine.
-    tasks: BTreeMap<u64, String>,
-    completed: Vec<String>,
-}
-
-/// Everything the hub knows. Ids count up from 0 and are never reused.
+/// Everything the hub knows.
 #[derive(Debug)]
 pub(crate) struct HubState {
     session: Session,
     hb_period_ms: u64,
-    registration_timeout: Duration,
     /// The `connection_info` of registration replies (interface and engine ports).
     connection_info: Value,
-    engines: BTreeMap<u32, Engine>,
-    by_uuid: HashMap<String, u32>,
-    used_ids: BTreeSet<u32>,
-    next_id: u32,
-    /// Hearts reported before their registration (a restarted engine re-registering).
-    early_hearts: HashSet<String>,
-    /// Submission sequence: orders queues and the history.
-    seq: u64,
-    unassigned: BTreeMap<String, u64>,
-    history: Vec<String>,
+    registry: Registry,
+    queues: Queues,
     /// Task records: requests, replies and output (result/db/resubmit queries).
     records: Records,
-}
-
-/// `foo_request` → `foo_reply`.
-pub(crate) fn reply_type(request: &str) -> String {
-    match request.strip_suffix("_request") {
-        Some(base) => format!("{base}_reply"),
-        None => format!("{request}_reply"),
-    }
-}
-
-/// ipyparallel's error content (`wrap_exception`) for a failure the controller raises.
-pub(crate) fn error_content(ename: &str, evalue: &str) -> Value {
-    json!({
-        "status": "error",
-        "ename": ename,
-        "evalue": evalue,
-        "traceback": [],
-        "engine_info": {},
-    })
 }
 
 impl HubState {
@@ -94,29 +56,35 @@ impl HubState {
         HubState {
             session,
             hb_period_ms,
-            registration_timeout,
             connection_info,
-            engines: BTreeMap::new(),
-            by_uuid: HashMap::new(),
-            used_ids: BTreeSet::new(),
-            next_id: 0,
-            early_hearts: HashSet::new(),
-            seq: 0,
-            unassigned: BTreeMap::new(),
-            history: Vec::new(),
+            registry: Registry::new(registration_timeout),
+            queues: Queues::default(),
             records: Records::default(),
         }
     }
 
     /// Registrations still waiting for their first heartbeat.
     pub(crate) fn pending_count(&self) -> usize {
-        self.engines.values().filter(|e| !e.live).count()
+        self.registry.pending_count()
     }
 
     fn reply(&self, ident: &[u8], parent: &Header, msg_type: &str, content: Value) -> Action {
+        self.reply_with(ident, parent, msg_type, content, Vec::new())
+    }
+
+    fn reply_with(
+        &self,
+        ident: &[u8],
+        parent: &Header,
+        msg_type: &str,
+        content: Value,
+        buffers: Vec<Vec<u8>>,
+    ) -> Action {
+        let mut msg = self.session.msg(msg_type, content).with_parent(parent);
+        msg.buffers = buffers;
         Action::Reply {
             ident: ident.to_vec(),
-            msg: self.session.msg(msg_type, content).with_parent(parent),
+            msg,
         }
     }
 
@@ -140,9 +108,8 @@ impl HubState {
             },
             "connection_request" => {
                 let engines: Map<String, Value> = self
-                    .engines
-                    .values()
-                    .filter(|e| e.live)
+                    .registry
+                    .live()
                     .map(|e| (e.id.to_string(), Value::String(e.uuid.clone())))
                     .collect();
                 let content = json!({"status": "ok", "engines": engines});
@@ -155,8 +122,8 @@ impl HubState {
             "load_request" => {
                 let mut out = Map::new();
                 out.insert("status".into(), json!("ok"));
-                for e in self.targeted(content) {
-                    out.insert(e.id.to_string(), json!(e.queue.len() + e.tasks.len()));
+                for (id, uuid) in self.targeted(content) {
+                    out.insert(id.to_string(), json!(self.queues.load(&uuid)));
                 }
                 vec![self.reply(ident, parent, "load_reply", Value::Object(out))]
             }
@@ -165,28 +132,33 @@ impl HubState {
                 vec![self.reply(ident, parent, "history_reply", content)]
             }
             "result_request" => {
-                let (content, buffers) = self.results(content);
-                let mut reply = self.reply(ident, parent, "result_reply", content);
-                if let Action::Reply { msg, .. } = &mut reply {
-                    msg.buffers = buffers;
-                }
-                vec![reply]
+                let pending = self.queues.pending_ids();
+                let (content, buffers) = record_queries::results(&self.records, &pending, content);
+                vec![self.reply_with(ident, parent, "result_reply", content, buffers)]
             }
             "db_request" => {
-                let (content, buffers) = self.db_query(content);
-                let mut reply = self.reply(ident, parent, "db_reply", content);
-                if let Action::Reply { msg, .. } = &mut reply {
-                    msg.buffers = buffers;
-                }
-                vec![reply]
+                let (content, buffers) = record_queries::db_query(&self.records, content);
+                vec![self.reply_with(ident, parent, "db_reply", content, buffers)]
             }
             "resubmit_request" => {
-                let (content, mut out) = self.resubmit(content);
-                out.insert(0, self.reply(ident, parent, "resubmit_reply", content));
+                let (content, msgs) =
+                    record_queries::resubmit(&mut self.records, &self.session, content);
+                let mut out = vec![self.reply(ident, parent, "resubmit_reply", content)];
+                out.extend(msgs.into_iter().map(Action::Resubmit));
                 out
             }
             "purge_request" => {
-                let content = self.purge(content);
+                let engines: Vec<String> = content
+                    .get("engine_ids")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64)
+                    .filter_map(|id| self.registry.get(id as u32))
+                    .map(|e| e.uuid.clone())
+                    .collect();
+                let content =
+                    record_queries::purge(&mut self.records, &mut self.queues, &engines, content);
                 vec![self.reply(ident, parent, "purge_reply", content)]
             }
             "shutdown_request" => {
@@ -223,35 +195,16 @@ impl HubState {
             warn!(content = %content, "registration_request without a uuid");
             return vec![self.registration_error(ident, "registration_request has no uuid")];
         };
-        if self.by_uuid.contains_key(uuid) {
-            warn!(uuid, "registration with a uuid already in use");
-            return vec![self.registration_error(ident, &format!("uuid {uuid:?} already in use"))];
-        }
         let requested = content.get("id").and_then(Value::as_u64).map(|i| i as u32);
-        let id = match requested {
-            Some(id) if !self.used_ids.contains(&id) => id,
-            _ => {
-                while self.used_ids.contains(&self.next_id) {
-                    self.next_id += 1;
-                }
-                self.next_id
+        let (id, beating) = match self.registry.register(uuid, requested, now) {
+            Ok(r) => r,
+            Err(Refused::UuidInUse) => {
+                warn!(uuid, "registration with a uuid already in use");
+                let evalue = format!("uuid {uuid:?} already in use");
+                return vec![self.registration_error(ident, &evalue)];
             }
         };
-        self.used_ids.insert(id);
-        let live = self.early_hearts.remove(uuid);
-        self.engines.insert(
-            id,
-            Engine {
-                id,
-                uuid: uuid.to_string(),
-                live: false,
-                registered: now,
-                queue: BTreeMap::new(),
-                tasks: BTreeMap::new(),
-                completed: Vec::new(),
-            },
-        );
-        self.by_uuid.insert(uuid.to_string(), id);
+        self.queues.add_engine(uuid);
         info!(engine_id = id, uuid, "registration requested");
         let content = json!({
             "id": id,
@@ -264,7 +217,7 @@ impl HubState {
             ident: ident.to_vec(),
             msg: self.session.msg("registration_reply", content),
         }];
-        if live {
+        if beating {
             out.extend(self.make_live(id));
         }
         out
@@ -281,10 +234,9 @@ impl HubState {
     }
 
     fn make_live(&mut self, id: u32) -> Vec<Action> {
-        let Some(e) = self.engines.get_mut(&id) else {
+        let Some(e) = self.registry.make_live(id) else {
             return Vec::new();
         };
-        e.live = true;
         info!(engine_id = id, uuid = %e.uuid, "engine is live");
         let uuid = e.uuid.clone();
         vec![
@@ -298,11 +250,11 @@ impl HubState {
 
     /// Removes an engine; only a live one is announced (a pending one was never known).
     fn unregister(&mut self, id: u32, why: &'static str) -> Vec<Action> {
-        let Some(e) = self.engines.remove(&id) else {
+        let Some(e) = self.registry.remove(id) else {
             warn!(engine_id = id, why, "unregistration of an unknown engine");
             return Vec::new();
         };
-        self.by_uuid.remove(&e.uuid);
+        self.queues.remove_engine(&e.uuid);
         info!(engine_id = id, uuid = %e.uuid, why, "engine unregistered");
         let mut out = vec![Action::ForgetHeart(e.uuid.clone())];
         if e.live {
@@ -315,35 +267,18 @@ impl HubState {
         out
     }
 
-    fn engine_by_uuid(&mut self, uuid: &str) -> Option<&mut Engine> {
-        let id = self.by_uuid.get(uuid)?;
-        self.engines.get_mut(id)
-    }
-
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
-    }
-
     /// Handles one event from another controller thread.
     pub(crate) fn handle_event(&mut self, event: HubEvent) -> Vec<Action> {
         match event {
-            HubEvent::NewHeart(uuid) => match self.by_uuid.get(&uuid).copied() {
-                Some(id) if !self.engines[&id].live => self.make_live(id),
-                Some(_) => Vec::new(),
-                None => {
-                    self.early_hearts.insert(uuid);
-                    Vec::new()
-                }
+            HubEvent::NewHeart(uuid) => match self.registry.heart_started(&uuid) {
+                Some(id) => self.make_live(id),
+                None => Vec::new(),
             },
-            HubEvent::StoppedHeart(uuid) => {
-                self.early_hearts.remove(&uuid);
-                match self.by_uuid.get(&uuid).copied() {
-                    Some(id) => self.unregister(id, "heart failure"),
-                    None => Vec::new(),
-                }
-            }
-            HubEvent::EngineShutdown(uuid) => match self.by_uuid.get(&uuid).copied() {
+            HubEvent::StoppedHeart(uuid) => match self.registry.heart_stopped(&uuid) {
+                Some(id) => self.unregister(id, "heart failure"),
+                None => Vec::new(),
+            },
+            HubEvent::EngineShutdown(uuid) => match self.registry.id_of(&uuid) {
                 Some(id) => self.unregister(id, "engine shutdown_reply"),
                 None => Vec::new(),
             },
@@ -353,304 +288,58 @@ impl HubState {
             }
             HubEvent::MuxRequest { engine, msg_id } => {
                 self.records.set_engine(&msg_id, &engine);
-                let seq = self.next_seq();
-                if let Some(e) = self.engine_by_uuid(&engine) {
-                    e.queue.insert(seq, msg_id.clone());
-                    self.history.push(msg_id);
-                }
+                self.queues.mux_request(&engine, msg_id);
                 Vec::new()
             }
             HubEvent::MuxReply { engine, msg_id } => {
-                if let Some(e) = self.engine_by_uuid(&engine) {
-                    e.queue.retain(|_, m| *m != msg_id);
-                    e.completed.push(msg_id);
-                }
+                self.queues.mux_reply(&engine, msg_id);
                 Vec::new()
             }
             HubEvent::TaskSubmitted { msg_id } => {
-                let seq = self.next_seq();
-                self.unassigned.insert(msg_id.clone(), seq);
-                self.history.push(msg_id);
+                self.queues.task_submitted(msg_id);
                 Vec::new()
             }
             HubEvent::TaskAssigned { engine, msg_id } => {
                 self.records.set_engine(&msg_id, &engine);
-                let seq = self.unassigned.remove(&msg_id).unwrap_or(0);
-                if let Some(e) = self.engine_by_uuid(&engine) {
-                    e.tasks.insert(seq, msg_id);
-                }
+                self.queues.task_assigned(&engine, msg_id);
                 Vec::new()
             }
             HubEvent::TaskDone { engine, msg_id } => {
-                if let Some(e) = self.engine_by_uuid(&engine) {
-                    e.tasks.retain(|_, m| *m != msg_id);
-                    e.completed.push(msg_id);
-                }
+                self.queues.task_done(&engine, msg_id);
                 Vec::new()
             }
             HubEvent::TaskFailed { engine, msg_id } => {
-                self.unassigned.remove(&msg_id);
-                if let Some(e) = engine.as_deref().and_then(|u| self.engine_by_uuid(u)) {
-                    e.tasks.retain(|_, m| *m != msg_id);
-                }
+                self.queues.task_failed(engine.as_deref(), &msg_id);
                 Vec::new()
             }
         }
     }
 
-    /// Purges registrations that never saw a heartbeat (ipyparallel's `purge_stalled`).
+    /// Logs registrations still waiting for a heartbeat past the registration timeout.
+    /// Unlike ipyparallel's `purge_stalled` they are never dropped: an engine slow to its
+    /// first heartbeat (a loaded machine) goes live whenever its heart answers.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let stalled: Vec<u32> = self
-            .engines
-            .values()
-            .filter(|e| !e.live && now.duration_since(e.registered) > self.registration_timeout)
-            .map(|e| e.id)
-            .collect();
-        stalled
-            .into_iter()
-            .flat_map(|id| self.unregister(id, "no heartbeat before registration timeout"))
-            .collect()
-    }
-
-    /// Every msg_id still waiting or running.
-    fn pending_ids(&self) -> HashSet<&str> {
-        let queued = self
-            .engines
-            .values()
-            .flat_map(|e| e.queue.values().chain(e.tasks.values()));
-        queued
-            .chain(self.unassigned.keys())
-            .map(String::as_str)
-            .collect()
-    }
-
-    /// ipyparallel's `purge_results`: forgets finished requests (corral keeps only their
-    /// msg_ids, in the history). `msg_ids` is `"all"` (every finished request) or a list,
-    /// where a pending or unknown id is an error; `engine_ids` forgets what those engines
-    /// completed, and their `completed` lists as well.
-    fn purge(&mut self, content: &Value) -> Value {
-        let mut drop: HashSet<String> = HashSet::new();
-        match content.get("msg_ids") {
-            Some(Value::String(all)) if all == "all" => {
-                let pending = self.pending_ids();
-                drop.extend(
-                    self.history
-                        .iter()
-                        .filter(|m| !pending.contains(m.as_str()))
-                        .cloned(),
-                );
-            }
-            Some(Value::Array(ids)) => {
-                let pending = self.pending_ids();
-                for id in ids.iter().filter_map(Value::as_str) {
-                    if pending.contains(id) {
-                        return error_content("IndexError", &format!("msg pending: {id:?}"));
-                    }
-                    if !self.history.iter().any(|m| m == id) && !self.records.contains(id) {
-                        return error_content("KeyError", &format!("No such msg: {id:?}"));
-                    }
-                    drop.insert(id.to_string());
-                }
-            }
-            _ => {}
-        }
-        if content.get("msg_ids").and_then(Value::as_str) == Some("all") {
-            let done = self.records.find(&json!({"completed": {"$ne": null}}));
-            let done: Vec<String> = done
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
-                .collect();
-            drop.extend(done);
-        }
-        let engine_ids = content.get("engine_ids").and_then(Value::as_array);
-        for eid in engine_ids.into_iter().flatten().filter_map(Value::as_u64) {
-            if let Some(e) = self.engines.get_mut(&(eid as u32)) {
-                drop.extend(e.completed.drain(..));
-                let query = json!({"engine_uuid": e.uuid, "completed": {"$ne": null}});
-                let done = self.records.find(&query).unwrap_or_default();
-                drop.extend(
-                    done.iter()
-                        .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
-                );
-            }
-        }
-        self.history.retain(|m| !drop.contains(m));
-        for m in &drop {
-            self.records.remove(m);
-        }
-        json!({"status": "ok"})
-    }
-
-    /// ipyparallel's `get_results`: pending/completed status of each msg_id (sorted,
-    /// deduplicated) and, unless `status_only`, the completed records and their result
-    /// buffers in msg_id order. An unknown msg_id is a `KeyError`.
-    fn results(&self, content: &Value) -> (Value, Vec<Vec<u8>>) {
-        let ids: BTreeSet<&str> = content
-            .get("msg_ids")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let status_only = content
-            .get("status_only")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let live = self.pending_ids();
-        let (mut pending, mut completed) = (Vec::new(), Vec::new());
-        let mut out = Map::new();
-        let mut buffers = Vec::new();
-        for id in ids {
-            match self.records.get(id) {
-                Some(rec) if rec.is_completed() => {
-                    completed.push(id);
-                    if !status_only {
-                        out.insert(id.to_string(), rec.result_entry());
-                        buffers.extend(rec.result_buffers.iter().flatten().cloned());
-                    }
-                }
-                Some(_) => pending.push(id),
-                None if live.contains(id) => pending.push(id),
-                None => {
-                    return (
-                        error_content("KeyError", &format!("'No such message: {id}'")),
-                        Vec::new(),
-                    )
-                }
-            }
-        }
-        out.insert("status".into(), json!("ok"));
-        out.insert("pending".into(), json!(pending));
-        out.insert("completed".into(), json!(completed));
-        (Value::Object(out), buffers)
-    }
-
-    /// ipyparallel's `db_query`: matching records reduced to `keys`; the request and
-    /// result buffers of each record follow in order when `keys` names them.
-    fn db_query(&self, content: &Value) -> (Value, Vec<Vec<u8>>) {
-        let empty = json!({});
-        let query = content.get("query").unwrap_or(&empty);
-        let keys: Option<Vec<String>> = match content.get("keys") {
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let found = match self.records.find(query) {
-            Ok(found) => found,
-            Err(e) => {
-                warn!(error = e, "db_request failed");
-                return (error_content("ValueError", &e), Vec::new());
-            }
-        };
-        let mut buffer_lens: Option<Vec<usize>> = None;
-        let mut result_buffer_lens: Option<Vec<usize>> = None;
-        if let Some(keys) = &keys {
-            if keys.iter().any(|k| k == "buffers") {
-                buffer_lens = Some(Vec::new());
-            }
-            if keys.iter().any(|k| k == "result_buffers") {
-                result_buffer_lens = Some(Vec::new());
-            }
-        }
-        let mut records = Vec::new();
-        let mut buffers = Vec::new();
-        for rec in found {
-            let (value, b, rb) = project(rec, keys.as_deref().filter(|k| !k.is_empty()));
-            let mut value = value;
-            if let Some(obj) = value.as_object_mut() {
-                obj.remove("buffers");
-                obj.remove("result_buffers");
-            }
-            records.push(value);
-            if let Some(lens) = &mut buffer_lens {
-                let b = b.unwrap_or_default();
-                lens.push(b.len());
-                buffers.extend(b.iter().cloned());
-            }
-            if let Some(lens) = &mut result_buffer_lens {
-                let rb = rb.unwrap_or_default();
-                lens.push(rb.len());
-                buffers.extend(rb.iter().cloned());
-            }
-        }
-        let content = json!({
-            "status": "ok",
-            "records": records,
-            "buffer_lens": buffer_lens,
-            "result_buffer_lens": result_buffer_lens,
-        });
-        (content, buffers)
-    }
-
-    /// ipyparallel's `resubmit_task`: each request is sent again into the task scheduler
-    /// with a fresh msg_id and date (same content and buffers), signed by the hub.
-    fn resubmit(&mut self, content: &Value) -> (Value, Vec<Action>) {
-        let ids: Vec<&str> = content
-            .get("msg_ids")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let missing: Vec<&str> = ids
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.records
-                    .get(id)
-                    .is_none_or(|r| !r.get("header").is_object())
-            })
-            .collect();
-        if !missing.is_empty() {
-            let evalue = format!("'No such msg(s): {missing:?}'");
-            return (error_content("KeyError", &evalue), Vec::new());
-        }
-        let mut resubmitted = Map::new();
-        let mut out = Vec::new();
-        for id in ids {
-            let Some(rec) = self.records.get(id) else {
-                continue;
-            };
-            let mut header = rec.get("header").clone();
-            let msg_type = header["msg_type"]
-                .as_str()
-                .unwrap_or("apply_request")
-                .to_string();
-            let mut msg = self.session.msg(&msg_type, rec.get("content").clone());
-            let new_id = msg.header.msg_id.clone();
-            header["msg_id"] = json!(new_id);
-            header["date"] = json!(msg.header.date);
-            let Ok(h) = serde_json::from_value::<Header>(header.clone()) else {
-                warn!(msg_id = id, "stored header does not parse; not resubmitted");
-                continue;
-            };
-            msg.header = h;
-            msg.buffers = rec.buffers.clone();
-            let (metadata, content, buffers) = (
-                msg.metadata.clone(),
-                msg.content.clone(),
-                msg.buffers.clone(),
+        for e in self.registry.newly_late(now) {
+            warn!(
+                engine_id = e.id,
+                uuid = %e.uuid,
+                "no heartbeat yet, past the registration timeout; still waiting"
             );
-            self.records
-                .add_request(header, metadata, content, buffers, "task", None);
-            self.records.set_resubmitted(id, &new_id);
-            resubmitted.insert(id.to_string(), json!(new_id));
-            out.push(Action::Resubmit(msg));
         }
-        (json!({"status": "ok", "resubmitted": resubmitted}), out)
+        Vec::new()
     }
 
-    /// Live engines selected by a request's `targets` (ints; null or absent = all).
-    fn targeted(&self, content: &Value) -> Vec<&Engine> {
+    /// Live engines (id, uuid) selected by a request's `targets` (ints; null or absent =
+    /// all).
+    fn targeted(&self, content: &Value) -> Vec<(u32, String)> {
         let wanted: Option<Vec<u64>> = content
             .get("targets")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_u64).collect());
-        self.engines
-            .values()
-            .filter(|e| e.live)
+        self.registry
+            .live()
             .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&(e.id as u64))))
+            .map(|e| (e.id, e.uuid.clone()))
             .collect()
     }
 
@@ -661,27 +350,10 @@ impl HubState {
             .unwrap_or(false);
         let mut out = Map::new();
         out.insert("status".into(), json!("ok"));
-        for e in self.targeted(content) {
-            let entry = if verbose {
-                json!({
-                    "queue": e.queue.values().collect::<Vec<_>>(),
-                    "completed": e.completed,
-                    "tasks": e.tasks.values().collect::<Vec<_>>(),
-                })
-            } else {
-                json!({"queue": e.queue.len(), "completed": e.completed.len(), "tasks": e.tasks.len()})
-            };
-            out.insert(e.id.to_string(), entry);
+        for (id, uuid) in self.targeted(content) {
+            out.insert(id.to_string(), self.queues.status(&uuid, verbose));
         }
-        let unassigned = if verbose {
-            let mut ids: Vec<(&u64, &String)> =
-                self.unassigned.iter().map(|(m, s)| (s, m)).collect();
-            ids.sort();
-            json!(ids.into_iter().map(|(_, m)| m).collect::<Vec<_>>())
-        } else {
-            json!(self.unassigned.len())
-        };
-        out.insert("unassigned".into(), unassigned);
+        out.insert("unassigned".into(), self.queues.unassigned_status(verbose));
         Value::Object(out)
     }
 }
@@ -734,6 +406,107 @@ mod tests {
         let id = replies(&acts)[0].content["id"].as_u64().unwrap();
         hub.handle_event(HubEvent::NewHeart(uuid.into()));
         id
+    }
+
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KINDS: [&str; 15] = [
+            "registration_request",
+            "unregistration_request",
+            "connection_request",
+            "queue_request",
+            "load_request",
+            "history_request",
+            "result_request",
+            "db_request",
+            "resubmit_request",
+            "purge_request",
+            "shutdown_request",
+            "become_dask_request",
+            "apply_request",
+            "status",
+            "",
+        ];
+        const FIELDS: [&str; 12] = [
+            "uuid",
+            "id",
+            "targets",
+            "verbose",
+            "msg_ids",
+            "engine_ids",
+            "status_only",
+            "query",
+            "keys",
+            "$ne",
+            "completed",
+            "msg_id",
+        ];
+
+        /// Any JSON, with keys the hub reads over-represented.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                prop_oneof![
+                    Just("all".to_string()),
+                    "[a-z$]{0,6}".prop_map(String::from)
+                ]
+                .prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::vec(
+                        (
+                            prop::sample::select(FIELDS.to_vec()).prop_map(String::from),
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any signed request, however ill-formed its content, gets exactly one reply
+            /// of the matching type (or none for unregistration and non-requests), and the
+            /// hub keeps serving.
+            #[test]
+            fn every_request_gets_one_well_typed_reply_or_a_logged_drop(
+                queries in prop::collection::vec(
+                    (prop::sample::select(KINDS.to_vec()), json()), 1..12),
+            ) {
+                let mut hub = state();
+                live_engine(&mut hub, "a");
+                record_request(&mut hub, "1");
+                record_reply(&mut hub, "1");
+                for (kind, content) in queries {
+                    let acts = hub.handle_query(b"c", &request(kind, content), Instant::now());
+                    let got = replies(&acts);
+                    match kind {
+                        "unregistration_request" | "apply_request" | "status" | "" => {
+                            prop_assert!(got.len() <= usize::from(kind == "apply_request"));
+                        }
+                        _ if kind.ends_with("_request") => {
+                            prop_assert_eq!(got.len(), 1);
+                            prop_assert_eq!(got[0].msg_type(), reply_type(kind));
+                            prop_assert!(got[0].content["status"].is_string());
+                        }
+                        _ => prop_assert!(got.is_empty()),
+                    }
+                }
+                let acts = hub.handle_query(
+                    b"c", &request("connection_request", json!({})), Instant::now());
+                prop_assert_eq!(replies(&acts)[0].content["status"].as_str(), Some("ok"));
+            }
+        }
     }
 
     #[test]
@@ -1114,7 +887,7 @@ mod tests {
     }
 
     #[test]
-    fn stalled_registrations_are_purged_silently_and_dead_hearts_unregister() {
+    fn late_registrations_are_kept_until_their_heart_beats_and_dead_hearts_unregister() {
         let mut hub = state();
         let t0 = Instant::now();
         hub.handle_query(
@@ -1124,8 +897,17 @@ mod tests {
         );
         live_engine(&mut hub, "a");
         let acts = hub.tick(t0 + Duration::from_secs(31));
-        assert!(notifications(&acts).is_empty());
-        assert_eq!(hub.pending_count(), 0);
+        assert!(acts.is_empty(), "a late registration is not dropped");
+        assert_eq!(
+            hub.pending_count(),
+            0,
+            "no fast pings for a late registration"
+        );
+        assert!(hub.tick(t0 + Duration::from_secs(600)).is_empty());
+        let acts = hub.handle_event(HubEvent::NewHeart("p".into()));
+        let note = notifications(&acts)[0];
+        assert_eq!(note.msg_type(), "registration_notification");
+        assert_eq!(note.content["uuid"], "p");
         let acts = hub.handle_event(HubEvent::StoppedHeart("a".into()));
         assert_eq!(
             notifications(&acts)[0].msg_type(),

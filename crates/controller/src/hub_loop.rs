@@ -1,14 +1,14 @@
 //! The hub thread: serves the query ROUTER, publishes notifications, and applies events
 //! from the other threads to [`HubState`].
 
-use corral_wire::{Message, Signer};
-use crossbeam_channel::{Receiver, Sender};
+use corral_wire::{DigestHistory, Message, Signer};
+use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::events::{EngineEvent, HeartCommand, HubEvent};
+use crate::events::{EngineEvent, HeartCommand, HubReceiver};
 use crate::hub::{Action, HubState};
 use crate::sockets::{readable, recv_frames, send_bytes, views};
 use crate::stop::Stop;
@@ -26,7 +26,11 @@ pub(crate) struct HubLoop {
     pub resubmit: zmq::Socket,
     pub state: HubState,
     pub signer: Signer,
-    pub events: Receiver<HubEvent>,
+    /// Signatures already accepted on the query ROUTER: a replayed request (the same
+    /// signed bytes again, e.g. a captured `purge_request` or `shutdown_request`) is
+    /// dropped. The relays keep none; the engines check what reaches them.
+    pub digests: DigestHistory,
+    pub events: HubReceiver,
     /// One sender per scheduler interested in the engine set.
     pub engine_watchers: Vec<Sender<EngineEvent>>,
     pub heart: Sender<HeartCommand>,
@@ -82,6 +86,12 @@ impl HubLoop {
                 return Vec::new();
             }
         };
+        // The signature frame follows the delimiter, which follows the idents.
+        let signature = frames.get(msg.idents.len() + 1).map_or(&[][..], |f| &f[..]);
+        if let Err(error) = self.digests.check(signature) {
+            warn!(socket = "registration", %error, msg_type = msg.msg_type(), "dropped replayed message");
+            return Vec::new();
+        }
         let Some(ident) = msg.idents.first() else {
             warn!(
                 socket = "registration",
@@ -105,11 +115,15 @@ impl HubLoop {
                 }
                 Action::Engines(event) => {
                     for w in &self.engine_watchers {
-                        let _ = w.send(event.clone());
+                        if let Err(e) = w.try_send(event.clone()) {
+                            error!(error = %e, "engine event lost: a scheduler is not keeping up");
+                        }
                     }
                 }
                 Action::ForgetHeart(uuid) => {
-                    let _ = self.heart.send(HeartCommand::Forget(uuid));
+                    if let Err(e) = self.heart.try_send(HeartCommand::Forget(uuid)) {
+                        warn!(error = %e, "heartbeat command lost: the heart thread is behind");
+                    }
                 }
                 Action::Resubmit(msg) => {
                     send_bytes(&self.resubmit, msg.encode(&self.signer), "resubmit");

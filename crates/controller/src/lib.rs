@@ -1,20 +1,46 @@
 //! corral's controller: ipyparallel 9.2's controller in Rust, wire-compatible with stock
-//! clients and engines. Each component runs on its own thread with its own sockets;
-//! they talk to the hub over unbounded channels so forwarding never waits on it.
+//! clients and engines. Each component runs on its own thread with its own sockets; they
+//! talk to the hub over channels so that forwarding never waits on it.
 //!
+//! Modules, by job:
 //! - [`config`]: [`ControllerConfig`], what to bind and where the files go.
-//! - [`sockets`]: binding on random ports, zero-copy multipart receive, signature checks.
-//! - [`hub`]: registration and query logic (ids, liveness, queue counts), socket-free.
-//! - [`records`]: the in-memory task records behind result/db/history/resubmit queries;
-//!   relays send the hub copies of requests, replies and IOPub output to fill them.
-//! - [`hub_loop`]: the hub thread: query ROUTER + notification PUB around [`hub`].
-//! - [`heartbeat`]: ping PUB / pong ROUTER; new and stopped hearts.
-//! - [`relay`]: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
-//! - [`iopub`]: engines' IOPub → clients, unchanged.
-//! - [`task`]: the load-balancing task scheduler (leastload).
-//! - [`dependency`]: the task scheduler's rules: after/follow, retries, timeouts.
-//! - [`broadcast`]: the broadcast scheduler (root and leaves in one thread).
 //! - [`cli`]: the `corral controller` command line, shared by the binary and Python.
+//! - [`error`]: [`ControllerError`], what can stop a controller from starting.
+//! - `sockets`: binding on random ports, zero-copy multipart receive, signature checks.
+//! - `stop`: the stop signal every thread polls.
+//! - `events`: what the threads tell the hub, and what the hub tells them.
+//! - `hub`: registration and query logic, socket-free: takes requests and events,
+//!   returns actions. Its state is split by job:
+//!   - `registry`: engine ids, uuids and liveness (pending until the first pong);
+//!   - `queues`: queue accounting (outstanding, completed, unassigned, history);
+//!   - `records`: the in-memory task records, filled from the relays' copies;
+//!   - `record_queries`: purge, result, db and resubmit queries over those records.
+//! - `reply`: reply types and ipyparallel's error content, shared by every thread.
+//! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
+//! - `heartbeat`: ping PUB / pong ROUTER; new and stopped hearts.
+//! - `relay`: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
+//! - `iopub`: engines' IOPub → clients, unchanged.
+//! - `task`: the load-balancing task scheduler (leastload).
+//! - `dependency`: the task scheduler's rules: after/follow, retries, timeouts.
+//! - `broadcast`: the broadcast scheduler (root and leaves in one thread).
+//! - `coalesce`: combines a coalescing broadcast's replies into one.
+//!
+//! The wiring, all of it in [`Controller::start`]: sockets bound on `config.ip`, one
+//! thread each (`corral-*`), `==>` a crossbeam channel between threads.
+//!
+//! ```text
+//!  client-facing sockets      thread              engine-facing sockets
+//!  registration ROUTER <----> corral-hub <------> (the same ROUTER: registration)
+//!  notification PUB    <----'  ^  |  |
+//!     HubEvent (counts, copies)|  |  '==> corral-heart <--> hb_ping PUB / hb_pong ROUTER
+//!     from heart, mux, task, ==' |        HeartCommand        (new/stopped hearts ==> hub)
+//!     iopub                      '==> EngineEvent (up/down) ==> corral-task, corral-bcast
+//!  mux_in ROUTER       <----> corral-mux     <--> mux_out ROUTER
+//!  control_in ROUTER   <----> corral-control <--> control_out ROUTER
+//!  task_in ROUTER      <----> corral-task    <--> task_out ROUTER  (+ the hub's resubmit DEALER)
+//!  broadcast ROUTER    <----> corral-bcast   <--> 2 leaf ROUTERs
+//!  iopub PUB           <----- corral-iopub   <--- iopub SUB
+//! ```
 
 pub mod cli;
 pub mod config;
@@ -28,8 +54,12 @@ mod heartbeat;
 mod hub;
 mod hub_loop;
 mod iopub;
+mod queues;
+mod record_queries;
 mod records;
+mod registry;
 mod relay;
+mod reply;
 mod sockets;
 mod stop;
 mod task;
@@ -47,7 +77,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use crate::sockets::{bind_port, bind_random, opt, socket, RELAY_HWM};
+use crate::sockets::{bind_port, bind_random, opt, socket};
 use crate::stop::Stop;
 
 /// The body of one controller thread.
@@ -67,30 +97,42 @@ impl Controller {
     /// (mode 0600) and starts the threads. Errors only for local problems (bind, files).
     pub fn start(config: ControllerConfig) -> Result<Controller> {
         let key = config.key.clone().unwrap_or_else(new_id);
+        if key.is_empty() {
+            if !config.insecure {
+                return Err(ControllerError::EmptyKey);
+            }
+            warn!("!!! INSECURE: the cluster key is empty; messages are NOT signed and anyone who can reach these ports can run code on the engines !!!");
+        }
         let ip = config.ip.as_str();
         let ctx = zmq::Context::new();
         use zmq::SocketType::{PUB, ROUTER, SUB};
+        let max = config.max_message_size;
+        let peer = |kind, name| peer_socket(&ctx, kind, name, max);
+        let hwm = config.hwm;
+        let relay = |name, identity: &[u8]| relay_socket(&ctx, ip, name, identity, max, hwm);
 
-        let (query, registration) = bind_random(&ctx, ROUTER, ip, "registration")?;
+        let query = peer(ROUTER, "registration")?;
+        let registration = bind_port(&query, ip, "registration")?;
         let (notify, notification) = bind_random(&ctx, PUB, ip, "notification")?;
         let (hb_ping_sock, hb_ping) = bind_random(&ctx, PUB, ip, "hb_ping")?;
-        let (hb_pong_sock, hb_pong) = bind_random(&ctx, ROUTER, ip, "hb_pong")?;
-        let (mux_in, mux_client) = relay_socket(&ctx, ip, "mux_in", b"mux_in")?;
-        let (mux_out, mux_engine) = relay_socket(&ctx, ip, "mux_out", b"mux_out")?;
-        let (control_in, control_client) = relay_socket(&ctx, ip, "control_in", b"control_in")?;
-        let (control_out, control_engine) = relay_socket(&ctx, ip, "control_out", b"control_out")?;
-        let (task_in, task_client) = relay_socket(&ctx, ip, "task_in", b"task_in")?;
-        let (task_out, task_engine) = relay_socket(&ctx, ip, "task_out", b"task_out")?;
-        let iopub_sub = socket(&ctx, SUB, "iopub_in")?;
-        opt("iopub_in", iopub_sub.set_rcvhwm(RELAY_HWM))?;
+        let hb_pong_sock = peer(ROUTER, "hb_pong")?;
+        let hb_pong = bind_port(&hb_pong_sock, ip, "hb_pong")?;
+        let (mux_in, mux_client) = relay("mux_in", b"mux_in")?;
+        let (mux_out, mux_engine) = relay("mux_out", b"mux_out")?;
+        let (control_in, control_client) = relay("control_in", b"control_in")?;
+        let (control_out, control_engine) = relay("control_out", b"control_out")?;
+        let (task_in, task_client) = relay("task_in", b"task_in")?;
+        let (task_out, task_engine) = relay("task_out", b"task_out")?;
+        let iopub_sub = peer(SUB, "iopub_in")?;
+        opt("iopub_in", iopub_sub.set_rcvhwm(hwm))?;
         opt("iopub_in", iopub_sub.set_subscribe(b""))?;
         let iopub_engine = bind_port(&iopub_sub, ip, "iopub_in")?;
         let iopub_pub = socket(&ctx, PUB, "iopub_out")?;
-        opt("iopub_out", iopub_pub.set_sndhwm(RELAY_HWM))?;
+        opt("iopub_out", iopub_pub.set_sndhwm(hwm))?;
         let iopub_client = bind_port(&iopub_pub, ip, "iopub_out")?;
-        let (bcast_in, bcast_client) = relay_socket(&ctx, ip, "broadcast", b"sub_scheduler_0")?;
-        let (leaf0, leaf0_port) = relay_socket(&ctx, ip, "broadcast_leaf", b"sub_scheduler_00")?;
-        let (leaf1, leaf1_port) = relay_socket(&ctx, ip, "broadcast_leaf", b"sub_scheduler_01")?;
+        let (bcast_in, bcast_client) = relay("broadcast", b"sub_scheduler_0")?;
+        let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
+        let (leaf1, leaf1_port) = relay("broadcast_leaf", b"sub_scheduler_01")?;
 
         let location = hostname().unwrap_or_else(|| ip.to_string());
         let interface = format!("tcp://{ip}");
@@ -160,10 +202,10 @@ impl Controller {
         let signer = session.signer.clone();
         let stop = Arc::new(Stop::default());
         let pending = Arc::new(AtomicUsize::new(0));
-        let (hub_tx, hub_rx) = crossbeam_channel::unbounded();
-        let (heart_tx, heart_rx) = crossbeam_channel::unbounded();
-        let (task_eng_tx, task_eng_rx) = crossbeam_channel::unbounded();
-        let (bcast_eng_tx, bcast_eng_rx) = crossbeam_channel::unbounded();
+        let (hub_tx, hub_rx) = events::hub_channel(events::HUB_EVENTS, events::RECORD_BYTES);
+        let (heart_tx, heart_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
+        let (task_eng_tx, task_eng_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
+        let (bcast_eng_tx, bcast_eng_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
 
         let resubmit = sockets::socket(&ctx, zmq::SocketType::DEALER, "resubmit")?;
         sockets::opt("resubmit", resubmit.set_identity(b"corral_hub_resubmit"))?;
@@ -186,18 +228,30 @@ impl Controller {
             state: hub::HubState::new(
                 Session::new(key.as_bytes()),
                 config.hb_period_ms,
-                Duration::from_millis(config.registration_timeout_ms()),
+                config.registration_timeout(),
                 connection_info,
             ),
             signer: signer.clone(),
+            digests: corral_wire::DigestHistory::default(),
             events: hub_rx,
             engine_watchers: vec![task_eng_tx, bcast_eng_tx],
             heart: heart_tx,
             pending: pending.clone(),
             stop: stop.clone(),
         };
+        let monitors = vec![
+            (
+                heartbeat::Watched::HbPong,
+                sockets::monitor(&ctx, &hb_pong_sock, "hb_pong")?,
+            ),
+            (
+                heartbeat::Watched::Control,
+                sockets::monitor(&ctx, &control_out, "control_out")?,
+            ),
+        ];
         let heart = heartbeat::HeartLoop {
             ping: hb_ping_sock,
+            monitors,
             pong: hb_pong_sock,
             hearts: heartbeat::Hearts::new(
                 Duration::from_millis(config.hb_period_ms),
@@ -333,6 +387,19 @@ impl Drop for Controller {
     }
 }
 
+/// A socket that receives from clients or engines: frames over `max_message_size`
+/// bytes drop the sender's connection before anything is buffered or verified.
+fn peer_socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    name: &'static str,
+    max_message_size: i64,
+) -> Result<zmq::Socket> {
+    let sock = socket(ctx, kind, name)?;
+    opt(name, sock.set_maxmsgsize(max_message_size))?;
+    Ok(sock)
+}
+
 /// A ROUTER with an identity (what engines see as the relay's id), ROUTER_MANDATORY so
 /// a message to an unknown peer is an error instead of silent loss, and generous HWMs.
 fn relay_socket(
@@ -340,12 +407,14 @@ fn relay_socket(
     ip: &str,
     name: &'static str,
     identity: &[u8],
+    max_message_size: i64,
+    hwm: i32,
 ) -> Result<(zmq::Socket, u16)> {
-    let sock = socket(ctx, zmq::SocketType::ROUTER, name)?;
+    let sock = peer_socket(ctx, zmq::SocketType::ROUTER, name, max_message_size)?;
     opt(name, sock.set_identity(identity))?;
     opt(name, sock.set_router_mandatory(true))?;
-    opt(name, sock.set_sndhwm(RELAY_HWM))?;
-    opt(name, sock.set_rcvhwm(RELAY_HWM))?;
+    opt(name, sock.set_sndhwm(hwm))?;
+    opt(name, sock.set_rcvhwm(hwm))?;
     let port = bind_port(&sock, ip, name)?;
     Ok((sock, port))
 }

@@ -1,0 +1,224 @@
+//! The hub's database queries, beside the records they read ([`crate::records`]):
+//! `purge_request`, `result_request`, `db_request` and `resubmit_request`, as
+//! ipyparallel's hub answers them. Plain functions over the records and queue accounting;
+//! the hub turns their results into replies.
+
+use corral_wire::{Header, Message, Session};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeSet, HashSet};
+use tracing::warn;
+
+use crate::queues::Queues;
+use crate::records::{project, Records};
+use crate::reply::error_content;
+
+/// ipyparallel's `purge_results`: forgets the records of finished requests. `msg_ids` is
+/// `"all"` (every completed record) or a list, where a pending or unknown id is an
+/// error; `engines` (the uuids of the request's `engine_ids`) forgets what those engines
+/// completed, and their `completed` lists too.
+pub(crate) fn purge(
+    records: &mut Records,
+    queues: &mut Queues,
+    engines: &[String],
+    content: &Value,
+) -> Value {
+    let mut drop: HashSet<String> = HashSet::new();
+    match content.get("msg_ids") {
+        Some(Value::String(all)) if all == "all" => {
+            // ipyparallel: `drop_matching_records({"completed": {"$ne": None}})`.
+            let done = records.find(&json!({"completed": {"$ne": null}}));
+            drop.extend(
+                done.unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
+            );
+        }
+        Some(Value::Array(ids)) => {
+            let pending = queues.pending_ids();
+            for id in ids.iter().filter_map(Value::as_str) {
+                if pending.contains(id) {
+                    return error_content("IndexError", &format!("msg pending: {id:?}"));
+                }
+                if !records.contains(id) {
+                    return error_content("KeyError", &format!("No such msg: {id:?}"));
+                }
+                drop.insert(id.to_string());
+            }
+        }
+        _ => {}
+    }
+    for uuid in engines {
+        drop.extend(queues.drain_completed(uuid));
+        let query = json!({"engine_uuid": uuid, "completed": {"$ne": null}});
+        let done = records.find(&query).unwrap_or_default();
+        drop.extend(
+            done.iter()
+                .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
+        );
+    }
+    for m in &drop {
+        records.remove(m);
+    }
+    json!({"status": "ok"})
+}
+
+/// ipyparallel's `get_results`: pending/completed status of each msg_id (sorted,
+/// deduplicated) and, unless `status_only`, the completed records and their result
+/// buffers in msg_id order. An unknown msg_id is a `KeyError`.
+pub(crate) fn results(
+    records: &Records,
+    pending_ids: &HashSet<&str>,
+    content: &Value,
+) -> (Value, Vec<Vec<u8>>) {
+    let ids: BTreeSet<&str> = content
+        .get("msg_ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let status_only = content
+        .get("status_only")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (mut pending, mut completed) = (Vec::new(), Vec::new());
+    let mut out = Map::new();
+    let mut buffers = Vec::new();
+    for id in ids {
+        match records.get(id) {
+            Some(rec) if rec.is_completed() => {
+                completed.push(id);
+                if !status_only {
+                    out.insert(id.to_string(), rec.result_entry());
+                    buffers.extend(rec.result_buffers.iter().flatten().cloned());
+                }
+            }
+            Some(_) => pending.push(id),
+            None if pending_ids.contains(id) => pending.push(id),
+            None => {
+                return (
+                    error_content("KeyError", &format!("'No such message: {id}'")),
+                    Vec::new(),
+                )
+            }
+        }
+    }
+    out.insert("status".into(), json!("ok"));
+    out.insert("pending".into(), json!(pending));
+    out.insert("completed".into(), json!(completed));
+    (Value::Object(out), buffers)
+}
+
+/// ipyparallel's `db_query`: matching records reduced to `keys`; the request and
+/// result buffers of each record follow in order when `keys` names them.
+pub(crate) fn db_query(records: &Records, content: &Value) -> (Value, Vec<Vec<u8>>) {
+    let empty = json!({});
+    let query = content.get("query").unwrap_or(&empty);
+    let keys: Option<Vec<String>> = match content.get("keys") {
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+        ),
+        _ => None,
+    };
+    let found = match records.find(query) {
+        Ok(found) => found,
+        Err(e) => {
+            warn!(error = e, "db_request failed");
+            return (error_content("ValueError", &e), Vec::new());
+        }
+    };
+    let mut buffer_lens: Option<Vec<usize>> = None;
+    let mut result_buffer_lens: Option<Vec<usize>> = None;
+    if let Some(keys) = &keys {
+        if keys.iter().any(|k| k == "buffers") {
+            buffer_lens = Some(Vec::new());
+        }
+        if keys.iter().any(|k| k == "result_buffers") {
+            result_buffer_lens = Some(Vec::new());
+        }
+    }
+    let mut out = Vec::new();
+    let mut buffers = Vec::new();
+    for rec in found {
+        let (mut value, b, rb) = project(rec, keys.as_deref().filter(|k| !k.is_empty()));
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("buffers");
+            obj.remove("result_buffers");
+        }
+        out.push(value);
+        if let Some(lens) = &mut buffer_lens {
+            let b = b.unwrap_or_default();
+            lens.push(b.len());
+            buffers.extend(b.iter().cloned());
+        }
+        if let Some(lens) = &mut result_buffer_lens {
+            let rb = rb.unwrap_or_default();
+            lens.push(rb.len());
+            buffers.extend(rb.iter().cloned());
+        }
+    }
+    let content = json!({
+        "status": "ok",
+        "records": out,
+        "buffer_lens": buffer_lens,
+        "result_buffer_lens": result_buffer_lens,
+    });
+    (content, buffers)
+}
+
+/// ipyparallel's `resubmit_task`: each request is built again for the task scheduler
+/// with a fresh msg_id and date (same content and buffers), signed by the hub; the
+/// returned messages are what to send.
+pub(crate) fn resubmit(
+    records: &mut Records,
+    session: &Session,
+    content: &Value,
+) -> (Value, Vec<Message>) {
+    let ids: Vec<&str> = content
+        .get("msg_ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let missing: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| records.get(id).is_none_or(|r| !r.get("header").is_object()))
+        .collect();
+    if !missing.is_empty() {
+        let evalue = format!("'No such msg(s): {missing:?}'");
+        return (error_content("KeyError", &evalue), Vec::new());
+    }
+    let mut resubmitted = Map::new();
+    let mut out = Vec::new();
+    for id in ids {
+        let Some(rec) = records.get(id) else {
+            continue;
+        };
+        let mut header = rec.get("header").clone();
+        let msg_type = header["msg_type"]
+            .as_str()
+            .unwrap_or("apply_request")
+            .to_string();
+        let mut msg = session.msg(&msg_type, rec.get("content").clone());
+        let new_id = msg.header.msg_id.clone();
+        header["msg_id"] = json!(new_id);
+        header["date"] = json!(msg.header.date);
+        let Ok(h) = serde_json::from_value::<Header>(header.clone()) else {
+            warn!(msg_id = id, "stored header does not parse; not resubmitted");
+            continue;
+        };
+        msg.header = h;
+        msg.buffers = rec.buffers.clone();
+        let (metadata, content, buffers) = (
+            msg.metadata.clone(),
+            msg.content.clone(),
+            msg.buffers.clone(),
+        );
+        records.add_request(header, metadata, content, buffers, "task", None);
+        records.set_resubmitted(id, &new_id);
+        resubmitted.insert(id.to_string(), json!(new_id));
+        out.push(msg);
+    }
+    (json!({"status": "ok", "resubmitted": resubmitted}), out)
+}
