@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Finished tasks whose outcome the scheduler remembers for dependencies: generous (a
-/// pipeline rarely depends on a task a quarter of a million tasks old), and small in
-/// memory (about 100 bytes per task, engine names shared).
-pub(crate) const HISTORY_LIMIT: usize = 1 << 18;
+/// pipeline rarely depends on a task 65,536 tasks old), and about 8 MB at most (some 130
+/// bytes per task, engine names shared).
+pub(crate) const HISTORY_LIMIT: usize = 1 << 16;
 
 /// A set of msg_ids with ipyparallel's flags. `all`: every id must count (else any
 /// one); `success`/`failure`: which outcomes count. A plain list means all, success only.
