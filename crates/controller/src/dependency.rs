@@ -4,17 +4,24 @@
 //!
 //! - [`Dependency`]: `after` (time) and `follow` (location) constraints, parsed from a
 //!   plain msg_id list or the `{"dependencies", "all", "success", "failure"}` dict.
-//! - [`History`]: every msg_id the scheduler has seen and, for finished ones, where they
-//!   ran and whether they succeeded. Unbounded, as in ipyparallel (`all_ids`,
-//!   `all_completed`, `all_failed`, `destinations`): a dependency may name any task of
-//!   the session, so forgetting one would turn a valid dependency into an invalid one.
-//!   It costs roughly one msg_id and one engine uuid per task.
+//! - [`History`]: the msg_ids the scheduler has seen and, for finished ones, where they
+//!   ran and whether they succeeded (ipyparallel's `all_ids`, `all_completed`,
+//!   `all_failed`, `destinations`). ipyparallel keeps these forever; corral keeps the
+//!   last [`HISTORY_LIMIT`] finished tasks, so that a long session's scheduler does not
+//!   grow without end. A dependency on a task older than that is unknown, and unknown
+//!   dependencies are invalid, as they are in ipyparallel.
 //! - [`triage`], [`eligible`], [`stuck`], [`after_reply`]: what to do with a waiting
 //!   task, which engines may take it, when it can never run, and what a reply means.
 
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Finished tasks whose outcome the scheduler remembers for dependencies: generous (a
+/// pipeline rarely depends on a task 65,536 tasks old), and about 8 MB at most (some 130
+/// bytes per task, engine names shared).
+pub(crate) const HISTORY_LIMIT: usize = 1 << 16;
 
 /// A set of msg_ids with ipyparallel's flags. `all`: every id must count (else any
 /// one); `success`/`failure`: which outcomes count. A plain list means all, success only.
@@ -37,37 +44,79 @@ impl Default for Dependency {
     }
 }
 
-/// How a finished task ended and where (`None`: failed by the scheduler itself).
+/// How a finished task ended and where (`None`: failed by the scheduler itself). Engine
+/// names are shared with the scheduler's engine table.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Finished {
-    pub engine: Option<String>,
+    pub engine: Option<Arc<str>>,
     pub success: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct History {
-    seen: HashSet<String>,
-    finished: HashMap<String, Finished>,
+    /// Seen msg_ids; `Some` once finished.
+    tasks: HashMap<Arc<str>, Option<Finished>>,
+    /// Finished msg_ids, oldest first: the eviction order.
+    finished_order: VecDeque<Arc<str>>,
+    limit: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::with_limit(HISTORY_LIMIT)
+    }
 }
 
 impl History {
-    pub fn saw(&mut self, msg_id: &str) {
-        self.seen.insert(msg_id.to_string());
+    pub fn with_limit(limit: usize) -> Self {
+        History {
+            tasks: HashMap::new(),
+            finished_order: VecDeque::new(),
+            limit: limit.max(1),
+        }
     }
 
-    pub fn finish(&mut self, msg_id: &str, engine: Option<&str>, success: bool) {
-        self.seen.insert(msg_id.to_string());
-        self.finished.insert(
-            msg_id.to_string(),
-            Finished {
-                engine: engine.map(str::to_string),
-                success,
-            },
-        );
+    pub fn saw(&mut self, msg_id: &str) {
+        if !self.tasks.contains_key(msg_id) {
+            self.tasks.insert(Arc::from(msg_id), None);
+        }
+    }
+
+    pub fn knows(&self, msg_id: &str) -> bool {
+        self.tasks.contains_key(msg_id)
+    }
+
+    pub fn finish(&mut self, msg_id: &str, engine: Option<Arc<str>>, success: bool) {
+        let outcome = Some(Finished { engine, success });
+        match self.tasks.get_key_value(msg_id) {
+            Some((key, previous)) => {
+                let key = key.clone();
+                if previous.is_none() {
+                    self.finished_order.push_back(key.clone());
+                }
+                self.tasks.insert(key, outcome);
+            }
+            None => {
+                let key: Arc<str> = Arc::from(msg_id);
+                self.finished_order.push_back(key.clone());
+                self.tasks.insert(key, outcome);
+            }
+        }
+        while self.finished_order.len() > self.limit {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.tasks.remove(&old);
+            }
+        }
     }
 
     pub fn get(&self, msg_id: &str) -> Option<&Finished> {
-        self.finished.get(msg_id)
+        self.tasks.get(msg_id).and_then(Option::as_ref)
+    }
+
+    /// How many msg_ids are remembered (seen or finished).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.tasks.len()
     }
 }
 
@@ -179,7 +228,7 @@ impl Dependency {
             if self.counts(f) {
                 match &f.engine {
                     Some(e) => {
-                        dests.insert(e.as_str());
+                        dests.insert(&**e);
                     }
                     None => return true,
                 }
@@ -221,11 +270,7 @@ impl Failure {
 /// (ipyparallel's `dep.difference(all_ids)`); one already impossible fails now.
 pub(crate) fn admit(msg_id: &str, c: &Constraints, h: &History) -> Result<(), Failure> {
     for dep in [&c.after, &c.follow] {
-        if dep
-            .ids
-            .iter()
-            .any(|id| id == msg_id || !h.seen.contains(id))
-        {
+        if dep.ids.iter().any(|id| id == msg_id || !h.knows(id)) {
             return Err(Failure::Invalid);
         }
     }
@@ -274,13 +319,14 @@ pub(crate) fn eligible(engine: &str, c: &Constraints, h: &History) -> bool {
 /// The task names targets and none of them is live and not blacklisted, so it can
 /// never run (ipyparallel fails it). Without targets a task whose every engine is
 /// blacklisted waits instead, for a new engine or its timeout. While no engine is live
-/// at all, tasks wait for the first one.
-pub(crate) fn stuck(live: &[&str], c: &Constraints) -> bool {
+/// at all (`live_count` 0), tasks wait for the first one.
+pub(crate) fn stuck(c: &Constraints, live_count: usize, is_live: impl Fn(&str) -> bool) -> bool {
     !c.targets.is_empty()
-        && !live.is_empty()
-        && !live
+        && live_count > 0
+        && !c
+            .targets
             .iter()
-            .any(|e| !c.blacklist.contains(*e) && c.targets.iter().any(|t| t == e))
+            .any(|t| is_live(t) && !c.blacklist.contains(t))
 }
 
 /// What an engine's reply means for its task.
@@ -322,7 +368,7 @@ mod tests {
             h.saw(id);
         }
         for (id, e, ok) in done {
-            h.finish(id, *e, *ok);
+            h.finish(id, e.map(Arc::from), *ok);
         }
         h
     }
@@ -429,9 +475,9 @@ mod tests {
             triage(&c, &h, now + Duration::from_secs(2)),
             Triage::Fail(Failure::Timeout)
         );
-        h.finish("a", Some("e"), true);
+        h.finish("a", Some("e".into()), true);
         assert_eq!(triage(&c, &h, now), Triage::Ready);
-        h.finish("a", Some("e"), false);
+        h.finish("a", Some("e".into()), false);
         assert_eq!(triage(&c, &h, now), Triage::Fail(Failure::Impossible));
     }
 
@@ -445,15 +491,33 @@ mod tests {
         assert!(eligible("e1", &c, &h) && !eligible("e3", &c, &h));
         c.blacklist.insert("e1".into());
         assert!(!eligible("e1", &c, &h));
-        assert!(!stuck(&["e1", "e2"], &c));
-        assert!(stuck(&["e1", "e3"], &c));
-        assert!(!stuck(&[], &c), "no engines yet: wait");
+        let live = |names: &'static [&'static str]| move |e: &str| names.contains(&e);
+        assert!(!stuck(&c, 2, live(&["e1", "e2"])));
+        assert!(stuck(&c, 2, live(&["e1", "e3"])));
+        assert!(!stuck(&c, 0, live(&[])), "no engines yet: wait");
         let mut free = Constraints::default();
         free.blacklist.insert("e1".into());
         assert!(
-            !stuck(&["e1"], &free),
+            !stuck(&free, 1, live(&["e1"])),
             "no targets: wait for another engine"
         );
+    }
+
+    #[test]
+    fn history_keeps_the_last_finished_tasks_and_every_open_one() {
+        let mut h = History::with_limit(3);
+        h.saw("open");
+        for i in 0..10 {
+            let id = format!("t{i}");
+            h.saw(&id);
+            h.finish(&id, Some("e".into()), true);
+        }
+        h.finish("t9", Some("e".into()), false);
+        assert_eq!(h.len(), 4, "three finished and the open one");
+        assert!(h.knows("open") && h.get("open").is_none());
+        assert!(!h.knows("t6"), "evicted");
+        assert_eq!(h.get("t9").map(|f| f.success), Some(false));
+        assert!(h.get("t7").is_some() && h.get("t8").is_some());
     }
 
     #[test]

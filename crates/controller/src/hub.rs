@@ -239,12 +239,16 @@ impl HubState {
         };
         info!(engine_id = id, uuid = %e.uuid, "engine is live");
         let uuid = e.uuid.clone();
+        // Schedulers first: a task a client sends on seeing the notification finds the engine.
         vec![
+            Action::Engines(EngineEvent::Up {
+                id,
+                uuid: uuid.clone(),
+            }),
             Action::Notify(
                 self.session
                     .msg("registration_notification", json!({"id": id, "uuid": uuid})),
             ),
-            Action::Engines(EngineEvent::Up { id, uuid }),
         ]
     }
 
@@ -534,10 +538,14 @@ mod tests {
         let note = notifications(&acts)[0];
         assert_eq!(note.msg_type(), "registration_notification");
         assert_eq!(note.content, json!({"id": 0, "uuid": "e0"}));
-        assert!(acts.contains(&Action::Engines(EngineEvent::Up {
-            id: 0,
-            uuid: "e0".into()
-        })));
+        assert_eq!(
+            acts[0],
+            Action::Engines(EngineEvent::Up {
+                id: 0,
+                uuid: "e0".into()
+            }),
+            "schedulers hear of the engine before clients do"
+        );
         assert_eq!(hub.pending_count(), 0);
     }
 

@@ -139,8 +139,48 @@ const RECORD_LIMIT: usize = 1024;
 const SIZE_LIMIT: usize = 1 << 30;
 const CULL_FRACTION: f64 = 0.1;
 
+/// stdout (and, apart, stderr) kept per record. Generous for a task's prints, and it
+/// bounds what a chatty task costs the controller; clients still see all of it live on
+/// IOPub. Past it, the head is kept and a note says so.
+pub(crate) const OUTPUT_LIMIT: usize = 4 << 20;
+const TRUNCATED: &str = "\n[corral: output beyond 4 MiB is not kept in the task record]\n";
+
 fn size(buffers: &[Vec<u8>]) -> usize {
     buffers.iter().map(Vec::len).sum()
+}
+
+/// Bytes of a record's kept output, counted with its buffers against the size limit.
+fn output_size(rec: &Record) -> usize {
+    ["stdout", "stderr"]
+        .iter()
+        .map(|k| rec.get(k).as_str().map_or(0, str::len))
+        .sum()
+}
+
+/// Appends `text` to an output field in place (no copy of what is already there), up to
+/// [`OUTPUT_LIMIT`]. Returns the bytes added.
+fn append_output(field: &mut Value, text: &str) -> usize {
+    if !field.is_string() {
+        *field = Value::String(String::new());
+    }
+    let Value::String(out) = field else {
+        return 0;
+    };
+    let before = out.len();
+    if before > OUTPUT_LIMIT {
+        return 0; // already truncated
+    }
+    if before + text.len() <= OUTPUT_LIMIT {
+        out.push_str(text);
+    } else {
+        let mut cut = OUTPUT_LIMIT - before;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push_str(&text[..cut]);
+        out.push_str(TRUNCATED);
+    }
+    out.len() - before
 }
 
 #[derive(Debug)]
@@ -211,7 +251,9 @@ impl Records {
 
     pub(crate) fn remove(&mut self, msg_id: &str) {
         if let Some(rec) = self.records.remove(msg_id) {
-            let freed = size(&rec.buffers) + rec.result_buffers.as_deref().map_or(0, size);
+            let freed = size(&rec.buffers)
+                + rec.result_buffers.as_deref().map_or(0, size)
+                + output_size(&rec);
             self.bytes = self.bytes.saturating_sub(freed);
         }
     }
@@ -335,14 +377,16 @@ impl Records {
                     return;
                 };
                 let msg_type = str_of(&p.header, "msg_type").unwrap_or_default();
+                let mut added = 0;
                 let rec = self.entry(&msg_id);
                 match msg_type.as_str() {
                     "stream" => {
                         let name = str_of(&p.content, "name").unwrap_or_default();
-                        if name == "stdout" || name == "stderr" {
-                            let text = str_of(&p.content, "text").unwrap_or_default();
-                            let old = rec.get(&name).as_str().unwrap_or("").to_string();
-                            rec.set(&name, json!(old + &text));
+                        let text = p.content.get("text").and_then(Value::as_str);
+                        if let (Some(field), Some(text)) = (rec.fields.get_mut(&name), text) {
+                            if name == "stdout" || name == "stderr" {
+                                added = append_output(field, text);
+                            }
                         }
                     }
                     "error" => rec.set("error", p.content),
@@ -353,6 +397,7 @@ impl Records {
                     "execute_result" | "display_data" => rec.set(&msg_type, p.content),
                     _ => {}
                 }
+                self.bytes += added;
                 self.maybe_cull();
             }
         }
@@ -589,6 +634,35 @@ mod tests {
         reply(&mut s, "m3", "2026");
         assert!(s.bytes <= 9, "{}", s.bytes);
         assert!(s.contains("m3"));
+    }
+
+    #[test]
+    fn output_is_appended_up_to_a_bound_and_counted_against_the_size_limit() {
+        let mut s = Records::default();
+        request(&mut s, "m1", "2026");
+        let base = s.bytes;
+        let stream = |name: &str, text: &str| RecordEvent::Iopub {
+            parts: parts(
+                json!({"msg_type": "stream"}),
+                json!({"msg_id": "m1"}),
+                json!({}),
+                json!({"name": name, "text": text}),
+            ),
+        };
+        let chunk = "é".repeat(300_000); // 600,000 bytes, two-byte chars
+        for _ in 0..10 {
+            s.apply(stream("stdout", &chunk), "");
+        }
+        s.apply(stream("stderr", "oops"), "");
+        let r = s.get("m1").unwrap();
+        let out = r.get("stdout").as_str().unwrap();
+        assert!(out.len() > OUTPUT_LIMIT && out.len() < OUTPUT_LIMIT + 100);
+        assert!(out.ends_with(TRUNCATED), "the record says it was cut");
+        assert!(out.starts_with(&chunk), "the head is kept");
+        assert_eq!(r.get("stderr"), "oops");
+        assert_eq!(s.bytes, base + out.len() + 4);
+        s.remove("m1");
+        assert_eq!(s.bytes, 0);
     }
 
     #[test]

@@ -64,8 +64,6 @@ fn cluster(
             e
         })
         .collect();
-    // Let the scheduler learn about every engine before the first task.
-    std::thread::sleep(Duration::from_millis(100));
     (dir, c, ctx, client, engines)
 }
 
@@ -234,5 +232,26 @@ fn a_task_stranded_on_a_dead_engine_uses_a_retry() {
     let reply = reply_to(&client);
     assert_eq!(reply.metadata["status"], "ok");
     assert_eq!(reply.parent_msg_id(), Some(req.header.msg_id.as_str()));
+    c.stop();
+}
+
+#[test]
+fn a_task_sent_on_the_registration_notification_finds_its_engine() {
+    // The hub tells the scheduler about an engine before it notifies clients, so a task
+    // aimed at the new engine as soon as the client hears of it is placed there, never
+    // failed as impossible nor held back.
+    let (_dir, c, ctx, client, mut engines) = cluster(1);
+    for _ in 0..12 {
+        let e = FakeEngine::register(&ctx, &c);
+        let note = client.wait_notification("registration_notification");
+        assert_eq!(note.content["uuid"], json!(e.uuid));
+        let req = task(&client, json!({"targets": [e.uuid]}));
+        let got = recv(&e.shell, TIMEOUT).expect("the new engine gets the task");
+        assert_eq!(decode(&got).header.msg_id, req.header.msg_id);
+        answer(&e, &got, "ok", true);
+        let reply = reply_to(&client);
+        assert_eq!(reply.metadata["status"], "ok", "{:?}", reply.content);
+        engines.push(e);
+    }
     c.stop();
 }

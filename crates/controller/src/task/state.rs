@@ -1,0 +1,747 @@
+//! The task scheduler's state: plain functions that take what arrived (a client's task,
+//! an engine's reply, an engine event, the time) and return [`TaskAction`]s for the socket
+//! loop to perform. The time is an argument, so tests drive retries, timeouts and engine
+//! deaths with a fake clock and no sockets.
+//!
+//! Per-task work stays small however many tasks wait:
+//! - tasks that are ready and unconstrained wait in one FIFO; leastload takes its head and
+//!   the first engine of an ordered set of engines with room (no scan of tasks or engines);
+//! - tasks waiting on `after` are indexed by the msg_ids they wait for and looked at again
+//!   only when one of those finishes;
+//! - timeouts sit in a deadline heap, looked at only when the earliest is due;
+//! - tasks constrained by `targets`/`follow`/a blacklist are scanned, oldest first, when an
+//!   engine has room (as ipyparallel does); users send few of them.
+
+use corral_wire::Session;
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+use crate::dependency::{
+    admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Dependency, Failure,
+    History, Triage,
+};
+use crate::events::{EngineEvent, HubEvent, RecordEvent};
+use crate::hub::{error_content, reply_type};
+use crate::sockets::{checked, parse, ParentIds};
+
+/// Outstanding tasks per engine (ipyparallel's default `hwm`).
+const HWM: usize = 1;
+/// An engine whose shell socket is not connected yet is skipped for this long.
+pub(crate) const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What the socket loop must do, in order.
+pub(crate) enum TaskAction {
+    /// Send `frames` (the engine's routing id first) on the engine side, then tell the hub
+    /// `TaskAssigned`. If the engine is not reachable, hand the task back with
+    /// [`SchedulerState::unreachable`] instead.
+    Assign {
+        engine: Arc<str>,
+        msg_id: String,
+        frames: Vec<zmq::Message>,
+    },
+    /// An engine's reply for the client side, the client's routing id first.
+    Relay(Vec<zmq::Message>),
+    /// A reply the scheduler wrote itself (it gave up on a task), encoded and signed.
+    Answer(Vec<Vec<u8>>),
+    Hub(HubEvent),
+}
+
+/// A task waiting for, or running on, an engine. `frames` are exactly what the client
+/// sent, starting with its routing id; they are kept while the task runs so that it can
+/// be sent again (retries, unmet dependencies, a dead engine).
+struct Task {
+    /// Submission order: queues are ordered by it, and a re-queued task keeps its place.
+    seq: u64,
+    client: Vec<u8>,
+    msg_id: String,
+    msg_type: String,
+    header: Value,
+    constraints: Constraints,
+    retries: u32,
+    /// `metadata.timeout`: how long it may wait here, counted from (re)queueing.
+    timeout: Option<Duration>,
+    /// In a ready set (its `after` is met), rather than waiting on it.
+    ready: bool,
+    frames: Vec<zmq::Message>,
+}
+
+impl Task {
+    fn requeue(&mut self, blacklist: &str, now: Instant) {
+        self.constraints.blacklist.insert(blacklist.to_string());
+        self.constraints.deadline = self.timeout.map(|t| now + t);
+    }
+
+    /// Any engine with room may take it: the FIFO fast path.
+    fn unconstrained(&self) -> bool {
+        let c = &self.constraints;
+        c.targets.is_empty() && c.blacklist.is_empty() && c.follow.is_empty()
+    }
+}
+
+/// What a task's metadata asks for.
+#[derive(Clone, Default)]
+struct Asked {
+    targets: Vec<String>,
+    retries: u32,
+    timeout: Option<Duration>,
+    after: Dependency,
+    follow: Dependency,
+}
+
+/// Reads [`Asked`] from a task's metadata. Malformed `after`/`follow` → `Err` (answered with
+/// `InvalidDependency`); odd `targets`/`retries`/`timeout` values, and metadata that is not
+/// a dict at all, are ignored with a warning.
+fn read_metadata(md: &Value) -> Result<Asked, String> {
+    if !md.is_object() {
+        warn!(socket = "task", metadata = %md, "metadata is not a dict; no constraints");
+        return Ok(Asked::default());
+    }
+    let after = Dependency::parse(md.get("after"))?;
+    let follow = Dependency::parse(md.get("follow"))?;
+    let targets = match md.get("targets") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        Some(other) => {
+            warn!(socket = "task", targets = %other, "ignored malformed targets");
+            Vec::new()
+        }
+    };
+    let retries = match md.get("retries") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .map(|r| r.min(u32::MAX as u64) as u32)
+            .unwrap_or_else(|| {
+                warn!(socket = "task", retries = %v, "ignored malformed retries");
+                0
+            }),
+    };
+    let timeout = md
+        .get("timeout")
+        .and_then(Value::as_f64)
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| Duration::from_secs_f64(t.min(1e9)));
+    Ok(Asked {
+        targets,
+        retries,
+        timeout,
+        after,
+        follow,
+    })
+}
+
+/// `msg_id` (a string, required) and `msg_type` (a string, or absent) of a task header.
+fn header_ids(header: &Value) -> Option<(String, String)> {
+    let msg_id = header.get("msg_id")?.as_str()?.to_string();
+    let msg_type = match header.get("msg_type") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return None,
+    };
+    Some((msg_id, msg_type))
+}
+
+struct EngineSlot {
+    name: Arc<str>,
+    outstanding: HashMap<String, Task>,
+    /// Last assignment, to rotate among equally loaded engines.
+    last_used: u64,
+    /// Not reachable (its shell socket is not connected yet) until then.
+    skip_until: Option<Instant>,
+    /// Its key in [`SchedulerState::free`], while it is there.
+    free_key: Option<(usize, u64)>,
+}
+
+/// Why the scheduler itself answers a task, as ipyparallel words it.
+fn evalue(f: Failure) -> &'static str {
+    match f {
+        Failure::Invalid => "dependency on an unknown task or on itself",
+        Failure::Impossible => "dependency can never be met",
+        Failure::Timeout => "task timed out before it could run",
+    }
+}
+
+pub(crate) struct SchedulerState {
+    session: Arc<Session>,
+    engines: HashMap<Arc<str>, EngineSlot>,
+    /// Reachable engines with room, keyed (load, last use): the first is leastload's pick.
+    free: BTreeSet<(usize, u64, Arc<str>)>,
+    /// Engines skipped for a while because a send to them failed.
+    backing_off: Vec<Arc<str>>,
+    /// Tasks in the scheduler, not on an engine, by `seq`.
+    queued: HashMap<u64, Task>,
+    /// Ready tasks any engine may take, oldest first.
+    ready_plain: BTreeSet<u64>,
+    /// Ready tasks that only some engines may take, oldest first.
+    ready_constrained: BTreeSet<u64>,
+    /// Unfinished msg_id → queued tasks that depend on it (`after` or `follow`). Entries of
+    /// tasks that left the queue are skipped when the msg_id finishes.
+    dependents: HashMap<String, Vec<u64>>,
+    /// (deadline, seq); an entry whose task left or was re-queued is skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    history: History,
+    /// msg_ids finished in this step whose dependents have not been looked at yet.
+    resolved: Vec<String>,
+    next_seq: u64,
+    assignments: u64,
+}
+
+impl SchedulerState {
+    pub(crate) fn new(session: Arc<Session>) -> Self {
+        SchedulerState {
+            session,
+            engines: HashMap::new(),
+            free: BTreeSet::new(),
+            backing_off: Vec::new(),
+            queued: HashMap::new(),
+            ready_plain: BTreeSet::new(),
+            ready_constrained: BTreeSet::new(),
+            dependents: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            history: History::default(),
+            resolved: Vec::new(),
+            next_seq: 0,
+            assignments: 0,
+        }
+    }
+
+    /// When [`SchedulerState::tick`] next has something to do (a timeout, an engine back
+    /// from its backoff).
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        let deadline = self.deadlines.peek().map(|Reverse((t, _))| *t);
+        let backoff = self
+            .backing_off
+            .iter()
+            .filter_map(|n| self.engines.get(n).and_then(|s| s.skip_until))
+            .min();
+        deadline.into_iter().chain(backoff).min()
+    }
+
+    /// A signed task from a client (`frames` as the client-side ROUTER received them).
+    pub(crate) fn submit(&mut self, frames: Vec<zmq::Message>, now: Instant) -> Vec<TaskAction> {
+        let mut out = Vec::new();
+        let Some(d) = checked(&frames, &self.session.signer, "task") else {
+            return out;
+        };
+        if d < 1 {
+            warn!(socket = "task", "dropped task without a client identity");
+            return out;
+        }
+        let Some(header) = parse::<Value>(&frames[d + 2], "task", "header") else {
+            return out;
+        };
+        let Some((msg_id, msg_type)) = header_ids(&header) else {
+            warn!(socket = "task", %header, "dropped task whose header lacks a string msg_id or msg_type");
+            return out;
+        };
+        let Some(md) = parse::<Value>(&frames[d + 4], "task", "metadata") else {
+            return out;
+        };
+        self.history.saw(&msg_id);
+        out.push(TaskAction::Hub(HubEvent::TaskSubmitted {
+            msg_id: msg_id.clone(),
+        }));
+        out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Request {
+            queue: "task",
+            client: frames[0].to_vec(),
+            engine: None,
+            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+        })));
+        let parsed = read_metadata(&md);
+        let asked = parsed.clone().unwrap_or_default();
+        self.next_seq += 1;
+        let task = Task {
+            seq: self.next_seq,
+            client: frames[0].to_vec(),
+            msg_id,
+            msg_type,
+            header,
+            constraints: Constraints {
+                targets: asked.targets,
+                after: asked.after,
+                follow: asked.follow,
+                deadline: asked.timeout.map(|t| now + t),
+                ..Constraints::default()
+            },
+            retries: asked.retries,
+            timeout: asked.timeout,
+            ready: false,
+            frames,
+        };
+        if let Err(why) = parsed {
+            warn!(
+                socket = "task",
+                msg_id = task.msg_id,
+                why,
+                "invalid dependency"
+            );
+            self.fail(task, None, Failure::Invalid.ename(), &why, &mut out);
+        } else if let Err(f) = admit(&task.msg_id, &task.constraints, &self.history) {
+            self.fail(task, None, f.ename(), evalue(f), &mut out);
+        } else {
+            self.enqueue(task, now, &mut out);
+        }
+        self.settle(now, &mut out);
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    /// A signed reply from an engine (`frames` as the engine-side ROUTER received them:
+    /// engine id, client id, message).
+    pub(crate) fn reply(&mut self, mut frames: Vec<zmq::Message>, now: Instant) -> Vec<TaskAction> {
+        let mut out = Vec::new();
+        let Some(d) = checked(&frames, &self.session.signer, "task_out") else {
+            return out;
+        };
+        if d < 2 {
+            warn!(
+                socket = "task_out",
+                "dropped reply without a client identity"
+            );
+            return out;
+        }
+        let Some(parent) = parse::<ParentIds>(&frames[d + 3], "task_out", "parent_header") else {
+            return out;
+        };
+        let md = parse::<Value>(&frames[d + 4], "task_out", "metadata").unwrap_or(Value::Null);
+        let status = md
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("ok")
+            .to_string();
+        let deps_met = md
+            .get("dependencies_met")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let engine = String::from_utf8_lossy(&frames[0]).into_owned();
+        out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Reply {
+            engine: Some(engine.clone()),
+            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+        })));
+        let (name, task) = match self.engines.get_mut(engine.as_str()) {
+            Some(slot) => (
+                slot.name.clone(),
+                parent
+                    .msg_id
+                    .as_ref()
+                    .and_then(|id| slot.outstanding.remove(id)),
+            ),
+            None => (Arc::from(engine.as_str()), None),
+        };
+        if let Some(mut task) = task {
+            self.update_free(&name, now);
+            match after_reply(&status, deps_met, task.retries) {
+                AfterReply::Relay { success } => {
+                    self.finish(&task.msg_id, Some(name), success);
+                    out.push(TaskAction::Hub(HubEvent::TaskDone {
+                        engine: engine.clone(),
+                        msg_id: task.msg_id.clone(),
+                    }));
+                }
+                AfterReply::Resubmit { uses_retry } => {
+                    if uses_retry {
+                        task.retries -= 1;
+                    }
+                    info!(
+                        msg_id = task.msg_id,
+                        engine,
+                        status,
+                        deps_met,
+                        retries_left = task.retries,
+                        "task resubmitted elsewhere"
+                    );
+                    // The hub forgets the old placement; the next assignment reports the new.
+                    out.push(TaskAction::Hub(HubEvent::TaskFailed {
+                        engine: Some(engine.clone()),
+                        msg_id: task.msg_id.clone(),
+                    }));
+                    task.requeue(&engine, now);
+                    self.enqueue(task, now, &mut out);
+                    self.settle(now, &mut out);
+                    self.dispatch(now, &mut out);
+                    return out;
+                }
+            }
+        } else if let Some(msg_id) = parent.msg_id.as_ref() {
+            // Not ours any more (its engine was dropped): still a final outcome.
+            self.finish(msg_id, Some(name), status == "ok");
+        }
+        frames.swap(0, 1);
+        out.push(TaskAction::Relay(frames));
+        self.settle(now, &mut out);
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    /// The hub's news about the live engine set.
+    pub(crate) fn engine_event(&mut self, event: EngineEvent, now: Instant) -> Vec<TaskAction> {
+        let mut out = Vec::new();
+        match event {
+            EngineEvent::Up { id, uuid } => {
+                if !self.engines.contains_key(uuid.as_str()) {
+                    info!(engine_id = id, uuid, "task scheduler: engine added");
+                    let name: Arc<str> = Arc::from(uuid);
+                    self.engines.insert(
+                        name.clone(),
+                        EngineSlot {
+                            name: name.clone(),
+                            outstanding: HashMap::new(),
+                            last_used: 0,
+                            skip_until: None,
+                            free_key: None,
+                        },
+                    );
+                    self.update_free(&name, now);
+                }
+            }
+            EngineEvent::Down { uuid } => self.engine_down(&uuid, now, &mut out),
+        }
+        self.fail_stuck(&mut out);
+        self.settle(now, &mut out);
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    /// A send to `engine` failed (its shell socket is not connected yet): the task goes
+    /// back to the queue and the engine is skipped for [`UNREACHABLE_BACKOFF`].
+    pub(crate) fn unreachable(
+        &mut self,
+        engine: &str,
+        msg_id: &str,
+        now: Instant,
+    ) -> Vec<TaskAction> {
+        let mut out = Vec::new();
+        let Some(slot) = self.engines.get_mut(engine) else {
+            return out;
+        };
+        debug!(engine, msg_id, "engine not reachable yet");
+        let name = slot.name.clone();
+        slot.skip_until = Some(now + UNREACHABLE_BACKOFF);
+        let task = slot.outstanding.remove(msg_id);
+        if !self.backing_off.contains(&name) {
+            self.backing_off.push(name.clone());
+        }
+        self.update_free(&name, now);
+        if let Some(task) = task {
+            self.enqueue(task, now, &mut out);
+        }
+        self.settle(now, &mut out);
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    /// Fails tasks whose timeout passed and brings engines back from their backoff.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<TaskAction> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((when, seq))) = self.deadlines.peek() {
+            if when > now {
+                break;
+            }
+            self.deadlines.pop();
+            let due = self
+                .queued
+                .get(&seq)
+                .is_some_and(|t| t.constraints.deadline == Some(when));
+            if due {
+                if let Some(task) = self.unqueue(seq) {
+                    let f = Failure::Timeout;
+                    self.fail(task, None, f.ename(), evalue(f), &mut out);
+                }
+            }
+        }
+        if !self.backing_off.is_empty() {
+            let mut back = Vec::new();
+            self.backing_off.retain(|name| {
+                let due = self
+                    .engines
+                    .get(name)
+                    .is_none_or(|s| s.skip_until.is_none_or(|t| now >= t));
+                if due {
+                    back.push(name.clone());
+                }
+                !due
+            });
+            for name in back {
+                if let Some(slot) = self.engines.get_mut(&name) {
+                    slot.skip_until = None;
+                }
+                self.update_free(&name, now);
+            }
+        }
+        self.settle(now, &mut out);
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    fn engine_down(&mut self, uuid: &str, now: Instant, out: &mut Vec<TaskAction>) {
+        let Some(slot) = self.engines.remove(uuid) else {
+            return;
+        };
+        if let Some((load, used)) = slot.free_key {
+            self.free.remove(&(load, used, slot.name.clone()));
+        }
+        self.backing_off.retain(|n| **n != *uuid);
+        for (_, mut task) in slot.outstanding {
+            if task.retries > 0 {
+                // As ipyparallel's stranded-task path: the EngineError counts as a
+                // failure, so a retry runs it elsewhere.
+                task.retries -= 1;
+                out.push(TaskAction::Hub(HubEvent::TaskFailed {
+                    engine: Some(uuid.to_string()),
+                    msg_id: task.msg_id.clone(),
+                }));
+                task.requeue(uuid, now);
+                self.enqueue(task, now, out);
+                continue;
+            }
+            let evalue = format!("Engine {uuid:?} died while running task {:?}", task.msg_id);
+            self.fail(task, Some(slot.name.clone()), "EngineError", &evalue, out);
+        }
+    }
+
+    /// Puts a task in the queue: failed now if it can never run, ready if its `after` is
+    /// met, else indexed under the msg_ids it waits for.
+    fn enqueue(&mut self, mut task: Task, now: Instant, out: &mut Vec<TaskAction>) {
+        let ready = match triage(&task.constraints, &self.history, now) {
+            Triage::Fail(f) => return self.fail(task, None, f.ename(), evalue(f), out),
+            Triage::Wait => false,
+            Triage::Ready => true,
+        };
+        if ready && self.is_stuck(&task) {
+            return self.fail_impossible_targets(task, out);
+        }
+        let c = &task.constraints;
+        for id in c.after.ids.iter().chain(&c.follow.ids) {
+            if self.history.get(id).is_none() {
+                self.dependents
+                    .entry(id.clone())
+                    .or_default()
+                    .push(task.seq);
+            }
+        }
+        if let Some(deadline) = c.deadline {
+            self.deadlines.push(Reverse((deadline, task.seq)));
+        }
+        if ready {
+            self.mark_ready(&mut task);
+        }
+        self.queued.insert(task.seq, task);
+    }
+
+    fn mark_ready(&mut self, task: &mut Task) {
+        task.ready = true;
+        if task.unconstrained() {
+            self.ready_plain.insert(task.seq);
+        } else {
+            self.ready_constrained.insert(task.seq);
+        }
+    }
+
+    fn unqueue(&mut self, seq: u64) -> Option<Task> {
+        let task = self.queued.remove(&seq)?;
+        if task.ready {
+            self.ready_plain.remove(&seq);
+            self.ready_constrained.remove(&seq);
+        }
+        Some(task)
+    }
+
+    fn is_stuck(&self, task: &Task) -> bool {
+        stuck(&task.constraints, self.engines.len(), |e| {
+            self.engines.contains_key(e)
+        })
+    }
+
+    fn fail_impossible_targets(&mut self, task: Task, out: &mut Vec<TaskAction>) {
+        let ename = Failure::Impossible.ename();
+        self.fail(
+            task,
+            None,
+            ename,
+            "no live engine among the task's targets",
+            out,
+        );
+    }
+
+    /// Fails ready tasks whose targets are all gone (after a change of the engine set).
+    fn fail_stuck(&mut self, out: &mut Vec<TaskAction>) {
+        let stuck: Vec<u64> = self
+            .ready_constrained
+            .iter()
+            .filter(|seq| self.queued.get(seq).is_some_and(|t| self.is_stuck(t)))
+            .copied()
+            .collect();
+        for seq in stuck {
+            if let Some(task) = self.unqueue(seq) {
+                self.fail_impossible_targets(task, out);
+            }
+        }
+    }
+
+    fn finish(&mut self, msg_id: &str, engine: Option<Arc<str>>, success: bool) {
+        self.history.finish(msg_id, engine, success);
+        if self.dependents.contains_key(msg_id) {
+            self.resolved.push(msg_id.to_string());
+        }
+    }
+
+    /// Looks again at the tasks that depend on msg_ids finished in this step: they may be
+    /// ready now, or impossible (which finishes them too, so this runs to a fixed point).
+    fn settle(&mut self, now: Instant, out: &mut Vec<TaskAction>) {
+        while let Some(msg_id) = self.resolved.pop() {
+            let Some(seqs) = self.dependents.remove(&msg_id) else {
+                continue;
+            };
+            for seq in seqs {
+                let Some(task) = self.queued.get(&seq) else {
+                    continue;
+                };
+                match triage(&task.constraints, &self.history, now) {
+                    Triage::Fail(f) => {
+                        if let Some(task) = self.unqueue(seq) {
+                            self.fail(task, None, f.ename(), evalue(f), out);
+                        }
+                    }
+                    Triage::Wait => {}
+                    Triage::Ready if task.ready => {}
+                    Triage::Ready => {
+                        if self.is_stuck(task) {
+                            if let Some(task) = self.unqueue(seq) {
+                                self.fail_impossible_targets(task, out);
+                            }
+                        } else if let Some(mut task) = self.queued.remove(&seq) {
+                            self.mark_ready(&mut task);
+                            self.queued.insert(seq, task);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places ready tasks, oldest first, while engines have room.
+    fn dispatch(&mut self, now: Instant, out: &mut Vec<TaskAction>) {
+        while !self.free.is_empty() {
+            let plain = self.ready_plain.first().copied();
+            let mut choice = None;
+            for &seq in &self.ready_constrained {
+                if plain.is_some_and(|p| p < seq) {
+                    break;
+                }
+                let Some(task) = self.queued.get(&seq) else {
+                    continue;
+                };
+                let fits = self
+                    .free
+                    .iter()
+                    .map(|(_, _, name)| name)
+                    .find(|name| eligible(name, &task.constraints, &self.history));
+                if let Some(name) = fits {
+                    choice = Some((seq, name.clone()));
+                    break;
+                }
+            }
+            if choice.is_none() {
+                if let (Some(seq), Some((_, _, name))) = (plain, self.free.first()) {
+                    choice = Some((seq, name.clone()));
+                }
+            }
+            let Some((seq, name)) = choice else {
+                break;
+            };
+            self.assign(seq, name, now, out);
+        }
+    }
+
+    fn assign(&mut self, seq: u64, name: Arc<str>, now: Instant, out: &mut Vec<TaskAction>) {
+        let Some(task) = self.unqueue(seq) else {
+            return;
+        };
+        let Some(slot) = self.engines.get_mut(&name) else {
+            return;
+        };
+        self.assignments += 1;
+        slot.last_used = self.assignments;
+        let mut frames = Vec::with_capacity(task.frames.len() + 1);
+        frames.push(zmq::Message::from(name.as_bytes()));
+        frames.extend(task.frames.iter().map(|f| zmq::Message::from(&f[..])));
+        debug!(msg_id = task.msg_id, engine = %name, "task assigned");
+        out.push(TaskAction::Assign {
+            engine: name.clone(),
+            msg_id: task.msg_id.clone(),
+            frames,
+        });
+        slot.outstanding.insert(task.msg_id.clone(), task);
+        self.update_free(&name, now);
+    }
+
+    /// Keeps `free` in step with an engine's load and reachability.
+    fn update_free(&mut self, name: &Arc<str>, now: Instant) {
+        let Some(slot) = self.engines.get_mut(name) else {
+            return;
+        };
+        if let Some((load, used)) = slot.free_key.take() {
+            self.free.remove(&(load, used, name.clone()));
+        }
+        let reachable = slot.skip_until.is_none_or(|t| now >= t);
+        if slot.outstanding.len() < HWM && reachable {
+            let key = (slot.outstanding.len(), slot.last_used);
+            self.free.insert((key.0, key.1, name.clone()));
+            slot.free_key = Some(key);
+        }
+    }
+
+    /// Answers the client with a signed error reply (parent = the request) for a task the
+    /// scheduler gives up on, as ipyparallel's `handle_stranded_tasks` and
+    /// `fail_unreachable` do, and records it as failed for dependents.
+    fn fail(
+        &mut self,
+        task: Task,
+        engine: Option<Arc<str>>,
+        ename: &str,
+        evalue: &str,
+        out: &mut Vec<TaskAction>,
+    ) {
+        warn!(
+            msg_id = task.msg_id,
+            ename, evalue, "task failed in the scheduler"
+        );
+        self.finish(&task.msg_id, engine.clone(), false);
+        let engine = engine.map(|e| e.to_string());
+        out.push(TaskAction::Hub(HubEvent::TaskFailed {
+            engine: engine.clone(),
+            msg_id: task.msg_id.clone(),
+        }));
+        let mut msg = self
+            .session
+            .msg(&reply_type(&task.msg_type), error_content(ename, evalue));
+        msg.parent_header = task.header;
+        let mut md =
+            json!({"status": "error", "dependencies_met": true, "date": corral_wire::iso_now()});
+        msg.idents = vec![task.client];
+        if let Some(engine) = &engine {
+            md["engine"] = json!(engine);
+            msg.idents.push(engine.as_bytes().to_vec());
+        }
+        msg.metadata = md;
+        let encoded = self.session.encode(&msg);
+        if let Some(d) = encoded.iter().position(|f| f.as_slice() == b"<IDS|MSG>") {
+            out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Reply {
+                engine,
+                parts: encoded[d + 2..].to_vec(),
+            })));
+        }
+        out.push(TaskAction::Answer(encoded));
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
