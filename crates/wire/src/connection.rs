@@ -117,7 +117,10 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir).map_err(|e| file_error(path, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("connection");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("connection");
     let tmp = dir.join(format!(".{name}.{}.tmp", crate::header::new_id()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -248,7 +251,10 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &path).unwrap();
         client.write(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
-        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         let leftovers = std::fs::read_dir(&security).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file is left behind");
     }
