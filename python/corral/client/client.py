@@ -9,6 +9,8 @@ merges published data.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +21,8 @@ from corral.cluster.profile import connection_file, resolve_profile_dir
 from corral.serialize import deserialize_object
 
 __all__ = ["Client", "find_connection_file"]
+
+log = logging.getLogger(__name__)
 
 _START_HINT = (
     "Start a cluster first, e.g. `corral cluster start -n 4 --daemonize` "
@@ -31,6 +35,20 @@ def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_
     if url_file:
         return Path(url_file).expanduser()
     return connection_file(resolve_profile_dir(profile, profile_dir), "client", cluster_id)
+
+
+def _insecure_opt_in(insecure) -> bool:
+    """``insecure`` if given, else the ``CORRAL_INSECURE`` environment variable."""
+    if insecure is not None:
+        return bool(insecure)
+    return os.environ.get("CORRAL_INSECURE", "").strip().lower() in ("1", "true", "yes")
+
+
+def _key_is_empty(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("key", None) == ""
+    except (OSError, ValueError, AttributeError):
+        return False  # the core reports an unreadable file
 
 
 def _parse_date(value):
@@ -66,16 +84,26 @@ class Client:
         profile_dir=None,
         cluster_id=None,
         timeout=10,
+        insecure=None,
         **_ignored,
     ):
+        """``insecure=True`` (or ``CORRAL_INSECURE=1``) accepts a connection file with an
+        empty key, i.e. unsigned messages; without it such a file is refused."""
+        self._closed = True  # until connected, so __del__ and close have nothing to do
         path = find_connection_file(url_file, profile, profile_dir, cluster_id)
         if not path.exists():
             raise FileNotFoundError(
                 f"No cluster found: the connection file {path} does not exist. {_START_HINT}"
             )
         self.url_file = str(path)
+        insecure = _insecure_opt_in(insecure)
+        if insecure and _key_is_empty(path):
+            log.warning(
+                "INSECURE: %s has an empty key, so messages are neither signed nor checked; "
+                "anyone who can reach the controller's ports can run code on the engines.",
+                path)
         try:
-            self._core = ClientCore.connect(str(path), float(timeout))
+            self._core = ClientCore.connect(str(path), float(timeout), insecure)
         except TimeoutError as e:
             raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
         self._results: dict[str, object] = {}
@@ -158,12 +186,11 @@ class Client:
 
     def _hub_with_buffers(self, msg_type: str, content: dict,
                           timeout: float = 10.0) -> tuple[dict, list]:
-        reply_type, text, buffers = self._core.hub_request(msg_type, json.dumps(content),
-                                                           timeout)
-        reply = json.loads(text)
+        answer = self._core.hub_request(msg_type, json.dumps(content), timeout)
+        reply = json.loads(answer.content)
         if reply.get("status") != "ok":
             raise error.unwrap_exception(reply)
-        return reply, buffers
+        return reply, answer.buffers
 
     def hub_history(self) -> list[str]:
         """Every msg_id the controller has recorded, from every client, oldest first."""
@@ -239,7 +266,7 @@ class Client:
                 engines = {self._uuid(i) for i in self._target_ids(targets)}
                 for msg_id in self.history:
                     task = self._core.task(msg_id)
-                    if task is not None and task[0] in engines:
+                    if task is not None and task.engine in engines:
                         msg_ids.append(msg_id)
         outstanding = self.outstanding.intersection(msg_ids)
         if outstanding:
@@ -371,6 +398,7 @@ class Client:
         from corral.client.asyncresult import msg_ids_of
 
         if jobs is None:
+            self._core.check_controller()
             msg_ids = list(self.outstanding)
         else:
             msg_ids = msg_ids_of(jobs, self.history if history is None else history)
@@ -420,11 +448,12 @@ class Client:
         """The decoded result of a ready task (a value, or a RemoteError instance)."""
         if msg_id in self._results:
             return self._results[msg_id]
-        raw = self._core.reply(msg_id)
-        if raw is None:
+        reply = self._core.reply(msg_id)
+        if reply is None:
             raise error.TimeoutError("result not ready")
-        header, content, metadata, buffers = raw
-        header, content, metadata = json.loads(header), json.loads(content), json.loads(metadata)
+        buffers = reply.buffers
+        header, content = json.loads(reply.header), json.loads(reply.content)
+        metadata = json.loads(reply.metadata)
         uuid = metadata.get("engine")
         engine_id = self._core.engine_id(uuid) if uuid else None
         status = content.get("status")
@@ -467,12 +496,12 @@ class Client:
         }
         if task is None:
             return md
-        uuid, submitted, stdout, stderr, outputs, n_data = task
-        md.update(engine_uuid=uuid, submitted=_parse_date(submitted), stdout=stdout,
-                  stderr=stderr, data_messages=n_data)
+        uuid = task.engine
+        md.update(engine_uuid=uuid, submitted=_parse_date(task.submitted), stdout=task.stdout,
+                  stderr=task.stderr, data_messages=task.data_received)
         if uuid:
             md["engine_id"] = self._core.engine_id(uuid)
-        for out in json.loads(outputs):
+        for out in json.loads(task.outputs):
             kind, content = out["msg_type"], out["content"]
             if kind == "display_data":
                 md["outputs"].append(content)
@@ -481,13 +510,12 @@ class Client:
             else:
                 md[kind] = content
         md["data"] = self._take_data([msg_id])[0]
-        raw = self._core.reply(msg_id)
-        if raw is not None:
-            header, _content, metadata, _ = raw
-            header, metadata = json.loads(header), json.loads(metadata)
+        reply = self._core.reply(msg_id)
+        if reply is not None:
+            header, metadata = json.loads(reply.header), json.loads(reply.metadata)
             md["completed"] = _parse_date(header.get("date"))
             md["started"] = _parse_date(metadata.get("started"))
-            md["status"] = metadata.get("status") or json.loads(_content).get("status")
+            md["status"] = metadata.get("status") or json.loads(reply.content).get("status")
             md["label"] = metadata.get("label")
         return md
 
@@ -512,5 +540,11 @@ class Client:
             pass
 
     def __repr__(self):
-        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        if self._closed:
+            state = "closed"
+        else:
+            try:
+                state = f"{len(self.ids)} engines"
+            except error.ControllerLost:
+                state = "controller lost"
         return f"<corral.Client {self.url_file!r} ({state})>"
