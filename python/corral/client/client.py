@@ -17,7 +17,9 @@ from pathlib import Path
 
 from corral import error
 from corral._core import ClientCore
-from corral.cluster.profile import connection_file, resolve_profile_dir
+from corral.client.asyncresult import AsyncResult, msg_ids_of
+from corral.client.view import BroadcastView, DirectView, LoadBalancedView
+from corral.connection import find_connection_file
 from corral.serialize import deserialize_object
 
 __all__ = ["Client", "find_connection_file"]
@@ -28,13 +30,6 @@ _START_HINT = (
     "Start a cluster first, e.g. `corral cluster start -n 4 --daemonize` "
     "(or `corral.Cluster(n=4)` in Python; stock `ipcluster start -n 4` works too)."
 )
-
-
-def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_id=None) -> Path:
-    """The client connection file a ``Client`` with these arguments would read."""
-    if url_file:
-        return Path(url_file).expanduser()
-    return connection_file(resolve_profile_dir(profile, profile_dir), "client", cluster_id)
 
 
 def _insecure_opt_in(insecure) -> bool:
@@ -132,8 +127,6 @@ class Client:
 
     def __getitem__(self, key):
         """``c[i]`` one engine (single results); ``c[:]``, ``c[[i, j]]`` several."""
-        from corral.client.view import DirectView
-
         ids = self.ids
         if isinstance(key, int):
             if key not in ids:
@@ -151,20 +144,14 @@ class Client:
         raise TypeError(f"engine index must be int, slice or list, not {type(key).__name__}")
 
     def direct_view(self, targets="all", **kwargs):
-        from corral.client.view import DirectView
-
         return DirectView(self, targets, **kwargs)
 
     def broadcast_view(self, targets="all", is_coalescing=False, **kwargs):
         """A view that sends each request once, to the broadcast scheduler, which copies it
         to every target engine."""
-        from corral.client.view import BroadcastView
-
         return BroadcastView(self, targets, is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets=None, **kwargs):
-        from corral.client.view import LoadBalancedView
-
         return LoadBalancedView(self, targets, **kwargs)
 
     def wait_for_engines(self, n=None, timeout=-1, block=True):
@@ -201,8 +188,6 @@ class Client:
         ``AsyncResult``s or indices into ``history``); with ``status_only=False`` also each
         completed result by msg_id, from this client or, for others' tasks, from the
         controller's records."""
-        from corral.client.asyncresult import msg_ids_of
-
         ids = msg_ids_of(msg_ids, self.history)
         local = [m for m in ids if self._core.ready(m)]
         remote = sorted(set(ids) - set(local))
@@ -254,8 +239,6 @@ class Client:
         ``AsyncResult``s, or ``'all'``) and everything that ran on the engines ``targets``.
         ``RuntimeError`` if any of them is still outstanding; their ``AsyncResult``s are
         of no use afterwards."""
-        from corral.client.asyncresult import msg_ids_of
-
         if not jobs and not targets:
             raise ValueError("Must specify at least one of `targets` and `jobs`")
         if jobs == "all":
@@ -279,8 +262,6 @@ class Client:
     def purge_hub_results(self, jobs=(), targets=()):
         """Tell the controller to forget finished results: ``jobs`` (msg_ids,
         ``AsyncResult``s, or ``'all'``) and everything the engines ``targets`` ran."""
-        from corral.client.asyncresult import msg_ids_of
-
         if not jobs and not targets:
             raise ValueError("Must specify at least one of `targets` and `jobs`")
         engine_ids = self._target_ids(targets) if targets else []
@@ -342,8 +323,6 @@ class Client:
         """One control request per target engine; an ``AsyncResult`` over the replies
         (None once they arrived, if ``block``). Control requests overtake queued tasks:
         the engine answers abort at once, even while a task runs."""
-        from corral.client.asyncresult import AsyncResult
-
         ids = self._target_ids(targets)
         msg_ids = [self._submit("control", self._uuid(i), msg_type, content, {}, [])
                    for i in ids]
@@ -366,8 +345,6 @@ class Client:
         queued on the targets so far. ``targets`` defaults to all engines, which covers
         load-balanced tasks wherever the scheduler sent them.
         """
-        from corral.client.asyncresult import msg_ids_of
-
         msg_ids: list[str] = []
         if jobs is not None:
             msg_ids = msg_ids_of(jobs)
@@ -395,8 +372,6 @@ class Client:
         ``jobs``: a msg_id, an ``AsyncResult``, an int (an index into ``history``) or a
         list of these; default: every request still outstanding.
         """
-        from corral.client.asyncresult import msg_ids_of
-
         if jobs is None:
             self._core.check_controller()
             msg_ids = list(self.outstanding)
