@@ -12,12 +12,14 @@ import json
 import logging
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 
 from corral import error
 from corral._core import ClientCore
 from corral.client.asyncresult import AsyncResult, msg_ids_of
+from corral.client.hub import Hub
+from corral.client.replies import decode_reply, parse_date
+from corral.client.targets import resolve_targets
 from corral.client.view import BroadcastView, DirectView, LoadBalancedView
 from corral.connection import find_connection_file
 from corral.serialize import deserialize_object
@@ -44,25 +46,6 @@ def _key_is_empty(path: Path) -> bool:
         return json.loads(path.read_text()).get("key", None) == ""
     except (OSError, ValueError, AttributeError):
         return False  # the core reports an unreadable file
-
-
-def _parse_date(value):
-    """An ISO 8601 date from a header or metadata as an aware ``datetime`` (as ipyparallel's
-    metadata has them); other values unchanged."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-
-
-def _engine_info_defaults(content: dict, engine_id, uuid, method="apply") -> dict:
-    info = dict(content.get("engine_info") or {})
-    info.setdefault("engine_id", engine_id)
-    info.setdefault("engine_uuid", uuid)
-    info.setdefault("method", method)
-    return info
 
 
 class Client:
@@ -101,6 +84,7 @@ class Client:
             self._core = ClientCore.connect(str(path), float(timeout), insecure)
         except TimeoutError as e:
             raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
+        self._hub = Hub(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
         #: msg_ids of every apply and execute request sent, oldest first.
@@ -168,20 +152,9 @@ class Client:
 
     # -- hub queries -----------------------------------------------------------------
 
-    def _hub(self, msg_type: str, content: dict, timeout: float = 10.0) -> dict:
-        return self._hub_with_buffers(msg_type, content, timeout)[0]
-
-    def _hub_with_buffers(self, msg_type: str, content: dict,
-                          timeout: float = 10.0) -> tuple[dict, list]:
-        answer = self._core.hub_request(msg_type, json.dumps(content), timeout)
-        reply = json.loads(answer.content)
-        if reply.get("status") != "ok":
-            raise error.unwrap_exception(reply)
-        return reply, answer.buffers
-
     def hub_history(self) -> list[str]:
         """Every msg_id the controller has recorded, from every client, oldest first."""
-        return self._hub("history_request", {})["history"]
+        return self._hub.history()
 
     def result_status(self, msg_ids, status_only=True) -> dict:
         """``{'pending': [...], 'completed': [...]}`` for ``msg_ids`` (msg_ids,
@@ -194,9 +167,7 @@ class Client:
         content: dict = {"pending": [], "completed": []}
         buffers: list = []
         if remote:
-            content, buffers = self._hub_with_buffers(
-                "result_request", {"msg_ids": remote, "status_only": bool(status_only)})
-            content.pop("status", None)
+            content, buffers = self._hub.results(remote, status_only)
         content["completed"] = list(content["completed"]) + local
         if status_only:
             return {"pending": content["pending"], "completed": content["completed"]}
@@ -206,7 +177,7 @@ class Client:
         for msg_id in remote:  # sorted: the controller sends their buffers in this order
             if msg_id not in content["completed"]:
                 continue
-            value, buffers = self._record_result(content[msg_id], buffers)
+            value, buffers = self._record_result(msg_id, content[msg_id], buffers)
             if isinstance(value, error.RemoteError):
                 failures.append(value)
             content[msg_id] = value
@@ -214,25 +185,14 @@ class Client:
             raise failures[0]
         return content
 
-    def _record_result(self, record: dict, buffers: list):
-        """The value (or RemoteError) of a controller record, and the buffers left."""
-        header = record.get("result_header") or {}
+    def _record_result(self, msg_id: str, record: dict, buffers: list):
+        """The value (or error) of a controller record, and the buffers left."""
         content = record.get("result_content") or {}
         if isinstance(content, str):
             content = json.loads(content)
-        status = content.get("status")
-        if status == "ok":
-            if header.get("msg_type") == "apply_reply":
-                return deserialize_object(buffers)
-            return None, buffers
-        if status == "aborted":
-            return error.TaskAborted("the task was aborted"), buffers
-        metadata = record.get("result_metadata") or {}
-        uuid = metadata.get("engine")
-        content = dict(content)
-        content["engine_info"] = _engine_info_defaults(
-            content, self._core.engine_id(uuid) if uuid else None, uuid)
-        return error.unwrap_exception(content), buffers
+        return decode_reply(msg_id, record.get("result_header") or {}, content,
+                            record.get("result_metadata") or {}, buffers,
+                            self._core.engine_id)
 
     def purge_local_results(self, jobs=(), targets=()):
         """Forget finished results held by this client: ``jobs`` (msg_ids,
@@ -266,7 +226,7 @@ class Client:
             raise ValueError("Must specify at least one of `targets` and `jobs`")
         engine_ids = self._target_ids(targets) if targets else []
         msg_ids = "all" if jobs == "all" else (msg_ids_of(jobs) if jobs else [])
-        self._hub("purge_request", {"engine_ids": engine_ids, "msg_ids": msg_ids})
+        self._hub.purge(msg_ids, engine_ids)
 
     def purge_results(self, jobs=(), targets=()):
         """``purge_local_results`` and ``purge_hub_results`` with the same arguments."""
@@ -280,15 +240,9 @@ class Client:
 
     def queue_status(self, targets="all", verbose=False):
         """Per-engine queue counts ``{id: {queue, completed, tasks}, 'unassigned': n}``."""
-        if targets in (None, "all"):
-            tlist = None
-        elif isinstance(targets, int):
-            tlist = [targets]
-        else:
-            tlist = list(targets)
-        reply = self._hub("queue_request", {"targets": tlist, "verbose": verbose})
-        reply.pop("status", None)
-        status = {int(k) if k.isdigit() else k: v for k, v in reply.items()}
+        every = targets is None or (isinstance(targets, str) and targets == "all")
+        engine_ids = None if every else resolve_targets(targets, lambda: self.ids)[0]
+        status = self._hub.queue_status(engine_ids, verbose)
         if isinstance(targets, int):
             return status[targets]
         return status
@@ -297,7 +251,7 @@ class Client:
         """Stop engines (control ``shutdown_request``) and, with ``hub=True``, the controller."""
         if hub:
             targets = "all"
-        ids = self.ids if targets in (None, "all") else ([targets] if isinstance(targets, int) else list(targets))
+        ids, _ = resolve_targets(targets, lambda: self.ids)
         msg_ids = [
             self._core.submit("control", self._uuid(i), "shutdown_request",
                               json.dumps({"restart": bool(restart)}), "{}", [])
@@ -306,15 +260,10 @@ class Client:
         if msg_ids:
             self._core.wait(msg_ids, 5.0)
         if hub:
-            self._hub("shutdown_request", {})
+            self._hub.shutdown()
 
     def _target_ids(self, targets) -> list[int]:
-        if targets in (None, "all"):
-            ids = self.ids
-        elif isinstance(targets, int):
-            ids = [targets]
-        else:
-            ids = list(targets)
+        ids, _ = resolve_targets(targets, lambda: self.ids)
         if not ids:
             raise error.NoEnginesRegistered()
         return ids
@@ -426,25 +375,9 @@ class Client:
         reply = self._core.reply(msg_id)
         if reply is None:
             raise error.TimeoutError("result not ready")
-        buffers = reply.buffers
-        header, content = json.loads(reply.header), json.loads(reply.content)
-        metadata = json.loads(reply.metadata)
-        uuid = metadata.get("engine")
-        engine_id = self._core.engine_id(uuid) if uuid else None
-        status = content.get("status")
-        if status == "ok":
-            # Only apply replies carry a value; execute and control replies have none.
-            if header.get("msg_type") == "apply_reply":
-                value, _ = deserialize_object(buffers)
-            else:
-                value = None
-        elif status == "aborted":
-            value = error.TaskAborted(f"task {msg_id} was aborted")
-        else:
-            content = dict(content)
-            method = "execute" if header.get("msg_type") == "execute_reply" else "apply"
-            content["engine_info"] = _engine_info_defaults(content, engine_id, uuid, method)
-            value = error.unwrap_exception(content)
+        value, _ = decode_reply(msg_id, json.loads(reply.header), json.loads(reply.content),
+                                json.loads(reply.metadata), reply.buffers,
+                                self._core.engine_id)
         self._results[msg_id] = value
         return value
 
@@ -472,7 +405,7 @@ class Client:
         if task is None:
             return md
         uuid = task.engine
-        md.update(engine_uuid=uuid, submitted=_parse_date(task.submitted), stdout=task.stdout,
+        md.update(engine_uuid=uuid, submitted=parse_date(task.submitted), stdout=task.stdout,
                   stderr=task.stderr, data_messages=task.data_received)
         if uuid:
             md["engine_id"] = self._core.engine_id(uuid)
@@ -488,8 +421,8 @@ class Client:
         reply = self._core.reply(msg_id)
         if reply is not None:
             header, metadata = json.loads(reply.header), json.loads(reply.metadata)
-            md["completed"] = _parse_date(header.get("date"))
-            md["started"] = _parse_date(metadata.get("started"))
+            md["completed"] = parse_date(header.get("date"))
+            md["started"] = parse_date(metadata.get("started"))
             md["status"] = metadata.get("status") or json.loads(reply.content).get("status")
             md["label"] = metadata.get("label")
         return md
