@@ -189,7 +189,6 @@ impl ClientCore {
         metadata: Value,
         buffers: Vec<Vec<u8>>,
     ) -> Result<String> {
-        self.check_controller()?;
         let mut msg = self.session.msg(msg_type, content);
         msg.metadata = metadata;
         msg.buffers = buffers;
@@ -199,11 +198,18 @@ impl ClientCore {
             }
         }
         let msg_id = msg.header.msg_id.clone();
-        self.shared.store.lock().add_task(
-            msg_id.clone(),
-            target.map(str::to_owned),
-            msg.header.date.clone(),
-        );
+        {
+            // One lock for the check and the record: submitting is the hot path.
+            let mut store = self.shared.store.lock();
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
+            store.add_task(
+                msg_id.clone(),
+                target.map(str::to_owned),
+                msg.header.date.clone(),
+            );
+        }
         self.send(channel.name(), std::slice::from_ref(&msg_id), &msg)?;
         Ok(msg_id)
     }
@@ -221,7 +227,6 @@ impl ClientCore {
         mut metadata: Value,
         buffers: Vec<Vec<u8>>,
     ) -> Result<Vec<String>> {
-        self.check_controller()?;
         if let Value::Object(md) = &mut metadata {
             md.insert("targets".into(), serde_json::json!(targets));
             md.insert("is_broadcast".into(), Value::Bool(true));
@@ -236,6 +241,9 @@ impl ClientCore {
             .collect();
         {
             let mut store = self.shared.store.lock();
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
             for (msg_id, (uuid, _)) in msg_ids.iter().zip(targets) {
                 store.add_task(msg_id.clone(), Some(uuid.clone()), msg.header.date.clone());
             }
@@ -247,12 +255,14 @@ impl ClientCore {
     /// Sends a query to the Hub; the reply is collected with [`ClientCore::take_hub_reply`],
     /// which the caller must call until it returns a reply or gives up.
     pub fn hub_send(&self, msg_type: &str, content: Value) -> Result<String> {
-        self.check_controller()?;
         let msg = self.session.msg(msg_type, content);
-        self.shared
-            .store
-            .lock()
-            .expect_hub_reply(msg.header.msg_id.clone());
+        {
+            let mut store = self.shared.store.lock();
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
+            store.expect_hub_reply(msg.header.msg_id.clone());
+        }
         self.send(b"query", &[], &msg)?;
         Ok(msg.header.msg_id)
     }

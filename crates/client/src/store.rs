@@ -748,4 +748,95 @@ mod tests {
         assert_eq!(t.stderr, "e");
         assert_eq!(t.outputs[0]["msg_type"], "error");
     }
+
+    #[test]
+    fn resync_adds_missed_engines_but_not_dead_ones() {
+        let mut s = Store::new(SESSION.into());
+        s.add_engine(0, "a".into());
+        let note = message(
+            "unregistration_notification",
+            json!({}),
+            json!({}),
+            json!({"id": 0, "uuid": "a"}),
+        );
+        s.on_notification(&note, Instant::now());
+        // A Hub list taken before the unregistration still names engine 0.
+        let added = s.merge_engines([(0, "a".to_string()), (1, "b".to_string())]);
+        assert_eq!(added, 1);
+        assert_eq!(s.engines().keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            s.engine_id("a"),
+            Some(0),
+            "dead engines keep their id for errors"
+        );
+    }
+
+    #[test]
+    fn dead_engine_ids_are_bounded() {
+        let mut s = Store::new(SESSION.into());
+        for id in 0..(MAX_DEAD_ENGINES as i64 + 10) {
+            let uuid = format!("e{id}");
+            s.add_engine(id, uuid.clone());
+            s.remove_engine(id, &uuid);
+        }
+        assert_eq!(s.engine_ids.len(), MAX_DEAD_ENGINES);
+        assert_eq!(s.engine_id("e0"), None);
+    }
+
+    #[test]
+    fn a_message_from_an_unknown_engine_asks_for_a_resync() {
+        let mut s = store_with_task("m");
+        s.on_iopub(
+            iopub("m", "status", json!({"execution_state": "busy"})),
+            Instant::now(),
+        );
+        assert!(!s.take_unknown_engine_seen());
+        let mut m = reply("m");
+        m.metadata = json!({"engine": "stranger"});
+        s.on_reply(m, Instant::now());
+        assert!(s.take_unknown_engine_seen());
+        assert!(!s.take_unknown_engine_seen(), "reported once");
+    }
+
+    #[test]
+    fn controller_loss_finishes_replied_tasks_and_keeps_the_rest_unready() {
+        let mut s = store_with_task("running");
+        s.add_task("replied".into(), Some(ENGINE.into()), iso_now());
+        let t0 = Instant::now();
+        s.on_reply(reply("replied"), t0);
+        assert!(!s.is_ready("replied", t0), "waits for its idle");
+        s.expect_hub_reply("q".into());
+        let unfinished = s.controller_lost();
+        assert_eq!(unfinished, vec!["running".to_string()]);
+        assert!(s.is_lost());
+        assert!(
+            s.is_ready("replied", t0),
+            "no idle will come: the reply is final"
+        );
+        assert!(!s.is_ready("running", t0));
+        assert_eq!(s.hub_pending(), 0);
+    }
+
+    #[test]
+    fn hub_replies_are_kept_only_while_awaited() {
+        let mut s = Store::new(SESSION.into());
+        let hub_reply = |parent: &str| {
+            message(
+                "queue_reply",
+                request_header(parent, SESSION),
+                json!({}),
+                json!({"status": "ok"}),
+            )
+        };
+        s.on_hub_reply(hub_reply("nobody-asked"));
+        assert_eq!(s.hub_pending(), 0);
+        s.expect_hub_reply("q1".into());
+        assert!(s.take_hub_reply("q1", true).is_none()); // gave up
+        s.on_hub_reply(hub_reply("q1")); // too late
+        assert_eq!(s.hub_pending(), 0);
+        s.expect_hub_reply("q2".into());
+        s.on_hub_reply(hub_reply("q2"));
+        assert!(s.take_hub_reply("q2", false).is_some());
+        assert_eq!(s.hub_pending(), 0);
+    }
 }
