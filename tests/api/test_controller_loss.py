@@ -104,5 +104,5 @@ def test_ar_wait_fails_when_the_controller_dies(start_cluster):
 
 
 def test_controller_lost_is_exported():
-    assert corral.error.ControllerLost is ControllerLost
+    assert corral.error.ControllerLost is ControllerLost is corral.ControllerLost
     assert issubclass(ControllerLost, corral.error.IPythonError)
