@@ -24,6 +24,7 @@ from corral.dependency import (
 from corral.cluster import Cluster
 from corral.error import (
     CompositeError,
+    ControllerLost,
     EngineError,
     NoEnginesRegistered,
     RemoteError,
@@ -38,6 +39,7 @@ __all__ = [
     "Client",
     "Cluster",
     "CompositeError",
+    "ControllerLost",
     "Dependency",
     "DirectView",
     "EngineError",

@@ -12,6 +12,7 @@ import builtins
 
 __all__ = [
     "CompositeError",
+    "ControllerLost",
     "EngineError",
     "ImpossibleDependency",
     "InvalidDependency",
@@ -52,6 +53,13 @@ class NoEnginesRegistered(KernelError):
             "This operation requires engines. Try client.wait_for_engines(n) to wait "
             "for engines to register."
         )
+
+
+class ControllerLost(IPythonError, ConnectionError):
+    """The controller stopped answering: its connection closed and did not come back in
+    time. Raised by every wait on an unfinished result, and by later submissions and
+    engine-list reads of that client (results received before stay readable). Also a
+    ``ConnectionError``, for code that catches that."""
 
 
 class TaskAborted(KernelError):

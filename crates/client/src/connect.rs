@@ -3,6 +3,16 @@
 //! Like ipyparallel's client, the query DEALER asks the Hub `connection_request` first and
 //! connects the other sockets only once the Hub has answered, so a missing cluster is
 //! reported as such instead of as requests that silently never complete.
+//!
+//! The notification SUB is the exception: it connects BEFORE `connection_request`, so an
+//! engine that registers while we connect is in the Hub's engine list, or announced on a
+//! subscription that is already (nearly) live. The residual window (a subscription still
+//! in flight when the Hub answers) is closed by the I/O thread, which asks the Hub again
+//! once the notification socket's handshake is done (see `io_thread`).
+//!
+//! Two sockets are watched by a socket monitor (an inproc PAIR each): the query socket,
+//! for the controller's liveness ([`crate::liveness`]), and the notification socket, whose
+//! every (re)connection triggers that engine-list re-sync.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +21,7 @@ use corral_wire::{ClientConnection, Message, Session};
 use serde_json::{json, Value};
 
 use crate::error::{ClientError, Result};
+use crate::liveness::{HEARTBEAT_IVL, HEARTBEAT_TIMEOUT, HEARTBEAT_TTL};
 
 /// Every socket a client uses; owned by the I/O thread after [`handshake`].
 pub struct Sockets {
@@ -21,6 +32,40 @@ pub struct Sockets {
     pub broadcast: zmq::Socket,
     pub iopub: zmq::Socket,
     pub notification: zmq::Socket,
+    /// Monitor events of `query`: connection lost / handshake done.
+    pub query_events: zmq::Socket,
+    /// Monitor events of `notification`: handshake done.
+    pub notification_events: zmq::Socket,
+}
+
+/// The engine list of a `connection_reply` (or of any reply with an `engines` map).
+pub fn engines_of(reply: &Message) -> BTreeMap<i64, String> {
+    reply
+        .content
+        .get("engines")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(id, uuid)| Some((id.parse().ok()?, uuid.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts monitoring `s` for `events`; returns the PAIR socket the events arrive on.
+fn monitored(
+    ctx: &zmq::Context,
+    s: &zmq::Socket,
+    name: &'static str,
+    events: &[zmq::SocketEvent],
+) -> Result<zmq::Socket> {
+    // One client per context, so a fixed inproc name per socket never clashes.
+    let endpoint = format!("inproc://corral-client-monitor-{name}");
+    let mask = events.iter().fold(0, |m, e| m | i32::from(e.to_raw()));
+    s.monitor(&endpoint, mask).map_err(ClientError::zmq(name))?;
+    let pair = socket(ctx, zmq::PAIR, name)?;
+    pair.connect(&endpoint).map_err(ClientError::zmq(name))?;
+    Ok(pair)
 }
 
 fn socket(ctx: &zmq::Context, kind: zmq::SocketType, name: &'static str) -> Result<zmq::Socket> {
@@ -38,12 +83,16 @@ fn connected(
 ) -> Result<zmq::Socket> {
     let s = socket(ctx, kind, name)?;
     if kind == zmq::SUB {
-        s.set_subscribe(b"").map_err(ClientError::zmq(name))?;
-        // Absorb bursts of publications; the store conflates them.
-        s.set_rcvhwm(100_000).map_err(ClientError::zmq(name))?;
+        subscribe_all(&s, name)?;
     }
     s.connect(url).map_err(ClientError::zmq(name))?;
     Ok(s)
+}
+
+fn subscribe_all(s: &zmq::Socket, name: &'static str) -> Result<()> {
+    s.set_subscribe(b"").map_err(ClientError::zmq(name))?;
+    // Absorb bursts of publications; the store conflates them.
+    s.set_rcvhwm(100_000).map_err(ClientError::zmq(name))
 }
 
 /// Asks the Hub for the engines map, then connects the remaining sockets.
@@ -54,7 +103,35 @@ pub fn handshake(
     timeout: Duration,
 ) -> Result<(Sockets, BTreeMap<i64, String>)> {
     let url = conn.url(conn.registration);
-    let query = connected(ctx, zmq::DEALER, "query", &url)?;
+    let notification = socket(ctx, zmq::SUB, "notification")?;
+    let notification_events = monitored(
+        ctx,
+        &notification,
+        "notification",
+        &[zmq::SocketEvent::HANDSHAKE_SUCCEEDED],
+    )?;
+    subscribe_all(&notification, "notification")?;
+    notification
+        .connect(&conn.url(conn.notification))
+        .map_err(ClientError::zmq("notification"))?;
+
+    let query = socket(ctx, zmq::DEALER, "query")?;
+    let ms = |d: Duration| d.as_millis() as i32;
+    query
+        .set_heartbeat_ivl(ms(HEARTBEAT_IVL))
+        .and_then(|()| query.set_heartbeat_timeout(ms(HEARTBEAT_TIMEOUT)))
+        .and_then(|()| query.set_heartbeat_ttl(ms(HEARTBEAT_TTL)))
+        .map_err(ClientError::zmq("query"))?;
+    let query_events = monitored(
+        ctx,
+        &query,
+        "query",
+        &[
+            zmq::SocketEvent::DISCONNECTED,
+            zmq::SocketEvent::HANDSHAKE_SUCCEEDED,
+        ],
+    )?;
+    query.connect(&url).map_err(ClientError::zmq("query"))?;
     let request = session.msg("connection_request", json!({}));
     query
         .send_multipart(session.encode(&request), 0)
@@ -88,16 +165,7 @@ pub fn handshake(
             status: status.to_owned(),
         });
     }
-    let engines = reply
-        .content
-        .get("engines")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(id, uuid)| Some((id.parse().ok()?, uuid.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let engines = engines_of(&reply);
     let sockets = Sockets {
         query,
         mux: connected(ctx, zmq::DEALER, "mux", &conn.url(conn.mux))?,
@@ -105,7 +173,9 @@ pub fn handshake(
         task: connected(ctx, zmq::DEALER, "task", &conn.url(conn.task))?,
         broadcast: connected(ctx, zmq::DEALER, "broadcast", &conn.url(conn.broadcast))?,
         iopub: connected(ctx, zmq::SUB, "iopub", &conn.url(conn.iopub))?,
-        notification: connected(ctx, zmq::SUB, "notification", &conn.url(conn.notification))?,
+        notification,
+        query_events,
+        notification_events,
     };
     Ok((sockets, engines))
 }

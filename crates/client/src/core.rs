@@ -2,7 +2,9 @@
 //!
 //! Submitting records the task in the store before the request leaves, then hands the
 //! signed frames to the I/O thread. Waiting blocks on the store's condition variable for
-//! at most the given slice, so a caller can interleave signal checks (Ctrl-C).
+//! at most the given slice, so a caller can interleave signal checks (Ctrl-C). Once the
+//! controller is lost, every wait on something unfinished, every submission and every
+//! engine-list read fails with [`ClientError::ControllerLost`] instead of hanging.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +17,8 @@ use serde_json::Value;
 use crate::connect::handshake;
 use crate::error::{ClientError, Result};
 use crate::io_thread::{self, Shared, STOP, SUBMIT_URL};
-use crate::store::Store;
+use crate::liveness::{Liveness, DEFAULT_GRACE};
+use crate::store::{PendingData, Reply, Store};
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,27 +52,71 @@ impl Channel {
     }
 }
 
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How long to wait for the Hub's `connection_reply`.
+    pub timeout: Duration,
+    /// How long the controller may stay unreachable before every wait fails.
+    pub grace: Duration,
+    /// Accept a connection file with an empty key (unsigned messages).
+    pub insecure: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            grace: DEFAULT_GRACE,
+            insecure: false,
+        }
+    }
+}
+
+/// A snapshot of one task's progress, for metadata.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    pub engine: Option<String>,
+    pub submitted: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: Vec<Value>,
+    pub data_received: u64,
+}
+
 pub struct ClientCore {
     shared: Arc<Shared>,
-    session: Session,
+    session: Arc<Session>,
     /// PUSH end of the submission pipe; a Mutex because zmq sockets are not Sync.
     submit: Mutex<Option<zmq::Socket>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Registration URL, for messages.
     pub url: String,
+    grace: Duration,
     _ctx: zmq::Context,
 }
 
 impl ClientCore {
-    /// Handshakes with the Hub and starts the I/O thread.
-    pub fn connect(conn: &ClientConnection, timeout: Duration) -> Result<Self> {
-        let ctx = zmq::Context::new();
-        let session = Session::new(conn.key.as_bytes());
-        let (sockets, engines) = handshake(&ctx, conn, &session, timeout)?;
-        let mut store = Store::new(session.id.clone());
-        for (id, uuid) in engines {
-            store.add_engine(id, uuid);
+    /// Handshakes with the Hub and starts the I/O thread. An empty key is refused unless
+    /// `options.insecure`: without a key nothing is signed, so anyone who can reach the
+    /// ports could run code on the engines.
+    pub fn connect(conn: &ClientConnection, options: &ConnectOptions) -> Result<Self> {
+        let url = conn.url(conn.registration);
+        if conn.key.is_empty() {
+            if !options.insecure {
+                return Err(ClientError::EmptyKey { url });
+            }
+            tracing::warn!(
+                %url,
+                "INSECURE: the cluster key is empty, so messages are neither signed nor \
+                 checked; anyone who can reach these ports can run code on the engines"
+            );
         }
+        let ctx = zmq::Context::new();
+        let session = Arc::new(Session::new(conn.key.as_bytes()));
+        let (sockets, engines) = handshake(&ctx, conn, &session, options.timeout)?;
+        let mut store = Store::new(session.id.clone());
+        store.merge_engines(engines);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             changed: parking_lot::Condvar::new(),
@@ -82,18 +129,22 @@ impl ClientCore {
         push.set_linger(0).map_err(ClientError::zmq("submit"))?;
         push.connect(SUBMIT_URL)
             .map_err(ClientError::zmq("submit"))?;
-        let signer = session.signer.clone();
-        let thread_shared = shared.clone();
+        let cx = io_thread::Context {
+            shared: shared.clone(),
+            session: session.clone(),
+            liveness: Liveness::new(options.grace),
+        };
         let thread = std::thread::Builder::new()
             .name("corral-client-io".into())
-            .spawn(move || io_thread::run(sockets, pull, thread_shared, signer))
+            .spawn(move || io_thread::run(sockets, pull, cx))
             .expect("spawning a thread");
         Ok(ClientCore {
             shared,
             session,
             submit: Mutex::new(Some(push)),
             thread: Mutex::new(Some(thread)),
-            url: conn.url(conn.registration),
+            url,
+            grace: options.grace,
             _ctx: ctx,
         })
     }
@@ -102,11 +153,27 @@ impl ClientCore {
         &self.session.id
     }
 
-    fn send(&self, channel: &[u8], msg: &Message) -> Result<()> {
-        let mut frames = vec![channel.to_vec()];
+    fn lost_error(&self) -> ClientError {
+        ClientError::ControllerLost {
+            url: self.url.clone(),
+            grace_s: self.grace.as_secs_f64(),
+        }
+    }
+
+    /// Err once the controller is considered gone.
+    pub fn check_controller(&self) -> Result<()> {
+        if self.shared.store.lock().is_lost() {
+            return Err(self.lost_error());
+        }
+        Ok(())
+    }
+
+    fn send(&self, channel: &[u8], tasks: &[String], msg: &Message) -> Result<()> {
+        let mut frames = vec![channel.to_vec(), io_thread::task_frame(tasks)];
         frames.extend(self.session.encode(msg));
         let guard = self.submit.lock();
         let push = guard.as_ref().ok_or(ClientError::Closed)?;
+        // The I/O thread never blocks on a peer, so it drains this pipe promptly.
         push.send_multipart(frames, 0)
             .map_err(ClientError::zmq("submit"))
     }
@@ -131,12 +198,19 @@ impl ClientCore {
             }
         }
         let msg_id = msg.header.msg_id.clone();
-        self.shared.store.lock().add_task(
-            msg_id.clone(),
-            target.map(str::to_owned),
-            msg.header.date.clone(),
-        );
-        self.send(channel.name(), &msg)?;
+        {
+            // One lock for the check and the record: submitting is the hot path.
+            let mut store = self.shared.store.lock();
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
+            store.add_task(
+                msg_id.clone(),
+                target.map(str::to_owned),
+                msg.header.date.clone(),
+            );
+        }
+        self.send(channel.name(), std::slice::from_ref(&msg_id), &msg)?;
         Ok(msg_id)
     }
 
@@ -167,28 +241,48 @@ impl ClientCore {
             .collect();
         {
             let mut store = self.shared.store.lock();
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
             for (msg_id, (uuid, _)) in msg_ids.iter().zip(targets) {
                 store.add_task(msg_id.clone(), Some(uuid.clone()), msg.header.date.clone());
             }
         }
-        self.send(Channel::Broadcast.name(), &msg)?;
+        self.send(Channel::Broadcast.name(), &msg_ids, &msg)?;
         Ok(msg_ids)
     }
 
-    /// Sends a query to the Hub; the reply is collected with [`ClientCore::take_hub_reply`].
+    /// Sends a query to the Hub; the reply is collected with [`ClientCore::take_hub_reply`],
+    /// which the caller must call until it returns a reply or gives up.
     pub fn hub_send(&self, msg_type: &str, content: Value) -> Result<String> {
         let msg = self.session.msg(msg_type, content);
-        self.send(b"query", &msg)?;
+        {
+            let mut store = self.shared.store.lock();
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
+            store.expect_hub_reply(msg.header.msg_id.clone());
+        }
+        self.send(b"query", &[], &msg)?;
         Ok(msg.header.msg_id)
     }
 
-    /// Waits at most `slice` for the Hub's reply to `msg_id`.
-    pub fn take_hub_reply(&self, msg_id: &str, slice: Duration) -> Option<Message> {
+    /// Waits at most `slice` for the Hub's reply to `msg_id`. With `last` set, this is the
+    /// final try: a reply arriving later is dropped.
+    pub fn take_hub_reply(
+        &self,
+        msg_id: &str,
+        slice: Duration,
+        last: bool,
+    ) -> Result<Option<Message>> {
         let deadline = Instant::now() + slice;
         let mut store = self.shared.store.lock();
         loop {
-            if let Some(m) = store.hub_replies.remove(msg_id) {
-                return Some(m);
+            if let Some(m) = store.take_hub_reply(msg_id, false) {
+                return Ok(Some(m));
+            }
+            if store.is_lost() {
+                return Err(self.lost_error());
             }
             if self
                 .shared
@@ -196,22 +290,26 @@ impl ClientCore {
                 .wait_until(&mut store, deadline)
                 .timed_out()
             {
-                return store.hub_replies.remove(msg_id);
+                return Ok(store.take_hub_reply(msg_id, last));
             }
         }
     }
 
     /// Waits at most `slice` for every msg_id to be ready; true when they all are.
-    pub fn wait(&self, msg_ids: &[String], slice: Duration) -> bool {
+    /// Err when the controller is gone and some are not ready: they never will be.
+    pub fn wait(&self, msg_ids: &[String], slice: Duration) -> Result<bool> {
         let deadline = Instant::now() + slice;
         let mut store = self.shared.store.lock();
         loop {
             let now = Instant::now();
             if msg_ids.iter().all(|m| store.is_ready(m, now)) {
-                return true;
+                return Ok(true);
+            }
+            if store.is_lost() {
+                return Err(self.lost_error());
             }
             if now >= deadline {
-                return false;
+                return Ok(false);
             }
             self.shared.changed.wait_until(&mut store, deadline);
         }
@@ -220,44 +318,118 @@ impl ClientCore {
     /// Waits at most `slice` until the tasks have received more than `seen` publications
     /// in total, or are all ready. Returns `(publications received, all ready)`, so a
     /// watcher reacts to each batch of updates as it arrives instead of polling.
-    pub fn wait_data(&self, msg_ids: &[String], seen: u64, slice: Duration) -> (u64, bool) {
+    pub fn wait_data(&self, msg_ids: &[String], seen: u64, slice: Duration) -> Result<(u64, bool)> {
         let deadline = Instant::now() + slice;
         let mut store = self.shared.store.lock();
         loop {
             let now = Instant::now();
             let received: u64 = msg_ids
                 .iter()
-                .filter_map(|m| store.tasks.get(m))
+                .filter_map(|m| store.task(m))
                 .map(|t| t.data_received)
                 .sum();
             let ready = msg_ids.iter().all(|m| store.is_ready(m, now));
-            if received > seen || ready || now >= deadline {
-                return (received, ready);
+            if received > seen || ready {
+                return Ok((received, ready));
+            }
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
+            if now >= deadline {
+                return Ok((received, ready));
             }
             self.shared.published.wait_until(&mut store, deadline);
         }
     }
 
-    /// Waits at most `slice` for at least `n` live engines; returns how many there are.
-    pub fn wait_for_engines(&self, n: usize, slice: Duration) -> usize {
-        let deadline = Instant::now() + slice;
-        let mut store = self.shared.store.lock();
-        while store.engines.len() < n {
-            if self
-                .shared
-                .changed
-                .wait_until(&mut store, deadline)
-                .timed_out()
-            {
-                break;
-            }
+    /// Live engines, id → uuid; Err once the controller is gone (the list is stale).
+    pub fn engines(&self) -> Result<Vec<(i64, String)>> {
+        let store = self.shared.store.lock();
+        if store.is_lost() {
+            return Err(self.lost_error());
         }
-        store.engines.len()
+        Ok(store
+            .engines()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
     }
 
-    /// Runs `f` with the store locked (short reads and takes only).
-    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        f(&mut self.shared.store.lock())
+    /// The id of a live or recently dead engine.
+    pub fn engine_id(&self, uuid: &str) -> Option<i64> {
+        self.shared.store.lock().engine_id(uuid)
+    }
+
+    /// Waits at most `slice` for at least `n` live engines; returns how many there are.
+    pub fn wait_for_engines(&self, n: usize, slice: Duration) -> Result<usize> {
+        let deadline = Instant::now() + slice;
+        let mut store = self.shared.store.lock();
+        loop {
+            if store.is_lost() {
+                return Err(self.lost_error());
+            }
+            if store.engines().len() >= n
+                || self
+                    .shared
+                    .changed
+                    .wait_until(&mut store, deadline)
+                    .timed_out()
+            {
+                return Ok(store.engines().len());
+            }
+        }
+    }
+
+    /// Those of `msg_ids` that are recorded and not ready yet.
+    pub fn outstanding(&self, msg_ids: &[String]) -> Vec<String> {
+        self.shared
+            .store
+            .lock()
+            .outstanding(msg_ids, Instant::now())
+    }
+
+    /// Forgets finished tasks; returns the msg_ids still outstanding (kept).
+    pub fn forget(&self, msg_ids: &[String]) -> Vec<String> {
+        self.shared.store.lock().forget(msg_ids, Instant::now())
+    }
+
+    pub fn is_ready(&self, msg_id: &str) -> bool {
+        self.shared.store.lock().is_ready(msg_id, Instant::now())
+    }
+
+    /// The reply of a task, once it arrived.
+    pub fn reply(&self, msg_id: &str) -> Option<Reply> {
+        self.shared
+            .store
+            .lock()
+            .task(msg_id)
+            .and_then(|t| t.reply.clone())
+    }
+
+    pub fn task(&self, msg_id: &str) -> Option<TaskView> {
+        self.shared.store.lock().task(msg_id).map(|t| TaskView {
+            engine: t.engine.clone(),
+            submitted: t.submitted.clone(),
+            stdout: t.stdout.clone(),
+            stderr: t.stderr.clone(),
+            outputs: t.outputs.clone(),
+            data_received: t.data_received,
+        })
+    }
+
+    /// Takes the pending (conflated) data updates of each task, oldest first.
+    pub fn take_data(&self, msg_ids: &[String]) -> Vec<Vec<PendingData>> {
+        let mut store = self.shared.store.lock();
+        msg_ids.iter().map(|m| store.take_data(m)).collect()
+    }
+
+    pub fn hub_shut_down(&self) -> bool {
+        self.shared.store.lock().hub_shut_down()
+    }
+
+    /// How many Hub replies are held or awaited (tests check they stay bounded).
+    pub fn hub_pending(&self) -> usize {
+        self.shared.store.lock().hub_pending()
     }
 
     /// Stops the I/O thread and closes every socket. Idempotent.

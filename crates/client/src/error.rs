@@ -17,6 +17,21 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Wire(#[from] corral_wire::WireError),
+    /// The Hub connection closed and did not come back within the grace period.
+    #[error(
+        "the controller at {url} stopped answering: its connection closed and did not come \
+         back within {grace_s:.1} s, so results not received by then are lost. Check that the \
+         controller is running (its log is in the profile's log folder); restart the cluster \
+         if needed, then create a new Client"
+    )]
+    ControllerLost { url: String, grace_s: f64 },
+    /// The connection file has no key: nothing would be signed.
+    #[error(
+        "the connection file for {url} has an empty key, so messages would be neither signed \
+         nor checked and anyone who can reach its ports could run code on the engines; \
+         refusing. To connect anyway, pass insecure=True to Client or set CORRAL_INSECURE=1"
+    )]
+    EmptyKey { url: String },
     #[error("the client is closed")]
     Closed,
     #[error("no reply to {msg_type} from the Hub within {timeout_s:.1} s")]

@@ -1,21 +1,31 @@
 //! The one thread that owns every socket after connect.
 //!
-//! Callers never touch a client socket: they push `[channel, frames..]` into an inproc
-//! PUSH socket whose PULL end is polled here, next to the Hub and engine sockets. Incoming
-//! messages are verified (bad signatures are dropped and logged), decoded outside the
-//! lock, then filed into the [`Store`] in batches. Waiters for results are woken only by
-//! batches that can change readiness (replies, `status`, notifications, Hub replies), and
-//! data watchers only by batches that carry publications, so a flood of `data_message`s
-//! does not spin a thread blocked in `get()`.
+//! Callers never touch a client socket: they push `[channel, task ids, frames..]` into an
+//! inproc PUSH socket whose PULL end is polled here, next to the Hub and engine sockets.
+//! Incoming messages are verified (bad signatures are dropped and logged), decoded outside
+//! the lock, then filed into the [`Store`] in batches. Waiters for results are woken only
+//! by batches that can change readiness (replies, `status`, notifications, Hub replies),
+//! and data watchers only by batches that carry publications, so a flood of
+//! `data_message`s does not spin a thread blocked in `get()`.
 //! Nothing here needs the GIL, so a Python loop reading `.data` never slows the intake.
+//!
+//! Three duties besides:
+//! * sends never block ([`Outbox`]): one socket at its high-water mark cannot stall the rest;
+//! * the controller's liveness ([`Liveness`]): a lost controller fails every wait;
+//! * engine-list re-sync: after the notification subscription is (re)connected, and when a
+//!   message names an engine we do not know, the Hub is asked for its engine list again,
+//!   so a registration announced before our subscription was live is not missed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use corral_wire::{Message, Signer};
+use corral_wire::{Message, Session};
 use parking_lot::{Condvar, Mutex};
+use serde_json::json;
 
-use crate::connect::Sockets;
+use crate::connect::{engines_of, Sockets};
+use crate::liveness::{LinkEvent, Liveness};
+use crate::outbox::{Outbox, Outgoing};
 use crate::store::Store;
 
 /// State shared between the I/O thread and callers.
@@ -26,6 +36,13 @@ pub struct Shared {
     pub changed: Condvar,
     /// Notified after a batch that carried published data or output.
     pub published: Condvar,
+}
+
+impl Shared {
+    fn wake_all(&self) {
+        self.changed.notify_all();
+        self.published.notify_all();
+    }
 }
 
 /// The inproc endpoint callers submit through.
@@ -39,6 +56,13 @@ const BATCH: usize = 2048;
 /// ... and at most about this many bytes, so a burst of large publications (8 MB arrays)
 /// is filed, and conflated, a few at a time instead of all being held decoded at once.
 const BATCH_BYTES: usize = 32 << 20;
+/// A re-sync waits this long after the notification handshake, so our subscription has
+/// surely reached the Hub's PUB before the Hub reads our query.
+const RESYNC_DELAY: Duration = Duration::from_millis(200);
+/// At most one re-sync for unknown engines per this period.
+const RESYNC_MIN_GAP: Duration = Duration::from_secs(1);
+/// Poll period when nothing arrives: bounds how late the liveness and re-sync checks run.
+const POLL_MS: i64 = 100;
 
 #[derive(Clone, Copy)]
 enum Source {
@@ -48,7 +72,24 @@ enum Source {
     Hub,
 }
 
-pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, signer: Signer) {
+/// The outgoing sockets, in the order of [`OUT_NAMES`].
+const OUT_NAMES: [&[u8]; 5] = [b"mux", b"task", b"control", b"broadcast", b"query"];
+
+/// What the thread needs besides the sockets.
+pub(crate) struct Context {
+    pub shared: Arc<Shared>,
+    pub session: Arc<Session>,
+    pub liveness: Liveness,
+}
+
+/// When to ask the Hub for its engine list again.
+struct Resync {
+    due: Option<Instant>,
+    last: Option<Instant>,
+    request: Option<String>,
+}
+
+pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
     let Sockets {
         query,
         mux,
@@ -57,7 +98,11 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
         broadcast,
         iopub,
         notification,
+        query_events,
+        notification_events,
     } = sockets;
+    let outputs: [&zmq::Socket; 5] = [&mux, &task, &control, &broadcast, &query];
+    let mut outboxes: [Outbox; 5] = Default::default();
     let inputs: [(&zmq::Socket, Source); 7] = [
         (&mux, Source::Reply),
         (&task, Source::Reply),
@@ -67,46 +112,83 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
         (&query, Source::Hub),
         (&iopub, Source::Iopub),
     ];
+    let mut resync = Resync {
+        due: None,
+        last: None,
+        request: None,
+    };
+    let shared = cx.shared.clone();
     let mut decoded: Vec<(Source, Message)> = Vec::with_capacity(BATCH);
     loop {
-        let mut items: Vec<zmq::PollItem> = Vec::with_capacity(8);
+        let mut items: Vec<zmq::PollItem> = Vec::with_capacity(15);
         items.push(submit.as_poll_item(zmq::POLLIN));
+        items.push(query_events.as_poll_item(zmq::POLLIN));
+        items.push(notification_events.as_poll_item(zmq::POLLIN));
         items.extend(inputs.iter().map(|(s, _)| s.as_poll_item(zmq::POLLIN)));
-        if let Err(e) = zmq::poll(&mut items, 100) {
+        // Writable interest only where something waits, or poll would spin.
+        let waiting: Vec<usize> = (0..outputs.len())
+            .filter(|&k| !outboxes[k].is_empty())
+            .collect();
+        items.extend(
+            waiting
+                .iter()
+                .map(|&k| outputs[k].as_poll_item(zmq::POLLOUT)),
+        );
+        if let Err(e) = zmq::poll(&mut items, POLL_MS) {
             tracing::error!(error = %e, "poll failed; client I/O thread stops");
             return;
         }
         let readable: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        let writable: Vec<bool> = items.iter().map(|i| i.is_writable()).collect();
         drop(items);
+        let now = Instant::now();
 
-        if readable[0] {
-            while let Ok(frames) = submit.recv_multipart(zmq::DONTWAIT) {
-                let Some((channel, msg)) = frames.split_first() else {
-                    continue;
-                };
-                let target = match channel.as_slice() {
-                    STOP => {
-                        tracing::debug!("client I/O thread stopping");
-                        return;
-                    }
-                    b"mux" => &mux,
-                    b"task" => &task,
-                    b"control" => &control,
-                    b"broadcast" => &broadcast,
-                    b"query" => &query,
-                    other => {
-                        tracing::error!(channel = ?String::from_utf8_lossy(other), "unknown channel");
-                        continue;
-                    }
-                };
-                if let Err(e) = target.send_multipart(msg, 0) {
-                    tracing::error!(error = %e, "send failed");
-                }
+        // Sockets that became writable take their backlog first, keeping order.
+        for (n, &k) in waiting.iter().enumerate() {
+            if writable[3 + inputs.len() + n] {
+                let failed = outboxes[k].flush(outputs[k]);
+                fail_unsent(&shared, failed, "the send failed (see the log)");
             }
         }
 
+        if readable[0] {
+            while let Ok(mut frames) = submit.recv_multipart(zmq::DONTWAIT) {
+                let channel = frames.first().map(Vec::as_slice).unwrap_or_default();
+                if channel == STOP {
+                    tracing::debug!("client I/O thread stopping");
+                    return;
+                }
+                let Some(k) = OUT_NAMES.iter().position(|n| *n == channel) else {
+                    tracing::error!(channel = ?String::from_utf8_lossy(channel), "unknown channel");
+                    continue;
+                };
+                if frames.len() < 3 {
+                    continue;
+                }
+                // [channel, task ids, message frames..]: keep the frames without copying them.
+                let tasks = task_ids(&frames[1]);
+                frames.drain(..2);
+                let outgoing = Outgoing { frames, tasks };
+                send(
+                    &shared,
+                    &mut outboxes[k],
+                    outputs[k],
+                    outgoing,
+                    OUT_NAMES[k],
+                );
+            }
+        }
+
+        for event in drain_events(&query_events, readable[1]) {
+            cx.liveness.on_event(event, now);
+        }
+        if drain_events(&notification_events, readable[2]).contains(&LinkEvent::Up) {
+            // Our subscription is on its way: ask again once it has surely arrived.
+            resync.due = Some(now + RESYNC_DELAY);
+        }
+
         for (k, (socket, source)) in inputs.iter().enumerate() {
-            if !readable[k + 1] {
+            if !readable[k + 3] {
                 continue;
             }
             let mut bytes = 0;
@@ -118,7 +200,7 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
                     break;
                 };
                 bytes += frames.iter().map(Vec::len).sum::<usize>();
-                match Message::decode(&frames, &signer) {
+                match Message::decode(&frames, &cx.session.signer) {
                     Ok(m) => decoded.push((*source, m)),
                     // ipykernel's iopub_welcome and similar arrive signed; anything that
                     // fails here is malformed or forged.
@@ -126,12 +208,27 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
                 }
             }
         }
+
+        if cx.liveness.became_lost(now) {
+            let unfinished = shared.store.lock().controller_lost();
+            let dropped: usize = outboxes.iter_mut().map(|o| o.clear().len()).sum();
+            tracing::error!(
+                grace_s = cx.liveness.grace.as_secs_f64(),
+                unfinished = unfinished.len(),
+                unsent = dropped,
+                "the controller stopped answering; every unfinished result fails"
+            );
+            shared.wake_all();
+        }
+        if !cx.liveness.is_lost() {
+            resync_if_due(&mut cx, &mut resync, &mut outboxes[4], &query, now);
+        }
+
         if decoded.is_empty() {
             // A timeout round still wakes waiters, so the lost-idle rule can fire.
             shared.changed.notify_all();
             continue;
         }
-        let now = Instant::now();
         let (mut readiness, mut output) = (false, false);
         {
             let mut store = shared.store.lock();
@@ -147,12 +244,18 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
                     Source::Notification => {
                         store.on_notification(&m, now);
                     }
-                    Source::Hub => {
-                        if let Some(id) = m.parent_msg_id().map(str::to_owned) {
-                            store.hub_replies.insert(id, m);
+                    Source::Hub if resync.request.as_deref() == m.parent_msg_id() => {
+                        resync.request = None;
+                        let added = store.merge_engines(engines_of(&m));
+                        if added > 0 {
+                            tracing::info!(added, "engine list re-sync found engines we missed");
                         }
                     }
+                    Source::Hub => store.on_hub_reply(m),
                 }
+            }
+            if store.take_unknown_engine_seen() && resync.due.is_none() {
+                resync.due = Some(now);
             }
         }
         if readiness {
@@ -162,4 +265,82 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, shared: Arc<Shared>, si
             shared.published.notify_all();
         }
     }
+}
+
+/// Task msg_ids travel as one space-separated frame (msg_ids never contain spaces).
+pub(crate) fn task_frame(msg_ids: &[String]) -> Vec<u8> {
+    msg_ids.join(" ").into_bytes()
+}
+
+fn task_ids(frame: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(frame)
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sends or queues `msg`; a full backlog fails the tasks it carried.
+fn send(shared: &Shared, outbox: &mut Outbox, socket: &zmq::Socket, msg: Outgoing, name: &[u8]) {
+    if let Err(full) = outbox.send(socket, msg) {
+        let why = format!(
+            "the controller is not taking messages on the {} socket ({} messages, {} MB \
+             already wait to be sent); is it overloaded or stuck?",
+            String::from_utf8_lossy(name),
+            full.waiting,
+            full.waiting_bytes >> 20
+        );
+        tracing::error!(reason = %why, "request not sent");
+        fail_unsent(shared, vec![full.rejected], &why);
+    }
+}
+
+fn fail_unsent(shared: &Shared, msgs: Vec<Outgoing>, why: &str) {
+    let tasks: Vec<String> = msgs.into_iter().flat_map(|m| m.tasks).collect();
+    if tasks.is_empty() {
+        return;
+    }
+    shared.store.lock().fail_unsent(&tasks, why, Instant::now());
+    shared.wake_all();
+}
+
+/// Every link event waiting on a monitor PAIR socket.
+fn drain_events(events: &zmq::Socket, readable: bool) -> Vec<LinkEvent> {
+    let mut out = Vec::new();
+    if !readable {
+        return out;
+    }
+    while let Ok(frames) = events.recv_multipart(zmq::DONTWAIT) {
+        if let Some(e) = frames
+            .first()
+            .and_then(|f| LinkEvent::from_monitor_frame(f))
+        {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Sends the re-sync `connection_request` when one is due (and none is in flight).
+fn resync_if_due(
+    cx: &mut Context,
+    resync: &mut Resync,
+    outbox: &mut Outbox,
+    query: &zmq::Socket,
+    now: Instant,
+) {
+    let Some(due) = resync.due else { return };
+    let too_soon = resync.last.is_some_and(|t| now < t + RESYNC_MIN_GAP);
+    if now < due || too_soon {
+        return;
+    }
+    resync.due = None;
+    resync.last = Some(now);
+    let msg = cx.session.msg("connection_request", json!({}));
+    resync.request = Some(msg.header.msg_id.clone());
+    let outgoing = Outgoing {
+        frames: cx.session.encode(&msg),
+        tasks: Vec::new(),
+    };
+    send(&cx.shared, outbox, query, outgoing, b"query");
 }

@@ -13,8 +13,14 @@
 //!   publishes a million times while nobody reads costs one pending update.
 //! * **Engine death**: an `unregistration_notification` turns every outstanding task of
 //!   ours on that engine into a locally synthesized `EngineError` reply, so waits end.
+//! * **Controller loss**: once the controller is declared lost, nothing more will arrive;
+//!   the store remembers why, and callers turn every wait on an unfinished task into
+//!   [`crate::ClientError::ControllerLost`].
+//!
+//! Everything kept is bounded by what the caller asked for: Hub replies are kept only
+//! while someone waits for them, dead engines' ids only up to [`MAX_DEAD_ENGINES`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use corral_wire::{iso_now, new_id, Header, Message, PROTOCOL_VERSION};
@@ -58,19 +64,29 @@ pub struct TaskRecord {
     pub data_received: u64,
 }
 
+/// How many dead engines' ids are remembered (to name them in errors and metadata).
+pub const MAX_DEAD_ENGINES: usize = 4096;
+
 /// Everything the client knows, keyed by msg_id.
 #[derive(Debug)]
 pub struct Store {
     session: String,
-    pub tasks: HashMap<String, TaskRecord>,
+    tasks: HashMap<String, TaskRecord>,
     /// Live engines, id → uuid.
-    pub engines: BTreeMap<i64, String>,
-    /// Every engine ever seen, uuid → id (dead ones too, to name them in errors).
-    pub engine_ids: HashMap<String, i64>,
-    /// Replies to Hub queries, keyed by the request msg_id.
-    pub hub_replies: HashMap<String, Message>,
+    engines: BTreeMap<i64, String>,
+    /// Every engine seen, uuid → id: the live ones and the last [`MAX_DEAD_ENGINES`] dead.
+    engine_ids: HashMap<String, i64>,
+    /// Dead engines' uuids, oldest first, so `engine_ids` forgets the oldest.
+    dead_engines: VecDeque<String>,
+    /// Hub queries someone waits for, and the replies that arrived for them.
+    hub_waiting: HashSet<String>,
+    hub_replies: HashMap<String, Message>,
     /// Set when the Hub announces `shutdown_notification`.
-    pub hub_shut_down: bool,
+    hub_shut_down: bool,
+    /// A message from an engine we do not know arrived: the engine list needs a re-sync.
+    unknown_engine_seen: bool,
+    /// The controller is considered gone.
+    lost: bool,
     /// How long a reply waits for its idle before being released anyway.
     pub release_after: Duration,
 }
@@ -82,15 +98,153 @@ impl Store {
             tasks: HashMap::new(),
             engines: BTreeMap::new(),
             engine_ids: HashMap::new(),
+            dead_engines: VecDeque::new(),
+            hub_waiting: HashSet::new(),
             hub_replies: HashMap::new(),
             hub_shut_down: false,
+            unknown_engine_seen: false,
+            lost: false,
             release_after: Duration::from_secs(5),
         }
     }
 
-    pub fn add_engine(&mut self, id: i64, uuid: String) {
+    /// Records a live engine; true if it was not known as live before.
+    pub fn add_engine(&mut self, id: i64, uuid: String) -> bool {
         self.engine_ids.insert(uuid.clone(), id);
-        self.engines.insert(id, uuid);
+        self.engines.insert(id, uuid).is_none()
+    }
+
+    /// Adds the engines of a Hub engine list that we do not know yet (a re-sync after a
+    /// notification may have been missed); returns how many were new. Never removes: a
+    /// notification that overtook the Hub's reply may already have added a newer engine.
+    pub fn merge_engines(&mut self, engines: impl IntoIterator<Item = (i64, String)>) -> usize {
+        let mut added = 0;
+        for (id, uuid) in engines {
+            if self.dead_engines.contains(&uuid) {
+                continue; // its unregistration already arrived
+            }
+            if !self.engines.contains_key(&id) && self.add_engine(id, uuid) {
+                added += 1;
+            }
+        }
+        added
+    }
+
+    fn remove_engine(&mut self, id: i64, uuid: &str) {
+        self.engines.remove(&id);
+        self.dead_engines.push_back(uuid.to_owned());
+        if self.dead_engines.len() > MAX_DEAD_ENGINES {
+            if let Some(old) = self.dead_engines.pop_front() {
+                self.engine_ids.remove(&old);
+            }
+        }
+    }
+
+    /// Live engines, id → uuid.
+    pub fn engines(&self) -> &BTreeMap<i64, String> {
+        &self.engines
+    }
+
+    /// The id of a live or recently dead engine.
+    pub fn engine_id(&self, uuid: &str) -> Option<i64> {
+        self.engine_ids.get(uuid).copied()
+    }
+
+    pub fn task(&self, msg_id: &str) -> Option<&TaskRecord> {
+        self.tasks.get(msg_id)
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn hub_shut_down(&self) -> bool {
+        self.hub_shut_down
+    }
+
+    /// True once after a message named an engine we do not know.
+    pub fn take_unknown_engine_seen(&mut self) -> bool {
+        std::mem::take(&mut self.unknown_engine_seen)
+    }
+
+    fn note_engine(&mut self, uuid: Option<&str>) {
+        if let Some(uuid) = uuid {
+            if !self.engine_ids.contains_key(uuid) {
+                self.unknown_engine_seen = true;
+            }
+        }
+    }
+
+    /// Someone is about to wait for the Hub's reply to `msg_id`.
+    pub fn expect_hub_reply(&mut self, msg_id: String) {
+        self.hub_waiting.insert(msg_id);
+    }
+
+    /// Files a Hub reply; kept only if someone still waits for it (a reply that arrives
+    /// after its wait timed out is dropped, so late replies never pile up).
+    pub fn on_hub_reply(&mut self, msg: Message) {
+        match msg.parent_msg_id() {
+            Some(id) if self.hub_waiting.contains(id) => {
+                self.hub_replies.insert(id.to_owned(), msg);
+            }
+            parent => tracing::debug!(
+                ?parent,
+                msg_type = msg.msg_type(),
+                "Hub reply nobody waits for dropped"
+            ),
+        }
+    }
+
+    /// Takes the reply to `msg_id` if it arrived; the wait for it ends either way when
+    /// `give_up` is set.
+    pub fn take_hub_reply(&mut self, msg_id: &str, give_up: bool) -> Option<Message> {
+        let reply = self.hub_replies.remove(msg_id);
+        if reply.is_some() || give_up {
+            self.hub_waiting.remove(msg_id);
+        }
+        reply
+    }
+
+    /// How many Hub replies are held or awaited (for tests of the bound).
+    pub fn hub_pending(&self) -> usize {
+        self.hub_waiting.len() + self.hub_replies.len()
+    }
+
+    /// The controller is gone: remember it, and stop waiting for idles that cannot come
+    /// (a task whose reply arrived is finished). Returns the msg_ids left without a reply.
+    pub fn controller_lost(&mut self) -> Vec<String> {
+        let mut unfinished = Vec::new();
+        for (msg_id, task) in self.tasks.iter_mut() {
+            if task.reply.is_some() {
+                task.idle = true;
+            } else {
+                unfinished.push(msg_id.clone());
+            }
+        }
+        self.hub_replies.clear();
+        self.hub_waiting.clear();
+        self.lost = true;
+        unfinished
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Tasks whose request could not be sent get an error reply saying why.
+    pub fn fail_unsent(&mut self, msg_ids: &[String], why: &str, now: Instant) {
+        for msg_id in msg_ids {
+            let Some(task) = self.tasks.get_mut(msg_id) else {
+                continue;
+            };
+            if task.reply.is_some() {
+                continue;
+            }
+            let evalue = format!("task '{msg_id}' was not sent: {why}");
+            task.reply = Some(local_error_reply("SendError", &evalue, json!({}), None));
+            task.reply_at = Some(now);
+            task.idle = true;
+        }
     }
 
     /// Records a request before it is sent, so no reply can arrive for an unknown task.
@@ -127,6 +281,8 @@ impl Store {
             .get("engine")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        self.note_engine(engine.as_deref());
+        let task = self.tasks.get_mut(&msg_id).expect("checked above");
         match &engine {
             Some(uuid) => task.engine = Some(uuid.clone()),
             None => {
@@ -157,6 +313,7 @@ impl Store {
 
     /// Files an IOPub message. Messages parented to other sessions are not ours.
     pub fn on_iopub(&mut self, msg: Message, now: Instant) {
+        self.note_engine(msg.metadata.get("engine").and_then(Value::as_str));
         let parent_session = msg.parent_header.get("session").and_then(Value::as_str);
         if parent_session != Some(self.session.as_str()) {
             return;
@@ -228,7 +385,7 @@ impl Store {
                 Vec::new()
             }
             ("unregistration_notification", Some(id), Some(uuid)) => {
-                self.engines.remove(&id);
+                self.remove_engine(id, uuid);
                 self.engine_died(id, uuid, now)
             }
             ("shutdown_notification", _, _) => {
@@ -255,26 +412,12 @@ impl Store {
             }
             let evalue = format!("Engine {id} died while running task '{msg_id}'");
             let engine_info = json!({"engine_uuid": uuid, "engine_id": id, "method": "apply"});
-            let header = Header {
-                msg_id: new_id(),
-                msg_type: "apply_reply".into(),
-                username: String::new(),
-                session: String::new(),
-                date: iso_now(),
-                version: PROTOCOL_VERSION.into(),
-            };
-            task.reply = Some(Reply {
-                header: serde_json::to_value(header).expect("headers serialize"),
-                content: json!({
-                    "status": "error",
-                    "ename": "EngineError",
-                    "evalue": evalue,
-                    "traceback": [format!("EngineError: {evalue}")],
-                    "engine_info": engine_info,
-                }),
-                metadata: json!({"engine": uuid, "status": "error", "engine_info": engine_info}),
-                buffers: Vec::new(),
-            });
+            task.reply = Some(local_error_reply(
+                "EngineError",
+                &evalue,
+                engine_info,
+                Some(uuid),
+            ));
             task.reply_at = Some(now);
             task.idle = true;
             failed.push(msg_id.clone());
@@ -346,6 +489,34 @@ impl Store {
 
     pub fn session(&self) -> &str {
         &self.session
+    }
+}
+
+/// An `apply_reply` made here, for a task that will get no real one.
+fn local_error_reply(ename: &str, evalue: &str, engine_info: Value, engine: Option<&str>) -> Reply {
+    let header = Header {
+        msg_id: new_id(),
+        msg_type: "apply_reply".into(),
+        username: String::new(),
+        session: String::new(),
+        date: iso_now(),
+        version: PROTOCOL_VERSION.into(),
+    };
+    let mut metadata = json!({"status": "error", "engine_info": engine_info});
+    if let Some(uuid) = engine {
+        metadata["engine"] = json!(uuid);
+    }
+    Reply {
+        header: serde_json::to_value(header).expect("headers serialize"),
+        content: json!({
+            "status": "error",
+            "ename": ename,
+            "evalue": evalue,
+            "traceback": [format!("{ename}: {evalue}")],
+            "engine_info": engine_info,
+        }),
+        metadata,
+        buffers: Vec::new(),
     }
 }
 
@@ -582,5 +753,96 @@ mod tests {
         assert_eq!(t.stdout, "a\nb\n");
         assert_eq!(t.stderr, "e");
         assert_eq!(t.outputs[0]["msg_type"], "error");
+    }
+
+    #[test]
+    fn resync_adds_missed_engines_but_not_dead_ones() {
+        let mut s = Store::new(SESSION.into());
+        s.add_engine(0, "a".into());
+        let note = message(
+            "unregistration_notification",
+            json!({}),
+            json!({}),
+            json!({"id": 0, "uuid": "a"}),
+        );
+        s.on_notification(&note, Instant::now());
+        // A Hub list taken before the unregistration still names engine 0.
+        let added = s.merge_engines([(0, "a".to_string()), (1, "b".to_string())]);
+        assert_eq!(added, 1);
+        assert_eq!(s.engines().keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            s.engine_id("a"),
+            Some(0),
+            "dead engines keep their id for errors"
+        );
+    }
+
+    #[test]
+    fn dead_engine_ids_are_bounded() {
+        let mut s = Store::new(SESSION.into());
+        for id in 0..(MAX_DEAD_ENGINES as i64 + 10) {
+            let uuid = format!("e{id}");
+            s.add_engine(id, uuid.clone());
+            s.remove_engine(id, &uuid);
+        }
+        assert_eq!(s.engine_ids.len(), MAX_DEAD_ENGINES);
+        assert_eq!(s.engine_id("e0"), None);
+    }
+
+    #[test]
+    fn a_message_from_an_unknown_engine_asks_for_a_resync() {
+        let mut s = store_with_task("m");
+        s.on_iopub(
+            iopub("m", "status", json!({"execution_state": "busy"})),
+            Instant::now(),
+        );
+        assert!(!s.take_unknown_engine_seen());
+        let mut m = reply("m");
+        m.metadata = json!({"engine": "stranger"});
+        s.on_reply(m, Instant::now());
+        assert!(s.take_unknown_engine_seen());
+        assert!(!s.take_unknown_engine_seen(), "reported once");
+    }
+
+    #[test]
+    fn controller_loss_finishes_replied_tasks_and_keeps_the_rest_unready() {
+        let mut s = store_with_task("running");
+        s.add_task("replied".into(), Some(ENGINE.into()), iso_now());
+        let t0 = Instant::now();
+        s.on_reply(reply("replied"), t0);
+        assert!(!s.is_ready("replied", t0), "waits for its idle");
+        s.expect_hub_reply("q".into());
+        let unfinished = s.controller_lost();
+        assert_eq!(unfinished, vec!["running".to_string()]);
+        assert!(s.is_lost());
+        assert!(
+            s.is_ready("replied", t0),
+            "no idle will come: the reply is final"
+        );
+        assert!(!s.is_ready("running", t0));
+        assert_eq!(s.hub_pending(), 0);
+    }
+
+    #[test]
+    fn hub_replies_are_kept_only_while_awaited() {
+        let mut s = Store::new(SESSION.into());
+        let hub_reply = |parent: &str| {
+            message(
+                "queue_reply",
+                request_header(parent, SESSION),
+                json!({}),
+                json!({"status": "ok"}),
+            )
+        };
+        s.on_hub_reply(hub_reply("nobody-asked"));
+        assert_eq!(s.hub_pending(), 0);
+        s.expect_hub_reply("q1".into());
+        assert!(s.take_hub_reply("q1", true).is_none()); // gave up
+        s.on_hub_reply(hub_reply("q1")); // too late
+        assert_eq!(s.hub_pending(), 0);
+        s.expect_hub_reply("q2".into());
+        s.on_hub_reply(hub_reply("q2"));
+        assert!(s.take_hub_reply("q2", false).is_some());
+        assert_eq!(s.hub_pending(), 0);
     }
 }

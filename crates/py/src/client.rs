@@ -1,52 +1,41 @@
 //! Bindings of corral-client: `corral._core.ClientCore`, forwarders only.
 //!
-//! JSON travels as `str` (the Python layer `json.loads` it), buffers as `bytes`. Every
-//! wait releases the GIL and wakes every [`SLICE`] to check signals, so Ctrl-C works.
+//! JSON travels as `str` (the Python layer `json.loads` it), buffers as `bytes`; replies
+//! and task snapshots cross as small typed objects ([`PyReply`], [`PyTaskInfo`],
+//! [`PyHubReply`]). Every wait goes through [`wait_released`]: the GIL is released and
+//! signals are checked every [`SLICE`], so Ctrl-C becomes `KeyboardInterrupt`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use corral_client::{Channel, ClientCore, ClientError};
+use corral_client::{Channel, ClientCore, ClientError, ConnectOptions};
 use corral_wire::ClientConnection;
-use pyo3::exceptions::{
-    PyConnectionError, PyOSError, PyRuntimeError, PyTimeoutError, PyValueError,
-};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::error::to_py;
+
 /// How long a blocking call stays in Rust before checking for KeyboardInterrupt.
 const SLICE: Duration = Duration::from_millis(50);
-
-/// The one place client errors become Python exceptions.
-fn to_py(e: ClientError) -> PyErr {
-    let text = e.to_string();
-    match e {
-        ClientError::NoController { .. } | ClientError::HubTimeout { .. } => {
-            PyTimeoutError::new_err(text)
-        }
-        ClientError::ConnectionRefused { .. } => PyConnectionError::new_err(text),
-        ClientError::Zmq { .. } => PyOSError::new_err(text),
-        ClientError::Closed => PyRuntimeError::new_err(text),
-        ClientError::Wire(_) | ClientError::UnknownChannel(_) | ClientError::BadJson { .. } => {
-            PyValueError::new_err(text)
-        }
-    }
-}
 
 fn json(what: &'static str, text: &str) -> PyResult<serde_json::Value> {
     serde_json::from_str(text).map_err(|source| to_py(ClientError::BadJson { what, source }))
 }
 
-fn bytes_list<'py>(py: Python<'py>, frames: &[Vec<u8>]) -> Vec<Bound<'py, PyBytes>> {
-    frames.iter().map(|f| PyBytes::new(py, f)).collect()
+fn bytes_list(py: Python<'_>, frames: &[Vec<u8>]) -> Vec<Py<PyBytes>> {
+    frames
+        .iter()
+        .map(|f| PyBytes::new(py, f).unbind())
+        .collect()
 }
 
-/// Repeats `step(slice)` with the GIL released until it returns `Some` or `timeout`
-/// (None = forever) passes, checking signals between slices.
-fn sliced<T: Send>(
+/// The one GIL-releasing wait: repeats `step(slice)` with the GIL released until it
+/// returns `Some` or `timeout` (None = forever) passes, checking signals between slices.
+/// A client error from `step` (the controller is gone) ends the wait at once.
+fn wait_released<T: Send>(
     py: Python<'_>,
     timeout: Option<f64>,
-    mut step: impl FnMut(Duration) -> Option<T> + Send,
+    mut step: impl FnMut(Duration) -> Result<Option<T>, ClientError> + Send,
 ) -> PyResult<Option<T>> {
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
     loop {
@@ -54,7 +43,7 @@ fn sliced<T: Send>(
             Some(d) => SLICE.min(d.saturating_duration_since(Instant::now())),
             None => SLICE,
         };
-        if let Some(v) = py.detach(|| step(slice)) {
+        if let Some(v) = py.detach(|| step(slice)).map_err(to_py)? {
             return Ok(Some(v));
         }
         py.check_signals()?;
@@ -64,6 +53,36 @@ fn sliced<T: Send>(
     }
 }
 
+/// A task's reply: header, content and metadata as JSON text, and its buffers.
+#[pyclass(name = "Reply", module = "corral._core", frozen, get_all)]
+struct PyReply {
+    header: String,
+    content: String,
+    metadata: String,
+    buffers: Vec<Py<PyBytes>>,
+}
+
+/// What is known of a task so far (for its metadata).
+#[pyclass(name = "TaskInfo", module = "corral._core", frozen, get_all)]
+struct PyTaskInfo {
+    /// Engine uuid, once known.
+    engine: Option<String>,
+    submitted: String,
+    stdout: String,
+    stderr: String,
+    /// JSON list of `{msg_type, content}` outputs.
+    outputs: String,
+    data_received: u64,
+}
+
+/// The Hub's answer to a query.
+#[pyclass(name = "HubReply", module = "corral._core", frozen, get_all)]
+struct PyHubReply {
+    msg_type: String,
+    content: String,
+    buffers: Vec<Py<PyBytes>>,
+}
+
 #[pyclass(name = "ClientCore", module = "corral._core", frozen)]
 struct PyClientCore {
     core: ClientCore,
@@ -71,13 +90,29 @@ struct PyClientCore {
 
 #[pymethods]
 impl PyClientCore {
-    /// Reads the client connection file and handshakes with the Hub.
+    /// Reads the client connection file and handshakes with the Hub. `grace`: how long
+    /// the controller may be unreachable before every wait fails with ControllerLost.
     #[staticmethod]
-    fn connect(py: Python<'_>, url_file: &str, timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (url_file, timeout, insecure=false, grace=None))]
+    fn connect(
+        py: Python<'_>,
+        url_file: &str,
+        timeout: f64,
+        insecure: bool,
+        grace: Option<f64>,
+    ) -> PyResult<Self> {
         let conn =
             ClientConnection::read(Path::new(url_file)).map_err(|e| to_py(ClientError::Wire(e)))?;
+        let mut options = ConnectOptions {
+            timeout: Duration::from_secs_f64(timeout.max(0.0)),
+            insecure,
+            ..ConnectOptions::default()
+        };
+        if let Some(g) = grace {
+            options.grace = Duration::from_secs_f64(g.max(0.0));
+        }
         let core = py
-            .detach(|| ClientCore::connect(&conn, Duration::from_secs_f64(timeout)))
+            .detach(|| ClientCore::connect(&conn, &options))
             .map_err(to_py)?;
         Ok(PyClientCore { core })
     }
@@ -140,7 +175,9 @@ impl PyClientCore {
     /// True once every msg_id is ready (reply and idle); False on timeout.
     #[pyo3(signature = (msg_ids, timeout=None))]
     fn wait(&self, py: Python<'_>, msg_ids: Vec<String>, timeout: Option<f64>) -> PyResult<bool> {
-        let done = sliced(py, timeout, |s| self.core.wait(&msg_ids, s).then_some(()))?;
+        let done = wait_released(py, timeout, |s| {
+            Ok(self.core.wait(&msg_ids, s)?.then_some(()))
+        })?;
         Ok(done.is_some())
     }
 
@@ -155,128 +192,129 @@ impl PyClientCore {
         timeout: Option<f64>,
     ) -> PyResult<(u64, bool)> {
         let mut last = (seen, false);
-        let got = sliced(py, timeout, |s| {
-            last = self.core.wait_data(&msg_ids, seen, s);
-            (last.0 > seen || last.1).then_some(last)
+        let got = wait_released(py, timeout, |s| {
+            last = self.core.wait_data(&msg_ids, seen, s)?;
+            Ok((last.0 > seen || last.1).then_some(last))
         })?;
         Ok(got.unwrap_or(last))
     }
 
+    /// Raises ControllerLost once the controller is gone.
+    fn check_controller(&self) -> PyResult<()> {
+        self.core.check_controller().map_err(to_py)
+    }
+
     /// Those of `msg_ids` that are recorded and not ready yet.
     fn outstanding(&self, msg_ids: Vec<String>) -> Vec<String> {
-        self.core
-            .with_store(|s| s.outstanding(&msg_ids, Instant::now()))
+        self.core.outstanding(&msg_ids)
     }
 
     /// Forgets finished tasks; returns the msg_ids still outstanding (kept).
     fn forget(&self, msg_ids: Vec<String>) -> Vec<String> {
-        self.core.with_store(|s| s.forget(&msg_ids, Instant::now()))
+        self.core.forget(&msg_ids)
     }
 
     fn ready(&self, msg_id: &str) -> bool {
-        self.core.with_store(|s| s.is_ready(msg_id, Instant::now()))
+        self.core.is_ready(msg_id)
     }
 
-    /// `(header, content, metadata)` as JSON strings plus buffers, or None before the reply.
-    #[allow(clippy::type_complexity)]
-    fn reply<'py>(
-        &self,
-        py: Python<'py>,
-        msg_id: &str,
-    ) -> Option<(String, String, String, Vec<Bound<'py, PyBytes>>)> {
-        let reply = self
-            .core
-            .with_store(|s| s.tasks.get(msg_id).and_then(|t| t.reply.clone()))?;
-        Some((
-            reply.header.to_string(),
-            reply.content.to_string(),
-            reply.metadata.to_string(),
-            bytes_list(py, &reply.buffers),
-        ))
+    /// The task's reply, or None before it arrived.
+    fn reply(&self, py: Python<'_>, msg_id: &str) -> Option<PyReply> {
+        let reply = self.core.reply(msg_id)?;
+        Some(PyReply {
+            header: reply.header.to_string(),
+            content: reply.content.to_string(),
+            metadata: reply.metadata.to_string(),
+            buffers: bytes_list(py, &reply.buffers),
+        })
     }
 
-    /// `(engine_uuid, submitted, stdout, stderr, outputs_json, data_received)`.
-    #[allow(clippy::type_complexity)]
-    fn task(&self, msg_id: &str) -> Option<(Option<String>, String, String, String, String, u64)> {
-        self.core.with_store(|s| {
-            s.tasks.get(msg_id).map(|t| {
-                (
-                    t.engine.clone(),
-                    t.submitted.clone(),
-                    t.stdout.clone(),
-                    t.stderr.clone(),
-                    serde_json::Value::from(t.outputs.clone()).to_string(),
-                    t.data_received,
-                )
-            })
+    /// What is known of a task so far, or None for an unknown (or forgotten) msg_id.
+    fn task(&self, msg_id: &str) -> Option<PyTaskInfo> {
+        self.core.task(msg_id).map(|t| PyTaskInfo {
+            engine: t.engine,
+            submitted: t.submitted,
+            stdout: t.stdout,
+            stderr: t.stderr,
+            outputs: serde_json::Value::from(t.outputs).to_string(),
+            data_received: t.data_received,
         })
     }
 
     /// Pending published-data updates per msg_id (conflated), oldest first, each a list
     /// of frames. Taking them empties the pending list.
-    fn take_data<'py>(
-        &self,
-        py: Python<'py>,
-        msg_ids: Vec<String>,
-    ) -> Vec<Vec<Vec<Bound<'py, PyBytes>>>> {
-        let taken: Vec<_> = self
-            .core
-            .with_store(|s| msg_ids.iter().map(|m| s.take_data(m)).collect());
-        taken
+    fn take_data(&self, py: Python<'_>, msg_ids: Vec<String>) -> Vec<Vec<Vec<Py<PyBytes>>>> {
+        self.core
+            .take_data(&msg_ids)
             .iter()
             .map(|updates| updates.iter().map(|u| bytes_list(py, &u.buffers)).collect())
             .collect()
     }
 
     /// Live engines, id → uuid.
-    fn engines(&self) -> Vec<(i64, String)> {
-        self.core
-            .with_store(|s| s.engines.iter().map(|(k, v)| (*k, v.clone())).collect())
+    fn engines(&self) -> PyResult<Vec<(i64, String)>> {
+        self.core.engines().map_err(to_py)
     }
 
-    /// Every engine ever seen, uuid → id.
+    /// The id of a live or recently dead engine.
     fn engine_id(&self, uuid: &str) -> Option<i64> {
-        self.core.with_store(|s| s.engine_ids.get(uuid).copied())
+        self.core.engine_id(uuid)
     }
 
     /// Waits for at least `n` engines; returns how many are registered.
     fn wait_for_engines(&self, py: Python<'_>, n: usize, timeout: f64) -> PyResult<usize> {
         let mut count = 0;
-        let got = sliced(py, Some(timeout), |s| {
-            count = self.core.wait_for_engines(n, s);
-            (count >= n).then_some(count)
+        let got = wait_released(py, Some(timeout), |s| {
+            count = self.core.wait_for_engines(n, s)?;
+            Ok((count >= n).then_some(count))
         })?;
         Ok(got.unwrap_or(count))
     }
 
-    /// Sends a Hub query and waits for its reply: `(msg_type, content_json, buffers)`.
-    fn hub_request<'py>(
+    /// Sends a Hub query and waits for its reply. A reply arriving after `timeout` is
+    /// dropped, never kept.
+    fn hub_request(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         msg_type: &str,
         content: &str,
         timeout: f64,
-    ) -> PyResult<(String, String, Vec<Bound<'py, PyBytes>>)> {
+    ) -> PyResult<PyHubReply> {
         let msg_id = self
             .core
             .hub_send(msg_type, json("content", content)?)
             .map_err(to_py)?;
-        let reply = sliced(py, Some(timeout), |s| self.core.take_hub_reply(&msg_id, s))?
-            .ok_or_else(|| {
-                to_py(ClientError::HubTimeout {
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+        let got = wait_released(py, Some(timeout), |s| {
+            let last = Instant::now() + s >= deadline;
+            self.core.take_hub_reply(&msg_id, s, last)
+        });
+        let reply = match got {
+            Ok(Some(reply)) => reply,
+            other => {
+                // Timed out or interrupted: stop waiting for it, so a late reply is dropped.
+                let _ = self.core.take_hub_reply(&msg_id, Duration::ZERO, true);
+                other?;
+                return Err(to_py(ClientError::HubTimeout {
                     msg_type: msg_type.to_owned(),
                     timeout_s: timeout,
-                })
-            })?;
-        Ok((
-            reply.header.msg_type.clone(),
-            reply.content.to_string(),
-            bytes_list(py, &reply.buffers),
-        ))
+                }));
+            }
+        };
+        Ok(PyHubReply {
+            msg_type: reply.header.msg_type.clone(),
+            content: reply.content.to_string(),
+            buffers: bytes_list(py, &reply.buffers),
+        })
+    }
+
+    /// How many Hub replies are held or awaited (bounded: only while someone waits).
+    fn hub_pending(&self) -> usize {
+        self.core.hub_pending()
     }
 
     fn hub_shut_down(&self) -> bool {
-        self.core.with_store(|s| s.hub_shut_down)
+        self.core.hub_shut_down()
     }
 
     fn close(&self, py: Python<'_>) {
@@ -290,5 +328,8 @@ impl PyClientCore {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyReply>()?;
+    m.add_class::<PyTaskInfo>()?;
+    m.add_class::<PyHubReply>()?;
     m.add_class::<PyClientCore>()
 }

@@ -1,11 +1,13 @@
 //! `corral._core`: thin PyO3 bindings. Each submodule forwards to one crate; state lives
-//! in opaque classes and every blocking wait releases the GIL.
+//! in opaque classes and every blocking wait releases the GIL; `error` maps Rust errors
+//! to Python exceptions in one place.
 
 use pyo3::prelude::*;
 
 mod client;
 mod controller;
 mod engine;
+mod error;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {

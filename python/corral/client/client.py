@@ -9,16 +9,24 @@ merges published data.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
-from datetime import datetime
 from pathlib import Path
 
 from corral import error
 from corral._core import ClientCore
-from corral.cluster.profile import connection_file, resolve_profile_dir
+from corral.client.asyncresult import AsyncResult, msg_ids_of
+from corral.client.hub import Hub
+from corral.client.replies import decode_reply, parse_date
+from corral.client.targets import resolve_targets
+from corral.client.view import BroadcastView, DirectView, LoadBalancedView
+from corral.connection import find_connection_file
 from corral.serialize import deserialize_object
 
 __all__ = ["Client", "find_connection_file"]
+
+log = logging.getLogger(__name__)
 
 _START_HINT = (
     "Start a cluster first, e.g. `corral cluster start -n 4 --daemonize` "
@@ -26,30 +34,18 @@ _START_HINT = (
 )
 
 
-def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_id=None) -> Path:
-    """The client connection file a ``Client`` with these arguments would read."""
-    if url_file:
-        return Path(url_file).expanduser()
-    return connection_file(resolve_profile_dir(profile, profile_dir), "client", cluster_id)
+def _insecure_opt_in(insecure) -> bool:
+    """``insecure`` if given, else the ``CORRAL_INSECURE`` environment variable."""
+    if insecure is not None:
+        return bool(insecure)
+    return os.environ.get("CORRAL_INSECURE", "").strip().lower() in ("1", "true", "yes")
 
 
-def _parse_date(value):
-    """An ISO 8601 date from a header or metadata as an aware ``datetime`` (as ipyparallel's
-    metadata has them); other values unchanged."""
-    if not isinstance(value, str):
-        return value
+def _key_is_empty(path: Path) -> bool:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-
-
-def _engine_info_defaults(content: dict, engine_id, uuid, method="apply") -> dict:
-    info = dict(content.get("engine_info") or {})
-    info.setdefault("engine_id", engine_id)
-    info.setdefault("engine_uuid", uuid)
-    info.setdefault("method", method)
-    return info
+        return json.loads(path.read_text()).get("key", None) == ""
+    except (OSError, ValueError, AttributeError):
+        return False  # the core reports an unreadable file
 
 
 class Client:
@@ -66,18 +62,29 @@ class Client:
         profile_dir=None,
         cluster_id=None,
         timeout=10,
+        insecure=None,
         **_ignored,
     ):
+        """``insecure=True`` (or ``CORRAL_INSECURE=1``) accepts a connection file with an
+        empty key, i.e. unsigned messages; without it such a file is refused."""
+        self._closed = True  # until connected, so __del__ and close have nothing to do
         path = find_connection_file(url_file, profile, profile_dir, cluster_id)
         if not path.exists():
             raise FileNotFoundError(
                 f"No cluster found: the connection file {path} does not exist. {_START_HINT}"
             )
         self.url_file = str(path)
+        insecure = _insecure_opt_in(insecure)
+        if insecure and _key_is_empty(path):
+            log.warning(
+                "INSECURE: %s has an empty key, so messages are neither signed nor checked; "
+                "anyone who can reach the controller's ports can run code on the engines.",
+                path)
         try:
-            self._core = ClientCore.connect(str(path), float(timeout))
+            self._core = ClientCore.connect(str(path), float(timeout), insecure)
         except TimeoutError as e:
             raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
+        self._hub = Hub(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
         #: msg_ids of every apply and execute request sent, oldest first.
@@ -104,8 +111,6 @@ class Client:
 
     def __getitem__(self, key):
         """``c[i]`` one engine (single results); ``c[:]``, ``c[[i, j]]`` several."""
-        from corral.client.view import DirectView
-
         ids = self.ids
         if isinstance(key, int):
             if key not in ids:
@@ -123,20 +128,14 @@ class Client:
         raise TypeError(f"engine index must be int, slice or list, not {type(key).__name__}")
 
     def direct_view(self, targets="all", **kwargs):
-        from corral.client.view import DirectView
-
         return DirectView(self, targets, **kwargs)
 
     def broadcast_view(self, targets="all", is_coalescing=False, **kwargs):
         """A view that sends each request once, to the broadcast scheduler, which copies it
         to every target engine."""
-        from corral.client.view import BroadcastView
-
         return BroadcastView(self, targets, is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets=None, **kwargs):
-        from corral.client.view import LoadBalancedView
-
         return LoadBalancedView(self, targets, **kwargs)
 
     def wait_for_engines(self, n=None, timeout=-1, block=True):
@@ -153,38 +152,22 @@ class Client:
 
     # -- hub queries -----------------------------------------------------------------
 
-    def _hub(self, msg_type: str, content: dict, timeout: float = 10.0) -> dict:
-        return self._hub_with_buffers(msg_type, content, timeout)[0]
-
-    def _hub_with_buffers(self, msg_type: str, content: dict,
-                          timeout: float = 10.0) -> tuple[dict, list]:
-        reply_type, text, buffers = self._core.hub_request(msg_type, json.dumps(content),
-                                                           timeout)
-        reply = json.loads(text)
-        if reply.get("status") != "ok":
-            raise error.unwrap_exception(reply)
-        return reply, buffers
-
     def hub_history(self) -> list[str]:
         """Every msg_id the controller has recorded, from every client, oldest first."""
-        return self._hub("history_request", {})["history"]
+        return self._hub.history()
 
     def result_status(self, msg_ids, status_only=True) -> dict:
         """``{'pending': [...], 'completed': [...]}`` for ``msg_ids`` (msg_ids,
         ``AsyncResult``s or indices into ``history``); with ``status_only=False`` also each
         completed result by msg_id, from this client or, for others' tasks, from the
         controller's records."""
-        from corral.client.asyncresult import msg_ids_of
-
         ids = msg_ids_of(msg_ids, self.history)
         local = [m for m in ids if self._core.ready(m)]
         remote = sorted(set(ids) - set(local))
         content: dict = {"pending": [], "completed": []}
         buffers: list = []
         if remote:
-            content, buffers = self._hub_with_buffers(
-                "result_request", {"msg_ids": remote, "status_only": bool(status_only)})
-            content.pop("status", None)
+            content, buffers = self._hub.results(remote, status_only)
         content["completed"] = list(content["completed"]) + local
         if status_only:
             return {"pending": content["pending"], "completed": content["completed"]}
@@ -194,7 +177,7 @@ class Client:
         for msg_id in remote:  # sorted: the controller sends their buffers in this order
             if msg_id not in content["completed"]:
                 continue
-            value, buffers = self._record_result(content[msg_id], buffers)
+            value, buffers = self._record_result(msg_id, content[msg_id], buffers)
             if isinstance(value, error.RemoteError):
                 failures.append(value)
             content[msg_id] = value
@@ -202,33 +185,20 @@ class Client:
             raise failures[0]
         return content
 
-    def _record_result(self, record: dict, buffers: list):
-        """The value (or RemoteError) of a controller record, and the buffers left."""
-        header = record.get("result_header") or {}
+    def _record_result(self, msg_id: str, record: dict, buffers: list):
+        """The value (or error) of a controller record, and the buffers left."""
         content = record.get("result_content") or {}
         if isinstance(content, str):
             content = json.loads(content)
-        status = content.get("status")
-        if status == "ok":
-            if header.get("msg_type") == "apply_reply":
-                return deserialize_object(buffers)
-            return None, buffers
-        if status == "aborted":
-            return error.TaskAborted("the task was aborted"), buffers
-        metadata = record.get("result_metadata") or {}
-        uuid = metadata.get("engine")
-        content = dict(content)
-        content["engine_info"] = _engine_info_defaults(
-            content, self._core.engine_id(uuid) if uuid else None, uuid)
-        return error.unwrap_exception(content), buffers
+        return decode_reply(msg_id, record.get("result_header") or {}, content,
+                            record.get("result_metadata") or {}, buffers,
+                            self._core.engine_id)
 
     def purge_local_results(self, jobs=(), targets=()):
         """Forget finished results held by this client: ``jobs`` (msg_ids,
         ``AsyncResult``s, or ``'all'``) and everything that ran on the engines ``targets``.
         ``RuntimeError`` if any of them is still outstanding; their ``AsyncResult``s are
         of no use afterwards."""
-        from corral.client.asyncresult import msg_ids_of
-
         if not jobs and not targets:
             raise ValueError("Must specify at least one of `targets` and `jobs`")
         if jobs == "all":
@@ -239,7 +209,7 @@ class Client:
                 engines = {self._uuid(i) for i in self._target_ids(targets)}
                 for msg_id in self.history:
                     task = self._core.task(msg_id)
-                    if task is not None and task[0] in engines:
+                    if task is not None and task.engine in engines:
                         msg_ids.append(msg_id)
         outstanding = self.outstanding.intersection(msg_ids)
         if outstanding:
@@ -252,13 +222,11 @@ class Client:
     def purge_hub_results(self, jobs=(), targets=()):
         """Tell the controller to forget finished results: ``jobs`` (msg_ids,
         ``AsyncResult``s, or ``'all'``) and everything the engines ``targets`` ran."""
-        from corral.client.asyncresult import msg_ids_of
-
         if not jobs and not targets:
             raise ValueError("Must specify at least one of `targets` and `jobs`")
         engine_ids = self._target_ids(targets) if targets else []
         msg_ids = "all" if jobs == "all" else (msg_ids_of(jobs) if jobs else [])
-        self._hub("purge_request", {"engine_ids": engine_ids, "msg_ids": msg_ids})
+        self._hub.purge(msg_ids, engine_ids)
 
     def purge_results(self, jobs=(), targets=()):
         """``purge_local_results`` and ``purge_hub_results`` with the same arguments."""
@@ -272,15 +240,9 @@ class Client:
 
     def queue_status(self, targets="all", verbose=False):
         """Per-engine queue counts ``{id: {queue, completed, tasks}, 'unassigned': n}``."""
-        if targets in (None, "all"):
-            tlist = None
-        elif isinstance(targets, int):
-            tlist = [targets]
-        else:
-            tlist = list(targets)
-        reply = self._hub("queue_request", {"targets": tlist, "verbose": verbose})
-        reply.pop("status", None)
-        status = {int(k) if k.isdigit() else k: v for k, v in reply.items()}
+        every = targets is None or (isinstance(targets, str) and targets == "all")
+        engine_ids = None if every else resolve_targets(targets, lambda: self.ids)[0]
+        status = self._hub.queue_status(engine_ids, verbose)
         if isinstance(targets, int):
             return status[targets]
         return status
@@ -289,7 +251,7 @@ class Client:
         """Stop engines (control ``shutdown_request``) and, with ``hub=True``, the controller."""
         if hub:
             targets = "all"
-        ids = self.ids if targets in (None, "all") else ([targets] if isinstance(targets, int) else list(targets))
+        ids, _ = resolve_targets(targets, lambda: self.ids)
         msg_ids = [
             self._core.submit("control", self._uuid(i), "shutdown_request",
                               json.dumps({"restart": bool(restart)}), "{}", [])
@@ -298,15 +260,10 @@ class Client:
         if msg_ids:
             self._core.wait(msg_ids, 5.0)
         if hub:
-            self._hub("shutdown_request", {})
+            self._hub.shutdown()
 
     def _target_ids(self, targets) -> list[int]:
-        if targets in (None, "all"):
-            ids = self.ids
-        elif isinstance(targets, int):
-            ids = [targets]
-        else:
-            ids = list(targets)
+        ids, _ = resolve_targets(targets, lambda: self.ids)
         if not ids:
             raise error.NoEnginesRegistered()
         return ids
@@ -315,8 +272,6 @@ class Client:
         """One control request per target engine; an ``AsyncResult`` over the replies
         (None once they arrived, if ``block``). Control requests overtake queued tasks:
         the engine answers abort at once, even while a task runs."""
-        from corral.client.asyncresult import AsyncResult
-
         ids = self._target_ids(targets)
         msg_ids = [self._submit("control", self._uuid(i), msg_type, content, {}, [])
                    for i in ids]
@@ -339,8 +294,6 @@ class Client:
         queued on the targets so far. ``targets`` defaults to all engines, which covers
         load-balanced tasks wherever the scheduler sent them.
         """
-        from corral.client.asyncresult import msg_ids_of
-
         msg_ids: list[str] = []
         if jobs is not None:
             msg_ids = msg_ids_of(jobs)
@@ -368,9 +321,8 @@ class Client:
         ``jobs``: a msg_id, an ``AsyncResult``, an int (an index into ``history``) or a
         list of these; default: every request still outstanding.
         """
-        from corral.client.asyncresult import msg_ids_of
-
         if jobs is None:
+            self._core.check_controller()
             msg_ids = list(self.outstanding)
         else:
             msg_ids = msg_ids_of(jobs, self.history if history is None else history)
@@ -420,27 +372,12 @@ class Client:
         """The decoded result of a ready task (a value, or a RemoteError instance)."""
         if msg_id in self._results:
             return self._results[msg_id]
-        raw = self._core.reply(msg_id)
-        if raw is None:
+        reply = self._core.reply(msg_id)
+        if reply is None:
             raise error.TimeoutError("result not ready")
-        header, content, metadata, buffers = raw
-        header, content, metadata = json.loads(header), json.loads(content), json.loads(metadata)
-        uuid = metadata.get("engine")
-        engine_id = self._core.engine_id(uuid) if uuid else None
-        status = content.get("status")
-        if status == "ok":
-            # Only apply replies carry a value; execute and control replies have none.
-            if header.get("msg_type") == "apply_reply":
-                value, _ = deserialize_object(buffers)
-            else:
-                value = None
-        elif status == "aborted":
-            value = error.TaskAborted(f"task {msg_id} was aborted")
-        else:
-            content = dict(content)
-            method = "execute" if header.get("msg_type") == "execute_reply" else "apply"
-            content["engine_info"] = _engine_info_defaults(content, engine_id, uuid, method)
-            value = error.unwrap_exception(content)
+        value, _ = decode_reply(msg_id, json.loads(reply.header), json.loads(reply.content),
+                                json.loads(reply.metadata), reply.buffers,
+                                self._core.engine_id)
         self._results[msg_id] = value
         return value
 
@@ -467,12 +404,12 @@ class Client:
         }
         if task is None:
             return md
-        uuid, submitted, stdout, stderr, outputs, n_data = task
-        md.update(engine_uuid=uuid, submitted=_parse_date(submitted), stdout=stdout,
-                  stderr=stderr, data_messages=n_data)
+        uuid = task.engine
+        md.update(engine_uuid=uuid, submitted=parse_date(task.submitted), stdout=task.stdout,
+                  stderr=task.stderr, data_messages=task.data_received)
         if uuid:
             md["engine_id"] = self._core.engine_id(uuid)
-        for out in json.loads(outputs):
+        for out in json.loads(task.outputs):
             kind, content = out["msg_type"], out["content"]
             if kind == "display_data":
                 md["outputs"].append(content)
@@ -481,13 +418,12 @@ class Client:
             else:
                 md[kind] = content
         md["data"] = self._take_data([msg_id])[0]
-        raw = self._core.reply(msg_id)
-        if raw is not None:
-            header, _content, metadata, _ = raw
-            header, metadata = json.loads(header), json.loads(metadata)
-            md["completed"] = _parse_date(header.get("date"))
-            md["started"] = _parse_date(metadata.get("started"))
-            md["status"] = metadata.get("status") or json.loads(_content).get("status")
+        reply = self._core.reply(msg_id)
+        if reply is not None:
+            header, metadata = json.loads(reply.header), json.loads(reply.metadata)
+            md["completed"] = parse_date(header.get("date"))
+            md["started"] = parse_date(metadata.get("started"))
+            md["status"] = metadata.get("status") or json.loads(reply.content).get("status")
             md["label"] = metadata.get("label")
         return md
 
@@ -512,5 +448,11 @@ class Client:
             pass
 
     def __repr__(self):
-        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        if self._closed:
+            state = "closed"
+        else:
+            try:
+                state = f"{len(self.ids)} engines"
+            except error.ControllerLost:
+                state = "controller lost"
         return f"<corral.Client {self.url_file!r} ({state})>"

@@ -18,6 +18,7 @@ from corral.client.asyncresult import AsyncResult
 from corral.dependency import render_dependency
 from corral.client.map import AsyncMapResult, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
+from corral.client.targets import resolve_targets
 from corral.serialize import pack_apply_message
 
 __all__ = ["BroadcastView", "DirectView", "LoadBalancedView", "View"]
@@ -173,12 +174,7 @@ class DirectView(View):
         """Engine ids and whether results are single values; ``targets`` overrides the
         view's own for one call, as ipyparallel's ``targets=`` arguments do."""
         targets = self.targets if targets is None else targets
-        if targets == "all":
-            ids, single = self.client.ids, False
-        elif isinstance(targets, int):
-            ids, single = [targets], True
-        else:
-            ids, single = list(targets), False
+        ids, single = resolve_targets(targets, lambda: self.client.ids)
         if not ids:
             raise error.NoEnginesRegistered()
         return ids, single

@@ -16,7 +16,7 @@ import time
 import weakref
 from pathlib import Path
 
-from corral.cluster import profile as profiles
+from corral import connection as profiles
 from corral.cluster.local import LocalProcess, corral_command, stop_pids
 
 

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from corral.cluster import profile as profiles
+from corral import connection as profiles
 from corral.cluster.cluster import Cluster
 
 

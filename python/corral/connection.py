@@ -1,4 +1,8 @@
-"""Where a cluster's files live: the IPython profile directory, as ipyparallel resolves it."""
+"""Where a cluster's files live: the IPython profile directory, as ipyparallel resolves it.
+
+Shared by the client (which reads connection files) and the cluster launcher (which writes
+them), so neither imports the other to find them.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +32,10 @@ def cluster_file(profile_dir: Path, cluster_id: str | None = "") -> Path:
 
 def log_dir(profile_dir: Path) -> Path:
     return Path(profile_dir) / "log"
+
+
+def find_connection_file(url_file=None, profile=None, profile_dir=None, cluster_id=None) -> Path:
+    """The client connection file a ``Client`` with these arguments would read."""
+    if url_file:
+        return Path(url_file).expanduser()
+    return connection_file(resolve_profile_dir(profile, profile_dir), "client", cluster_id)
