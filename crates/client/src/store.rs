@@ -244,7 +244,13 @@ impl Store {
     pub fn engine_died(&mut self, id: i64, uuid: &str, now: Instant) -> Vec<String> {
         let mut failed = Vec::new();
         for (msg_id, task) in self.tasks.iter_mut() {
-            if task.reply.is_some() || task.engine.as_deref() != Some(uuid) {
+            if task.engine.as_deref() != Some(uuid) {
+                continue;
+            }
+            if task.reply.is_some() {
+                // A dead engine publishes nothing more: do not wait for its idle (the
+                // scheduler's EngineError can overtake this notification).
+                task.idle = true;
                 continue;
             }
             let evalue = format!("Engine {id} died while running task '{msg_id}'");

@@ -35,6 +35,19 @@ pub struct Cli {
     /// Heartbeat period in milliseconds.
     #[arg(long = "hb-period", default_value_t = 3000)]
     pub hb_period_ms: u64,
+    /// Run even with an empty cluster key (IPP_SESSION_KEY=""), i.e. without message
+    /// signing. Also CORRAL_INSECURE=1.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Largest message frame accepted from a client or engine, in bytes (-1: no limit);
+    /// a bigger frame drops the sender's connection.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_MESSAGE_SIZE, allow_negative_numbers = true)]
+    pub max_message_size: i64,
+}
+
+/// `CORRAL_INSECURE=1` (or `true`/`yes`) opts in to an empty key.
+fn truthy(value: Option<String>) -> bool {
+    value.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 impl Cli {
@@ -65,6 +78,8 @@ impl Cli {
             ),
             key: env("IPP_SESSION_KEY"),
             hb_period_ms: self.hb_period_ms.max(1),
+            insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
+            max_message_size: self.max_message_size.max(-1),
             ..ControllerConfig::default()
         }
     }
@@ -197,5 +212,18 @@ mod tests {
             .unwrap()
             .config_with_env(|_| None);
         assert_eq!(cfg.key, None);
+        assert!(!cfg.insecure);
+    }
+
+    #[test]
+    fn insecure_and_message_size_options() {
+        let cli = parse(Vec::<String>::new()).unwrap();
+        assert_eq!(cli.max_message_size, 2 << 30);
+        let insecure_env = |name: &str| (name == "CORRAL_INSECURE").then(|| "1".to_string());
+        assert!(cli.config_with_env(insecure_env).insecure);
+        let cli = parse(["--insecure", "--max-message-size", "-1"].map(String::from)).unwrap();
+        let cfg = cli.config_with_env(|_| None);
+        assert!(cfg.insecure);
+        assert_eq!(cfg.max_message_size, -1);
     }
 }

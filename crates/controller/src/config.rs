@@ -2,6 +2,12 @@
 
 use corral_wire::ProfileLocation;
 
+/// 2 GiB per frame. Frames are one pickled object or one out-of-band buffer (a numpy
+/// array), so this admits arrays of up to 2 GiB each while capping what an unauthenticated
+/// peer can make the controller hold per frame; larger arrays need
+/// `--max-message-size`. (ipyparallel sets no limit.)
+pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 2 << 30;
+
 /// Settings of one controller. `Default` gives ipyparallel's defaults on 127.0.0.1 with
 /// the `default` profile.
 #[derive(Debug, Clone)]
@@ -20,6 +26,16 @@ pub struct ControllerConfig {
     /// Ping interval while a registration waits for its first pong, so new engines go
     /// live in milliseconds instead of one full period.
     pub fast_ping_ms: u64,
+    /// After this long without a first heartbeat a registration is logged as late (it is
+    /// kept waiting, never dropped); `None` is ipyparallel's `max(30 s, 5 periods)`.
+    pub registration_timeout: Option<std::time::Duration>,
+    /// Run with an empty key (no message signing). Refused unless asked for explicitly.
+    pub insecure: bool,
+    /// Largest message frame a peer may send (`ZMQ_MAXMSGSIZE`, bytes; -1 = no limit), on
+    /// every socket facing clients and engines: a peer without the key cannot make the
+    /// controller buffer more than this before the signature check. A bigger frame drops
+    /// that peer's connection.
+    pub max_message_size: i64,
     /// Write `ipcontroller-{client,engine}.json` (and delete them on stop).
     pub write_files: bool,
 }
@@ -33,15 +49,21 @@ impl Default for ControllerConfig {
             hb_period_ms: 3000,
             hb_max_misses: 10,
             fast_ping_ms: 50,
+            registration_timeout: None,
+            insecure: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
         }
     }
 }
 
 impl ControllerConfig {
-    /// ipyparallel's `registration_timeout`: `max(30 s, 5 periods)`; a registration that
-    /// sees no heartbeat within it is purged.
-    pub fn registration_timeout_ms(&self) -> u64 {
-        (5 * self.hb_period_ms).max(30_000)
+    /// ipyparallel's `registration_timeout`, `max(30 s, 5 periods)`, unless configured.
+    /// Past it a registration still waiting for its first heartbeat is logged and no
+    /// longer pinged fast; it still goes live when its heart answers.
+    pub fn registration_timeout(&self) -> std::time::Duration {
+        self.registration_timeout.unwrap_or_else(|| {
+            std::time::Duration::from_millis((5 * self.hb_period_ms).max(30_000))
+        })
     }
 }

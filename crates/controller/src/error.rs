@@ -18,6 +18,13 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the cluster key is empty (IPP_SESSION_KEY=\"\" or a connection file without a key), \
+         so messages would not be signed and anyone who can reach the ports could run code; \
+         refusing to start. Pass --insecure (or set CORRAL_INSECURE=1) to run without \
+         authentication anyway"
+    )]
+    EmptyKey,
     #[error(transparent)]
     Wire(#[from] corral_wire::WireError),
 }

@@ -315,13 +315,18 @@ impl HubState {
         }
     }
 
-    /// Purges registrations that never saw a heartbeat (ipyparallel's `purge_stalled`).
+    /// Logs registrations still waiting for a heartbeat past the registration timeout.
+    /// Unlike ipyparallel's `purge_stalled` they are never dropped: an engine slow to its
+    /// first heartbeat (a loaded machine) goes live whenever its heart answers.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Action> {
-        self.registry
-            .stalled(now)
-            .into_iter()
-            .flat_map(|id| self.unregister(id, "no heartbeat before registration timeout"))
-            .collect()
+        for e in self.registry.newly_late(now) {
+            warn!(
+                engine_id = e.id,
+                uuid = %e.uuid,
+                "no heartbeat yet, past the registration timeout; still waiting"
+            );
+        }
+        Vec::new()
     }
 
     /// Live engines (id, uuid) selected by a request's `targets` (ints; null or absent =
@@ -781,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn stalled_registrations_are_purged_silently_and_dead_hearts_unregister() {
+    fn late_registrations_are_kept_until_their_heart_beats_and_dead_hearts_unregister() {
         let mut hub = state();
         let t0 = Instant::now();
         hub.handle_query(
@@ -791,8 +796,17 @@ mod tests {
         );
         live_engine(&mut hub, "a");
         let acts = hub.tick(t0 + Duration::from_secs(31));
-        assert!(notifications(&acts).is_empty());
-        assert_eq!(hub.pending_count(), 0);
+        assert!(acts.is_empty(), "a late registration is not dropped");
+        assert_eq!(
+            hub.pending_count(),
+            0,
+            "no fast pings for a late registration"
+        );
+        assert!(hub.tick(t0 + Duration::from_secs(600)).is_empty());
+        let acts = hub.handle_event(HubEvent::NewHeart("p".into()));
+        let note = notifications(&acts)[0];
+        assert_eq!(note.msg_type(), "registration_notification");
+        assert_eq!(note.content["uuid"], "p");
         let acts = hub.handle_event(HubEvent::StoppedHeart("a".into()));
         assert_eq!(
             notifications(&acts)[0].msg_type(),

@@ -1,7 +1,7 @@
 //! The hub thread: serves the query ROUTER, publishes notifications, and applies events
 //! from the other threads to [`HubState`].
 
-use corral_wire::{Message, Signer};
+use corral_wire::{DigestHistory, Message, Signer};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,10 @@ pub(crate) struct HubLoop {
     pub resubmit: zmq::Socket,
     pub state: HubState,
     pub signer: Signer,
+    /// Signatures already accepted on the query ROUTER: a replayed request (the same
+    /// signed bytes again, e.g. a captured `purge_request` or `shutdown_request`) is
+    /// dropped. The relays keep none; the engines check what reaches them.
+    pub digests: DigestHistory,
     pub events: Receiver<HubEvent>,
     /// One sender per scheduler interested in the engine set.
     pub engine_watchers: Vec<Sender<EngineEvent>>,
@@ -82,6 +86,12 @@ impl HubLoop {
                 return Vec::new();
             }
         };
+        // The signature frame follows the delimiter, which follows the idents.
+        let signature = frames.get(msg.idents.len() + 1).map_or(&[][..], |f| &f[..]);
+        if let Err(error) = self.digests.check(signature) {
+            warn!(socket = "registration", %error, msg_type = msg.msg_type(), "dropped replayed message");
+            return Vec::new();
+        }
         let Some(ident) = msg.idents.first() else {
             warn!(
                 socket = "registration",

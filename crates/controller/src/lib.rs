@@ -97,30 +97,41 @@ impl Controller {
     /// (mode 0600) and starts the threads. Errors only for local problems (bind, files).
     pub fn start(config: ControllerConfig) -> Result<Controller> {
         let key = config.key.clone().unwrap_or_else(new_id);
+        if key.is_empty() {
+            if !config.insecure {
+                return Err(ControllerError::EmptyKey);
+            }
+            warn!("!!! INSECURE: the cluster key is empty; messages are NOT signed and anyone who can reach these ports can run code on the engines !!!");
+        }
         let ip = config.ip.as_str();
         let ctx = zmq::Context::new();
         use zmq::SocketType::{PUB, ROUTER, SUB};
+        let max = config.max_message_size;
+        let peer = |kind, name| peer_socket(&ctx, kind, name, max);
+        let relay = |name, identity: &[u8]| relay_socket(&ctx, ip, name, identity, max);
 
-        let (query, registration) = bind_random(&ctx, ROUTER, ip, "registration")?;
+        let query = peer(ROUTER, "registration")?;
+        let registration = bind_port(&query, ip, "registration")?;
         let (notify, notification) = bind_random(&ctx, PUB, ip, "notification")?;
         let (hb_ping_sock, hb_ping) = bind_random(&ctx, PUB, ip, "hb_ping")?;
-        let (hb_pong_sock, hb_pong) = bind_random(&ctx, ROUTER, ip, "hb_pong")?;
-        let (mux_in, mux_client) = relay_socket(&ctx, ip, "mux_in", b"mux_in")?;
-        let (mux_out, mux_engine) = relay_socket(&ctx, ip, "mux_out", b"mux_out")?;
-        let (control_in, control_client) = relay_socket(&ctx, ip, "control_in", b"control_in")?;
-        let (control_out, control_engine) = relay_socket(&ctx, ip, "control_out", b"control_out")?;
-        let (task_in, task_client) = relay_socket(&ctx, ip, "task_in", b"task_in")?;
-        let (task_out, task_engine) = relay_socket(&ctx, ip, "task_out", b"task_out")?;
-        let iopub_sub = socket(&ctx, SUB, "iopub_in")?;
+        let hb_pong_sock = peer(ROUTER, "hb_pong")?;
+        let hb_pong = bind_port(&hb_pong_sock, ip, "hb_pong")?;
+        let (mux_in, mux_client) = relay("mux_in", b"mux_in")?;
+        let (mux_out, mux_engine) = relay("mux_out", b"mux_out")?;
+        let (control_in, control_client) = relay("control_in", b"control_in")?;
+        let (control_out, control_engine) = relay("control_out", b"control_out")?;
+        let (task_in, task_client) = relay("task_in", b"task_in")?;
+        let (task_out, task_engine) = relay("task_out", b"task_out")?;
+        let iopub_sub = peer(SUB, "iopub_in")?;
         opt("iopub_in", iopub_sub.set_rcvhwm(RELAY_HWM))?;
         opt("iopub_in", iopub_sub.set_subscribe(b""))?;
         let iopub_engine = bind_port(&iopub_sub, ip, "iopub_in")?;
         let iopub_pub = socket(&ctx, PUB, "iopub_out")?;
         opt("iopub_out", iopub_pub.set_sndhwm(RELAY_HWM))?;
         let iopub_client = bind_port(&iopub_pub, ip, "iopub_out")?;
-        let (bcast_in, bcast_client) = relay_socket(&ctx, ip, "broadcast", b"sub_scheduler_0")?;
-        let (leaf0, leaf0_port) = relay_socket(&ctx, ip, "broadcast_leaf", b"sub_scheduler_00")?;
-        let (leaf1, leaf1_port) = relay_socket(&ctx, ip, "broadcast_leaf", b"sub_scheduler_01")?;
+        let (bcast_in, bcast_client) = relay("broadcast", b"sub_scheduler_0")?;
+        let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
+        let (leaf1, leaf1_port) = relay("broadcast_leaf", b"sub_scheduler_01")?;
 
         let location = hostname().unwrap_or_else(|| ip.to_string());
         let interface = format!("tcp://{ip}");
@@ -216,18 +227,30 @@ impl Controller {
             state: hub::HubState::new(
                 Session::new(key.as_bytes()),
                 config.hb_period_ms,
-                Duration::from_millis(config.registration_timeout_ms()),
+                config.registration_timeout(),
                 connection_info,
             ),
             signer: signer.clone(),
+            digests: corral_wire::DigestHistory::default(),
             events: hub_rx,
             engine_watchers: vec![task_eng_tx, bcast_eng_tx],
             heart: heart_tx,
             pending: pending.clone(),
             stop: stop.clone(),
         };
+        let monitors = vec![
+            (
+                heartbeat::Watched::HbPong,
+                sockets::monitor(&ctx, &hb_pong_sock, "hb_pong")?,
+            ),
+            (
+                heartbeat::Watched::Control,
+                sockets::monitor(&ctx, &control_out, "control_out")?,
+            ),
+        ];
         let heart = heartbeat::HeartLoop {
             ping: hb_ping_sock,
+            monitors,
             pong: hb_pong_sock,
             hearts: heartbeat::Hearts::new(
                 Duration::from_millis(config.hb_period_ms),
@@ -363,6 +386,19 @@ impl Drop for Controller {
     }
 }
 
+/// A socket that receives from clients or engines: frames over `max_message_size`
+/// bytes drop the sender's connection before anything is buffered or verified.
+fn peer_socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    name: &'static str,
+    max_message_size: i64,
+) -> Result<zmq::Socket> {
+    let sock = socket(ctx, kind, name)?;
+    opt(name, sock.set_maxmsgsize(max_message_size))?;
+    Ok(sock)
+}
+
 /// A ROUTER with an identity (what engines see as the relay's id), ROUTER_MANDATORY so
 /// a message to an unknown peer is an error instead of silent loss, and generous HWMs.
 fn relay_socket(
@@ -370,8 +406,9 @@ fn relay_socket(
     ip: &str,
     name: &'static str,
     identity: &[u8],
+    max_message_size: i64,
 ) -> Result<(zmq::Socket, u16)> {
-    let sock = socket(ctx, zmq::SocketType::ROUTER, name)?;
+    let sock = peer_socket(ctx, zmq::SocketType::ROUTER, name, max_message_size)?;
     opt(name, sock.set_identity(identity))?;
     opt(name, sock.set_router_mandatory(true))?;
     opt(name, sock.set_sndhwm(RELAY_HWM))?;

@@ -12,6 +12,8 @@ pub(crate) struct Engine {
     /// Live = heartbeat seen; until then the engine is only a pending registration.
     pub live: bool,
     pub registered: Instant,
+    /// Still pending past the registration timeout (logged once; it is kept waiting).
+    pub late: bool,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Registry {
                 uuid: uuid.to_string(),
                 live: false,
                 registered: now,
+                late: false,
             },
         );
         self.by_uuid.insert(uuid.to_string(), id);
@@ -125,17 +128,24 @@ impl Registry {
         self.engines.values().filter(|e| e.live)
     }
 
-    /// Registrations still waiting for their first heartbeat.
+    /// Registrations waiting for their first heartbeat, not yet late: the heartbeat
+    /// pings fast for them.
     pub(crate) fn pending_count(&self) -> usize {
-        self.engines.values().filter(|e| !e.live).count()
+        self.engines.values().filter(|e| !e.live && !e.late).count()
     }
 
-    /// Pending registrations older than the registration timeout.
-    pub(crate) fn stalled(&self, now: Instant) -> Vec<u32> {
+    /// Pending registrations that just passed the registration timeout, now marked late.
+    /// They stay registered: a machine busy starting hundreds of engines can delay a first
+    /// heartbeat by minutes, and ipyparallel's purge of such engines made them exit.
+    pub(crate) fn newly_late(&mut self, now: Instant) -> Vec<&Engine> {
+        let timeout = self.registration_timeout;
         self.engines
-            .values()
-            .filter(|e| !e.live && now.duration_since(e.registered) > self.registration_timeout)
-            .map(|e| e.id)
+            .values_mut()
+            .filter(|e| !e.live && !e.late && now.duration_since(e.registered) > timeout)
+            .map(|e| {
+                e.late = true;
+                &*e
+            })
             .collect()
     }
 }

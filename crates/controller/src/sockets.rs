@@ -66,6 +66,28 @@ pub(crate) fn bind_random(
     Ok((sock, port))
 }
 
+/// A PAIR socket receiving `sock`'s monitor events of lost connections (`DISCONNECTED`),
+/// over a private inproc endpoint.
+pub(crate) fn monitor(
+    ctx: &zmq::Context,
+    sock: &zmq::Socket,
+    name: &'static str,
+) -> Result<zmq::Socket> {
+    let err = |action| {
+        move |source| ControllerError::Socket {
+            socket: name,
+            action,
+            source,
+        }
+    };
+    let endpoint = format!("inproc://corral-monitor-{name}-{}", corral_wire::new_id());
+    sock.monitor(&endpoint, zmq::SocketEvent::DISCONNECTED as i32)
+        .map_err(err("monitor"))?;
+    let pair = socket(ctx, zmq::SocketType::PAIR, name)?;
+    pair.connect(&endpoint).map_err(err("connect monitor"))?;
+    Ok(pair)
+}
+
 /// Applies an option and names the socket in the error.
 pub(crate) fn opt(name: &'static str, r: zmq::Result<()>) -> Result<()> {
     r.map_err(|source| ControllerError::Socket {

@@ -105,6 +105,16 @@ pub struct FakeEngine {
 
 impl FakeEngine {
     pub fn register(ctx: &zmq::Context, c: &Controller) -> FakeEngine {
+        FakeEngine::register_with_heart_after(ctx, c, Duration::ZERO)
+    }
+
+    /// Registers, and starts answering pings only after `delay` (an engine slow to its
+    /// first heartbeat on a loaded machine).
+    pub fn register_with_heart_after(
+        ctx: &zmq::Context,
+        c: &Controller,
+        delay: Duration,
+    ) -> FakeEngine {
         let e = c.engine_connection();
         let uuid = new_id();
         let session = Session::with_id(KEY.as_bytes(), uuid.clone());
@@ -129,6 +139,10 @@ impl FakeEngine {
         let pong = sock(ctx, zmq::DEALER, Some(id_bytes), &e.url(e.hb_pong));
         let on = heart_on.clone();
         let heart = std::thread::spawn(move || {
+            let start = Instant::now();
+            while on.load(Ordering::SeqCst) && start.elapsed() < delay {
+                let _ = recv(&ping, Duration::from_millis(20));
+            }
             while on.load(Ordering::SeqCst) {
                 if let Some(frames) = recv(&ping, Duration::from_millis(20)) {
                     let _ = pong.send_multipart(frames, 0);
@@ -168,6 +182,13 @@ impl FakeEngine {
         reply.idents = req.idents.clone();
         sock.send_multipart(self.session.encode(&reply), 0).unwrap();
         reply
+    }
+}
+
+impl FakeEngine {
+    /// Closes every socket at once, as the death of an engine process does.
+    pub fn kill(self) {
+        drop(self);
     }
 }
 
