@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 use crate::coalesce::Coalescer;
 use crate::events::EngineEvent;
 use crate::reply::{error_content, reply_type};
-use crate::sockets::{checked, parse, readable, recv_frames, send_bytes, send_routed, views};
+use crate::sockets::{
+    checked, is_full, parse, readable, recv_frames, send_bytes, send_routed, views,
+};
 use crate::stop::Stop;
 
 const POLL_MS: i64 = 50;
@@ -175,7 +177,14 @@ impl Broadcast {
         }
         let rest = frames.split_off(d - 1);
         if let Err((error, _)) = send_routed(&self.client, rest) {
-            debug!(socket = "broadcast", %error, "client gone; reply dropped");
+            if is_full(&error) {
+                warn!(
+                    socket = "broadcast",
+                    "client not reading (at its high-water mark); reply dropped"
+                );
+            } else {
+                debug!(socket = "broadcast", %error, "client gone; reply dropped");
+            }
         }
     }
 

@@ -36,6 +36,10 @@ pub struct ControllerConfig {
     /// controller buffer more than this before the signature check. A bigger frame drops
     /// that peer's connection.
     pub max_message_size: i64,
+    /// High-water mark (messages) of the relay and IOPub sockets, per peer: generous, so
+    /// bursts are queued; past it a peer that does not read has messages refused or
+    /// dropped (never waited for).
+    pub hwm: i32,
     /// Write `ipcontroller-{client,engine}.json` (and delete them on stop).
     pub write_files: bool,
 }
@@ -51,6 +55,7 @@ impl Default for ControllerConfig {
             fast_ping_ms: 50,
             registration_timeout: None,
             insecure: false,
+            hwm: 100_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
         }

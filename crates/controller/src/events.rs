@@ -1,5 +1,28 @@
 //! What the relay, scheduler and heartbeat threads tell the hub, and what the hub tells
-//! them. Unbounded channels: a sender never blocks the forwarding path.
+//! them, over bounded channels that a sender never waits on.
+//!
+//! Into the hub, two kinds of events share one ordered channel (a record copy must reach
+//! the hub before the accounting event that refers to it):
+//! - copies of relayed messages ([`RecordEvent`]) are a cache for queries and can be big:
+//!   they are capped by bytes in flight ([`RECORD_BYTES`]) and by the channel; past either
+//!   they are dropped with a warning (ipyparallel's own record store culls too);
+//! - liveness and queue-accounting events are tiny, and the hub applies millions a second,
+//!   so the channel ([`HUB_EVENTS`]) fills only if the hub thread is wedged: then they are
+//!   dropped with an error log each, never silently and never by blocking the relay that
+//!   forwards the message (blocking would stall every peer for one stuck thread).
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tracing::{error, warn};
+
+/// Events the channel into the hub holds.
+pub(crate) const HUB_EVENTS: usize = 1 << 20;
+/// Bytes of message copies allowed on their way to the hub.
+pub(crate) const RECORD_BYTES: usize = 256 << 20;
+/// Capacity of the hub's channels to the heartbeat and the schedulers (engine events, one
+/// or two per registration).
+pub(crate) const ENGINE_EVENTS: usize = 1 << 16;
 
 /// Into the hub thread.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,4 +85,95 @@ pub(crate) enum HeartCommand {
     /// Stop tracking an identity (the hub unregistered it), so that a later pong from it
     /// is reported as a new heart again.
     Forget(String),
+}
+
+impl RecordEvent {
+    fn bytes(&self) -> usize {
+        let parts = match self {
+            RecordEvent::Request { parts, .. }
+            | RecordEvent::Reply { parts, .. }
+            | RecordEvent::Iopub { parts } => parts,
+        };
+        parts.iter().map(Vec::len).sum()
+    }
+}
+
+/// The sending end of the channel into the hub; [`HubSender::send`] never blocks.
+#[derive(Clone, Debug)]
+pub(crate) struct HubSender {
+    tx: Sender<HubEvent>,
+    record_bytes: Arc<AtomicUsize>,
+    byte_limit: usize,
+    dropped_records: Arc<AtomicU64>,
+}
+
+/// The hub's end: counts record bytes back out as it takes them.
+#[derive(Debug)]
+pub(crate) struct HubReceiver {
+    rx: Receiver<HubEvent>,
+    record_bytes: Arc<AtomicUsize>,
+}
+
+pub(crate) fn hub_channel(capacity: usize, byte_limit: usize) -> (HubSender, HubReceiver) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let record_bytes = Arc::new(AtomicUsize::new(0));
+    (
+        HubSender {
+            tx,
+            record_bytes: record_bytes.clone(),
+            byte_limit,
+            dropped_records: Arc::new(AtomicU64::new(0)),
+        },
+        HubReceiver { rx, record_bytes },
+    )
+}
+
+impl HubSender {
+    /// Queues `event` for the hub without waiting; see the module doc for what is
+    /// dropped when the hub falls behind. True when queued.
+    pub(crate) fn send(&self, event: HubEvent) -> bool {
+        let bytes = match &event {
+            HubEvent::Record(r) => r.bytes(),
+            _ => 0,
+        };
+        if bytes > 0 {
+            let before = self.record_bytes.fetch_add(bytes, Ordering::SeqCst);
+            if before + bytes > self.byte_limit {
+                self.record_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                self.record_dropped("copies over their byte limit");
+                return false;
+            }
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(event)) | Err(TrySendError::Disconnected(event)) => {
+                self.record_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                match event {
+                    HubEvent::Record(_) => self.record_dropped("hub channel full"),
+                    other => error!(event = ?other, "hub event lost: the hub is not keeping up"),
+                }
+                false
+            }
+        }
+    }
+
+    fn record_dropped(&self, why: &'static str) {
+        let n = self.dropped_records.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n.is_multiple_of(10_000) {
+            warn!(
+                dropped = n,
+                why, "task record copies dropped: the hub is behind"
+            );
+        }
+    }
+}
+
+impl HubReceiver {
+    pub(crate) fn try_recv(&self) -> Result<HubEvent, TryRecvError> {
+        let event = self.rx.try_recv()?;
+        if let HubEvent::Record(r) = &event {
+            self.record_bytes.fetch_sub(r.bytes(), Ordering::SeqCst);
+        }
+        Ok(event)
+    }
 }

@@ -17,14 +17,14 @@
 //! after `grace` leaves it to the normal heartbeat, which stays the bound for engines on
 //! other hosts (whose closes may never be seen).
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use crate::events::{HeartCommand, HubEvent};
+use crate::events::{HeartCommand, HubEvent, HubSender};
 use crate::sockets::{readable, recv_frames};
 use crate::stop::Stop;
 
@@ -242,7 +242,7 @@ pub(crate) struct HeartLoop {
     pub fast_period: Duration,
     pub pending: Arc<AtomicUsize>,
     pub commands: Receiver<HeartCommand>,
-    pub hub: Sender<HubEvent>,
+    pub hub: HubSender,
     pub stop: Arc<Stop>,
 }
 

@@ -2,13 +2,13 @@
 //! from the other threads to [`HubState`].
 
 use corral_wire::{DigestHistory, Message, Signer};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::events::{EngineEvent, HeartCommand, HubEvent};
+use crate::events::{EngineEvent, HeartCommand, HubReceiver};
 use crate::hub::{Action, HubState};
 use crate::sockets::{readable, recv_frames, send_bytes, views};
 use crate::stop::Stop;
@@ -30,7 +30,7 @@ pub(crate) struct HubLoop {
     /// signed bytes again, e.g. a captured `purge_request` or `shutdown_request`) is
     /// dropped. The relays keep none; the engines check what reaches them.
     pub digests: DigestHistory,
-    pub events: Receiver<HubEvent>,
+    pub events: HubReceiver,
     /// One sender per scheduler interested in the engine set.
     pub engine_watchers: Vec<Sender<EngineEvent>>,
     pub heart: Sender<HeartCommand>,
@@ -115,11 +115,15 @@ impl HubLoop {
                 }
                 Action::Engines(event) => {
                     for w in &self.engine_watchers {
-                        let _ = w.send(event.clone());
+                        if let Err(e) = w.try_send(event.clone()) {
+                            error!(error = %e, "engine event lost: a scheduler is not keeping up");
+                        }
                     }
                 }
                 Action::ForgetHeart(uuid) => {
-                    let _ = self.heart.send(HeartCommand::Forget(uuid));
+                    if let Err(e) = self.heart.try_send(HeartCommand::Forget(uuid)) {
+                        warn!(error = %e, "heartbeat command lost: the heart thread is behind");
+                    }
                 }
                 Action::Resubmit(msg) => {
                     send_bytes(&self.resubmit, msg.encode(&self.signer), "resubmit");

@@ -3,11 +3,10 @@
 //! an engine is leaving.
 
 use corral_wire::Signer;
-use crossbeam_channel::Sender;
 use std::sync::Arc;
 use tracing::warn;
 
-use crate::events::{HubEvent, RecordEvent};
+use crate::events::{HubEvent, HubSender, RecordEvent};
 use crate::sockets::{checked, parse, readable, recv_frames, HeaderIds};
 use crate::stop::Stop;
 
@@ -17,7 +16,7 @@ pub(crate) struct IopubRelay {
     pub sub: zmq::Socket,
     pub publisher: zmq::Socket,
     pub signer: Signer,
-    pub hub: Sender<HubEvent>,
+    pub hub: HubSender,
     pub stop: Arc<Stop>,
 }
 

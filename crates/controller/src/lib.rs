@@ -77,7 +77,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use crate::sockets::{bind_port, bind_random, opt, socket, RELAY_HWM};
+use crate::sockets::{bind_port, bind_random, opt, socket};
 use crate::stop::Stop;
 
 /// The body of one controller thread.
@@ -108,7 +108,8 @@ impl Controller {
         use zmq::SocketType::{PUB, ROUTER, SUB};
         let max = config.max_message_size;
         let peer = |kind, name| peer_socket(&ctx, kind, name, max);
-        let relay = |name, identity: &[u8]| relay_socket(&ctx, ip, name, identity, max);
+        let hwm = config.hwm;
+        let relay = |name, identity: &[u8]| relay_socket(&ctx, ip, name, identity, max, hwm);
 
         let query = peer(ROUTER, "registration")?;
         let registration = bind_port(&query, ip, "registration")?;
@@ -123,11 +124,11 @@ impl Controller {
         let (task_in, task_client) = relay("task_in", b"task_in")?;
         let (task_out, task_engine) = relay("task_out", b"task_out")?;
         let iopub_sub = peer(SUB, "iopub_in")?;
-        opt("iopub_in", iopub_sub.set_rcvhwm(RELAY_HWM))?;
+        opt("iopub_in", iopub_sub.set_rcvhwm(hwm))?;
         opt("iopub_in", iopub_sub.set_subscribe(b""))?;
         let iopub_engine = bind_port(&iopub_sub, ip, "iopub_in")?;
         let iopub_pub = socket(&ctx, PUB, "iopub_out")?;
-        opt("iopub_out", iopub_pub.set_sndhwm(RELAY_HWM))?;
+        opt("iopub_out", iopub_pub.set_sndhwm(hwm))?;
         let iopub_client = bind_port(&iopub_pub, ip, "iopub_out")?;
         let (bcast_in, bcast_client) = relay("broadcast", b"sub_scheduler_0")?;
         let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
@@ -201,10 +202,10 @@ impl Controller {
         let signer = session.signer.clone();
         let stop = Arc::new(Stop::default());
         let pending = Arc::new(AtomicUsize::new(0));
-        let (hub_tx, hub_rx) = crossbeam_channel::unbounded();
-        let (heart_tx, heart_rx) = crossbeam_channel::unbounded();
-        let (task_eng_tx, task_eng_rx) = crossbeam_channel::unbounded();
-        let (bcast_eng_tx, bcast_eng_rx) = crossbeam_channel::unbounded();
+        let (hub_tx, hub_rx) = events::hub_channel(events::HUB_EVENTS, events::RECORD_BYTES);
+        let (heart_tx, heart_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
+        let (task_eng_tx, task_eng_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
+        let (bcast_eng_tx, bcast_eng_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
 
         let resubmit = sockets::socket(&ctx, zmq::SocketType::DEALER, "resubmit")?;
         sockets::opt("resubmit", resubmit.set_identity(b"corral_hub_resubmit"))?;
@@ -407,12 +408,13 @@ fn relay_socket(
     name: &'static str,
     identity: &[u8],
     max_message_size: i64,
+    hwm: i32,
 ) -> Result<(zmq::Socket, u16)> {
     let sock = peer_socket(ctx, zmq::SocketType::ROUTER, name, max_message_size)?;
     opt(name, sock.set_identity(identity))?;
     opt(name, sock.set_router_mandatory(true))?;
-    opt(name, sock.set_sndhwm(RELAY_HWM))?;
-    opt(name, sock.set_rcvhwm(RELAY_HWM))?;
+    opt(name, sock.set_sndhwm(hwm))?;
+    opt(name, sock.set_rcvhwm(hwm))?;
     let port = bind_port(&sock, ip, name)?;
     Ok((sock, port))
 }

@@ -4,17 +4,16 @@
 //! for replies, the parent's msg_id) is parsed; every message's signature is checked.
 
 use corral_wire::{Session, Signer};
-use crossbeam_channel::Sender;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-use crate::events::{HubEvent, RecordEvent};
+use crate::events::{HubEvent, HubSender, RecordEvent};
 use crate::reply::{error_content, reply_type};
 use crate::sockets::{
-    checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
+    checked, is_full, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
 };
 use crate::stop::Stop;
 
@@ -43,7 +42,7 @@ pub(crate) struct Relay {
     pub engine: zmq::Socket,
     pub session: Arc<Session>,
     /// Where MUX traffic is reported for queue counts (none for control).
-    pub hub: Option<Sender<HubEvent>>,
+    pub hub: Option<HubSender>,
     pub stop: Arc<Stop>,
 }
 
@@ -144,6 +143,21 @@ impl Relay {
                 }
                 None
             }
+            Err((error, frames)) if is_full(&error) => {
+                // The engine is not reading: answer now rather than wait on it.
+                warn!(
+                    relay = self.name,
+                    engine = request.engine,
+                    msg_id = request.msg_id,
+                    "engine not reading (at its high-water mark); request refused"
+                );
+                let evalue = format!(
+                    "engine {:?} is not reading its {} queue (high-water mark reached)",
+                    request.engine, self.name
+                );
+                self.refuse(frames, request.delimiter, &request.msg_type, &evalue);
+                None
+            }
             Err((_, frames)) => {
                 request.frames = frames;
                 Some(request)
@@ -168,11 +182,15 @@ impl Relay {
                         msg_id = request.msg_id,
                         "engine unreachable"
                     );
-                    self.unreachable(
+                    let evalue = format!(
+                        "engine {:?} is not connected to the {} relay",
+                        request.engine, self.name
+                    );
+                    self.refuse(
                         request.frames,
                         request.delimiter,
-                        &request.engine,
                         &request.msg_type,
+                        &evalue,
                     );
                 } else {
                     blocked.push(request.engine.clone());
@@ -183,19 +201,16 @@ impl Relay {
         held.0 = still;
     }
 
-    /// Answers a request for an unknown engine with an `EngineError` reply, so the client
-    /// does not wait forever. `frames` are the swapped frames `[engine, client, ..]`.
-    fn unreachable(&self, frames: Vec<zmq::Message>, d: usize, engine: &str, msg_type: &str) {
+    /// Answers a request its engine cannot take (not connected, or not reading) with an
+    /// `EngineError` reply, so the client does not wait forever. `frames` are the swapped
+    /// frames `[engine, client, ..]`.
+    fn refuse(&self, frames: Vec<zmq::Message>, d: usize, msg_type: &str, evalue: &str) {
         let Some(parent) = parse::<Value>(&frames[d + 2], self.name, "header") else {
             return;
         };
-        let evalue = format!(
-            "engine {engine:?} is not connected to the {} relay",
-            self.name
-        );
         let mut msg = self
             .session
-            .msg(&reply_type(msg_type), error_content("EngineError", &evalue));
+            .msg(&reply_type(msg_type), error_content("EngineError", evalue));
         msg.parent_header = parent;
         msg.metadata = json!({"status": "error", "dependencies_met": true});
         msg.idents = vec![frames[1].to_vec(), frames[0].to_vec()];
@@ -227,7 +242,14 @@ impl Relay {
         }
         frames.swap(0, 1);
         if let Err((error, _)) = send_routed(&self.client, frames) {
-            debug!(relay = self.name, %error, "client gone; reply dropped");
+            if is_full(&error) {
+                warn!(
+                    relay = self.name,
+                    "client not reading (at its high-water mark); reply dropped"
+                );
+            } else {
+                debug!(relay = self.name, %error, "client gone; reply dropped");
+            }
         }
     }
 }

@@ -9,9 +9,6 @@ use crate::error::{ControllerError, Result};
 
 /// Linger on close: long enough to flush a last reply, short enough for a prompt stop.
 const LINGER_MS: i32 = 200;
-/// High-water mark of relay sockets: generous, so bursts of IOPub or requests are queued
-/// rather than dropped.
-pub(crate) const RELAY_HWM: i32 = 100_000;
 
 /// Creates a socket of `kind` with a short linger. Options that matter for peers
 /// (identity, HWMs, ROUTER_MANDATORY) must be set before [`bind_port`].
@@ -178,8 +175,22 @@ pub(crate) fn parse<'a, T: Deserialize<'a>>(
     }
 }
 
-/// Sends frames as one multipart message; on failure of the FIRST frame nothing was sent
-/// and the frames are handed back (ROUTER_MANDATORY: unknown peer).
+// The send policy, for every socket the controller sends on: never wait for a peer.
+// Every send is non-blocking (DONTWAIT). A ROUTER_MANDATORY socket then fails the first
+// frame with EHOSTUNREACH (peer unknown or gone) or EAGAIN (peer at its high-water mark,
+// i.e. not reading): nothing was sent and the caller decides — answer the requester with
+// an error where there is one (the relays, for requests), else drop and log. Later frames
+// of an accepted message cannot fail for HWM (zmq admits whole messages). So one peer that
+// stops reading never stalls a relay, scheduler or the hub.
+
+/// True when a send failed because the peer is not reading (at its high-water mark).
+pub(crate) fn is_full(error: &zmq::Error) -> bool {
+    *error == zmq::Error::EAGAIN
+}
+
+/// Sends frames as one multipart message without blocking; on failure of the FIRST frame
+/// nothing was sent and the frames are handed back (EHOSTUNREACH: unknown peer; EAGAIN:
+/// the peer is not reading).
 pub(crate) fn send_routed(
     sock: &zmq::Socket,
     frames: Vec<zmq::Message>,
@@ -189,16 +200,16 @@ pub(crate) fn send_routed(
         return Ok(());
     };
     let rest: Vec<zmq::Message> = iter.collect();
-    let flags = if rest.is_empty() { 0 } else { zmq::SNDMORE };
-    if let Err(e) = sock.send(&first[..], flags) {
+    let more = if rest.is_empty() { 0 } else { zmq::SNDMORE };
+    if let Err(e) = sock.send(&first[..], more | zmq::DONTWAIT) {
         let mut back = vec![first];
         back.extend(rest);
         return Err((e, back));
     }
     let n = rest.len();
     for (i, frame) in rest.into_iter().enumerate() {
-        let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
-        if let Err(e) = sock.send(frame, flags) {
+        let more = if i + 1 < n { zmq::SNDMORE } else { 0 };
+        if let Err(e) = sock.send(frame, more | zmq::DONTWAIT) {
             warn!(error = %e, "send failed mid-message");
             return Ok(());
         }
@@ -206,9 +217,17 @@ pub(crate) fn send_routed(
     Ok(())
 }
 
-/// Sends owned byte frames (messages the controller built itself).
+/// Sends owned byte frames (messages the controller built itself) without blocking;
+/// a peer that is gone or not reading loses the message, which is logged.
 pub(crate) fn send_bytes(sock: &zmq::Socket, frames: Vec<Vec<u8>>, socket: &'static str) {
-    if let Err(error) = sock.send_multipart(frames, 0) {
-        warn!(socket, %error, "send failed");
+    match sock.send_multipart(frames, zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(error) if is_full(&error) => {
+            warn!(
+                socket,
+                "peer not reading (at its high-water mark); message dropped"
+            )
+        }
+        Err(error) => warn!(socket, %error, "send failed; message dropped"),
     }
 }

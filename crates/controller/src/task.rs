@@ -9,7 +9,7 @@
 //! live in [`crate::dependency`]; this module does the sockets.
 
 use corral_wire::{Session, Signer};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::dependency::{
     admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Dependency, Failure,
     History, Triage,
 };
-use crate::events::{EngineEvent, HubEvent, RecordEvent};
+use crate::events::{EngineEvent, HubEvent, HubSender, RecordEvent};
 use crate::hub::{error_content, reply_type};
 use crate::sockets::{
     checked, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
@@ -132,7 +132,7 @@ pub(crate) struct TaskScheduler {
     pub engine: zmq::Socket,
     pub session: Arc<Session>,
     pub engines_rx: Receiver<EngineEvent>,
-    pub hub: Sender<HubEvent>,
+    pub hub: HubSender,
     pub stop: Arc<Stop>,
 }
 
