@@ -408,6 +408,107 @@ mod tests {
         id
     }
 
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KINDS: [&str; 15] = [
+            "registration_request",
+            "unregistration_request",
+            "connection_request",
+            "queue_request",
+            "load_request",
+            "history_request",
+            "result_request",
+            "db_request",
+            "resubmit_request",
+            "purge_request",
+            "shutdown_request",
+            "become_dask_request",
+            "apply_request",
+            "status",
+            "",
+        ];
+        const FIELDS: [&str; 12] = [
+            "uuid",
+            "id",
+            "targets",
+            "verbose",
+            "msg_ids",
+            "engine_ids",
+            "status_only",
+            "query",
+            "keys",
+            "$ne",
+            "completed",
+            "msg_id",
+        ];
+
+        /// Any JSON, with keys the hub reads over-represented.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                prop_oneof![
+                    Just("all".to_string()),
+                    "[a-z$]{0,6}".prop_map(String::from)
+                ]
+                .prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::vec(
+                        (
+                            prop::sample::select(FIELDS.to_vec()).prop_map(String::from),
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any signed request, however ill-formed its content, gets exactly one reply
+            /// of the matching type (or none for unregistration and non-requests), and the
+            /// hub keeps serving.
+            #[test]
+            fn every_request_gets_one_well_typed_reply_or_a_logged_drop(
+                queries in prop::collection::vec(
+                    (prop::sample::select(KINDS.to_vec()), json()), 1..12),
+            ) {
+                let mut hub = state();
+                live_engine(&mut hub, "a");
+                record_request(&mut hub, "1");
+                record_reply(&mut hub, "1");
+                for (kind, content) in queries {
+                    let acts = hub.handle_query(b"c", &request(kind, content), Instant::now());
+                    let got = replies(&acts);
+                    match kind {
+                        "unregistration_request" | "apply_request" | "status" | "" => {
+                            prop_assert!(got.len() <= usize::from(kind == "apply_request"));
+                        }
+                        _ if kind.ends_with("_request") => {
+                            prop_assert_eq!(got.len(), 1);
+                            prop_assert_eq!(got[0].msg_type(), reply_type(kind));
+                            prop_assert!(got[0].content["status"].is_string());
+                        }
+                        _ => prop_assert!(got.is_empty()),
+                    }
+                }
+                let acts = hub.handle_query(
+                    b"c", &request("connection_request", json!({})), Instant::now());
+                prop_assert_eq!(replies(&acts)[0].content["status"].as_str(), Some("ok"));
+            }
+        }
+    }
+
     #[test]
     fn registration_reply_is_unparented_and_live_only_after_heartbeat() {
         let mut hub = state();

@@ -1,10 +1,18 @@
 //! The hub's queue accounting: what each engine has outstanding (direct requests and
-//! load-balanced tasks, in submission order), what it completed, the load-balanced tasks
-//! not placed yet, and the msg_ids the hub has seen. Fed by the relays' and schedulers'
-//! events; read by `queue_request`, `load_request`, `purge_request` and `result_request`.
+//! load-balanced tasks, in submission order), what it completed lately, and the
+//! load-balanced tasks not placed yet. Fed by the relays' and schedulers' events; read by
+//! `queue_request`, `load_request`, `purge_request` and `result_request`.
+//!
+//! Everything here is bounded: outstanding work leaves on its reply (or with its engine),
+//! and each engine's `completed` keeps the newest [`COMPLETED_LIMIT`] msg_ids, as many as
+//! the task records keep (older ones are gone from the records as well). The history of
+//! msg_ids is the records' (`Records::history`), so it is bounded with them.
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// Completed msg_ids kept per engine: ipyparallel's `DictDB` record limit.
+pub(crate) const COMPLETED_LIMIT: usize = 1024;
 
 /// One engine's queues, keyed by the engine's uuid in [`Queues`].
 #[derive(Debug, Default)]
@@ -13,16 +21,25 @@ pub(crate) struct EngineQueues {
     queue: BTreeMap<u64, String>,
     /// Outstanding load-balanced tasks placed on this engine.
     tasks: BTreeMap<u64, String>,
-    completed: Vec<String>,
+    /// The newest completed msg_ids, oldest first, at most [`COMPLETED_LIMIT`].
+    completed: VecDeque<String>,
+}
+
+impl EngineQueues {
+    fn complete(&mut self, msg_id: String) {
+        if self.completed.len() == COMPLETED_LIMIT {
+            self.completed.pop_front();
+        }
+        self.completed.push_back(msg_id);
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
     engines: HashMap<String, EngineQueues>,
-    /// Submission sequence: orders queues and the history.
+    /// Submission sequence: orders the queues.
     seq: u64,
     unassigned: BTreeMap<String, u64>,
-    history: Vec<String>,
 }
 
 impl Queues {
@@ -44,22 +61,20 @@ impl Queues {
     pub(crate) fn mux_request(&mut self, engine: &str, msg_id: String) {
         let seq = self.next_seq();
         if let Some(e) = self.engines.get_mut(engine) {
-            e.queue.insert(seq, msg_id.clone());
-            self.history.push(msg_id);
+            e.queue.insert(seq, msg_id);
         }
     }
 
     pub(crate) fn mux_reply(&mut self, engine: &str, msg_id: String) {
         if let Some(e) = self.engines.get_mut(engine) {
             e.queue.retain(|_, m| *m != msg_id);
-            e.completed.push(msg_id);
+            e.complete(msg_id);
         }
     }
 
     pub(crate) fn task_submitted(&mut self, msg_id: String) {
         let seq = self.next_seq();
-        self.unassigned.insert(msg_id.clone(), seq);
-        self.history.push(msg_id);
+        self.unassigned.insert(msg_id, seq);
     }
 
     pub(crate) fn task_assigned(&mut self, engine: &str, msg_id: String) {
@@ -72,7 +87,7 @@ impl Queues {
     pub(crate) fn task_done(&mut self, engine: &str, msg_id: String) {
         if let Some(e) = self.engines.get_mut(engine) {
             e.tasks.retain(|_, m| *m != msg_id);
-            e.completed.push(msg_id);
+            e.complete(msg_id);
         }
     }
 
@@ -95,20 +110,11 @@ impl Queues {
             .collect()
     }
 
-    pub(crate) fn history(&self) -> &[String] {
-        &self.history
-    }
-
-    /// Forgets msg_ids from the history (a purge).
-    pub(crate) fn forget(&mut self, drop: &HashSet<String>) {
-        self.history.retain(|m| !drop.contains(m));
-    }
-
     /// Empties `engine`'s completed list and returns what was in it.
     pub(crate) fn drain_completed(&mut self, engine: &str) -> Vec<String> {
         self.engines
             .get_mut(engine)
-            .map(|e| std::mem::take(&mut e.completed))
+            .map(|e| std::mem::take(&mut e.completed).into())
             .unwrap_or_default()
     }
 
@@ -144,5 +150,26 @@ impl Queues {
         } else {
             json!(self.unassigned.len())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_lists_keep_the_newest_only() {
+        let mut q = Queues::default();
+        q.add_engine("e");
+        for i in 0..COMPLETED_LIMIT + 10 {
+            q.mux_request("e", format!("m{i}"));
+            q.mux_reply("e", format!("m{i}"));
+        }
+        let status = q.status("e", true);
+        let completed = status["completed"].as_array().unwrap();
+        assert_eq!(completed.len(), COMPLETED_LIMIT);
+        assert_eq!(completed[0], "m10");
+        assert!(q.pending_ids().is_empty());
+        assert_eq!(q.drain_completed("e").len(), COMPLETED_LIMIT);
     }
 }

@@ -12,10 +12,10 @@ use crate::queues::Queues;
 use crate::records::{project, Records};
 use crate::reply::error_content;
 
-/// ipyparallel's `purge_results`: forgets finished requests (corral keeps only their
-/// msg_ids, in the history). `msg_ids` is `"all"` (every finished request) or a list,
-/// where a pending or unknown id is an error; `engines` (the uuids of the request's
-/// `engine_ids`) forgets what those engines completed, and their `completed` lists too.
+/// ipyparallel's `purge_results`: forgets the records of finished requests. `msg_ids` is
+/// `"all"` (every completed record) or a list, where a pending or unknown id is an
+/// error; `engines` (the uuids of the request's `engine_ids`) forgets what those engines
+/// completed, and their `completed` lists too.
 pub(crate) fn purge(
     records: &mut Records,
     queues: &mut Queues,
@@ -25,14 +25,7 @@ pub(crate) fn purge(
     let mut drop: HashSet<String> = HashSet::new();
     match content.get("msg_ids") {
         Some(Value::String(all)) if all == "all" => {
-            let pending = queues.pending_ids();
-            drop.extend(
-                queues
-                    .history()
-                    .iter()
-                    .filter(|m| !pending.contains(m.as_str()))
-                    .cloned(),
-            );
+            // ipyparallel: `drop_matching_records({"completed": {"$ne": None}})`.
             let done = records.find(&json!({"completed": {"$ne": null}}));
             drop.extend(
                 done.unwrap_or_default()
@@ -46,7 +39,7 @@ pub(crate) fn purge(
                 if pending.contains(id) {
                     return error_content("IndexError", &format!("msg pending: {id:?}"));
                 }
-                if !queues.history().iter().any(|m| m == id) && !records.contains(id) {
+                if !records.contains(id) {
                     return error_content("KeyError", &format!("No such msg: {id:?}"));
                 }
                 drop.insert(id.to_string());
@@ -63,7 +56,6 @@ pub(crate) fn purge(
                 .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
         );
     }
-    queues.forget(&drop);
     for m in &drop {
         records.remove(m);
     }
