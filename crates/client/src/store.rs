@@ -302,6 +302,11 @@ impl Store {
         if !is_task_reply || msg.content.get("status").and_then(Value::as_str) == Some("aborted") {
             task.idle = true;
         }
+        // An EngineError is written by a scheduler for an engine that died: that engine
+        // publishes nothing more, whether or not its death was announced yet.
+        if msg.content.get("ename").and_then(Value::as_str) == Some("EngineError") {
+            task.idle = true;
+        }
         task.reply = Some(Reply {
             header: serde_json::to_value(&msg.header).expect("headers serialize"),
             content: msg.content,

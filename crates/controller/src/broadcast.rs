@@ -134,7 +134,11 @@ impl Broadcast {
                 if coalescing && !self.coalescer.is_pending(&original) {
                     continue; // the request has already been answered with an error
                 }
-                let evalue = format!("engine {uuid:?} is not connected to the broadcast scheduler");
+                let evalue = if is_full(&error) {
+                    format!("engine {uuid:?} is not reading (high-water mark reached)")
+                } else {
+                    format!("engine {uuid:?} is not connected to the broadcast scheduler")
+                };
                 let mut reply = self
                     .session
                     .msg(

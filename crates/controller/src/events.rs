@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tracing::{error, warn};
 
-/// Events the channel into the hub holds.
-pub(crate) const HUB_EVENTS: usize = 1 << 20;
+/// Events the channel into the hub holds. The hub drains it every few milliseconds, so
+/// this absorbs bursts of millions a second; its slots are allocated up front (~6 MB).
+pub(crate) const HUB_EVENTS: usize = 1 << 16;
 /// Bytes of message copies allowed on their way to the hub.
 pub(crate) const RECORD_BYTES: usize = 256 << 20;
 /// Capacity of the hub's channels to the heartbeat and the schedulers (engine events, one
-/// or two per registration).
-pub(crate) const ENGINE_EVENTS: usize = 1 << 16;
+/// or two per registration or death).
+pub(crate) const ENGINE_EVENTS: usize = 1 << 14;
 
 /// Into the hub thread.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::events::{HeartCommand, HubEvent, HubSender};
 use crate::sockets::{readable, recv_frames};
@@ -178,7 +178,7 @@ impl Hearts {
             for c in &mut self.closes {
                 *c -= suspects.len();
             }
-            info!(
+            warn!(
                 engines = ?suspects,
                 "connections closed and no pong since: engines dead"
             );
@@ -273,7 +273,7 @@ impl HeartLoop {
                 }
             }
             for event in self.hearts.check(now) {
-                info!(?event, "heart stopped");
+                warn!(?event, "heart stopped");
                 let _ = self.hub.send(event);
             }
             let mut items: Vec<zmq::PollItem> = std::iter::once(&self.pong)

@@ -258,7 +258,9 @@ impl HubState {
             warn!(engine_id = id, why, "unregistration of an unknown engine");
             return Vec::new();
         };
-        self.queues.remove_engine(&e.uuid);
+        for msg_id in self.queues.remove_engine(&e.uuid) {
+            self.record_stranded(id, &e.uuid, &msg_id);
+        }
         info!(engine_id = id, uuid = %e.uuid, why, "engine unregistered");
         let mut out = vec![Action::ForgetHeart(e.uuid.clone())];
         if e.live {
@@ -269,6 +271,37 @@ impl HubState {
             out.push(Action::Engines(EngineEvent::Down { uuid: e.uuid }));
         }
         out
+    }
+
+    /// Records an `EngineError` result for a direct request its engine never answered, as
+    /// ipyparallel's hub does for stranded messages, so that `result_request`s and
+    /// `db_request`s of other clients see it finished instead of pending forever.
+    fn record_stranded(&mut self, id: u32, uuid: &str, msg_id: &str) {
+        let request_type = self
+            .records
+            .get(msg_id)
+            .and_then(|r| r.get("header")["msg_type"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "apply_request".into());
+        let evalue = format!("Engine {id} died while running task '{msg_id}'");
+        let reply = self.session.msg(
+            &reply_type(&request_type),
+            error_content("EngineError", &evalue),
+        );
+        let parts = [
+            serde_json::to_value(&reply.header).unwrap_or_default(),
+            json!({"msg_id": msg_id}),
+            json!({"status": "error", "engine": uuid, "dependencies_met": true}),
+            reply.content,
+        ];
+        let parts = parts
+            .iter()
+            .map(|v| serde_json::to_vec(v).unwrap_or_default())
+            .collect();
+        let event = crate::events::RecordEvent::Reply {
+            engine: Some(uuid.to_string()),
+            parts,
+        };
+        self.records.apply(event, &corral_wire::iso_now());
     }
 
     /// Handles one event from another controller thread.
@@ -787,6 +820,25 @@ mod tests {
         );
         assert_eq!(replies(&acts)[0].content["status"], "ok");
         assert_eq!(history(&mut hub), json!(["m3"]), "pending requests stay");
+    }
+
+    #[test]
+    fn a_dead_engines_direct_requests_are_recorded_as_engine_errors() {
+        let mut hub = state();
+        live_engine(&mut hub, "a");
+        record_request(&mut hub, "7");
+        hub.handle_event(HubEvent::MuxRequest {
+            engine: "a".into(),
+            msg_id: "7".into(),
+        });
+        let (r, _) = query(&mut hub, "result_request", json!({"msg_ids": ["7"]}));
+        assert_eq!(r.content["pending"], json!(["7"]));
+        hub.handle_event(HubEvent::StoppedHeart("a".into()));
+        let (r, _) = query(&mut hub, "result_request", json!({"msg_ids": ["7"]}));
+        assert_eq!(r.content["completed"], json!(["7"]));
+        let result = &r.content["7"]["result_content"];
+        assert_eq!(result["ename"], "EngineError");
+        assert!(result["evalue"].as_str().unwrap().contains("died"));
     }
 
     #[test]

@@ -53,8 +53,13 @@ impl Queues {
         self.engines.entry(uuid.to_string()).or_default();
     }
 
-    pub(crate) fn remove_engine(&mut self, uuid: &str) {
-        self.engines.remove(uuid);
+    /// Stops counting for an engine; returns its outstanding direct requests (stranded:
+    /// its load-balanced tasks are the task scheduler's to fail or retry).
+    pub(crate) fn remove_engine(&mut self, uuid: &str) -> Vec<String> {
+        self.engines
+            .remove(uuid)
+            .map(|e| e.queue.into_values().collect())
+            .unwrap_or_default()
     }
 
     /// A direct request went to `engine` (unknown engines are not counted).
