@@ -50,6 +50,27 @@ pub fn verify_frames<F: AsRef<[u8]>>(frames: &[F], signer: &Signer) -> Result<us
     Ok(d)
 }
 
+/// Signs four already-serialized JSON frames (header, parent, metadata, content) and lays
+/// out the envelope. For senders that keep raw JSON bytes, such as an engine echoing a
+/// request's header unchanged as the parent of its reply.
+///
+/// (`Message::encode` lays out its own owned frames the same way, without a copy.)
+pub fn encode_raw(
+    signer: &Signer,
+    idents: Vec<Vec<u8>>,
+    json: [&[u8]; 4],
+    buffers: Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let sig = signer.sign(json);
+    let mut frames = idents;
+    frames.reserve(6 + buffers.len());
+    frames.push(DELIMITER.to_vec());
+    frames.push(sig);
+    frames.extend(json.iter().map(|f| f.to_vec()));
+    frames.extend(buffers);
+    frames
+}
+
 /// A parsed message. `parent_header`, `metadata` and `content` stay JSON values so that
 /// message types corral does not know still round-trip untouched.
 #[derive(Debug, Clone, PartialEq)]
