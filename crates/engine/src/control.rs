@@ -102,3 +102,53 @@ fn kernel_info() -> Value {
         "help_links": [],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Channel;
+    use corral_wire::Session;
+
+    fn request(s: &Session, msg_type: &str, content: Value, seq: u64) -> Request {
+        Request::decode(
+            s.encode(&s.msg(msg_type, content)),
+            &s.signer,
+            Channel::Control,
+            seq,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_abort_without_ids_aborts_what_came_before_it_only() {
+        let s = Session::new(b"k");
+        let mut aborts = AbortState::default();
+        let abort = request(&s, "abort_request", json!({"msg_ids": []}), 5);
+        assert!(matches!(
+            answer(&abort, &mut aborts),
+            ControlAnswer::Reply {
+                msg_type: "abort_reply",
+                ..
+            }
+        ));
+        assert!(aborts.take(&request(&s, "apply_request", json!({}), 4)));
+        assert!(!aborts.take(&request(&s, "apply_request", json!({}), 6)));
+    }
+
+    #[test]
+    fn msg_ids_read_as_ipyparallel_reads_them() {
+        assert_eq!(abort_ids(None), Ok(vec![]));
+        assert_eq!(abort_ids(Some(&json!("a"))), Ok(vec!["a".to_string()]));
+        assert_eq!(
+            abort_ids(Some(&json!(["a", 5]))),
+            Ok(vec!["a".to_string(), "5".to_string()])
+        );
+        let s = Session::new(b"k");
+        let bad = request(&s, "abort_request", json!({"msg_ids": 5}), 1);
+        let ControlAnswer::Reply { content, .. } = answer(&bad, &mut AbortState::default()) else {
+            panic!("an abort is answered");
+        };
+        assert_eq!(content["status"], "error");
+        assert_eq!(content["ename"], "TypeError");
+    }
+}
