@@ -1,21 +1,21 @@
 //! The engine runtime: every socket of a corral engine, driven by Rust threads, so the
 //! Python main thread only executes user code.
 //!
-//! - [`registration`]: the `registration_request`/`reply` handshake and unregistration.
-//! - [`heart`]: the heartbeat echo thread (no GIL, so a busy task never looks dead), which
-//!   also watches the connection to the controller's heart (see [`liveness`]).
-//! - [`liveness`]: when the controller counts as gone, and why.
-//! - [`request`]: the intake (signature, replay, decoding) and the abort bookkeeping.
-//! - [`control`]: control requests answered without waiting for the running task.
-//! - [`outgoing`]: what the executor asks to send, and how it becomes signed frames.
-//! - [`io`]: the I/O thread that owns shell, control and IOPub, in one ordered loop.
-//! - [`runtime`]: [`EngineRuntime`], the handle the executor (Python) holds.
+//! - `registration`: the `registration_request`/`reply` handshake and unregistration.
+//! - `heart`: the heartbeat echo thread (no GIL, so a busy task never looks dead), which
+//!   also watches the connection to the controller's heart (see `liveness`).
+//! - `liveness`: when the controller counts as gone, and why.
+//! - `request`: the intake (signature, replay, decoding) and the abort bookkeeping.
+//! - `control`: control requests answered without waiting for the running task.
+//! - `outgoing`: what the executor asks to send, and how it becomes signed frames.
+//! - `io`: the I/O thread that owns shell, control and IOPub, in one ordered loop.
+//! - `runtime`: [`EngineRuntime`], the handle the executor (Python) holds.
 //!
 //! IOPub and replies leave through ONE queue processed by ONE thread, which is what
 //! makes the ordering promise (busy → outputs → reply → idle) hold.
 
 mod control;
-pub mod error;
+mod error;
 mod heart;
 mod io;
 mod liveness;

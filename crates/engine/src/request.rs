@@ -76,8 +76,9 @@ impl Intake {
 }
 
 impl Request {
-    /// Verifies the signature and decodes (no replay check: see [`Intake::accept`]).
-    pub fn decode(
+    /// Verifies the signature and decodes, without a replay check (for tests).
+    #[cfg(test)]
+    pub(crate) fn decode(
         frames: Vec<Vec<u8>>,
         signer: &Signer,
         channel: Channel,
@@ -125,11 +126,11 @@ impl Request {
     }
 
     /// The content; `Null` is never returned for valid JSON, which every request has.
-    pub fn content(&self) -> Value {
+    pub(crate) fn content(&self) -> Value {
         serde_json::from_slice(&self.content_raw).unwrap_or(Value::Null)
     }
 
-    pub fn metadata(&self) -> Value {
+    pub(crate) fn metadata(&self) -> Value {
         serde_json::from_slice(&self.metadata_raw).unwrap_or(Value::Null)
     }
 }

@@ -207,10 +207,6 @@ impl EngineRuntime {
         Ok(rt)
     }
 
-    pub fn session(&self) -> &Session {
-        &self.session
-    }
-
     /// An IOPub message on topic `engine.<id>.<suffix>`, parented to the running task.
     pub fn publish_op(
         &self,
