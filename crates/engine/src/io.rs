@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// Arrival counter of shell requests.
     pub(crate) seq: AtomicU64,
+    /// Set with `stop` when the controller is gone: close without lingering.
+    pub(crate) abandon: AtomicBool,
 }
 
 /// Everything the thread owns.
@@ -73,7 +75,10 @@ impl IoThread {
             self.drain_outgoing();
             if self.shared.stop.load(Ordering::Acquire) && self.out_rx.is_empty() {
                 let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
-                if self.blocked.is_none() || since.elapsed() > FLUSH_ON_STOP {
+                if self.blocked.is_none()
+                    || since.elapsed() > FLUSH_ON_STOP
+                    || self.shared.abandon.load(Ordering::Acquire)
+                {
                     break;
                 }
             }
@@ -106,6 +111,11 @@ impl IoThread {
             }
             if ready[2] {
                 self.read_subscriptions();
+            }
+        }
+        if self.shared.abandon.load(Ordering::Acquire) {
+            for sock in [&self.shell, &self.control, &self.iopub] {
+                let _ = sock.set_linger(0);
             }
         }
         tracing::debug!("engine I/O thread stopped");

@@ -338,6 +338,10 @@ impl EngineRuntime {
                 }
             }
         }
+        // Nobody will read what is still queued toward a controller that is gone: do not
+        // hold the exit for the sockets' linger.
+        let abandon = self.controller_lost().is_some();
+        self.shared.abandon.store(abandon, Ordering::Release);
         self.shared.stop.store(true, Ordering::Release);
         self.heart.stop.store(true, Ordering::Release);
         // A last wake-up; the I/O thread may already be gone, so a failure is fine.
