@@ -111,7 +111,8 @@ impl Encoder {
         encode_raw(
             &self.session.signer,
             idents,
-            [&header, parent, metadata, content],
+            header,
+            [parent, metadata, content],
             buffers,
         )
     }

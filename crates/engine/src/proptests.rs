@@ -116,7 +116,7 @@ fn signed_message() -> impl Strategy<Value = Vec<Vec<u8>>> {
         .prop_map(|(idents, h, p, m, c, buffers)| {
             // An ident equal to the delimiter would move the envelope: keep them apart.
             let idents = idents.into_iter().filter(|i| i != DELIMITER).collect();
-            encode_raw(&Signer::new(KEY), idents, [&h, &p, &m, &c], buffers)
+            encode_raw(&Signer::new(KEY), idents, h, [&p, &m, &c], buffers)
         })
 }
 
