@@ -23,6 +23,14 @@ pub enum EngineError {
     Refused { reason: String },
     #[error("malformed registration reply: {reason}")]
     BadReply { reason: String },
+    /// The connection file has an empty key and nobody opted in to running unsigned.
+    #[error(
+        "the cluster key in {file} is empty, so messages would be neither signed nor checked \
+         and anyone reaching the controller's ports could run code on this engine; refusing \
+         to start. To run without authentication anyway, pass --insecure or set \
+         CORRAL_INSECURE=1"
+    )]
+    EmptyKey { file: String },
     /// The outgoing queue is gone: the I/O thread has stopped.
     #[error("the engine runtime is closed")]
     Closed,

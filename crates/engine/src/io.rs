@@ -2,53 +2,58 @@
 //! everything the executor queues, in queue order. Being the only sender is what keeps
 //! "busy → outputs → reply → idle" in order across two sockets.
 //!
-//! Incoming requests are verified and decoded here; invalid ones are logged and dropped.
-//! Control requests that must not wait behind a running task (abort, shutdown,
-//! kernel_info) are answered here directly; the rest go to the executor.
+//! Incoming requests are verified, checked against replays and decoded here (see
+//! [`Intake`]); anything rejected is logged and dropped. Control requests that must not
+//! wait behind a running task (abort, shutdown, kernel_info) are answered here directly
+//! (see [`crate::control`]); the rest go to the executor.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use corral_wire::Session;
 
+use crate::control::{self, ControlAnswer};
 use crate::outgoing::{conflate, Encoder, Outgoing, Target};
-use crate::request::{AbortState, Channel, Request};
+use crate::request::{AbortState, Channel, Intake, Request};
 
 /// State shared by the I/O thread and the runtime handle.
 #[derive(Debug, Default)]
-pub struct Shared {
-    pub stop: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
     /// Set by a producer that has sent a wake-up frame not yet consumed.
-    pub wake_pending: AtomicBool,
-    pub aborts: Mutex<AbortState>,
+    pub(crate) wake_pending: AtomicBool,
+    pub(crate) aborts: Mutex<AbortState>,
     /// A `shutdown_request` was answered; the executor should stop.
-    pub shutdown: AtomicBool,
+    pub(crate) shutdown: AtomicBool,
     /// Arrival counter of shell requests.
-    pub seq: AtomicU64,
+    pub(crate) seq: AtomicU64,
+    /// Set with `stop` when the controller is gone: close without lingering.
+    pub(crate) abandon: AtomicBool,
 }
 
 /// Everything the thread owns.
-pub struct IoThread {
-    pub shell: zmq::Socket,
-    pub control: zmq::Socket,
-    pub iopub: zmq::Socket,
-    pub wake: zmq::Socket,
-    pub out_rx: Receiver<Outgoing>,
-    pub shell_tx: Sender<Request>,
-    pub control_tx: Sender<Request>,
-    pub encoder: Encoder,
+pub(crate) struct IoThread {
+    pub(crate) shell: zmq::Socket,
+    pub(crate) control: zmq::Socket,
+    pub(crate) iopub: zmq::Socket,
+    pub(crate) wake: zmq::Socket,
+    pub(crate) out_rx: Receiver<Outgoing>,
+    pub(crate) shell_tx: Sender<Request>,
+    pub(crate) control_tx: Sender<Request>,
+    pub(crate) encoder: Encoder,
     /// An encoded IOPub message the socket refused (its queue to the controller is full),
     /// sent first once the socket is writable again.
-    pub blocked: Option<Vec<Vec<u8>>>,
+    pub(crate) blocked: Option<Vec<Vec<u8>>>,
     /// Operations queued behind `blocked`, not yet encoded, so they can still be conflated.
-    pub pending: Vec<Outgoing>,
-    pub session: Arc<Session>,
-    pub engine_id: u64,
-    pub shared: Arc<Shared>,
+    pub(crate) pending: Vec<Outgoing>,
+    pub(crate) intake: Intake,
+    pub(crate) session: Arc<Session>,
+    pub(crate) engine_id: u64,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// How many messages to take from one socket before looking at the others.
@@ -64,13 +69,16 @@ const MAX_PENDING: usize = 65_536;
 const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl IoThread {
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut stopping_since: Option<std::time::Instant> = None;
         loop {
             self.drain_outgoing();
             if self.shared.stop.load(Ordering::Acquire) && self.out_rx.is_empty() {
                 let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
-                if self.blocked.is_none() || since.elapsed() > FLUSH_ON_STOP {
+                if self.blocked.is_none()
+                    || since.elapsed() > FLUSH_ON_STOP
+                    || self.shared.abandon.load(Ordering::Acquire)
+                {
                     break;
                 }
             }
@@ -103,6 +111,11 @@ impl IoThread {
             }
             if ready[2] {
                 self.read_subscriptions();
+            }
+        }
+        if self.shared.abandon.load(Ordering::Acquire) {
+            for sock in [&self.shell, &self.control, &self.iopub] {
+                let _ = sock.set_linger(0);
             }
         }
         tracing::debug!("engine I/O thread stopped");
@@ -203,10 +216,10 @@ impl IoThread {
                 return;
             };
             let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
-            let req = match Request::decode(frames, &self.session.signer, channel, seq) {
+            let req = match self.intake.accept(frames, channel, seq) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(?channel, error = %e, "dropped an invalid request");
+                    tracing::warn!(?channel, error = %e, "dropped a request");
                     continue;
                 }
             };
@@ -222,49 +235,23 @@ impl IoThread {
 
     /// Answers abort/shutdown/kernel_info at once; forwards other control requests.
     fn control(&mut self, req: Request) {
-        let content = req.content();
-        let reply = match req.header.msg_type.as_str() {
-            "abort_request" => {
-                let ids: Vec<String> = content
-                    .get("msg_ids")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut aborts = self.shared.aborts.lock();
-                if ids.is_empty() {
-                    // Everything queued so far (its seq is below the current counter).
-                    aborts.abort_upto(self.shared.seq.load(Ordering::Relaxed));
-                } else {
-                    aborts.abort_ids(ids);
-                }
-                ("abort_reply", json!({"status": "ok"}))
-            }
-            "shutdown_request" => {
-                let restart = content
-                    .get("restart")
-                    .cloned()
-                    .unwrap_or(Value::Bool(false));
-                (
-                    "shutdown_reply",
-                    json!({"status": "ok", "restart": restart}),
-                )
-            }
-            "kernel_info_request" => ("kernel_info_reply", kernel_info()),
-            _ => {
+        let answer = control::answer(&req, &mut self.shared.aborts.lock());
+        let (msg_type, content, shutdown) = match answer {
+            ControlAnswer::Reply {
+                msg_type,
+                content,
+                shutdown,
+            } => (msg_type, content, shutdown),
+            ControlAnswer::Forward => {
                 let _ = self.control_tx.send(req);
                 return;
             }
         };
-        let (msg_type, content) = reply;
         let content = serde_json::to_vec(&content).expect("JSON");
         let md = serde_json::to_vec(&json!({"engine": self.session.id})).expect("JSON");
         let parent = req.header_raw.clone();
         self.send(Target::IoPub, self.encoder.status_for("busy", &parent));
-        if msg_type == "shutdown_reply" {
+        if shutdown {
             // The Hub unregisters the engine when it sees this copy on IOPub.
             let topic = format!("engine.{}.shutdown", self.engine_id).into_bytes();
             let frames =
@@ -277,7 +264,7 @@ impl IoThread {
             .frames(req.idents, msg_type, &parent, &md, &content, vec![]);
         self.send(Target::Control, frames);
         self.send(Target::IoPub, self.encoder.status_for("idle", &parent));
-        if msg_type == "shutdown_reply" {
+        if shutdown {
             self.shared.shutdown.store(true, Ordering::Release);
         }
     }
@@ -293,16 +280,4 @@ impl IoThread {
             );
         }
     }
-}
-
-fn kernel_info() -> Value {
-    json!({
-        "status": "ok",
-        "protocol_version": corral_wire::PROTOCOL_VERSION,
-        "implementation": "corral",
-        "implementation_version": env!("CARGO_PKG_VERSION"),
-        "language_info": {"name": "python", "mimetype": "text/x-python", "file_extension": ".py"},
-        "banner": "corral engine",
-        "help_links": [],
-    })
 }

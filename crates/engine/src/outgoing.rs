@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use corral_wire::{Session, DELIMITER};
+use corral_wire::{encode_raw, Session};
 
 use crate::request::Channel;
 
@@ -46,7 +46,7 @@ pub enum Outgoing {
 /// Drops every `Data` update whose keys are all published again later in the same task
 /// (between the same `Begin`/`End`), keeping order. The last value of every key survives,
 /// so a reader's merged `data` ends the same; only intermediate states are skipped.
-pub fn conflate(ops: &mut Vec<Outgoing>) {
+pub(crate) fn conflate(ops: &mut Vec<Outgoing>) {
     use std::collections::HashSet;
     let mut later: HashSet<String> = HashSet::new();
     let mut keep = vec![true; ops.len()];
@@ -69,14 +69,14 @@ pub fn conflate(ops: &mut Vec<Outgoing>) {
 
 /// Where encoded frames go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Shell,
     Control,
     IoPub,
 }
 
 /// Stateful encoder, owned by the I/O thread: it remembers the current parent header.
-pub struct Encoder {
+pub(crate) struct Encoder {
     session: Arc<Session>,
     engine_md: Vec<u8>,
     status_topic: Vec<u8>,
@@ -86,7 +86,7 @@ pub struct Encoder {
 const EMPTY: &[u8] = b"{}";
 
 impl Encoder {
-    pub fn new(session: Arc<Session>, engine_id: u64) -> Self {
+    pub(crate) fn new(session: Arc<Session>, engine_id: u64) -> Self {
         let engine_md =
             serde_json::to_vec(&serde_json::json!({"engine": session.id})).expect("JSON");
         Encoder {
@@ -98,7 +98,7 @@ impl Encoder {
     }
 
     /// Signed frames for one message. `parent`/`metadata`/`content` are JSON bytes.
-    pub fn frames(
+    pub(crate) fn frames(
         &self,
         idents: Vec<Vec<u8>>,
         msg_type: &str,
@@ -108,24 +108,17 @@ impl Encoder {
         buffers: Vec<Vec<u8>>,
     ) -> Vec<Vec<u8>> {
         let header = serde_json::to_vec(&self.session.header(msg_type)).expect("JSON");
-        let sig = self
-            .session
-            .signer
-            .sign([&header[..], parent, metadata, content]);
-        let mut out = idents;
-        out.reserve(6 + buffers.len());
-        out.push(DELIMITER.to_vec());
-        out.push(sig);
-        out.push(header);
-        out.push(parent.to_vec());
-        out.push(metadata.to_vec());
-        out.push(content.to_vec());
-        out.extend(buffers);
-        out
+        encode_raw(
+            &self.session.signer,
+            idents,
+            header,
+            [parent, metadata, content],
+            buffers,
+        )
     }
 
     /// A `status` message parented to `parent`, without touching the current parent.
-    pub fn status_for(&self, state: &str, parent: &[u8]) -> Vec<Vec<u8>> {
+    pub(crate) fn status_for(&self, state: &str, parent: &[u8]) -> Vec<Vec<u8>> {
         let content = format!("{{\"execution_state\": \"{state}\"}}");
         self.frames(
             vec![self.status_topic.clone()],
@@ -142,7 +135,7 @@ impl Encoder {
     }
 
     /// Encodes one operation (updating the current parent as a side effect).
-    pub fn encode(&mut self, op: Outgoing) -> (Target, Vec<Vec<u8>>) {
+    pub(crate) fn encode(&mut self, op: Outgoing) -> (Target, Vec<Vec<u8>>) {
         match op {
             Outgoing::Begin { parent } => {
                 let frames = self.status_for("busy", &parent);
@@ -197,18 +190,6 @@ impl Encoder {
                 )
             }
         }
-    }
-
-    /// `iopub_welcome`, sent with no topic frame when a subscriber arrives (ipykernel 7).
-    pub fn welcome(&self) -> Vec<Vec<u8>> {
-        self.frames(
-            Vec::new(),
-            "iopub_welcome",
-            EMPTY,
-            EMPTY,
-            b"{\"subscription\": \"\"}",
-            Vec::new(),
-        )
     }
 }
 

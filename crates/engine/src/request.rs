@@ -1,9 +1,13 @@
-//! A verified request as the executor sees it, and the bookkeeping of aborted msg_ids.
+//! A verified request as the executor sees it; the intake that verifies, rejects replays
+//! and decodes what arrives; and the bookkeeping of aborted msg_ids.
+//!
+//! Every check here is total: any frames at all become a [`Request`] or a [`Rejected`]
+//! that the I/O thread logs and drops, never a panic.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use corral_wire::{verify_frames, Header, Signer};
+use corral_wire::{verify_frames, DigestHistory, Header, Signer, WireError};
 use serde_json::Value;
 
 /// Which engine socket a request came in on (and its reply goes out on).
@@ -30,25 +34,73 @@ pub struct Request {
     pub seq: u64,
 }
 
+/// Why a message was dropped instead of handled.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The header is JSON but not one a reply can be addressed to.
+    #[error("unusable header: {0}")]
+    Header(&'static str),
+}
+
+/// Verifies, de-duplicates and decodes incoming messages. One per engine, for shell and
+/// control together: the same signed bytes on either socket are the same replay.
+#[derive(Debug)]
+pub(crate) struct Intake {
+    signer: Signer,
+    seen: DigestHistory,
+}
+
+impl Intake {
+    pub(crate) fn new(signer: Signer) -> Self {
+        Intake {
+            signer,
+            seen: DigestHistory::default(),
+        }
+    }
+
+    /// The signature is checked first (so forged messages never fill the history), then
+    /// the history (a replay is dropped as jupyter_client drops a "Duplicate Signature"),
+    /// then the JSON.
+    pub(crate) fn accept(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        channel: Channel,
+        seq: u64,
+    ) -> Result<Request, Rejected> {
+        let d = verify_frames(&frames, &self.signer)?;
+        self.seen.check(&frames[d + 1])?;
+        Request::decode_verified(frames, d, channel, seq)
+    }
+}
+
 impl Request {
-    /// Verifies the signature and checks every JSON frame parses; anything else is an error
-    /// the caller logs and drops.
-    pub fn decode(
+    /// Verifies the signature and decodes, without a replay check (for tests).
+    #[cfg(test)]
+    pub(crate) fn decode(
         frames: Vec<Vec<u8>>,
         signer: &Signer,
         channel: Channel,
         seq: u64,
-    ) -> Result<Self, corral_wire::WireError> {
+    ) -> Result<Self, Rejected> {
         let d = verify_frames(&frames, signer)?;
-        let header: Header = serde_json::from_slice(&frames[d + 2]).map_err(|source| {
-            corral_wire::WireError::BadJson {
-                frame: "header",
-                source,
-            }
-        })?;
+        Self::decode_verified(frames, d, channel, seq)
+    }
+
+    /// Decodes frames whose envelope starts at delimiter index `d`. The header needs string
+    /// `msg_id` and `msg_type` (a reply is addressed with them); parent, metadata and
+    /// content may be any JSON, and whoever reads them copes with every type.
+    fn decode_verified(
+        frames: Vec<Vec<u8>>,
+        d: usize,
+        channel: Channel,
+        seq: u64,
+    ) -> Result<Self, Rejected> {
+        let header = parse_header(&frames[d + 2])?;
         for (i, name) in [(3, "parent_header"), (4, "metadata"), (5, "content")] {
             serde_json::from_slice::<serde::de::IgnoredAny>(&frames[d + i]).map_err(|source| {
-                corral_wire::WireError::BadJson {
+                WireError::BadJson {
                     frame: name,
                     source,
                 }
@@ -73,36 +125,85 @@ impl Request {
         })
     }
 
-    pub fn content(&self) -> Value {
+    /// The content; `Null` is never returned for valid JSON, which every request has.
+    pub(crate) fn content(&self) -> Value {
         serde_json::from_slice(&self.content_raw).unwrap_or(Value::Null)
     }
 
-    pub fn metadata(&self) -> Value {
+    pub(crate) fn metadata(&self) -> Value {
         serde_json::from_slice(&self.metadata_raw).unwrap_or(Value::Null)
     }
 }
 
+/// A header as senders write it, tolerating anything but a missing or non-string
+/// `msg_id`/`msg_type`: other fields of the wrong type read as empty (nothing here uses
+/// them; the raw bytes go back unchanged as the reply's parent).
+fn parse_header(bytes: &[u8]) -> Result<Header, Rejected> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|source| WireError::BadJson {
+        frame: "header",
+        source,
+    })?;
+    let Value::Object(map) = value else {
+        return Err(Rejected::Header("not a JSON object"));
+    };
+    let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(Header {
+        msg_id: text("msg_id").ok_or(Rejected::Header("no string msg_id"))?,
+        msg_type: text("msg_type").ok_or(Rejected::Header("no string msg_type"))?,
+        username: text("username").unwrap_or_default(),
+        session: text("session").unwrap_or_default(),
+        date: text("date").unwrap_or_default(),
+        version: text("version").unwrap_or_default(),
+    })
+}
+
+/// How many aborted msg_ids an engine remembers. Aborts go to every engine, so most name
+/// tasks this engine never sees; the oldest are forgotten first. An abort that matters is
+/// for a task already queued or about to arrive, so recent ids are the ones to keep.
+pub(crate) const MAX_ABORTED_IDS: usize = 16_384;
+
 /// msg_ids the client asked to abort, and the "abort every shell request that arrived up
 /// to here" mark set by an `abort_request` with an empty list.
 #[derive(Debug, Default)]
-pub struct AbortState {
+pub(crate) struct AbortState {
     ids: HashSet<String>,
+    order: VecDeque<String>,
     upto_seq: Option<u64>,
 }
 
 impl AbortState {
-    pub fn abort_ids<I: IntoIterator<Item = String>>(&mut self, ids: I) {
-        self.ids.extend(ids);
+    pub(crate) fn abort_ids<I: IntoIterator<Item = String>>(&mut self, ids: I) {
+        for id in ids {
+            if self.ids.contains(&id) {
+                continue;
+            }
+            while self.order.len() >= MAX_ABORTED_IDS {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+            self.order.push_back(id.clone());
+            self.ids.insert(id);
+        }
     }
 
-    pub fn abort_upto(&mut self, seq: u64) {
+    pub(crate) fn abort_upto(&mut self, seq: u64) {
         self.upto_seq = Some(self.upto_seq.map_or(seq, |s| s.max(seq)));
     }
 
     /// True (once) when this request must be answered `aborted` instead of run.
-    pub fn take(&mut self, req: &Request) -> bool {
+    pub(crate) fn take(&mut self, req: &Request) -> bool {
         let by_id = self.ids.remove(&req.header.msg_id);
+        if by_id {
+            self.order.retain(|id| id != &req.header.msg_id);
+        }
         by_id || self.upto_seq.is_some_and(|s| req.seq <= s)
+    }
+
+    /// How many ids are remembered (bounded by [`MAX_ABORTED_IDS`]).
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        self.ids.len()
     }
 }
 

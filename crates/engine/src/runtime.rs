@@ -17,9 +17,10 @@ use corral_wire::{iso_now, EngineConnection, Session};
 use crate::error::{zerr, EngineError, Result};
 use crate::heart::{self, HeartState};
 use crate::io::{IoThread, Shared};
+use crate::liveness::{self, Observed};
 use crate::outgoing::{Encoder, Outgoing};
 use crate::registration;
-use crate::request::{Channel, Request};
+use crate::request::{Channel, Intake, Request};
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -34,6 +35,12 @@ pub struct EngineOptions {
     /// not bytes: at 1,000, a burst of 8 MB publications queued gigabytes (W6 in
     /// `benchmarks/RESULTS.md`), while 32 keeps small updates as fast as before.
     pub iopub_hwm: i32,
+    /// How long the heartbeat connection may stay down before the controller counts as
+    /// gone (see `liveness`): long enough for a controller restarted on the same ports.
+    pub lost_grace: Duration,
+    /// Run with an empty cluster key (no message signing) when the connection file has
+    /// one. Off by default: an empty key is refused.
+    pub insecure: bool,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +50,8 @@ impl Default for EngineOptions {
             queue_capacity: 65_536,
             file_hint: "<unknown>".into(),
             iopub_hwm: 32,
+            lost_grace: Duration::from_secs(3),
+            insecure: false,
         }
     }
 }
@@ -54,12 +63,9 @@ pub enum Next {
     Timeout,
     /// A `shutdown_request` was answered.
     Shutdown,
-    /// No heartbeat ping for `max_heartbeat_misses` (50) periods: the controller is gone.
-    ControllerLost,
+    /// The controller is gone; the text says how that was decided (see `liveness`).
+    ControllerLost(String),
 }
-
-/// Heartbeat periods without a ping after which the engine gives up (ipengine's default).
-const MAX_HEARTBEAT_MISSES: u64 = 50;
 
 pub struct EngineRuntime {
     pub uuid: String,
@@ -74,12 +80,25 @@ pub struct EngineRuntime {
     control_rx: Receiver<Request>,
     registration: Mutex<Option<zmq::Socket>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    lost_grace: Duration,
     _ctx: zmq::Context,
 }
 
 impl EngineRuntime {
     /// Registers with the controller named by `conn` and starts the threads.
     pub fn connect(conn: &EngineConnection, opts: EngineOptions) -> Result<Self> {
+        if conn.key.is_empty() {
+            if !opts.insecure {
+                return Err(EngineError::EmptyKey {
+                    file: opts.file_hint.clone(),
+                });
+            }
+            tracing::warn!(
+                file = %opts.file_hint,
+                "INSECURE: the cluster key is empty, so messages are neither signed nor \
+                 checked; anyone who can reach the controller's ports can run code here"
+            );
+        }
         let ctx = zmq::Context::new();
         let session = Arc::new(Session::new(conn.key.as_bytes()));
         let (reg_sock, reg) = registration::register(
@@ -158,6 +177,7 @@ impl EngineRuntime {
             encoder: Encoder::new(session.clone(), reg.id),
             blocked: None,
             pending: Vec::new(),
+            intake: Intake::new(session.signer.clone()),
             session: session.clone(),
             engine_id: reg.id,
             shared: shared.clone(),
@@ -180,14 +200,11 @@ impl EngineRuntime {
             control_rx,
             registration: Mutex::new(Some(reg_sock)),
             threads: Mutex::new(vec![heart, io]),
+            lost_grace: opts.lost_grace,
             _ctx: ctx,
         };
         rt.queue(Outgoing::Status { state: "starting" })?;
         Ok(rt)
-    }
-
-    pub fn session(&self) -> &Session {
-        &self.session
     }
 
     /// An IOPub message on topic `engine.<id>.<suffix>`, parented to the running task.
@@ -255,10 +272,8 @@ impl EngineRuntime {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(Next::Shutdown);
             }
-            if self.heart.last_ping_ms.load(Ordering::Relaxed) > 0
-                && self.heart.silence_ms() > MAX_HEARTBEAT_MISSES * (self.hb_period_ms + 500)
-            {
-                return Ok(Next::ControllerLost);
+            if let Some(why) = self.controller_lost() {
+                return Ok(Next::ControllerLost(why));
             }
             if let Ok(req) = self.control_rx.try_recv() {
                 return Ok(Next::Request(Box::new(req)));
@@ -281,6 +296,17 @@ impl EngineRuntime {
                 None => {}
             }
         }
+    }
+
+    /// Why the controller counts as gone, or `None` while it does not (see `liveness`).
+    /// Cheap: three atomic loads.
+    pub fn controller_lost(&self) -> Option<String> {
+        let seen = Observed {
+            now_ms: self.heart.now_ms(),
+            last_ping_ms: self.heart.last_ping_ms.load(Ordering::Relaxed),
+            disconnected_ms: self.heart.disconnected_ms.load(Ordering::Acquire),
+        };
+        liveness::verdict(seen, self.hb_period_ms, self.lost_grace)
     }
 
     fn answer_aborted(&self, req: &Request) -> Result<()> {
@@ -312,6 +338,10 @@ impl EngineRuntime {
                 }
             }
         }
+        // Nobody will read what is still queued toward a controller that is gone: do not
+        // hold the exit for the sockets' linger.
+        let abandon = self.controller_lost().is_some();
+        self.shared.abandon.store(abandon, Ordering::Release);
         self.shared.stop.store(true, Ordering::Release);
         self.heart.stop.store(true, Ordering::Release);
         // A last wake-up; the I/O thread may already be gone, so a failure is fine.
@@ -329,7 +359,7 @@ impl Drop for EngineRuntime {
 }
 
 /// `apply_request` → `apply_reply`, anything else `x` → `x_reply`.
-pub fn reply_type(request_type: &str) -> String {
+pub(crate) fn reply_type(request_type: &str) -> String {
     match request_type.strip_suffix("_request") {
         Some(stem) => format!("{stem}_reply"),
         None => format!("{request_type}_reply"),
@@ -337,7 +367,7 @@ pub fn reply_type(request_type: &str) -> String {
 }
 
 /// Reply metadata as ipyparallel's kernel writes it (docs/PROTOCOL.md §6.1).
-pub fn reply_metadata(request_md: &Value, uuid: &str, status: &str, started: &str) -> Value {
+pub(crate) fn reply_metadata(request_md: &Value, uuid: &str, status: &str, started: &str) -> Value {
     let get = |k: &str, d: Value| request_md.get(k).cloned().unwrap_or(d);
     json!({
         "started": started,

@@ -1,6 +1,8 @@
 //! The engine runtime against a fake controller made of real zmq sockets on 127.0.0.1:
 //! registration, heartbeat echo, a request through mux with its idents echoed on the
-//! reply, busy/idle ordering on IOPub, bad messages dropped, control abort, unregistration.
+//! reply, busy/idle ordering on IOPub, bad messages dropped, control abort, unregistration;
+//! replays dropped; the controller's death noticed from its closed heartbeat connection
+//! (and a restart on the same port tolerated); an empty key refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,4 +239,196 @@ fn no_controller_is_a_clear_error() {
         text.contains(&format!("127.0.0.1:{port}")) && text.contains("the-file.json"),
         "{text}"
     );
+}
+
+/// A fake controller whose engine has registered: the sockets a test plays with.
+struct Registered {
+    ctx: zmq::Context,
+    ping: zmq::Socket,
+    ping_port: u16,
+    pong: zmq::Socket,
+    mux: zmq::Socket,
+    control: zmq::Socket,
+    rt: EngineRuntime,
+    uuid: String,
+    key: String,
+    _keep: Vec<zmq::Socket>,
+    _dir: tempfile::TempDir,
+}
+
+/// Binds every controller socket, writes the connection file with `key`, registers an
+/// engine with `opts` (id 0, heartbeat period 500 ms).
+fn register_engine(
+    key: &str,
+    opts: EngineOptions,
+) -> Result<Registered, corral_engine::EngineError> {
+    let ctx = zmq::Context::new();
+    let (reg, reg_port) = bind(&ctx, zmq::ROUTER, None);
+    let (ping, ping_port) = bind(&ctx, zmq::PUB, None);
+    let (pong, pong_port) = bind(&ctx, zmq::ROUTER, None);
+    let (mux, mux_port) = bind(&ctx, zmq::ROUTER, Some(b"mux_out"));
+    let (task, task_port) = bind(&ctx, zmq::ROUTER, Some(b"task_out"));
+    let (control, control_port) = bind(&ctx, zmq::ROUTER, Some(b"control_out"));
+    let (iopub, iopub_port) = bind(&ctx, zmq::SUB, None);
+    let dir = tempfile::tempdir().unwrap();
+    let conn: EngineConnection = serde_json::from_value(json!({
+        "ssh": "", "interface": "tcp://127.0.0.1", "registration": reg_port,
+        "control": control_port, "mux": mux_port, "task": task_port, "iopub": iopub_port,
+        "hb_ping": ping_port, "hb_pong": pong_port, "broadcast": [],
+        "key": key, "location": "localhost"
+    }))
+    .unwrap();
+    let connecting = std::thread::spawn(move || EngineRuntime::connect(&conn, opts));
+    let hub = Session::new(key.as_bytes());
+    if reg.poll(zmq::POLLIN, 5000).unwrap() > 0 {
+        let request = Message::decode(&reg.recv_multipart(0).unwrap(), &hub.signer).unwrap();
+        let mut reply = hub.msg(
+            "registration_reply",
+            json!({"status": "ok", "id": 0, "hb_period": 500}),
+        );
+        reply.idents = request.idents;
+        reg.send_multipart(hub.encode(&reply), 0).unwrap();
+    }
+    let rt = connecting.join().unwrap()?;
+    let uuid = rt.uuid.clone();
+    Ok(Registered {
+        ctx,
+        ping,
+        ping_port,
+        pong,
+        mux,
+        control,
+        rt,
+        uuid,
+        key: key.to_string(),
+        _keep: vec![reg, task, iopub],
+        _dir: dir,
+    })
+}
+
+fn next_request_id(rt: &EngineRuntime, timeout: Duration) -> Option<String> {
+    match rt.next(timeout).unwrap() {
+        Next::Request(r) => Some(r.header.msg_id),
+        Next::Timeout => None,
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_replayed_request_is_dropped() {
+    let f = register_engine(KEY, EngineOptions::default()).unwrap();
+    let client = Session::new(f.key.as_bytes());
+    let zid = vec![7u8; 5];
+    let mut first = client.msg("execute_request", json!({"code": "x += 1"}));
+    first.idents = vec![f.uuid.as_bytes().to_vec(), zid.clone()];
+    let bytes = client.encode(&first);
+    send_routed(&f.mux, bytes.clone());
+    send_routed(&f.mux, bytes.clone());
+    // The same bytes on the other socket are the same replay.
+    send_routed(&f.control, bytes);
+    let mut second = client.msg("execute_request", json!({"code": "x += 1"}));
+    second.idents = first.idents.clone();
+    send_routed(&f.mux, client.encode(&second));
+
+    let timeout = Duration::from_secs(5);
+    assert_eq!(next_request_id(&f.rt, timeout), Some(first.header.msg_id));
+    assert_eq!(next_request_id(&f.rt, timeout), Some(second.header.msg_id));
+    assert_eq!(
+        next_request_id(&f.rt, Duration::from_millis(500)),
+        None,
+        "a replay reached the executor"
+    );
+}
+
+/// Pings until the heart echoes, so its connection to the ping socket is up.
+fn until_pinged(f: &Registered) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        f.ping.send(&b"0"[..], 0).unwrap();
+        if f.pong.poll(zmq::POLLIN, 100).unwrap() > 0 {
+            f.pong.recv_multipart(0).unwrap();
+            return;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat echo");
+    }
+}
+
+fn wait_lost(rt: &EngineRuntime, within: Duration) -> Option<(String, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Next::ControllerLost(why) = rt.next(Duration::from_millis(50)).unwrap() {
+            return Some((why, start.elapsed()));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_closed_heartbeat_connection_means_the_controller_is_gone() {
+    let opts = EngineOptions {
+        lost_grace: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let f = register_engine(KEY, opts).unwrap();
+    until_pinged(&f);
+    let Registered { ping, rt, .. } = f;
+    drop(ping); // as the kernel closes a killed controller's sockets
+    let (why, after) = wait_lost(&rt, Duration::from_secs(20)).expect("never noticed");
+    assert!(why.contains("closed the heartbeat connection"), "{why}");
+    // 500 ms grace; the 50-period rule alone would take 50 s.
+    assert!(after < Duration::from_secs(10), "took {after:?}");
+    eprintln!("controller death noticed after {after:?} (grace 500 ms)");
+}
+
+#[test]
+fn a_controller_back_on_the_same_port_within_the_grace_is_kept() {
+    let opts = EngineOptions {
+        lost_grace: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let f = register_engine(KEY, opts).unwrap();
+    until_pinged(&f);
+    let Registered {
+        ctx,
+        ping,
+        ping_port,
+        rt,
+        ..
+    } = f;
+    drop(ping);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = ctx.socket(zmq::PUB).unwrap();
+    again.set_linger(0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while again.bind(&format!("tcp://127.0.0.1:{ping_port}")).is_err() {
+        assert!(Instant::now() < deadline, "could not rebind the ping port");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Well past the grace, pinging as a restarted controller does: still alive.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        again.send(&b"1"[..], 0).unwrap();
+        match rt.next(Duration::from_millis(100)).unwrap() {
+            Next::Timeout => {}
+            other => panic!("the engine gave up on a restarted controller: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_empty_key_is_refused_unless_insecure() {
+    let err = register_engine("", EngineOptions::default())
+        .err()
+        .expect("an empty key must be refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("empty") && text.contains("--insecure") && text.contains("CORRAL_INSECURE=1"),
+        "{text}"
+    );
+    let opts = EngineOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    let f = register_engine("", opts).expect("insecure opt-in registers");
+    assert_eq!(f.rt.id, 0);
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_engine::{Channel, EngineOptions, EngineRuntime, Next, Outgoing, Request};
+use corral_engine::{Channel, EngineError, EngineOptions, EngineRuntime, Next, Outgoing, Request};
 use corral_wire::EngineConnection;
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
@@ -108,21 +108,35 @@ impl PyEngineRuntime {
 #[pymethods]
 impl PyEngineRuntime {
     /// Reads the engine connection file at `path`, registers (waiting up to `timeout`
-    /// seconds for the controller) and starts the I/O threads.
+    /// seconds for the controller) and starts the I/O threads. An empty key in the file
+    /// is refused (`PermissionError`) unless `insecure`. `lost_grace`: seconds the
+    /// heartbeat connection may stay down before the controller counts as gone.
     #[staticmethod]
-    #[pyo3(signature = (path, timeout = 5.0, queue_capacity = 65536))]
-    fn connect(py: Python<'_>, path: &str, timeout: f64, queue_capacity: usize) -> PyResult<Self> {
+    #[pyo3(signature = (path, timeout = 5.0, queue_capacity = 65536, insecure = false, lost_grace = 3.0))]
+    fn connect(
+        py: Python<'_>,
+        path: &str,
+        timeout: f64,
+        queue_capacity: usize,
+        insecure: bool,
+        lost_grace: f64,
+    ) -> PyResult<Self> {
         let conn = EngineConnection::read(Path::new(path))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let opts = EngineOptions {
             registration_timeout: Duration::from_secs_f64(timeout.max(0.0)),
             queue_capacity,
             file_hint: path.to_string(),
+            lost_grace: Duration::from_secs_f64(lost_grace.max(0.0)),
+            insecure,
             ..EngineOptions::default()
         };
         let rt = py
             .detach(|| EngineRuntime::connect(&conn, opts))
-            .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+            .map_err(|e| match e {
+                EngineError::EmptyKey { .. } => PyPermissionError::new_err(e.to_string()),
+                e => PyConnectionError::new_err(e.to_string()),
+            })?;
         Ok(PyEngineRuntime { rt: Arc::new(rt) })
     }
 
@@ -141,7 +155,8 @@ impl PyEngineRuntime {
     }
 
     /// The next request, `None` after `timeout` seconds, or the string `"shutdown"`
-    /// (a shutdown_request was answered) or `"lost"` (no heartbeat from the controller).
+    /// (a shutdown_request was answered) or `"lost"` (the controller is gone; see
+    /// `controller_lost` for why).
     #[pyo3(signature = (timeout = None))]
     fn next_request(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
@@ -160,7 +175,9 @@ impl PyEngineRuntime {
                     return Ok(Py::new(py, EngineRequest { inner: *r })?.into_any());
                 }
                 Next::Shutdown => return Ok(PyString::new(py, "shutdown").into_any().unbind()),
-                Next::ControllerLost => return Ok(PyString::new(py, "lost").into_any().unbind()),
+                Next::ControllerLost(_) => {
+                    return Ok(PyString::new(py, "lost").into_any().unbind())
+                }
                 Next::Timeout => {}
             }
             py.check_signals()?;
@@ -168,6 +185,12 @@ impl PyEngineRuntime {
                 return Ok(py.None());
             }
         }
+    }
+
+    /// Why the controller counts as gone (its heartbeat connection closed and stayed
+    /// down, or no ping for 50 periods), or `None` while it does not.
+    fn controller_lost(&self) -> Option<String> {
+        self.rt.controller_lost()
     }
 
     /// A task starts: `status: busy`, and it becomes the parent of what is published.

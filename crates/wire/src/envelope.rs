@@ -50,6 +50,30 @@ pub fn verify_frames<F: AsRef<[u8]>>(frames: &[F], signer: &Signer) -> Result<us
     Ok(d)
 }
 
+/// Signs four already-serialized JSON frames and lays out the envelope, for senders that
+/// keep raw JSON bytes, such as an engine echoing a request's header unchanged as the
+/// parent of its reply. `header` is taken by value (a sender makes a fresh one per message,
+/// so it moves into place); `parent`, `metadata` and `content` are copied.
+///
+/// (`Message::encode` lays out its own owned frames the same way, without a copy.)
+pub fn encode_raw(
+    signer: &Signer,
+    idents: Vec<Vec<u8>>,
+    header: Vec<u8>,
+    [parent, metadata, content]: [&[u8]; 3],
+    buffers: Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let sig = signer.sign([&header[..], parent, metadata, content]);
+    let mut frames = idents;
+    frames.reserve(6 + buffers.len());
+    frames.push(DELIMITER.to_vec());
+    frames.push(sig);
+    frames.push(header);
+    frames.extend([parent, metadata, content].map(<[u8]>::to_vec));
+    frames.extend(buffers);
+    frames
+}
+
 /// A parsed message. `parent_header`, `metadata` and `content` stay JSON values so that
 /// message types corral does not know still round-trip untouched.
 #[derive(Debug, Clone, PartialEq)]

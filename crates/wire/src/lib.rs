@@ -19,7 +19,7 @@ pub mod session;
 pub mod sign;
 
 pub use connection::{ClientConnection, EngineConnection, ProfileLocation};
-pub use envelope::{locate_delimiter, verify_frames, Message, DELIMITER};
+pub use envelope::{encode_raw, locate_delimiter, verify_frames, Message, DELIMITER};
 pub use error::{Result, WireError};
 pub use header::{iso_now, new_id, Header, PROTOCOL_VERSION};
 pub use replay::DigestHistory;

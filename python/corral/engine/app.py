@@ -32,6 +32,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--timeout", type=float, default=5.0, help="seconds to wait for the registration reply"
     )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument(
+        "--controller-grace", type=float, default=3.0, metavar="SECONDS",
+        help="how long the connection to the controller's heartbeat may stay closed before "
+        "the engine decides the controller is gone and exits (a controller restarted on the "
+        "same ports within it is kept); 50 missed heartbeats remain the bound otherwise",
+    )
+    p.add_argument(
+        "--insecure", action="store_true",
+        help="accept a connection file with an empty key (no message signing); "
+        "also CORRAL_INSECURE=1",
+    )
     return p.parse_args(argv)
 
 
@@ -89,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    insecure = args.insecure or os.environ.get("CORRAL_INSECURE", "") == "1"
     try:
-        rt = _core.EngineRuntime.connect(str(path), timeout=args.timeout)
+        rt = _core.EngineRuntime.connect(
+            str(path), timeout=args.timeout, insecure=insecure, lost_grace=args.controller_grace
+        )
+    except PermissionError as e:
+        print(f"corral engine: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:
         print(f"corral engine: bad connection file: {e}", file=sys.stderr)
         return 1
@@ -98,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral engine: {e}", file=sys.stderr)
         return 1
     log.info("registered as engine %d (%s)", rt.id, rt.uuid)
+
 
     from corral.engine import compat
     from corral.engine.executor import Executor

@@ -23,6 +23,7 @@ import corral.datapub
 from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
 from corral.engine.namespace import bind_sent_functions, resolve_references
+from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
 from corral.serialize.serialize import pickle_to_frames
 
@@ -50,6 +51,14 @@ def pickle_frames(data: Any, out_of_band: bool) -> list:
         return serialize_object(data, out_of_band=out_of_band)
 
 
+def parse_json(raw: bytes) -> Any:
+    """A JSON frame (already checked by the runtime); `None` if Python reads it otherwise."""
+    try:
+        return json.loads(raw)
+    except Exception:
+        return None
+
+
 def new_user_module() -> types.ModuleType:
     """A fresh `__main__` for user code, so functions defined by tasks pickle by reference
     the way they would in a script."""
@@ -74,6 +83,7 @@ class Executor:
         self.current = None  # the request being executed
         self.stock_peer = False  # the running request came from stock ipyparallel
         self.engine_info = {"engine_uuid": rt.uuid, "engine_id": rt.id}
+        self.watch = ControllerWatch(rt, busy=lambda: self.current is not None)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -83,27 +93,34 @@ class Executor:
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.flusher.start()
+        self.watch.start()
         code, unregister = 0, True
         try:
             while True:
                 try:
                     req = self.rt.next_request(1.0)
+                    if req is None:
+                        continue
+                    if req == "shutdown":
+                        log.info("shutdown requested")
+                        break
+                    if req == "lost":
+                        why = self.rt.controller_lost() or "the controller is gone"
+                        log.error("controller lost: %s; exiting (status %d)", why,
+                                  EXIT_CONTROLLER_LOST)
+                        code, unregister = EXIT_CONTROLLER_LOST, False
+                        break
+                    self.handle(req)
                 except KeyboardInterrupt:
-                    log.info("SIGINT while idle: ignored (it interrupts running tasks)")
-                    continue
-                if req is None:
-                    continue
-                if req == "shutdown":
-                    log.info("shutdown requested")
-                    break
-                if req == "lost":
-                    log.error("no heartbeat from the controller for too long; exiting")
-                    code, unregister = 1, False
-                    break
-                self.handle(req)
+                    log.info("SIGINT outside a task: ignored (it interrupts running tasks)")
+                    self.current = None
+                except Exception:  # never let one request end the engine
+                    log.exception("engine failure serving a request; serving on")
+                    self.current = None
         except Terminate:
             log.info("SIGTERM: exiting")
         finally:
+            self.watch.stop()
             self.flusher.stop()
             for s in (self.stdout, self.stderr):
                 try:
@@ -123,11 +140,12 @@ class Executor:
             "clear_request": self.do_clear,
         }
         handler = handlers.get(req.msg_type, self.do_unknown)
-        try:
-            md = json.loads(req.metadata) or {}
-            content = json.loads(req.content) or {}
-        except ValueError:
-            md, content = {}, {}
+        # Any JSON can arrive in a signed message: metadata that is not an object reads as
+        # empty (ipyparallel's kernel only looks up keys in it); handlers check content.
+        md = parse_json(req.metadata)
+        if not isinstance(md, dict):
+            md = {}
+        content = parse_json(req.content)
         started = iso_now()
         with self.lock:
             self.current = req
@@ -182,7 +200,7 @@ class Executor:
         self.rt.publish("error", "error", dumps(content))
         return content
 
-    def do_apply(self, req, content: dict):
+    def do_apply(self, req, content: Any):
         frames = req.buffers
         self.stock_peer = is_ipyparallel_payload(frames)
         try:
@@ -197,8 +215,12 @@ class Executor:
             return self.error_content(_strip_frames(e), "apply"), []
         return {"status": "ok"}, buffers
 
-    def do_execute(self, req, content: dict):
+    def do_execute(self, req, content: Any):
+        if not isinstance(content, dict):
+            raise TypeError(f"execute_request content must be an object, not {_json_type(content)}")
         code = content.get("code", "")
+        if not isinstance(code, str):
+            raise TypeError(f"execute_request code must be a string, not {_json_type(code)}")
         silent = bool(content.get("silent", False))
         if not silent:
             self.execution_count += 1
@@ -247,13 +269,13 @@ class Executor:
             return eval(compile(last, "<cell>", "eval"), self.user_ns)
         return None
 
-    def do_clear(self, req, content: dict):
+    def do_clear(self, req, content: Any):
         keep = {k: self.user_ns[k] for k in ("__name__", "__builtins__") if k in self.user_ns}
         self.user_ns.clear()
         self.user_ns.update(keep)
         return {"status": "ok"}, []
 
-    def do_unknown(self, req, content: dict):
+    def do_unknown(self, req, content: Any):
         return {
             "status": "error",
             "ename": "NotImplementedError",
@@ -270,6 +292,11 @@ class Executor:
                 self.stdout.flush()
                 self.stderr.flush()
         self.rt.publish_data(list(data), pickle_frames(data, not self.stock_peer))
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _strip_frames(exc: BaseException) -> BaseException:

@@ -1,0 +1,154 @@
+//! Control requests that must not wait behind a running task (abort, shutdown,
+//! kernel_info), answered by the I/O thread itself. A pure function of the request, so a
+//! property test can feed it content of every JSON type.
+
+use serde_json::{json, Value};
+
+use crate::request::{AbortState, Request};
+
+/// What the I/O thread does with a control request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ControlAnswer {
+    /// Reply now with `msg_type` and `content`; `shutdown` also stops the engine.
+    Reply {
+        msg_type: &'static str,
+        content: Value,
+        shutdown: bool,
+    },
+    /// Not ours: the executor handles it (clear_request, unknown types).
+    Forward,
+}
+
+/// Answers `req`. An `abort_request` without ids aborts every shell request that arrived
+/// before it (ipyparallel aborts its whole queue); arrival numbers are shared by both
+/// sockets, so that is every request numbered below this one.
+pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
+    let content = req.content();
+    match req.header.msg_type.as_str() {
+        "abort_request" => {
+            let reply = match abort_ids(content.get("msg_ids")) {
+                Ok(ids) if ids.is_empty() => {
+                    aborts.abort_upto(req.seq.saturating_sub(1));
+                    json!({"status": "ok"})
+                }
+                Ok(ids) => {
+                    aborts.abort_ids(ids);
+                    json!({"status": "ok"})
+                }
+                Err(why) => error_content("TypeError", why, "abort_request"),
+            };
+            ControlAnswer::Reply {
+                msg_type: "abort_reply",
+                content: reply,
+                shutdown: false,
+            }
+        }
+        "shutdown_request" => {
+            let restart = content
+                .get("restart")
+                .cloned()
+                .unwrap_or(Value::Bool(false));
+            ControlAnswer::Reply {
+                msg_type: "shutdown_reply",
+                content: json!({"status": "ok", "restart": restart}),
+                shutdown: true,
+            }
+        }
+        "kernel_info_request" => ControlAnswer::Reply {
+            msg_type: "kernel_info_reply",
+            content: kernel_info(),
+            shutdown: false,
+        },
+        _ => ControlAnswer::Forward,
+    }
+}
+
+/// `msg_ids` as ipyparallel's kernel reads it: missing, null or empty = the whole queue, a
+/// string = one id, a list = its items (non-strings by their JSON text, as `str()` would).
+fn abort_ids(msg_ids: Option<&Value>) -> Result<Vec<String>, &'static str> {
+    match msg_ids {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => Ok(items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()),
+        Some(_) => Err("abort_request: msg_ids must be a list of msg_ids"),
+    }
+}
+
+/// Error reply content in `wrap_exception`'s shape (docs/PROTOCOL.md §6.3).
+fn error_content(ename: &str, evalue: &str, method: &str) -> Value {
+    json!({
+        "status": "error",
+        "ename": ename,
+        "evalue": evalue,
+        "traceback": [],
+        "engine_info": {"method": method},
+    })
+}
+
+fn kernel_info() -> Value {
+    json!({
+        "status": "ok",
+        "protocol_version": corral_wire::PROTOCOL_VERSION,
+        "implementation": "corral",
+        "implementation_version": env!("CARGO_PKG_VERSION"),
+        "language_info": {"name": "python", "mimetype": "text/x-python", "file_extension": ".py"},
+        "banner": "corral engine",
+        "help_links": [],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Channel;
+    use corral_wire::Session;
+
+    fn request(s: &Session, msg_type: &str, content: Value, seq: u64) -> Request {
+        Request::decode(
+            s.encode(&s.msg(msg_type, content)),
+            &s.signer,
+            Channel::Control,
+            seq,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_abort_without_ids_aborts_what_came_before_it_only() {
+        let s = Session::new(b"k");
+        let mut aborts = AbortState::default();
+        let abort = request(&s, "abort_request", json!({"msg_ids": []}), 5);
+        assert!(matches!(
+            answer(&abort, &mut aborts),
+            ControlAnswer::Reply {
+                msg_type: "abort_reply",
+                ..
+            }
+        ));
+        assert!(aborts.take(&request(&s, "apply_request", json!({}), 4)));
+        assert!(!aborts.take(&request(&s, "apply_request", json!({}), 6)));
+    }
+
+    #[test]
+    fn msg_ids_read_as_ipyparallel_reads_them() {
+        assert_eq!(abort_ids(None), Ok(vec![]));
+        assert_eq!(abort_ids(Some(&json!("a"))), Ok(vec!["a".to_string()]));
+        assert_eq!(
+            abort_ids(Some(&json!(["a", 5]))),
+            Ok(vec!["a".to_string(), "5".to_string()])
+        );
+        let s = Session::new(b"k");
+        let bad = request(&s, "abort_request", json!({"msg_ids": 5}), 1);
+        let ControlAnswer::Reply { content, .. } = answer(&bad, &mut AbortState::default()) else {
+            panic!("an abort is answered");
+        };
+        assert_eq!(content["status"], "error");
+        assert_eq!(content["ename"], "TypeError");
+    }
+}
