@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 
 use crate::error::{zerr, EngineError, Result};
 
+/// How often the wait looks at the monitor while the connection is not up yet.
+const POLL: Duration = Duration::from_millis(50);
+
 /// What the Hub told us: our id and how often it pings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
@@ -15,8 +18,16 @@ pub struct Registered {
     pub hb_period_ms: u64,
 }
 
-/// Connects the registration DEALER and performs the handshake. The socket is returned
-/// so that a clean exit can send `unregistration_request` on it.
+/// How long an engine waits for its registration reply once its connection to the controller
+/// is up. A controller that accepted the connection is alive; on a machine busy starting
+/// hundreds of engines its answer can take far longer than the `timeout` that bounds
+/// "nobody is listening", and an engine that gave up then would be lost to the cluster.
+const CONNECTED_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Connects the registration DEALER and performs the handshake. `timeout` bounds the wait
+/// while no controller accepts the connection; once one has, the engine waits up to
+/// [`CONNECTED_PATIENCE`] (or `timeout`, if longer) for the reply. The socket is returned so
+/// that a clean exit can send `unregistration_request` on it.
 pub fn register(
     ctx: &zmq::Context,
     conn: &EngineConnection,
@@ -39,20 +50,30 @@ pub fn register(
     sock.send_multipart(session.encode(&request), 0)
         .map_err(zerr("registration send"))?;
 
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let mut deadline = started + timeout;
+    let mut connected = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || sock
-                .poll(zmq::POLLIN, left.as_millis() as i64)
-                .map_err(zerr("registration poll"))?
-                == 0
-        {
+        if left.is_zero() {
             return Err(EngineError::NoController {
                 url,
                 file: file_hint.to_string(),
-                timeout_s: timeout.as_secs_f64(),
+                timeout_s: deadline.duration_since(started).as_secs_f64(),
             });
+        }
+        let wait = if connected { left } else { left.min(POLL) };
+        if sock
+            .poll(zmq::POLLIN, wait.as_millis() as i64)
+            .map_err(zerr("registration poll"))?
+            == 0
+        {
+            if !connected && listening(&url) {
+                connected = true;
+                deadline = started + timeout.max(CONNECTED_PATIENCE);
+                tracing::debug!(%url, "registration connection up; waiting for the reply");
+            }
+            continue;
         }
         let frames = sock.recv_multipart(0).map_err(zerr("registration recv"))?;
         match Message::decode(&frames, &session.signer) {
@@ -66,6 +87,21 @@ pub fn register(
             Err(e) => tracing::warn!(error = %e, "dropped an invalid registration reply"),
         }
     }
+}
+
+/// Whether something accepts TCP connections at `url` (`tcp://host:port`): a plain connect
+/// and close, because a socket monitor left without a reader can stall libzmq's I/O thread.
+fn listening(url: &str) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Some(addr) = url.strip_prefix("tcp://") else {
+        return false;
+    };
+    let Ok(addrs) = addr.to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, POLL).is_ok())
 }
 
 /// Reads `{"status", "id", "hb_period"}`; an error reply becomes [`EngineError::Refused`].
@@ -121,5 +157,79 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("uuid in use"), "{err}");
         assert!(parse_reply(&json!({"status": "ok"})).is_err());
+    }
+
+    fn connection(port: u16) -> EngineConnection {
+        EngineConnection {
+            ssh: String::new(),
+            interface: "tcp://127.0.0.1".into(),
+            registration: port,
+            control: 0,
+            mux: 0,
+            task: 0,
+            iopub: 0,
+            hb_ping: 0,
+            hb_pong: 0,
+            broadcast: vec![],
+            key: "k".into(),
+            curve_serverkey: None,
+            location: String::new(),
+            pack: "json".into(),
+            unpack: "json".into(),
+            signature_scheme: "hmac-sha256".into(),
+        }
+    }
+
+    #[test]
+    fn a_slow_reply_from_a_listening_controller_is_waited_for() {
+        let ctx = zmq::Context::new();
+        let hub = ctx.socket(zmq::ROUTER).unwrap();
+        hub.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = hub.get_last_endpoint().unwrap().unwrap();
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let session = Session::new(b"k");
+        let hub_session = Session::new(b"k");
+        let answer = std::thread::spawn(move || {
+            let mut frames = hub.recv_multipart(0).unwrap();
+            // Answer well after the engine's `timeout`, as a controller crushed by hundreds
+            // of starting engines might.
+            std::thread::sleep(Duration::from_millis(800));
+            let mut reply = hub_session.msg(
+                "registration_reply",
+                json!({"status": "ok", "id": 7, "hb_period": 3000}),
+            );
+            reply.idents = vec![frames.remove(0)];
+            hub.send_multipart(hub_session.encode(&reply), 0).unwrap();
+        });
+        let (_sock, reg) = register(
+            &ctx,
+            &connection(port),
+            &session,
+            "test",
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert_eq!(reg.id, 7);
+        answer.join().unwrap();
+    }
+
+    #[test]
+    fn nobody_listening_fails_after_the_timeout() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let ctx = zmq::Context::new();
+        let started = Instant::now();
+        let Err(err) = register(
+            &ctx,
+            &connection(port),
+            &Session::new(b"k"),
+            "test",
+            Duration::from_millis(300),
+        ) else {
+            panic!("registered with nobody listening");
+        };
+        assert!(matches!(err, EngineError::NoController { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

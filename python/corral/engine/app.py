@@ -29,7 +29,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cluster-id", default="", help="cluster id in the file name")
     p.add_argument("--file", help="engine connection file (ipcontroller-engine.json)")
     p.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the registration reply"
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a controller to accept the connection (once one has, the"
+        " engine waits up to 120 s for its registration reply)",
     )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument(
