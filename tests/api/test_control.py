@@ -38,7 +38,10 @@ def test_abort_queued_task_by_result_and_by_id(client4):
 
 def test_abort_everything_queued(client4):
     c = client4
-    busy = c[1].apply_async(time.sleep, 1.0)
+    busy = c[1].apply_async(_busy, 1.5)
+    # Running, not merely queued (a loaded machine can take a while to start it): an abort
+    # without ids aborts everything the engine has not started.
+    assert _wait_until(lambda: busy.data.get("started"))
     queued = [c[1].apply_async(lambda: 1) for _ in range(3)]
     assert _wait_until(lambda: c.queue_status(1)["queue"] >= 4)
     time.sleep(0.2)  # the engine has read what the hub forwarded

@@ -36,10 +36,11 @@ def _kill_controller(cluster) -> float:
 
 def test_get_fails_within_seconds_when_the_controller_dies(start_cluster):
     cluster, client = start_cluster(2)
-    direct = client[0].apply_async(_sleep, 60)
-    balanced = client.load_balanced_view().apply_async(_sleep, 60)
+    # Finished first: a load-balanced sleep may land on either engine and would queue it.
     done = client[1].apply_async(lambda: 42)
     assert done.get(timeout=30) == 42
+    direct = client[0].apply_async(_sleep, 60)
+    balanced = client.load_balanced_view().apply_async(_sleep, 60)
     time.sleep(0.5)  # both sleeps are running on their engines
     assert not direct.ready() and not balanced.ready()
 
