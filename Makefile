@@ -24,7 +24,7 @@ build:  ## build the Rust workspace (debug)
 	cargo build
 
 .PHONY: test
-test: install  ## install, then run the Rust tests and the pytest suite
+test: install lint  ## install, check format and clippy, then run the Rust tests and the pytest suite
 	cargo test
 	$(VENV)/bin/pytest -q
 
