@@ -236,8 +236,9 @@ impl IoThread {
                     .unwrap_or_default();
                 let mut aborts = self.shared.aborts.lock();
                 if ids.is_empty() {
-                    // Everything queued so far (its seq is below the current counter).
-                    aborts.abort_upto(self.shared.seq.load(Ordering::Relaxed));
+                    // Everything that arrived before this request (a lower seq); the
+                    // counter itself is the seq of the NEXT request, which must run.
+                    aborts.abort_upto(req.seq);
                 } else {
                     aborts.abort_ids(ids);
                 }
