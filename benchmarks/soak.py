@@ -9,7 +9,8 @@ batch, drops its results and purges them (here and in the controller) as a user 
 session would. Every `--interval` seconds it samples the resident memory (RSS) of the
 controller, each engine and itself. At the end it prints the samples and, per process,
 the growth after warm-up, and says "flat after warm-up" only when every process stayed
-within the tolerance. Not part of `make test`.
+within the tolerance, then what the client still holds by count (store maps, histories),
+which must all be back to zero tasks. Not part of `make test`.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(" ".join(f"{v:>11}" for v in row.values()), flush=True)
                 next_sample = time.perf_counter() + args.interval
         elapsed = time.perf_counter() - t0
+        # What the client still holds, by count: all back to baseline if nothing leaks.
+        client_state = dict(
+            client._core.stats(), history=len(client.history), view_history=len(view.history)
+        )
     finally:
         cluster.stop_cluster_sync()
 
@@ -139,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"NOT flat: some process grew more than {args.tolerance_mb} MB after warm-up"
     )
     print(verdict)
+    print("client state at the end:", " ".join(f"{k}={v}" for k, v in client_state.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                     "elapsed_s": round(elapsed, 1),
                     "samples": samples,
                     "growth": g,
+                    "client_state": client_state,
                     "tolerance_mb": args.tolerance_mb,
                     "verdict": verdict,
                 },

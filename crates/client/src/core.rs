@@ -18,7 +18,7 @@ use crate::connect::handshake;
 use crate::error::{ClientError, Result};
 use crate::io_thread::{self, Shared, STOP, SUBMIT_URL};
 use crate::liveness::{Liveness, DEFAULT_GRACE};
-use crate::store::{PendingData, Reply, Store};
+use crate::store::{PendingData, Reply, Store, StoreStats};
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +391,16 @@ impl ClientCore {
     /// Forgets finished tasks; returns the msg_ids still outstanding (kept).
     pub fn forget(&self, msg_ids: &[String]) -> Vec<String> {
         self.shared.store.lock().forget(msg_ids, Instant::now())
+    }
+
+    /// Forgets every finished task; returns how many are kept (still outstanding).
+    pub fn forget_finished(&self) -> usize {
+        self.shared.store.lock().forget_finished(Instant::now())
+    }
+
+    /// How much the store holds (diagnostics; the soak test checks it returns to baseline).
+    pub fn stats(&self) -> StoreStats {
+        self.shared.store.lock().stats()
     }
 
     pub fn is_ready(&self, msg_id: &str) -> bool {

@@ -20,4 +20,4 @@ pub mod store;
 
 pub use crate::core::{Channel, ClientCore, ConnectOptions, TaskView};
 pub use error::{ClientError, Result};
-pub use store::{PendingData, Reply, Store, TaskRecord};
+pub use store::{PendingData, Reply, Store, StoreStats, TaskRecord};

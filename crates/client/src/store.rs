@@ -64,8 +64,50 @@ pub struct TaskRecord {
     pub data_received: u64,
 }
 
+impl TaskRecord {
+    /// The readiness rule (see the module docs); `msg_id` only names the task in the log.
+    fn is_ready(&mut self, msg_id: &str, release_after: Duration, now: Instant) -> bool {
+        let Some(reply_at) = self.reply_at else {
+            return false;
+        };
+        if self.idle {
+            return true;
+        }
+        let quiet_since = self.last_iopub.map_or(reply_at, |t| t.max(reply_at));
+        if now.duration_since(quiet_since) >= release_after {
+            if !self.released_without_idle {
+                self.released_without_idle = true;
+                tracing::warn!(%msg_id, "no status idle after the reply; releasing the result anyway");
+            }
+            return true;
+        }
+        false
+    }
+}
+
 /// How many dead engines' ids are remembered (to name them in errors and metadata).
 pub const MAX_DEAD_ENGINES: usize = 4096;
+
+/// How much the store holds. Every count returns to its baseline once the caller's tasks
+/// are finished and forgotten; the soak test and diagnostics read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Task records (finished and outstanding).
+    pub tasks: usize,
+    /// Slots allocated for task records: shrinks again after a large purge.
+    pub task_capacity: usize,
+    /// Published-data updates not read yet, over all tasks.
+    pub pending_data: usize,
+    pub live_engines: usize,
+    /// Live engines plus the remembered dead ones (at most [`MAX_DEAD_ENGINES`]).
+    pub known_engines: usize,
+    pub hub_waiting: usize,
+    pub hub_replies: usize,
+}
+
+/// Task-map slots kept however few tasks remain: shrinking below this saves nothing and
+/// would reallocate on every batch of a steady workload.
+const MIN_TASK_CAPACITY: usize = 4096;
 
 /// Everything the client knows, keyed by msg_id.
 #[derive(Debug)]
@@ -440,24 +482,9 @@ impl Store {
     /// The readiness rule (see the module docs).
     pub fn is_ready(&mut self, msg_id: &str, now: Instant) -> bool {
         let release_after = self.release_after;
-        let Some(task) = self.tasks.get_mut(msg_id) else {
-            return false;
-        };
-        let Some(reply_at) = task.reply_at else {
-            return false;
-        };
-        if task.idle {
-            return true;
-        }
-        let quiet_since = task.last_iopub.map_or(reply_at, |t| t.max(reply_at));
-        if now.duration_since(quiet_since) >= release_after {
-            if !task.released_without_idle {
-                task.released_without_idle = true;
-                tracing::warn!(%msg_id, "no status idle after the reply; releasing the result anyway");
-            }
-            return true;
-        }
-        false
+        self.tasks
+            .get_mut(msg_id)
+            .is_some_and(|task| task.is_ready(msg_id, release_after, now))
     }
 
     /// Those of `msg_ids` that are recorded and not ready yet (unknown or forgotten ids
@@ -481,7 +508,40 @@ impl Store {
                 self.tasks.remove(msg_id);
             }
         }
+        self.shrink_tasks();
         kept
+    }
+
+    /// Forgets every finished task, whoever sent it (`purge_local_results('all')`: control
+    /// requests and tasks missing from any history included); returns how many are kept
+    /// because they are still outstanding.
+    pub fn forget_finished(&mut self, now: Instant) -> usize {
+        let release_after = self.release_after;
+        self.tasks
+            .retain(|msg_id, task| !task.is_ready(msg_id, release_after, now));
+        self.shrink_tasks();
+        self.tasks.len()
+    }
+
+    /// A map emptied by a purge keeps its peak allocation; give most of it back, so a
+    /// burst of tasks followed by a purge does not pin that memory for the session.
+    fn shrink_tasks(&mut self) {
+        let floor = MIN_TASK_CAPACITY.max(2 * self.tasks.len());
+        if self.tasks.capacity() > 2 * floor {
+            self.tasks.shrink_to(floor);
+        }
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            tasks: self.tasks.len(),
+            task_capacity: self.tasks.capacity(),
+            pending_data: self.tasks.values().map(|t| t.pending.len()).sum(),
+            live_engines: self.engines.len(),
+            known_engines: self.engine_ids.len(),
+            hub_waiting: self.hub_waiting.len(),
+            hub_replies: self.hub_replies.len(),
+        }
     }
 
     /// Takes the pending (already conflated) data updates of a task, oldest first.
@@ -555,6 +615,45 @@ mod tests {
         assert_eq!(store.forget(&ids, now), vec!["running".to_string()]);
         assert!(!store.tasks.contains_key("done"));
         assert!(store.tasks.contains_key("running"));
+    }
+
+    #[test]
+    fn forget_finished_drops_every_finished_task_and_gives_memory_back() {
+        let mut s = Store::new(SESSION.into());
+        s.add_engine(0, ENGINE.into());
+        let t0 = Instant::now();
+        let baseline = s.stats();
+        for i in 0..50_000 {
+            let id = format!("t{i}");
+            s.add_task(id.clone(), Some(ENGINE.into()), String::new());
+            s.on_reply(reply(&id), t0);
+            s.on_iopub(data(&id, &["k"], 1), t0);
+            s.on_iopub(iopub(&id, "status", json!({"execution_state": "idle"})), t0);
+        }
+        s.add_task("running".into(), Some(ENGINE.into()), String::new());
+        assert_eq!(s.stats().pending_data, 50_000);
+        assert_eq!(s.forget_finished(t0), 1);
+        let after = s.stats();
+        assert_eq!(after.tasks, 1);
+        assert_eq!(after.pending_data, 0);
+        assert!(
+            after.task_capacity <= 2 * MIN_TASK_CAPACITY,
+            "capacity {} kept after the purge",
+            after.task_capacity
+        );
+        assert_eq!(
+            StoreStats {
+                tasks: 0,
+                task_capacity: 0,
+                ..after
+            },
+            StoreStats {
+                tasks: 0,
+                task_capacity: 0,
+                ..baseline
+            },
+            "everything but the outstanding task is back to its baseline"
+        );
     }
 
     const SESSION: &str = "client-session";

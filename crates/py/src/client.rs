@@ -214,6 +214,26 @@ impl PyClientCore {
         self.core.forget(&msg_ids)
     }
 
+    /// Forgets every finished task; returns how many are kept (still outstanding).
+    fn forget_finished(&self) -> usize {
+        self.core.forget_finished()
+    }
+
+    /// How much the store holds, by name (diagnostics; each count returns to its
+    /// baseline once the tasks are finished and forgotten).
+    fn stats(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let s = self.core.stats();
+        std::collections::BTreeMap::from([
+            ("tasks", s.tasks),
+            ("task_capacity", s.task_capacity),
+            ("pending_data", s.pending_data),
+            ("live_engines", s.live_engines),
+            ("known_engines", s.known_engines),
+            ("hub_waiting", s.hub_waiting),
+            ("hub_replies", s.hub_replies),
+        ])
+    }
+
     fn ready(&self, msg_id: &str) -> bool {
         self.core.is_ready(msg_id)
     }

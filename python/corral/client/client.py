@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 
 from corral import error
@@ -91,6 +92,9 @@ class Client:
         self.history: list[str] = []
         self._outstanding: set[str] = set()
         self._prune_outstanding_at = 1024
+        #: Views made from this client, so ``purge_everything`` can clear their histories;
+        #: weak, so a view the user drops is not kept alive for that.
+        self._views: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
 
     # -- engines ---------------------------------------------------------------------
@@ -202,15 +206,22 @@ class Client:
         if not jobs and not targets:
             raise ValueError("Must specify at least one of `targets` and `jobs`")
         if jobs == "all":
-            msg_ids = list(self.history)
-        else:
-            msg_ids = msg_ids_of(jobs) if jobs else []
-            if targets:
-                engines = {self._uuid(i) for i in self._target_ids(targets)}
-                for msg_id in self.history:
-                    task = self._core.task(msg_id)
-                    if task is not None and task.engine in engines:
-                        msg_ids.append(msg_id)
+            # As ipyparallel: "all" is everything finished, not only what the history
+            # names, so control requests (abort, clear, shutdown) are forgotten too.
+            outstanding = self.outstanding
+            if outstanding:
+                raise RuntimeError(f"Can't purge outstanding tasks: {sorted(outstanding)}")
+            self._core.forget_finished()
+            self._results.clear()
+            self._data.clear()
+            return
+        msg_ids = msg_ids_of(jobs) if jobs else []
+        if targets:
+            engines = {self._uuid(i) for i in self._target_ids(targets)}
+            for msg_id in self.history:
+                task = self._core.task(msg_id)
+                if task is not None and task.engine in engines:
+                    msg_ids.append(msg_id)
         outstanding = self.outstanding.intersection(msg_ids)
         if outstanding:
             raise RuntimeError(f"Can't purge outstanding tasks: {sorted(outstanding)}")
@@ -234,9 +245,13 @@ class Client:
         self.purge_hub_results(jobs=jobs, targets=targets)
 
     def purge_everything(self):
-        """Forget every finished result, here and in the controller, and the history."""
+        """Forget every finished result, here and in the controller, and the histories:
+        the client's and its views' (ipyparallel keeps views' histories; here they go
+        too, or a long session that purges would still grow by one msg_id per task)."""
         self.purge_results("all")
         self.history = []
+        for view in list(self._views):
+            view.history = []
 
     def queue_status(self, targets="all", verbose=False):
         """Per-engine queue counts ``{id: {queue, completed, tasks}, 'unassigned': n}``."""

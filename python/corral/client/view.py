@@ -36,8 +36,10 @@ class View:
         self.client = client
         self.targets = targets
         self.block = block
-        #: msg_ids of the requests sent through this view, oldest first.
+        #: msg_ids of the requests sent through this view, oldest first (cleared by the
+        #: client's ``purge_everything``).
         self.history: list[str] = []
+        client._views.add(self)
 
     def _send(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
         msg_id = self.client._submit(channel, target_uuid, msg_type, content, metadata,
