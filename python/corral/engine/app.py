@@ -7,10 +7,13 @@ ipcontroller[-<cluster_id>]-engine.json`, waiting up to 10 s for it to appear.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +28,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="corral engine", description="Run one engine that connects to a controller."
     )
     p.add_argument("--profile", default="default", help="IPython profile name")
-    p.add_argument("--profile-dir", help="profile directory (overrides --profile)")
-    p.add_argument("--cluster-id", default="", help="cluster id in the file name")
-    p.add_argument("--file", help="engine connection file (ipcontroller-engine.json)")
+    p.add_argument(
+        "--profile-dir",
+        default=os.environ.get("IPP_PROFILE_DIR") or None,
+        help="profile directory (overrides --profile; default $IPP_PROFILE_DIR)",
+    )
+    p.add_argument(
+        "--cluster-id",
+        default=os.environ.get("IPP_CLUSTER_ID", ""),
+        help="cluster id in the file name (default $IPP_CLUSTER_ID)",
+    )
+    p.add_argument(
+        "--file",
+        help="engine connection file (ipcontroller-engine.json); without it, the connection"
+        " info in $IPP_CONNECTION_INFO if set (as ipyparallel's launchers pass it), else the"
+        " profile's file",
+    )
     p.add_argument(
         "--timeout",
         type=float,
@@ -67,6 +83,24 @@ def connection_file(args: argparse.Namespace) -> Path:
     return profile_dir(args) / "security" / name
 
 
+@contextlib.contextmanager
+def connection_info_file(info: str):
+    """$IPP_CONNECTION_INFO (the engine connection file's JSON) as a file only this user can
+    read, for as long as the engine needs it to connect; it holds the cluster key."""
+    try:
+        parsed = json.loads(info)
+    except ValueError as e:
+        raise ValueError(f"$IPP_CONNECTION_INFO is not JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("$IPP_CONNECTION_INFO is not a JSON object")
+    with tempfile.TemporaryDirectory(prefix="corral-engine-") as d:  # mode 0700
+        path = Path(d) / "ipcontroller-engine.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(parsed, f)
+        yield path
+
+
 def wait_for(path: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -96,19 +130,26 @@ def main(argv: list[str] | None = None) -> int:
     name = logging.getLevelName(level).lower()
     _core.engine_init_logging({"warning": "warn", "critical": "error"}.get(name, name))
 
-    path = connection_file(args)
-    if not wait_for(path, WAIT_FOR_FILE):
-        print(
-            f"corral engine: connection file {path} did not appear within {WAIT_FOR_FILE:.0f} s "
-            "(is a controller running for this profile?)",
-            file=sys.stderr,
-        )
-        return 1
     insecure = args.insecure or os.environ.get("CORRAL_INSECURE", "") == "1"
+    info = os.environ.get("IPP_CONNECTION_INFO", "")
     try:
-        rt = _core.EngineRuntime.connect(
-            str(path), timeout=args.timeout, insecure=insecure, lost_grace=args.controller_grace
-        )
+        with contextlib.ExitStack() as stack:
+            if not args.file and info:
+                log.info("connection info from $IPP_CONNECTION_INFO")
+                path = stack.enter_context(connection_info_file(info))
+            else:
+                path = connection_file(args)
+                if not wait_for(path, WAIT_FOR_FILE):
+                    print(
+                        f"corral engine: connection file {path} did not appear within "
+                        f"{WAIT_FOR_FILE:.0f} s (is a controller running for this profile?)",
+                        file=sys.stderr,
+                    )
+                    return 1
+            rt = _core.EngineRuntime.connect(
+                str(path), timeout=args.timeout, insecure=insecure,
+                lost_grace=args.controller_grace,
+            )
     except PermissionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
         return 1
