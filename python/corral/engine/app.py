@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
         return 1
-    log.info("registered as engine %d (%s)", rt.id, rt.uuid)
+    # ipengine's own words: operators and ipyparallel's tests look for this line.
+    log.info("Completed registration with id %d (uuid %s)", rt.id, rt.uuid)
 
 
     from corral.engine import compat
