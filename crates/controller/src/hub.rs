@@ -14,7 +14,7 @@ use crate::queues::Queues;
 use crate::record_queries;
 use crate::records::Records;
 use crate::registry::{Refused, Registry};
-pub(crate) use crate::reply::{error_content, reply_type};
+use corral_wire::{error_content, reply_type};
 
 /// What the hub wants done after handling one input.
 #[derive(Debug, Clone, PartialEq)]
