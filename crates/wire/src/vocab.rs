@@ -1,11 +1,12 @@
-//! The protocol's shared words: which reply answers a request, and the error content
-//! every component writes when it answers a request with a failure.
+//! The protocol's shared words: which reply answers a request, the error content every
+//! component writes when it answers a request with a failure, and typed contents of the
+//! requests handlers read.
 //!
 //! Controller, engine and client each used to spell these themselves; one copy here keeps
 //! the three byte-for-byte alike and in ipyparallel's shape (docs/PROTOCOL.md §6.3).
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Value};
 
 /// The reply type answering `request_type`: `foo_request` → `foo_reply`, and anything else
 /// `x` → `x_reply`, so an unknown request still gets a reply its sender can match.
@@ -65,6 +66,80 @@ pub fn error_content(ename: &str, evalue: &str) -> Value {
     ErrorContent::new(ename, evalue).into_value()
 }
 
+/// `registration_request` content: an engine asks the hub for an id.
+///
+/// Read leniently, as the hub always has: a `uuid` that is not a string counts as missing,
+/// an `id` that is not a non-negative integer counts as not requested. Fields we do not
+/// know are kept in `extra`, so the content round-trips untouched.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationRequest {
+    #[serde(default, deserialize_with = "lenient_string")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `unregistration_request` content: an engine leaving, by its integer id.
+/// Read leniently like [`RegistrationRequest`]; unknown fields kept in `extra`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnregistrationRequest {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl RegistrationRequest {
+    /// Reads a content frame; content that is not a JSON object reads as empty.
+    pub fn read(content: &Value) -> Self {
+        read_object(content)
+    }
+
+    /// The content frame to send.
+    pub fn to_content(&self) -> Value {
+        serde_json::to_value(self).expect("registration content serializes")
+    }
+}
+
+impl UnregistrationRequest {
+    /// Reads a content frame; content that is not a JSON object reads as empty.
+    pub fn read(content: &Value) -> Self {
+        read_object(content)
+    }
+
+    /// The content frame to send.
+    pub fn to_content(&self) -> Value {
+        serde_json::to_value(self).expect("unregistration content serializes")
+    }
+}
+
+/// Every field of these structs is lenient, so only a non-object can fail: it reads as empty.
+fn read_object<T: for<'de> Deserialize<'de> + Default>(content: &Value) -> T {
+    if content.is_object() {
+        serde_json::from_value(content.clone()).unwrap_or_default()
+    } else {
+        T::default()
+    }
+}
+
+/// A string, or `None` for any other JSON value.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// A non-negative integer, or `None` for any other JSON value.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Value::deserialize(d)?.as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +178,33 @@ mod tests {
         assert_eq!(content["engine_info"], json!({"method": "abort_request"}));
         assert_eq!(content["traceback"], json!(["TypeError: bad"]));
         assert_eq!(content["status"], "error");
+    }
+
+    #[test]
+    fn registration_reads_leniently_and_keeps_unknown_fields() {
+        let req = RegistrationRequest::read(&json!({"uuid": "u-1", "id": 3, "x": [1]}));
+        assert_eq!(req.uuid.as_deref(), Some("u-1"));
+        assert_eq!(req.id, Some(3));
+        assert_eq!(req.to_content(), json!({"uuid": "u-1", "id": 3, "x": [1]}));
+
+        let odd = RegistrationRequest::read(&json!({"uuid": 5, "id": -1}));
+        assert_eq!((odd.uuid, odd.id), (None, None));
+        assert_eq!(
+            RegistrationRequest::read(&json!([1, 2])),
+            RegistrationRequest::default()
+        );
+        assert_eq!(RegistrationRequest::read(&json!({"id": 2.5})).id, None);
+    }
+
+    #[test]
+    fn unregistration_reads_leniently() {
+        assert_eq!(UnregistrationRequest::read(&json!({"id": 7})).id, Some(7));
+        assert_eq!(UnregistrationRequest::read(&json!({"id": "7"})).id, None);
+        assert_eq!(UnregistrationRequest::read(&json!(null)).id, None);
+        let req = UnregistrationRequest {
+            id: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(req.to_content(), json!({"id": 4}));
     }
 }

@@ -1,7 +1,7 @@
 //! The shared vocabulary (`reply_type`, `ErrorContent`) checked against stock ipyparallel
 //! 9.2 traffic captured in `tests/vectors/`.
 
-use corral_wire::{reply_type, ErrorContent};
+use corral_wire::{reply_type, ErrorContent, RegistrationRequest, UnregistrationRequest};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -79,4 +79,27 @@ fn error_content_rebuilds_stock_error_replies_exactly() {
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} error replies checked");
+}
+
+#[test]
+fn captured_registration_contents_read_and_round_trip_untouched() {
+    let mut checked = 0;
+    for d in decoded_records() {
+        let content = &d["content"];
+        match d["header"]["msg_type"].as_str().unwrap() {
+            "registration_request" => {
+                let req = RegistrationRequest::read(content);
+                assert!(req.uuid.is_some(), "{content}");
+                assert_eq!(&req.to_content(), content);
+            }
+            "unregistration_request" => {
+                let req = UnregistrationRequest::read(content);
+                assert!(req.id.is_some(), "{content}");
+                assert_eq!(&req.to_content(), content);
+            }
+            _ => continue,
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} registration messages checked");
 }
