@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use corral_wire::{iso_now, new_id, Header, Message, PROTOCOL_VERSION};
+use corral_wire::{iso_now, new_id, ErrorContent, Header, Message, PROTOCOL_VERSION};
 use serde_json::{json, Value};
 
 /// A reply as it arrived (or as synthesized), kept raw for the caller to decode.
@@ -573,13 +573,10 @@ fn local_error_reply(ename: &str, evalue: &str, engine_info: Value, engine: Opti
     }
     Reply {
         header: serde_json::to_value(header).expect("headers serialize"),
-        content: json!({
-            "status": "error",
-            "ename": ename,
-            "evalue": evalue,
-            "traceback": [format!("{ename}: {evalue}")],
-            "engine_info": engine_info,
-        }),
+        content: ErrorContent::new(ename, evalue)
+            .engine_info(engine_info)
+            .traceback(vec![format!("{ename}: {evalue}")])
+            .into_value(),
         metadata,
         buffers: Vec::new(),
     }

@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 
 use crate::coalesce::Coalescer;
 use crate::events::EngineEvent;
-use crate::reply::{error_content, reply_type};
 use crate::sockets::{
     checked, is_full, parse, readable, recv_frames, send_bytes, send_routed, views,
 };
 use crate::stop::Stop;
+use corral_wire::{error_content, reply_type};
 
 const POLL_MS: i64 = 50;
 /// The root's identity, which stock engines see as the second routing frame.

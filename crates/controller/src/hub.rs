@@ -14,7 +14,7 @@ use crate::queues::Queues;
 use crate::record_queries;
 use crate::records::Records;
 use crate::registry::{Refused, Registry};
-pub(crate) use crate::reply::{error_content, reply_type};
+use corral_wire::{error_content, reply_type, RegistrationRequest, UnregistrationRequest};
 
 /// What the hub wants done after handling one input.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +99,7 @@ impl HubState {
         let content = &msg.content;
         match msg.msg_type() {
             "registration_request" => self.register(ident, content, now),
-            "unregistration_request" => match content.get("id").and_then(Value::as_u64) {
+            "unregistration_request" => match UnregistrationRequest::read(content).id {
                 Some(id) => self.unregister(id as u32, "unregistration_request"),
                 None => {
                     warn!(content = %content, "unregistration_request without an id");
@@ -191,11 +191,12 @@ impl HubState {
     }
 
     fn register(&mut self, ident: &[u8], content: &Value, now: Instant) -> Vec<Action> {
-        let Some(uuid) = content.get("uuid").and_then(Value::as_str) else {
+        let request = RegistrationRequest::read(content);
+        let Some(uuid) = request.uuid.as_deref() else {
             warn!(content = %content, "registration_request without a uuid");
             return vec![self.registration_error(ident, "registration_request has no uuid")];
         };
-        let requested = content.get("id").and_then(Value::as_u64).map(|i| i as u32);
+        let requested = request.id.map(|i| i as u32);
         let (id, beating) = match self.registry.register(uuid, requested, now) {
             Ok(r) => r,
             Err(Refused::UuidInUse) => {

@@ -59,7 +59,6 @@ mod record_queries;
 mod records;
 mod registry;
 mod relay;
-mod reply;
 mod sockets;
 mod stop;
 mod task;

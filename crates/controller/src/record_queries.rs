@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::queues::Queues;
 use crate::records::{project, Records};
-use crate::reply::error_content;
+use corral_wire::error_content;
 
 /// ipyparallel's `purge_results`: forgets the records of finished requests. `msg_ids` is
 /// `"all"` (every completed record) or a list, where a pending or unknown id is an

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::events::{HubEvent, HubSender, RecordEvent};
-use crate::reply::{error_content, reply_type};
 use crate::sockets::{
     checked, is_full, parse, readable, recv_frames, send_bytes, send_routed, HeaderIds, ParentIds,
 };
 use crate::stop::Stop;
+use corral_wire::{error_content, reply_type};
 
 const POLL_MS: i64 = 50;
 /// How often held requests are retried.

@@ -2,6 +2,7 @@
 //! kernel_info), answered by the I/O thread itself. A pure function of the request, so a
 //! property test can feed it content of every JSON type.
 
+use corral_wire::ErrorContent;
 use serde_json::{json, Value};
 
 use crate::request::{AbortState, Request};
@@ -35,7 +36,9 @@ pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
                     aborts.abort_ids(ids);
                     json!({"status": "ok"})
                 }
-                Err(why) => error_content("TypeError", why, "abort_request"),
+                Err(why) => ErrorContent::new("TypeError", why)
+                    .engine_info(json!({"method": "abort_request"}))
+                    .into_value(),
             };
             ControlAnswer::Reply {
                 msg_type: "abort_reply",
@@ -78,17 +81,6 @@ fn abort_ids(msg_ids: Option<&Value>) -> Result<Vec<String>, &'static str> {
             .collect()),
         Some(_) => Err("abort_request: msg_ids must be a list of msg_ids"),
     }
-}
-
-/// Error reply content in `wrap_exception`'s shape (docs/PROTOCOL.md §6.3).
-fn error_content(ename: &str, evalue: &str, method: &str) -> Value {
-    json!({
-        "status": "error",
-        "ename": ename,
-        "evalue": evalue,
-        "traceback": [],
-        "engine_info": {"method": method},
-    })
 }
 
 fn kernel_info() -> Value {

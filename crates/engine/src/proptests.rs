@@ -152,7 +152,7 @@ proptest! {
                 let mut aborts = AbortState::default();
                 match control::answer(&req, &mut aborts) {
                     ControlAnswer::Reply { msg_type, content, shutdown } => {
-                        prop_assert_eq!(msg_type, crate::runtime::reply_type(&req.header.msg_type));
+                        prop_assert_eq!(msg_type, corral_wire::reply_type(&req.header.msg_type));
                         prop_assert!(content["status"] == "ok" || content["status"] == "error");
                         prop_assert_eq!(shutdown, req.header.msg_type == "shutdown_request");
                     }

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use corral_wire::{EngineConnection, Message, Session};
-use serde_json::{json, Value};
+use corral_wire::{EngineConnection, Message, RegistrationRequest, Session, UnregistrationRequest};
+use serde_json::Value;
 
 use crate::error::{zerr, EngineError, Result};
 
@@ -46,7 +46,14 @@ pub fn register(
         .map_err(zerr("registration sndtimeo"))?;
     let url = conn.url(conn.registration);
     sock.connect(&url).map_err(zerr("registration connect"))?;
-    let request = session.msg("registration_request", json!({"uuid": session.id}));
+    let request = session.msg(
+        "registration_request",
+        RegistrationRequest {
+            uuid: Some(session.id.clone()),
+            ..Default::default()
+        }
+        .to_content(),
+    );
     sock.send_multipart(session.encode(&request), 0)
         .map_err(zerr("registration send"))?;
 
@@ -133,7 +140,14 @@ pub fn parse_reply(content: &Value) -> Result<Registered> {
 
 /// Tells the Hub we are leaving (no reply comes).
 pub fn unregister(sock: &zmq::Socket, session: &Session, id: u64) -> Result<()> {
-    let msg = session.msg("unregistration_request", json!({"id": id}));
+    let msg = session.msg(
+        "unregistration_request",
+        UnregistrationRequest {
+            id: Some(id),
+            ..Default::default()
+        }
+        .to_content(),
+    );
     sock.send_multipart(session.encode(&msg), 0)
         .map_err(zerr("unregistration send"))
 }
@@ -141,6 +155,7 @@ pub fn unregister(sock: &zmq::Socket, session: &Session, id: u64) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn reply_ok_and_error() {

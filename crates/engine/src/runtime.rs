@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendErr
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use corral_wire::{iso_now, EngineConnection, Session};
+use corral_wire::{iso_now, reply_type, EngineConnection, Session};
 
 use crate::error::{zerr, EngineError, Result};
 use crate::heart::{self, HeartState};
@@ -358,14 +358,6 @@ impl Drop for EngineRuntime {
     }
 }
 
-/// `apply_request` → `apply_reply`, anything else `x` → `x_reply`.
-pub(crate) fn reply_type(request_type: &str) -> String {
-    match request_type.strip_suffix("_request") {
-        Some(stem) => format!("{stem}_reply"),
-        None => format!("{request_type}_reply"),
-    }
-}
-
 /// Reply metadata as ipyparallel's kernel writes it (docs/PROTOCOL.md §6.1).
 pub(crate) fn reply_metadata(request_md: &Value, uuid: &str, status: &str, started: &str) -> Value {
     let get = |k: &str, d: Value| request_md.get(k).cloned().unwrap_or(d);
@@ -386,9 +378,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_names_and_metadata() {
-        assert_eq!(reply_type("apply_request"), "apply_reply");
-        assert_eq!(reply_type("weird"), "weird_reply");
+    fn reply_metadata_defaults_and_copies() {
         let md = reply_metadata(&json!({"label": "x", "is_broadcast": true}), "u", "ok", "t");
         assert_eq!(md["label"], "x");
         assert_eq!(md["is_broadcast"], true);

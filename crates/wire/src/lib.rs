@@ -6,6 +6,8 @@
 //! - [`header`]: message headers, ids and dates as ipyparallel writes them.
 //! - [`session`]: a signing identity that stamps headers and encodes messages.
 //! - [`replay`]: the bounded signature history that rejects a replayed message.
+//! - [`vocab`]: shared words: `reply_type`, the error-reply content builder, and typed
+//!   request contents.
 //! - [`connection`]: the `ipcontroller-*.json` connection files and where they live.
 //!
 //! Only [`envelope`] and [`session`] touch the signature, so handlers never see HMAC.
@@ -17,6 +19,7 @@ pub mod header;
 pub mod replay;
 pub mod session;
 pub mod sign;
+pub mod vocab;
 
 pub use connection::{ClientConnection, EngineConnection, ProfileLocation};
 pub use envelope::{encode_raw, locate_delimiter, verify_frames, Message, DELIMITER};
@@ -25,3 +28,6 @@ pub use header::{iso_now, new_id, Header, PROTOCOL_VERSION};
 pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
+pub use vocab::{
+    error_content, reply_type, ErrorContent, RegistrationRequest, UnregistrationRequest,
+};

@@ -25,8 +25,8 @@ use crate::dependency::{
     History, Triage,
 };
 use crate::events::{EngineEvent, HubEvent, RecordEvent};
-use crate::hub::{error_content, reply_type};
 use crate::sockets::{checked, parse, ParentIds};
+use corral_wire::{error_content, reply_type};
 
 /// Outstanding tasks per engine (ipyparallel's default `hwm`).
 const HWM: usize = 1;
