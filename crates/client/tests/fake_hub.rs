@@ -152,20 +152,23 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A load-balanced `apply_request` with empty content: its bytes do not matter here.
+fn submit_empty_task(client: &ClientCore) -> corral_client::Result<String> {
+    client.submit(
+        Channel::Task,
+        None,
+        "apply_request",
+        json!({}),
+        json!({}),
+        vec![],
+    )
+}
+
 #[test]
 fn a_controller_that_goes_away_fails_waits_within_the_grace() {
     let mut hub = FakeHub::start();
     let client = hub.connect(Duration::from_secs(1));
-    let task = client
-        .submit(
-            Channel::Task,
-            None,
-            "apply_request",
-            json!({}),
-            json!({}),
-            vec![],
-        )
-        .unwrap();
+    let task = submit_empty_task(&client).unwrap();
     assert!(!client
         .wait(std::slice::from_ref(&task), Duration::ZERO)
         .unwrap());
@@ -196,14 +199,7 @@ fn a_controller_that_goes_away_fails_waits_within_the_grace() {
         Err(ClientError::ControllerLost { .. })
     ));
     assert!(matches!(
-        client.submit(
-            Channel::Task,
-            None,
-            "apply_request",
-            json!({}),
-            json!({}),
-            vec![]
-        ),
+        submit_empty_task(&client),
         Err(ClientError::ControllerLost { .. })
     ));
     assert!(matches!(
@@ -221,16 +217,7 @@ fn a_controller_that_goes_away_fails_waits_within_the_grace() {
 fn a_controller_back_on_the_same_ports_within_the_grace_fails_nothing() {
     let mut hub = FakeHub::start();
     let client = hub.connect(Duration::from_secs(2));
-    let task = client
-        .submit(
-            Channel::Task,
-            None,
-            "apply_request",
-            json!({}),
-            json!({}),
-            vec![],
-        )
-        .unwrap();
+    let task = submit_empty_task(&client).unwrap();
     hub.stop_hub();
     std::thread::sleep(Duration::from_millis(300));
     hub.restart_hub();
