@@ -195,10 +195,10 @@ class AlreadyDisplayedError(CompositeError):
         self.n = len(elist)
 
     def __repr__(self):
-        return f"<{type(self).__name__}({self.n} errors)>"
+        return f"<{type(self).__name__}({self})>"
 
     def __str__(self):
-        return f"{self.n} errors"
+        return f"{self.n} error" if self.n == 1 else f"{self.n} errors"
 
     def render_traceback(self, excid=None):
         if excid is not None:

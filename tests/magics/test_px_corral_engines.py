@@ -209,3 +209,29 @@ def test_execute_returns_execute_replies_with_the_result_and_outputs(start_clust
     assert ar.outputs == []
     # A statement has no result.
     assert client[0].execute("y = 1", block=True).execute_result is None
+
+
+def test_load_ext_corral_registers_px_before_any_client(shell):
+    from IPython.core.error import UsageError
+
+    shell.run_line_magic("load_ext", "corral")
+    magics = shell.magics_manager.magics["line"]["px"].__self__
+    assert magics.view is None
+    with pytest.raises(UsageError, match="found no cluster"):
+        shell.run_line_magic("px", "a = 1")
+    # The default profile (of this test's IPYTHONDIR) gets a cluster; its client, made
+    # in IPython, becomes the magics' view ...
+    cluster = corral.Cluster(n=2, cluster_id="", engine_timeout=60)
+    try:
+        client = cluster.start_and_connect_sync()
+        assert magics.view.client is client and magics.view.block is True
+        shell.run_line_magic("px", "a = 1")
+        assert client[:]["a"] == [1, 1]
+        # ... and without one, the first %px connects to that cluster by itself.
+        magics.view = None
+        shell.run_line_magic("px", "a = 2")
+        assert magics.view.client is not client
+        assert client[:]["a"] == [2, 2]
+        magics.view.client.close()
+    finally:
+        cluster.stop_cluster_sync()
