@@ -54,5 +54,14 @@ __all__ = [
     "dependent",
     "error",
     "interactive",
+    "load_ipython_extension",
     "require",
 ]
+
+
+def load_ipython_extension(ip):
+    """``%load_ext corral``: the parallel magics (``%px``, ``%%px``, ``%autopx``, ...),
+    on the default profile's cluster unless a client is made first."""
+    from corral.client.magics import load_ipython_extension as load
+
+    load(ip)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 
 __all__ = [
+    "AlreadyDisplayedError",
     "CompositeError",
     "ControllerLost",
     "EngineError",
@@ -174,6 +175,35 @@ class CompositeError(RemoteError):
 
     def raise_exception(self, excid=0):
         raise remote_error(*self._one(excid))
+
+
+class AlreadyDisplayedError(CompositeError):
+    """Engines' errors whose tracebacks were already shown while output streamed (``%%px
+    --stream``): IPython shows only how many there were instead of repeating them. Still a
+    ``CompositeError``, so ``except CompositeError`` code keeps working."""
+
+    def __init__(self, original_error: RemoteError):
+        self.original_error = original_error
+        if isinstance(original_error, CompositeError):
+            elist = list(original_error.elist)
+            message = original_error.msg
+        else:
+            e = original_error
+            elist = [(e.ename, e.evalue, e.traceback, e.engine_info)]
+            message = str(e)
+        super().__init__(message, elist)
+        self.n = len(elist)
+
+    def __repr__(self):
+        return f"<{type(self).__name__}({self})>"
+
+    def __str__(self):
+        return f"{self.n} error" if self.n == 1 else f"{self.n} errors"
+
+    def render_traceback(self, excid=None):
+        if excid is not None:
+            return super().render_traceback(excid)
+        return [str(self)]
 
 
 def remote_error(ename, evalue, traceback, engine_info=None) -> RemoteError:

@@ -187,7 +187,9 @@ def test_load_balanced_apply(stock):
 
 def test_execute(stock):
     ar = stock.client[:].execute("x = 5", block=False)
-    assert ar.get(timeout=30) == [None, None]
+    replies = ar.get(timeout=30)  # ExecuteReply objects, as ipyparallel's
+    assert [r.execute_result for r in replies] == [None, None]
+    assert all(isinstance(r.execution_count, int) for r in replies)
 
 
 def test_queue_status(stock):

@@ -249,12 +249,19 @@ class AsyncResult:
 
         wait_interactive(self, interval, timeout)
 
-    def display_outputs(self, groupby="type"):
-        """Print the engines' captured stdout/stderr under ``[stdout:<id>]`` headers
-        (``RuntimeError`` if not done yet, rather than waiting without a limit)."""
+    def display_outputs(self, groupby="type", result_only=False):
+        """Show the engines' stdout/stderr under ``[stdout:<id>]`` headers, their rich
+        output under ``[output:<id>]`` and ``Out[<id>:<n>]`` values, in IPython (see
+        ``corral.client.outputs``); ``RuntimeError`` if not done yet, rather than
+        waiting without a limit."""
         from corral.client.display import display_outputs
 
-        display_outputs(self, groupby)
+        display_outputs(self, groupby, result_only)
+
+    def wait_for_output(self, timeout=-1) -> bool:
+        """Wait for the tasks' output to be complete: in corral a task is done only
+        once its output has all arrived, so this is ``wait``."""
+        return self.wait(timeout)
 
     def __len__(self):
         return len(self.msg_ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from corral import error
 from corral._core import ClientCore
 from corral.client.asyncresult import AsyncResult, msg_ids_of
+from corral.client.execute_reply import ExecuteReply
 from corral.client.hub import Hub
 from corral.client.replies import decode_reply, parse_date
 from corral.client.targets import resolve_targets
@@ -47,6 +49,12 @@ def _key_is_empty(path: Path) -> bool:
         return json.loads(path.read_text()).get("key", None) == ""
     except (OSError, ValueError, AttributeError):
         return False  # the core reports an unreadable file
+
+
+def _in_ipython() -> bool:
+    """Whether an IPython shell runs here (not importing IPython to find out)."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None
 
 
 class Client:
@@ -96,6 +104,11 @@ class Client:
         #: weak, so a view the user drops is not kept alive for that.
         self._views: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
+        if _in_ipython():
+            # As ipyparallel: the first client made inside IPython gets the %px magics.
+            from corral.client.magics import activate_first_client
+
+            activate_first_client(self)
 
     # -- engines ---------------------------------------------------------------------
 
@@ -297,6 +310,26 @@ class Client:
             return None
         return ar
 
+    def send_signal(self, sig, targets=None, block=None):
+        """Send signal ``sig`` (a number, or a name such as ``"SIGINT"`` that the engine
+        looks up) to the target engines' processes (all by default): a
+        ``signal_request`` on the control channel, which overtakes queued tasks, so
+        ``send_signal("SIGINT")`` interrupts the running one. With ``block``, waits for
+        the engines' acknowledgements and raises an engine's error (for instance an
+        engine that cannot take signals); else returns an ``AsyncResult`` over them."""
+        if isinstance(sig, bool) or not isinstance(sig, (int, str)):
+            raise TypeError(f"sig must be a signal number or name, not {sig!r}")
+        return self._control("signal_request", {"sig": sig}, targets, bool(block),
+                             "send_signal")
+
+    def activate(self, targets="all", suffix=""):
+        """A blocking ``DirectView`` on ``targets`` that the ``%px`` magics (named with
+        ``suffix``: ``%px<suffix>``, ``%autopx<suffix>``, ...) run on; returns it."""
+        view = self.direct_view(targets)
+        view.block = True
+        view.activate(suffix)
+        return view
+
     def clear(self, targets=None, block=None):
         """Reset the user namespace of the target engines (all by default)."""
         return self._control("clear_request", {}, targets, bool(block), "clear")
@@ -390,9 +423,12 @@ class Client:
         reply = self._core.reply(msg_id)
         if reply is None:
             raise error.TimeoutError("result not ready")
-        value, _ = decode_reply(msg_id, json.loads(reply.header), json.loads(reply.content),
-                                json.loads(reply.metadata), reply.buffers,
-                                self._core.engine_id)
+        header, content = json.loads(reply.header), json.loads(reply.content)
+        value, _ = decode_reply(msg_id, header, content, json.loads(reply.metadata),
+                                reply.buffers, self._core.engine_id)
+        if header.get("msg_type") == "execute_reply" and content.get("status") == "ok":
+            # The task is done, so its metadata (execute_result, outputs) is complete.
+            value = ExecuteReply(msg_id, content, self._metadata(msg_id))
         self._results[msg_id] = value
         return value
 

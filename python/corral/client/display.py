@@ -1,11 +1,13 @@
 """Showing a running or finished ``AsyncResult`` to a person: a progress line while
 waiting (``wait_interactive``) and the engines' captured output afterwards
-(``display_outputs``), in ipyparallel's ``[stdout:<engine>]`` format."""
+(``display_outputs``, rendered by ``corral.client.outputs``)."""
 
 from __future__ import annotations
 
 import sys
 import time
+
+from corral.client.outputs import display_outputs
 
 __all__ = ["display_outputs", "wait_interactive"]
 
@@ -57,47 +59,3 @@ def wait_interactive(ar, interval=0.1, timeout=-1, file=None) -> None:
         bar.update(ar.progress - bar.n)
     finally:
         bar.close()
-
-
-class _Streams:
-    """Writes chunks of output under ``[stdout:<id>]`` headers, repeating a header only
-    when the stream or engine changes (ipyparallel's ``_display_stream``)."""
-
-    def __init__(self):
-        self.last_prefix = None
-        self.trailing_newline = True
-
-    def show(self, text: str, prefix: str, file) -> None:
-        if not text:
-            return
-        head = ""
-        if prefix and prefix != self.last_prefix:
-            self.last_prefix = prefix
-            head = ("" if self.trailing_newline else "\n") + prefix + "\n"
-        self.trailing_newline = text.endswith("\n")
-        file.write(head + text)
-
-
-def display_outputs(ar, groupby="type") -> None:
-    """Print each engine's stdout (to stdout) and stderr (to stderr): grouped by stream
-    (``groupby="type"``) or by engine (``"engine"``). A single-engine result prints
-    without headers, as in ipyparallel."""
-    if not ar.ready():
-        raise RuntimeError(f"{ar!r} is not ready yet")
-    streams = _Streams()
-    if ar._single_result:
-        streams.show(ar.stdout, "", sys.stdout)
-        streams.show(ar.stderr, "", sys.stderr)
-        return
-    rows = [(md["engine_id"], md["stdout"], md["stderr"]) for md in ar._metadata_list()]
-    if groupby == "engine":
-        for eid, out, err in rows:
-            streams.show(out, f"[stdout:{eid}] ", sys.stdout)
-            streams.show(err, f"[stderr:{eid}] ", sys.stderr)
-    elif groupby in ("type", "order"):
-        for eid, out, _ in rows:
-            streams.show(out, f"[stdout:{eid}] ", sys.stdout)
-        for eid, _, err in rows:
-            streams.show(err, f"[stderr:{eid}] ", sys.stderr)
-    else:
-        raise ValueError(f"groupby must be one of 'type', 'engine', 'order', not {groupby!r}")

@@ -157,6 +157,14 @@ class View:
         return self.client.abort(jobs, targets=self.targets if targets is None else targets,
                                  block=self.block if block is None else block)
 
+    def activate(self, suffix=""):
+        """Make this view the one the ``%px`` magics run on in IPython (``%px<suffix>``,
+        ``%%px<suffix>``, ``%autopx<suffix>``, ``%pxresult<suffix>``,
+        ``%pxconfig<suffix>``), so several views can have magics side by side."""
+        from corral.client.magics import activate_view
+
+        activate_view(self, suffix)
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.targets!r}>"
 

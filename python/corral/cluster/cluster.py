@@ -160,10 +160,13 @@ class Cluster:
             raise TimeoutError(f"{e}{hint}") from None
 
     def start_and_connect_sync(self, n: int | None = None, activate: bool = False):
-        """Start the controller and engines, connect a client, wait for every engine."""
+        """Start the controller and engines, connect a client, wait for every engine;
+        ``activate``: the ``%px`` magics run on all of them (``client.activate()``)."""
         self.start_cluster_sync(n)
         client = self.connect_client_sync()
         self.wait_for_engines_sync(client)
+        if activate:
+            client.activate()
         return client
 
     # -- stop ------------------------------------------------------------------------
