@@ -29,5 +29,7 @@ pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
 pub use vocab::{
-    error_content, reply_type, ErrorContent, RegistrationRequest, UnregistrationRequest,
+    error_content, reply_type, AbortRequest, DbRequest, ErrorContent, IdList, LoadRequest,
+    PurgeRequest, QueueRequest, RegistrationRequest, ResubmitRequest, ResultRequest,
+    ShutdownRequest, UnregistrationRequest,
 };

@@ -8,6 +8,13 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
+mod requests;
+
+pub use requests::{
+    AbortRequest, DbRequest, IdList, LoadRequest, PurgeRequest, QueueRequest, ResubmitRequest,
+    ResultRequest, ShutdownRequest,
+};
+
 /// The reply type answering `request_type`: `foo_request` → `foo_reply`, and anything else
 /// `x` → `x_reply`, so an unknown request still gets a reply its sender can match.
 pub fn reply_type(request_type: &str) -> String {
@@ -133,6 +140,11 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         Value::String(s) => Some(s),
         _ => None,
     })
+}
+
+/// A bool, or `false` for any other JSON value.
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Value::deserialize(d)?.as_bool().unwrap_or(false))
 }
 
 /// A non-negative integer, or `None` for any other JSON value.

@@ -1,7 +1,10 @@
 //! The shared vocabulary (`reply_type`, `ErrorContent`) checked against stock ipyparallel
 //! 9.2 traffic captured in `tests/vectors/`.
 
-use corral_wire::{reply_type, ErrorContent, RegistrationRequest, UnregistrationRequest};
+use corral_wire::{
+    reply_type, AbortRequest, DbRequest, ErrorContent, PurgeRequest, QueueRequest,
+    RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest, UnregistrationRequest,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -102,4 +105,49 @@ fn captured_registration_contents_read_and_round_trip_untouched() {
         checked += 1;
     }
     assert!(checked >= 2, "only {checked} registration messages checked");
+}
+
+#[test]
+fn captured_request_contents_read_as_sent_and_round_trip_untouched() {
+    let mut seen = BTreeSet::new();
+    for d in decoded_records() {
+        let content = &d["content"];
+        let msg_type = d["header"]["msg_type"].as_str().unwrap();
+        let round_trip = match msg_type {
+            "abort_request" => {
+                let req = AbortRequest::read(content);
+                assert_eq!(req.msg_ids.raw(), &content["msg_ids"]);
+                assert!(req.msg_ids.kernel_ids().is_some(), "{content}");
+                req.to_content()
+            }
+            "shutdown_request" => ShutdownRequest::read(content).to_content(),
+            "queue_request" => {
+                let req = QueueRequest::read(content);
+                assert_eq!(req.verbose, content["verbose"] == true);
+                req.to_content()
+            }
+            "result_request" => {
+                let req = ResultRequest::read(content);
+                let ids: Vec<&str> = req.msg_ids.strings().collect();
+                assert_eq!(ids.len(), content["msg_ids"].as_array().unwrap().len());
+                req.to_content()
+            }
+            "db_request" => {
+                let req = DbRequest::read(content);
+                assert!(req.query.is_object() && req.keys.is_some(), "{content}");
+                req.to_content()
+            }
+            "resubmit_request" => ResubmitRequest::read(content).to_content(),
+            "purge_request" => PurgeRequest::read(content).to_content(),
+            _ => continue,
+        };
+        if msg_type == "shutdown_request" && content.get("restart").is_none() {
+            // The hub's shutdown_request is empty; read, it says restart=false.
+            assert_eq!(round_trip["restart"], false);
+        } else {
+            assert_eq!(&round_trip, content, "{msg_type}");
+        }
+        seen.insert(msg_type.to_string());
+    }
+    assert_eq!(seen.len(), 7, "request types seen: {seen:?}");
 }
