@@ -14,7 +14,10 @@ use crate::queues::Queues;
 use crate::record_queries;
 use crate::records::Records;
 use crate::registry::{Refused, Registry};
-use corral_wire::{error_content, reply_type, RegistrationRequest, UnregistrationRequest};
+use corral_wire::{
+    error_content, reply_type, DbRequest, LoadRequest, PurgeRequest, QueueRequest,
+    RegistrationRequest, ResubmitRequest, ResultRequest, UnregistrationRequest,
+};
 
 /// What the hub wants done after handling one input.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,13 +119,14 @@ impl HubState {
                 vec![self.reply(ident, parent, "connection_reply", content)]
             }
             "queue_request" => {
-                let content = self.queue_status(content);
+                let content = self.queue_status(&QueueRequest::read(content));
                 vec![self.reply(ident, parent, "queue_reply", content)]
             }
             "load_request" => {
                 let mut out = Map::new();
                 out.insert("status".into(), json!("ok"));
-                for (id, uuid) in self.targeted(content) {
+                let targets = LoadRequest::read(content).targets;
+                for (id, uuid) in self.targeted(targets.as_deref()) {
                     out.insert(id.to_string(), json!(self.queues.load(&uuid)));
                 }
                 vec![self.reply(ident, parent, "load_reply", Value::Object(out))]
@@ -133,32 +137,34 @@ impl HubState {
             }
             "result_request" => {
                 let pending = self.queues.pending_ids();
-                let (content, buffers) = record_queries::results(&self.records, &pending, content);
+                let request = ResultRequest::read(content);
+                let (content, buffers) = record_queries::results(&self.records, &pending, &request);
                 vec![self.reply_with(ident, parent, "result_reply", content, buffers)]
             }
             "db_request" => {
-                let (content, buffers) = record_queries::db_query(&self.records, content);
+                let request = DbRequest::read(content);
+                let (content, buffers) = record_queries::db_query(&self.records, &request);
                 vec![self.reply_with(ident, parent, "db_reply", content, buffers)]
             }
             "resubmit_request" => {
+                let request = ResubmitRequest::read(content);
                 let (content, msgs) =
-                    record_queries::resubmit(&mut self.records, &self.session, content);
+                    record_queries::resubmit(&mut self.records, &self.session, &request);
                 let mut out = vec![self.reply(ident, parent, "resubmit_reply", content)];
                 out.extend(msgs.into_iter().map(Action::Resubmit));
                 out
             }
             "purge_request" => {
-                let engines: Vec<String> = content
-                    .get("engine_ids")
-                    .and_then(Value::as_array)
-                    .into_iter()
+                let request = PurgeRequest::read(content);
+                let engines: Vec<String> = request
+                    .engine_ids
+                    .iter()
                     .flatten()
-                    .filter_map(Value::as_u64)
-                    .filter_map(|id| self.registry.get(id as u32))
+                    .filter_map(|&id| self.registry.get(id as u32))
                     .map(|e| e.uuid.clone())
                     .collect();
                 let content =
-                    record_queries::purge(&mut self.records, &mut self.queues, &engines, content);
+                    record_queries::purge(&mut self.records, &mut self.queues, &engines, &request);
                 vec![self.reply(ident, parent, "purge_reply", content)]
             }
             "shutdown_request" => {
@@ -367,28 +373,20 @@ impl HubState {
         Vec::new()
     }
 
-    /// Live engines (id, uuid) selected by a request's `targets` (ints; null or absent =
-    /// all).
-    fn targeted(&self, content: &Value) -> Vec<(u32, String)> {
-        let wanted: Option<Vec<u64>> = content
-            .get("targets")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect());
+    /// Live engines (id, uuid) selected by a request's `targets` (`None` = all).
+    fn targeted(&self, wanted: Option<&[u64]>) -> Vec<(u32, String)> {
         self.registry
             .live()
-            .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&(e.id as u64))))
+            .filter(|e| wanted.is_none_or(|w| w.contains(&(e.id as u64))))
             .map(|e| (e.id, e.uuid.clone()))
             .collect()
     }
 
-    fn queue_status(&self, content: &Value) -> Value {
-        let verbose = content
-            .get("verbose")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    fn queue_status(&self, request: &QueueRequest) -> Value {
+        let verbose = request.verbose;
         let mut out = Map::new();
         out.insert("status".into(), json!("ok"));
-        for (id, uuid) in self.targeted(content) {
+        for (id, uuid) in self.targeted(request.targets.as_deref()) {
             out.insert(id.to_string(), self.queues.status(&uuid, verbose));
         }
         out.insert("unassigned".into(), self.queues.unassigned_status(verbose));
