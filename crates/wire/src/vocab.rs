@@ -1,6 +1,7 @@
 //! The protocol's shared words: which reply answers a request, the error content every
-//! component writes when it answers a request with a failure, and typed contents of the
-//! requests handlers read.
+//! component writes when it answers a request with a failure, typed contents of the
+//! requests handlers read (here and in `requests`) and the metadata of a load-balanced
+//! task (`task_metadata`).
 //!
 //! Controller, engine and client each used to spell these themselves; one copy here keeps
 //! the three byte-for-byte alike and in ipyparallel's shape (docs/PROTOCOL.md §6.3).
@@ -9,11 +10,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 mod requests;
+mod task_metadata;
 
 pub use requests::{
     AbortRequest, DbRequest, IdList, LoadRequest, PurgeRequest, QueueRequest, ResubmitRequest,
     ResultRequest, ShutdownRequest,
 };
+pub use task_metadata::{DependencySpec, InvalidDependency, TaskMetadata};
 
 /// The reply type answering `request_type`: `foo_request` → `foo_reply`, and anything else
 /// `x` → `x_reply`, so an unknown request still gets a reply its sender can match.

@@ -3,7 +3,8 @@
 
 use corral_wire::{
     reply_type, AbortRequest, DbRequest, ErrorContent, PurgeRequest, QueueRequest,
-    RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest, UnregistrationRequest,
+    RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest, TaskMetadata,
+    UnregistrationRequest,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -150,4 +151,38 @@ fn captured_request_contents_read_as_sent_and_round_trip_untouched() {
         seen.insert(msg_type.to_string());
     }
     assert_eq!(seen.len(), 7, "request types seen: {seen:?}");
+}
+
+#[test]
+fn captured_task_metadata_reads_every_field_as_sent() {
+    let (mut checked, mut with_after, mut with_follow, mut with_targets) = (0, 0, 0, 0);
+    for d in decoded_records() {
+        let md = &d["metadata"];
+        if d["header"]["msg_type"] != "apply_request" || md.get("retries").is_none() {
+            continue;
+        }
+        let task = TaskMetadata::read(md).unwrap();
+        assert!(task.ignored.is_empty(), "{md}");
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(task.after.ids, strings(&md["after"]));
+        assert_eq!(task.follow.ids, strings(&md["follow"]));
+        assert_eq!(task.targets, strings(&md["targets"]));
+        assert_eq!(u64::from(task.retries), md["retries"].as_u64().unwrap());
+        let timeout = md["timeout"].as_f64().unwrap();
+        assert_eq!(
+            task.timeout.map(|t| t.as_secs_f64()),
+            Some(timeout).filter(|t| *t > 0.0)
+        );
+        with_after += usize::from(!task.after.is_empty());
+        with_follow += usize::from(!task.follow.is_empty());
+        with_targets += usize::from(!task.targets.is_empty());
+        checked += 1;
+    }
+    assert!(checked >= 20 && with_after > 0 && with_follow > 0 && with_targets > 0);
 }
