@@ -47,7 +47,7 @@ pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
             }
         }
         "shutdown_request" => {
-            let restart = ShutdownRequest::read(&content).restart;
+            let restart = ShutdownRequest::read(&content).restart();
             ControlAnswer::Reply {
                 msg_type: "shutdown_reply",
                 content: json!({"status": "ok", "restart": restart}),

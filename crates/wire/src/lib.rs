@@ -29,7 +29,8 @@ pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
 pub use vocab::{
-    error_content, reply_type, AbortRequest, DbRequest, DependencySpec, ErrorContent, IdList,
-    InvalidDependency, LoadRequest, PurgeRequest, QueueRequest, RegistrationRequest,
-    ResubmitRequest, ResultRequest, ShutdownRequest, TaskMetadata, UnregistrationRequest,
+    error_content, reply_type, AbortRequest, Content, DbRequest, DependencySpec, EmptyRequest,
+    ErrorContent, IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest,
+    RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest, TaskMetadata,
+    UnregistrationRequest,
 };

@@ -91,16 +91,12 @@ fn lenient_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Str
 }
 
 /// Any value, kept as sent (`null` included); only an absent field takes the default.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-    Value::deserialize(d)
+fn present<'de, D: Deserializer<'de>, T: From<Value>>(d: D) -> Result<T, D::Error> {
+    Value::deserialize(d).map(T::from)
 }
 
 fn empty_object() -> Value {
     Value::Object(Map::new())
-}
-
-fn no_restart() -> Value {
-    Value::Bool(false)
 }
 
 /// Implements `read` (lenient, a non-object reads as empty) and `to_content`.
@@ -120,6 +116,14 @@ macro_rules! content_io {
     )*};
 }
 
+/// The content of a request whose fields nobody reads (`connection_request`,
+/// `history_request`, `kernel_info_request`): kept whole, so it round-trips.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmptyRequest {
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
 /// `abort_request` (control): stop the named queued requests, or the whole queue.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AbortRequest {
@@ -129,22 +133,21 @@ pub struct AbortRequest {
     pub extra: Map<String, Value>,
 }
 
-/// `shutdown_request` (control or hub). `restart` is echoed in the reply as sent, so it
-/// stays a raw value; absent reads as `false`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `shutdown_request` (control or hub). `restart` is echoed in the engine's reply as
+/// sent, so it stays a raw value (`null` included); see [`restart`](Self::restart).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShutdownRequest {
-    #[serde(default = "no_restart", deserialize_with = "present")]
-    pub restart: Value,
+    #[serde(default, deserialize_with = "present")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Value>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-impl Default for ShutdownRequest {
-    fn default() -> Self {
-        ShutdownRequest {
-            restart: no_restart(),
-            extra: Map::new(),
-        }
+impl ShutdownRequest {
+    /// `restart` as sent, `false` when absent.
+    pub fn restart(&self) -> Value {
+        self.restart.clone().unwrap_or(Value::Bool(false))
     }
 }
 
@@ -229,6 +232,7 @@ pub struct PurgeRequest {
 }
 
 content_io!(
+    EmptyRequest,
     AbortRequest,
     ShutdownRequest,
     QueueRequest,
@@ -283,16 +287,17 @@ mod tests {
             &json!(5)
         );
         assert_eq!(AbortRequest::read(&json!([1])), AbortRequest::default());
-        assert_eq!(ShutdownRequest::read(&json!({})).restart, json!(false));
+        assert_eq!(ShutdownRequest::read(&json!({})).restart(), json!(false));
         assert_eq!(
-            ShutdownRequest::read(&json!({"restart": null})).restart,
+            ShutdownRequest::read(&json!({"restart": null})).restart(),
             Value::Null
         );
         assert_eq!(
-            ShutdownRequest::read(&json!({"restart": [1]})).restart,
+            ShutdownRequest::read(&json!({"restart": [1]})).restart(),
             json!([1])
         );
-        assert_eq!(ShutdownRequest::read(&json!("x")).restart, json!(false));
+        assert_eq!(ShutdownRequest::read(&json!("x")).restart(), json!(false));
+        assert_eq!(ShutdownRequest::read(&json!({})).to_content(), json!({}));
     }
 
     #[test]
