@@ -31,6 +31,6 @@ pub use sign::Signer;
 pub use vocab::{
     error_content, reply_type, AbortRequest, Content, DbRequest, DependencySpec, EmptyRequest,
     ErrorContent, IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest,
-    RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest, TaskMetadata,
-    UnregistrationRequest,
+    RegistrationRequest, ReplyMetadata, ResubmitRequest, ResultRequest, ShutdownRequest,
+    TaskMetadata, UnregistrationRequest,
 };

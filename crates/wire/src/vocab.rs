@@ -18,7 +18,7 @@ pub use requests::{
     AbortRequest, DbRequest, EmptyRequest, IdList, LoadRequest, PurgeRequest, QueueRequest,
     ResubmitRequest, ResultRequest, ShutdownRequest,
 };
-pub use task_metadata::{DependencySpec, InvalidDependency, TaskMetadata};
+pub use task_metadata::{DependencySpec, InvalidDependency, ReplyMetadata, TaskMetadata};
 
 /// The reply type answering `request_type`: `foo_request` → `foo_reply`, and anything else
 /// `x` → `x_reply`, so an unknown request still gets a reply its sender can match.

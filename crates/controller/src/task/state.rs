@@ -25,7 +25,7 @@ use crate::dependency::{
 };
 use crate::events::{EngineEvent, HubEvent, RecordEvent};
 use crate::sockets::{checked, parse, ParentIds};
-use corral_wire::{error_content, reply_type, InvalidDependency, TaskMetadata};
+use corral_wire::{error_content, reply_type, InvalidDependency, ReplyMetadata, TaskMetadata};
 
 /// Outstanding tasks per engine (ipyparallel's default `hwm`).
 const HWM: usize = 1;
@@ -266,15 +266,9 @@ impl SchedulerState {
             return out;
         };
         let md = parse::<Value>(&frames[d + 4], "task_out", "metadata").unwrap_or(Value::Null);
-        let status = md
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("ok")
-            .to_string();
-        let deps_met = md
-            .get("dependencies_met")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
+        let md = ReplyMetadata::read(&md);
+        let status = md.status().to_string();
+        let deps_met = md.dependencies_met();
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
         out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Reply {
             engine: Some(engine.clone()),

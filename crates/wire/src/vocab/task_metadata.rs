@@ -1,14 +1,18 @@
-//! The metadata of a load-balanced task that the task scheduler reads: its dependencies
+//! The metadata the task scheduler reads: of a load-balanced task, its dependencies
 //! (`after`, `follow`), `targets`, `retries` and `timeout`, as ipyparallel's client
-//! writes them (`client/view.py LoadBalancedView._really_apply`, docs/PROTOCOL.md §1.3).
+//! writes them (`client/view.py LoadBalancedView._really_apply`, docs/PROTOCOL.md §1.3);
+//! of an engine's reply, [`ReplyMetadata`].
 //!
 //! Only a malformed dependency is an error (the scheduler answers `InvalidDependency`, as
 //! ipyparallel does); any other field of the wrong shape reads as its default and is listed
 //! in [`TaskMetadata::ignored`] for the scheduler to log. Unknown fields are not kept: the
 //! scheduler relays the client's frames as they came.
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
+
+use super::{lenient_string, read_object};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -177,6 +181,42 @@ impl TaskMetadata {
     }
 }
 
+/// The metadata of an engine's reply that the task scheduler reads: how the task ended
+/// and whether the engine found its dependencies met (`False` when a task's `@depend`
+/// raised `UnmetDependency` there, so it is routed elsewhere). Other fields are skipped:
+/// the scheduler relays the reply's frames as they came.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ReplyMetadata {
+    /// `ok`, `error`, `aborted`; `None` when absent or not a string.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// `None` when absent or not a bool.
+    #[serde(default, deserialize_with = "lenient_bool_opt")]
+    pub dependencies_met: Option<bool>,
+}
+
+impl ReplyMetadata {
+    /// Reads a reply's metadata frame; metadata that is not a JSON object reads as empty.
+    pub fn read(md: &Value) -> Self {
+        read_object(md)
+    }
+
+    /// `status`, `"ok"` when absent (an engine that says nothing succeeded).
+    pub fn status(&self) -> &str {
+        self.status.as_deref().unwrap_or("ok")
+    }
+
+    /// `dependencies_met`, `true` when absent.
+    pub fn dependencies_met(&self) -> bool {
+        self.dependencies_met.unwrap_or(true)
+    }
+}
+
+/// A bool, or `None` for any other JSON value.
+fn lenient_bool_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Value::deserialize(d)?.as_bool())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +311,16 @@ mod tests {
         assert!(not_a_dict.after.is_empty());
 
         assert!(TaskMetadata::read(&json!({"follow": 5})).is_err());
+    }
+
+    #[test]
+    fn reply_metadata_reads_leniently() {
+        let md = ReplyMetadata::read(&json!({"status": "error", "dependencies_met": false,
+                                              "engine": "e", "started": "t"}));
+        assert_eq!((md.status(), md.dependencies_met()), ("error", false));
+        let odd = ReplyMetadata::read(&json!({"status": 1, "dependencies_met": "no"}));
+        assert_eq!((odd.status(), odd.dependencies_met()), ("ok", true));
+        assert_eq!(ReplyMetadata::read(&json!(null)), ReplyMetadata::default());
+        assert_eq!(ReplyMetadata::read(&json!(["status"])).status(), "ok");
     }
 }
