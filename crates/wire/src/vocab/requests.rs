@@ -1,6 +1,7 @@
 //! Typed contents of the requests the hub and the engine's control thread answer:
 //! `abort_request`, `shutdown_request` (engine); `queue_request`, `load_request`,
-//! `result_request`, `db_request`, `resubmit_request` and `purge_request` (hub).
+//! `result_request`, `db_request`, `resubmit_request` and `purge_request` (hub);
+//! docs/PROTOCOL.md §6.4 and §6.5.
 //!
 //! Read leniently, as the handlers always have: a field of the wrong JSON type reads as its
 //! default (documented per field), never as an error, so any signed request gets a reply.

@@ -1,6 +1,6 @@
 //! The metadata the task scheduler reads: of a load-balanced task, its dependencies
 //! (`after`, `follow`), `targets`, `retries` and `timeout`, as ipyparallel's client
-//! writes them (`client/view.py LoadBalancedView._really_apply`, docs/PROTOCOL.md §1.3);
+//! writes them (docs/PROTOCOL.md §6.1 and §9.1);
 //! of an engine's reply, [`ReplyMetadata`].
 //!
 //! Only a malformed dependency is an error (the scheduler answers `InvalidDependency`, as
