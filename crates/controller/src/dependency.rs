@@ -316,10 +316,8 @@ pub(crate) fn after_reply(status: &str, dependencies_met: bool, retries_left: u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::time::Duration;
-
-    use serde_json::Value;
 
     fn dep(v: Value) -> Dependency {
         DependencySpec::read(Some(&v)).unwrap().into()

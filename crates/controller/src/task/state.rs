@@ -208,8 +208,10 @@ impl SchedulerState {
             engine: None,
             parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
         })));
-        let parsed = read_metadata(&md);
-        let asked = parsed.clone().unwrap_or_default();
+        let (asked, invalid) = match read_metadata(&md) {
+            Ok(asked) => (asked, None),
+            Err(why) => (TaskMetadata::default(), Some(why)),
+        };
         self.next_seq += 1;
         let task = Task {
             seq: self.next_seq,
@@ -229,7 +231,7 @@ impl SchedulerState {
             ready: false,
             frames,
         };
-        if let Err(why) = parsed {
+        if let Some(why) = invalid {
             warn!(
                 socket = "task",
                 msg_id = task.msg_id,
