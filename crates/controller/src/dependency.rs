@@ -2,8 +2,9 @@
 //! `controller/dependency.py` and the rules of `task_scheduler.py`), kept free of
 //! sockets so that every rule has a unit test.
 //!
-//! - [`Dependency`]: `after` (time) and `follow` (location) constraints, parsed from a
-//!   plain msg_id list or the `{"dependencies", "all", "success", "failure"}` dict.
+//! - [`Dependency`]: `after` (time) and `follow` (location) constraints, read by
+//!   `corral_wire::TaskMetadata` from a plain msg_id list or the
+//!   `{"dependencies", "all", "success", "failure"}` dict.
 //! - [`History`]: the msg_ids the scheduler has seen and, for finished ones, where they
 //!   ran and whether they succeeded (ipyparallel's `all_ids`, `all_completed`,
 //!   `all_failed`, `destinations`). ipyparallel keeps these forever; corral keeps the
@@ -13,7 +14,7 @@
 //! - [`triage`], [`eligible`], [`stuck`], [`after_reply`]: what to do with a waiting
 //!   task, which engines may take it, when it can never run, and what a reply means.
 
-use serde_json::Value;
+use corral_wire::DependencySpec;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,12 +36,7 @@ pub(crate) struct Dependency {
 
 impl Default for Dependency {
     fn default() -> Self {
-        Dependency {
-            ids: Vec::new(),
-            all: true,
-            success: true,
-            failure: false,
-        }
+        DependencySpec::default().into()
     }
 }
 
@@ -120,54 +116,19 @@ impl History {
     }
 }
 
-fn strings(v: &Value) -> Option<Vec<String>> {
-    match v {
-        Value::Null => Some(Vec::new()),
-        Value::String(s) => Some(vec![s.clone()]),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_string))
-            .collect(),
-        _ => None,
-    }
-}
-
-fn flag(map: &serde_json::Map<String, Value>, key: &str, default: bool) -> Result<bool, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(format!("dependency flag {key:?} is not a bool: {other}")),
+/// The wire's reading of `after`/`follow`, as the scheduler judges it.
+impl From<DependencySpec> for Dependency {
+    fn from(spec: DependencySpec) -> Self {
+        Dependency {
+            ids: spec.ids,
+            all: spec.all,
+            success: spec.success,
+            failure: spec.failure,
+        }
     }
 }
 
 impl Dependency {
-    /// Parses a metadata value; a missing or null value is the empty dependency. A
-    /// malformed one is an error, answered with `InvalidDependency`.
-    pub fn parse(v: Option<&Value>) -> Result<Dependency, String> {
-        let Some(v) = v else {
-            return Ok(Dependency::default());
-        };
-        let mut dep = Dependency::default();
-        let ids = match v {
-            Value::Object(map) => {
-                dep.all = flag(map, "all", true)?;
-                dep.success = flag(map, "success", true)?;
-                dep.failure = flag(map, "failure", false)?;
-                if !(dep.success || dep.failure) {
-                    return Err("must depend on at least one of successes or failures".into());
-                }
-                map.get("dependencies").unwrap_or(&Value::Null)
-            }
-            other => other,
-        };
-        let mut list =
-            strings(ids).ok_or_else(|| format!("dependencies are not msg_id strings: {ids}"))?;
-        let mut unique = HashSet::new();
-        list.retain(|id| unique.insert(id.clone()));
-        dep.ids = list;
-        Ok(dep)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
@@ -355,11 +316,11 @@ pub(crate) fn after_reply(status: &str, dependencies_met: bool, retries_left: u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::time::Duration;
 
     fn dep(v: Value) -> Dependency {
-        Dependency::parse(Some(&v)).unwrap()
+        DependencySpec::read(Some(&v)).unwrap().into()
     }
 
     fn hist(done: &[(&str, Option<&str>, bool)], seen: &[&str]) -> History {
@@ -371,28 +332,6 @@ mod tests {
             h.finish(id, e.map(Arc::from), *ok);
         }
         h
-    }
-
-    #[test]
-    fn parses_lists_dicts_and_rejects_malformed() {
-        assert_eq!(Dependency::parse(None).unwrap(), Dependency::default());
-        assert!(dep(json!(null)).is_empty());
-        let d = dep(json!(["a", "b", "a"]));
-        assert_eq!(d.ids, vec!["a", "b"]);
-        assert!(d.all && d.success && !d.failure);
-        let d =
-            dep(json!({"dependencies": ["a"], "all": false, "success": false, "failure": true}));
-        assert!(!d.all && !d.success && d.failure);
-        assert_eq!(dep(json!("a")).ids, vec!["a"]);
-        for bad in [
-            json!([1, 2]),
-            json!(5),
-            json!({"dependencies": "a", "all": "yes"}),
-            json!({"dependencies": [{}]}),
-            json!({"dependencies": ["a"], "success": false, "failure": false}),
-        ] {
-            assert!(Dependency::parse(Some(&bad)).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::queues::Queues;
 use crate::record_queries;
 use crate::records::Records;
 use crate::registry::{Refused, Registry};
-use corral_wire::{error_content, reply_type, RegistrationRequest, UnregistrationRequest};
+use corral_wire::{error_content, reply_type, Content, QueueRequest, RegistrationRequest};
 
 /// What the hub wants done after handling one input.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,17 +96,16 @@ impl HubState {
         now: Instant,
     ) -> Vec<Action> {
         let parent = &msg.header;
-        let content = &msg.content;
-        match msg.msg_type() {
-            "registration_request" => self.register(ident, content, now),
-            "unregistration_request" => match UnregistrationRequest::read(content).id {
+        match Content::read(msg.msg_type(), &msg.content) {
+            Content::RegistrationRequest(request) => self.register(ident, &request, now),
+            Content::UnregistrationRequest(request) => match request.id {
                 Some(id) => self.unregister(id as u32, "unregistration_request"),
                 None => {
-                    warn!(content = %content, "unregistration_request without an id");
+                    warn!(content = %msg.content, "unregistration_request without an id");
                     Vec::new()
                 }
             },
-            "connection_request" => {
+            Content::ConnectionRequest(_) => {
                 let engines: Map<String, Value> = self
                     .registry
                     .live()
@@ -115,53 +114,51 @@ impl HubState {
                 let content = json!({"status": "ok", "engines": engines});
                 vec![self.reply(ident, parent, "connection_reply", content)]
             }
-            "queue_request" => {
-                let content = self.queue_status(content);
+            Content::QueueRequest(request) => {
+                let content = self.queue_status(&request);
                 vec![self.reply(ident, parent, "queue_reply", content)]
             }
-            "load_request" => {
+            Content::LoadRequest(request) => {
                 let mut out = Map::new();
                 out.insert("status".into(), json!("ok"));
-                for (id, uuid) in self.targeted(content) {
+                for (id, uuid) in self.targeted(request.targets.as_deref()) {
                     out.insert(id.to_string(), json!(self.queues.load(&uuid)));
                 }
                 vec![self.reply(ident, parent, "load_reply", Value::Object(out))]
             }
-            "history_request" => {
+            Content::HistoryRequest(_) => {
                 let content = json!({"status": "ok", "history": self.records.history()});
                 vec![self.reply(ident, parent, "history_reply", content)]
             }
-            "result_request" => {
+            Content::ResultRequest(request) => {
                 let pending = self.queues.pending_ids();
-                let (content, buffers) = record_queries::results(&self.records, &pending, content);
+                let (content, buffers) = record_queries::results(&self.records, &pending, &request);
                 vec![self.reply_with(ident, parent, "result_reply", content, buffers)]
             }
-            "db_request" => {
-                let (content, buffers) = record_queries::db_query(&self.records, content);
+            Content::DbRequest(request) => {
+                let (content, buffers) = record_queries::db_query(&self.records, &request);
                 vec![self.reply_with(ident, parent, "db_reply", content, buffers)]
             }
-            "resubmit_request" => {
+            Content::ResubmitRequest(request) => {
                 let (content, msgs) =
-                    record_queries::resubmit(&mut self.records, &self.session, content);
+                    record_queries::resubmit(&mut self.records, &self.session, &request);
                 let mut out = vec![self.reply(ident, parent, "resubmit_reply", content)];
                 out.extend(msgs.into_iter().map(Action::Resubmit));
                 out
             }
-            "purge_request" => {
-                let engines: Vec<String> = content
-                    .get("engine_ids")
-                    .and_then(Value::as_array)
-                    .into_iter()
+            Content::PurgeRequest(request) => {
+                let engines: Vec<String> = request
+                    .engine_ids
+                    .iter()
                     .flatten()
-                    .filter_map(Value::as_u64)
-                    .filter_map(|id| self.registry.get(id as u32))
+                    .filter_map(|&id| self.registry.get(id as u32))
                     .map(|e| e.uuid.clone())
                     .collect();
                 let content =
-                    record_queries::purge(&mut self.records, &mut self.queues, &engines, content);
+                    record_queries::purge(&mut self.records, &mut self.queues, &engines, &request);
                 vec![self.reply(ident, parent, "purge_reply", content)]
             }
-            "shutdown_request" => {
+            Content::ShutdownRequest(_) => {
                 info!("shutdown requested by a client");
                 let ok = json!({"status": "ok"});
                 vec![
@@ -174,7 +171,9 @@ impl HubState {
                     Action::Shutdown,
                 ]
             }
-            other if other.ends_with("_request") => {
+            // Engine control requests and unknown ones: corral's hub implements neither.
+            other if other.message_type().ends_with("_request") => {
+                let other = other.message_type();
                 warn!(msg_type = other, "unsupported hub request");
                 let evalue = format!("corral's hub does not implement {other}");
                 let content = error_content("NotImplementedError", &evalue);
@@ -182,7 +181,7 @@ impl HubState {
             }
             other => {
                 warn!(
-                    msg_type = other,
+                    msg_type = other.message_type(),
                     "ignored non-request message on the query socket"
                 );
                 Vec::new()
@@ -190,10 +189,14 @@ impl HubState {
         }
     }
 
-    fn register(&mut self, ident: &[u8], content: &Value, now: Instant) -> Vec<Action> {
-        let request = RegistrationRequest::read(content);
+    fn register(
+        &mut self,
+        ident: &[u8],
+        request: &RegistrationRequest,
+        now: Instant,
+    ) -> Vec<Action> {
         let Some(uuid) = request.uuid.as_deref() else {
-            warn!(content = %content, "registration_request without a uuid");
+            warn!(content = %request.to_content(), "registration_request without a uuid");
             return vec![self.registration_error(ident, "registration_request has no uuid")];
         };
         let requested = request.id.map(|i| i as u32);
@@ -367,28 +370,20 @@ impl HubState {
         Vec::new()
     }
 
-    /// Live engines (id, uuid) selected by a request's `targets` (ints; null or absent =
-    /// all).
-    fn targeted(&self, content: &Value) -> Vec<(u32, String)> {
-        let wanted: Option<Vec<u64>> = content
-            .get("targets")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect());
+    /// Live engines (id, uuid) selected by a request's `targets` (`None` = all).
+    fn targeted(&self, wanted: Option<&[u64]>) -> Vec<(u32, String)> {
         self.registry
             .live()
-            .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&(e.id as u64))))
+            .filter(|e| wanted.is_none_or(|w| w.contains(&(e.id as u64))))
             .map(|e| (e.id, e.uuid.clone()))
             .collect()
     }
 
-    fn queue_status(&self, content: &Value) -> Value {
-        let verbose = content
-            .get("verbose")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    fn queue_status(&self, request: &QueueRequest) -> Value {
+        let verbose = request.verbose;
         let mut out = Map::new();
         out.insert("status".into(), json!("ok"));
-        for (id, uuid) in self.targeted(content) {
+        for (id, uuid) in self.targeted(request.targets.as_deref()) {
             out.insert(id.to_string(), self.queues.status(&uuid, verbose));
         }
         out.insert("unassigned".into(), self.queues.unassigned_status(verbose));

@@ -3,7 +3,9 @@
 //! ipyparallel's hub answers them. Plain functions over the records and queue accounting;
 //! the hub turns their results into replies.
 
-use corral_wire::{Header, Message, Session};
+use corral_wire::{
+    DbRequest, Header, Message, PurgeRequest, ResubmitRequest, ResultRequest, Session,
+};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashSet};
 use tracing::warn;
@@ -13,39 +15,35 @@ use crate::records::{project, Records};
 use corral_wire::error_content;
 
 /// ipyparallel's `purge_results`: forgets the records of finished requests. `msg_ids` is
-/// `"all"` (every completed record) or a list, where a pending or unknown id is an
-/// error; `engines` (the uuids of the request's `engine_ids`) forgets what those engines
-/// completed, and their `completed` lists too.
+/// `"all"` (every completed record) or a list of strings (other items are skipped), where
+/// a pending or unknown id is an error; `engines` (the uuids of the request's
+/// `engine_ids`) forgets what those engines completed, and their `completed` lists too.
 pub(crate) fn purge(
     records: &mut Records,
     queues: &mut Queues,
     engines: &[String],
-    content: &Value,
+    request: &PurgeRequest,
 ) -> Value {
     let mut drop: HashSet<String> = HashSet::new();
-    match content.get("msg_ids") {
-        Some(Value::String(all)) if all == "all" => {
-            // ipyparallel: `drop_matching_records({"completed": {"$ne": None}})`.
-            let done = records.find(&json!({"completed": {"$ne": null}}));
-            drop.extend(
-                done.unwrap_or_default()
-                    .iter()
-                    .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
-            );
-        }
-        Some(Value::Array(ids)) => {
-            let pending = queues.pending_ids();
-            for id in ids.iter().filter_map(Value::as_str) {
-                if pending.contains(id) {
-                    return error_content("IndexError", &format!("msg pending: {id:?}"));
-                }
-                if !records.contains(id) {
-                    return error_content("KeyError", &format!("No such msg: {id:?}"));
-                }
-                drop.insert(id.to_string());
+    if request.msg_ids.is_all() {
+        // ipyparallel: `drop_matching_records({"completed": {"$ne": None}})`.
+        let done = records.find(&json!({"completed": {"$ne": null}}));
+        drop.extend(
+            done.unwrap_or_default()
+                .iter()
+                .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
+        );
+    } else if request.msg_ids.raw().is_array() {
+        let pending = queues.pending_ids();
+        for id in request.msg_ids.strings() {
+            if pending.contains(id) {
+                return error_content("IndexError", &format!("msg pending: {id:?}"));
             }
+            if !records.contains(id) {
+                return error_content("KeyError", &format!("No such msg: {id:?}"));
+            }
+            drop.insert(id.to_string());
         }
-        _ => {}
     }
     for uuid in engines {
         drop.extend(queues.drain_completed(uuid));
@@ -68,17 +66,10 @@ pub(crate) fn purge(
 pub(crate) fn results(
     records: &Records,
     pending_ids: &HashSet<&str>,
-    content: &Value,
+    request: &ResultRequest,
 ) -> (Value, Vec<Vec<u8>>) {
-    let ids: BTreeSet<&str> = content
-        .get("msg_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let status_only = content
-        .get("status_only")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let ids: BTreeSet<&str> = request.msg_ids.strings().collect();
+    let status_only = request.status_only;
     let (mut pending, mut completed) = (Vec::new(), Vec::new());
     let mut out = Map::new();
     let mut buffers = Vec::new();
@@ -109,19 +100,9 @@ pub(crate) fn results(
 
 /// ipyparallel's `db_query`: matching records reduced to `keys`; the request and
 /// result buffers of each record follow in order when `keys` names them.
-pub(crate) fn db_query(records: &Records, content: &Value) -> (Value, Vec<Vec<u8>>) {
-    let empty = json!({});
-    let query = content.get("query").unwrap_or(&empty);
-    let keys: Option<Vec<String>> = match content.get("keys") {
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-        ),
-        _ => None,
-    };
-    let found = match records.find(query) {
+pub(crate) fn db_query(records: &Records, request: &DbRequest) -> (Value, Vec<Vec<u8>>) {
+    let keys = &request.keys;
+    let found = match records.find(&request.query) {
         Ok(found) => found,
         Err(e) => {
             warn!(error = e, "db_request failed");
@@ -130,7 +111,7 @@ pub(crate) fn db_query(records: &Records, content: &Value) -> (Value, Vec<Vec<u8
     };
     let mut buffer_lens: Option<Vec<usize>> = None;
     let mut result_buffer_lens: Option<Vec<usize>> = None;
-    if let Some(keys) = &keys {
+    if let Some(keys) = keys {
         if keys.iter().any(|k| k == "buffers") {
             buffer_lens = Some(Vec::new());
         }
@@ -173,13 +154,9 @@ pub(crate) fn db_query(records: &Records, content: &Value) -> (Value, Vec<Vec<u8
 pub(crate) fn resubmit(
     records: &mut Records,
     session: &Session,
-    content: &Value,
+    request: &ResubmitRequest,
 ) -> (Value, Vec<Message>) {
-    let ids: Vec<&str> = content
-        .get("msg_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let ids: Vec<&str> = request.msg_ids.strings().collect();
     let missing: Vec<&str> = ids
         .iter()
         .copied()

@@ -2,7 +2,7 @@
 //! kernel_info), answered by the I/O thread itself. A pure function of the request, so a
 //! property test can feed it content of every JSON type.
 
-use corral_wire::ErrorContent;
+use corral_wire::{AbortRequest, ErrorContent, ShutdownRequest};
 use serde_json::{json, Value};
 
 use crate::request::{AbortState, Request};
@@ -27,16 +27,16 @@ pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
     let content = req.content();
     match req.header.msg_type.as_str() {
         "abort_request" => {
-            let reply = match abort_ids(content.get("msg_ids")) {
-                Ok(ids) if ids.is_empty() => {
+            let reply = match AbortRequest::read(&content).msg_ids.kernel_ids() {
+                Some(ids) if ids.is_empty() => {
                     aborts.abort_upto(req.seq.saturating_sub(1));
                     json!({"status": "ok"})
                 }
-                Ok(ids) => {
+                Some(ids) => {
                     aborts.abort_ids(ids);
                     json!({"status": "ok"})
                 }
-                Err(why) => ErrorContent::new("TypeError", why)
+                None => ErrorContent::new("TypeError", BAD_MSG_IDS)
                     .engine_info(json!({"method": "abort_request"}))
                     .into_value(),
             };
@@ -47,10 +47,7 @@ pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
             }
         }
         "shutdown_request" => {
-            let restart = content
-                .get("restart")
-                .cloned()
-                .unwrap_or(Value::Bool(false));
+            let restart = ShutdownRequest::read(&content).restart();
             ControlAnswer::Reply {
                 msg_type: "shutdown_reply",
                 content: json!({"status": "ok", "restart": restart}),
@@ -66,22 +63,8 @@ pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
     }
 }
 
-/// `msg_ids` as ipyparallel's kernel reads it: missing, null or empty = the whole queue, a
-/// string = one id, a list = its items (non-strings by their JSON text, as `str()` would).
-fn abort_ids(msg_ids: Option<&Value>) -> Result<Vec<String>, &'static str> {
-    match msg_ids {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(items)) => Ok(items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect()),
-        Some(_) => Err("abort_request: msg_ids must be a list of msg_ids"),
-    }
-}
+/// What the kernel answers to `msg_ids` that are neither ids nor "the whole queue".
+const BAD_MSG_IDS: &str = "abort_request: msg_ids must be a list of msg_ids";
 
 fn kernel_info() -> Value {
     json!({
@@ -129,13 +112,21 @@ mod tests {
 
     #[test]
     fn msg_ids_read_as_ipyparallel_reads_them() {
-        assert_eq!(abort_ids(None), Ok(vec![]));
-        assert_eq!(abort_ids(Some(&json!("a"))), Ok(vec!["a".to_string()]));
-        assert_eq!(
-            abort_ids(Some(&json!(["a", 5]))),
-            Ok(vec!["a".to_string(), "5".to_string()])
-        );
         let s = Session::new(b"k");
+        let mut aborts = AbortState::default();
+        // "a" and 5 (read as "5") are ids; the request itself is not aborted.
+        let named = request(&s, "abort_request", json!({"msg_ids": ["a", 5]}), 3);
+        answer(&named, &mut aborts);
+        let with_id = |id: &str, seq| {
+            let mut r = request(&s, "apply_request", json!({}), seq);
+            r.header.msg_id = id.to_string();
+            r
+        };
+        assert!(aborts.take(&with_id("5", 9)) && aborts.take(&with_id("a", 9)));
+        assert!(!aborts.take(&with_id("b", 1)));
+        let one = request(&s, "abort_request", json!({"msg_ids": "c"}), 4);
+        answer(&one, &mut aborts);
+        assert!(aborts.take(&with_id("c", 9)));
         let bad = request(&s, "abort_request", json!({"msg_ids": 5}), 1);
         let ControlAnswer::Reply { content, .. } = answer(&bad, &mut AbortState::default()) else {
             panic!("an abort is answered");

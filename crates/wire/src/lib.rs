@@ -6,8 +6,8 @@
 //! - [`header`]: message headers, ids and dates as ipyparallel writes them.
 //! - [`session`]: a signing identity that stamps headers and encodes messages.
 //! - [`replay`]: the bounded signature history that rejects a replayed message.
-//! - [`vocab`]: shared words: `reply_type`, the error-reply content builder, and typed
-//!   request contents.
+//! - [`vocab`]: shared words: `reply_type`, the error-reply content builder, typed
+//!   request contents and the task metadata the scheduler reads.
 //! - [`connection`]: the `ipcontroller-*.json` connection files and where they live.
 //!
 //! Only [`envelope`] and [`session`] touch the signature, so handlers never see HMAC.
@@ -29,5 +29,8 @@ pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
 pub use vocab::{
-    error_content, reply_type, ErrorContent, RegistrationRequest, UnregistrationRequest,
+    error_content, reply_type, AbortRequest, Content, DbRequest, DependencySpec, EmptyRequest,
+    ErrorContent, IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest,
+    RegistrationRequest, ReplyMetadata, ResubmitRequest, ResultRequest, ShutdownRequest,
+    TaskMetadata, UnregistrationRequest,
 };

@@ -1,12 +1,24 @@
 //! The protocol's shared words: which reply answers a request, the error content every
-//! component writes when it answers a request with a failure, and typed contents of the
-//! requests handlers read.
+//! component writes when it answers a request with a failure, typed contents of the
+//! requests handlers read (here and in `requests`), one [`Content`] enum over them by
+//! message type (`content`), and the metadata of a load-balanced task (`task_metadata`).
 //!
 //! Controller, engine and client each used to spell these themselves; one copy here keeps
 //! the three byte-for-byte alike and in ipyparallel's shape (docs/PROTOCOL.md §6.3).
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
+
+mod content;
+mod requests;
+mod task_metadata;
+
+pub use content::Content;
+pub use requests::{
+    AbortRequest, DbRequest, EmptyRequest, IdList, LoadRequest, PurgeRequest, QueueRequest,
+    ResubmitRequest, ResultRequest, ShutdownRequest,
+};
+pub use task_metadata::{DependencySpec, InvalidDependency, ReplyMetadata, TaskMetadata};
 
 /// The reply type answering `request_type`: `foo_request` → `foo_reply`, and anything else
 /// `x` → `x_reply`, so an unknown request still gets a reply its sender can match.
@@ -121,7 +133,7 @@ impl UnregistrationRequest {
 /// Every field of these structs is lenient, so only a non-object can fail: it reads as empty.
 fn read_object<T: for<'de> Deserialize<'de> + Default>(content: &Value) -> T {
     if content.is_object() {
-        serde_json::from_value(content.clone()).unwrap_or_default()
+        T::deserialize(content).unwrap_or_default()
     } else {
         T::default()
     }
@@ -133,6 +145,11 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         Value::String(s) => Some(s),
         _ => None,
     })
+}
+
+/// A bool, or `false` for any other JSON value.
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Value::deserialize(d)?.as_bool().unwrap_or(false))
 }
 
 /// A non-negative integer, or `None` for any other JSON value.

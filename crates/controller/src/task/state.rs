@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::dependency::{
-    admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Dependency, Failure,
-    History, Triage,
+    admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Failure, History, Triage,
 };
 use crate::events::{EngineEvent, HubEvent, RecordEvent};
 use crate::sockets::{checked, parse, ParentIds};
-use corral_wire::{error_content, reply_type};
+use corral_wire::{error_content, reply_type, InvalidDependency, ReplyMetadata, TaskMetadata};
 
 /// Outstanding tasks per engine (ipyparallel's default `hwm`).
 const HWM: usize = 1;
@@ -82,59 +81,14 @@ impl Task {
     }
 }
 
-/// What a task's metadata asks for.
-#[derive(Clone, Default)]
-struct Asked {
-    targets: Vec<String>,
-    retries: u32,
-    timeout: Option<Duration>,
-    after: Dependency,
-    follow: Dependency,
-}
-
-/// Reads [`Asked`] from a task's metadata. Malformed `after`/`follow` → `Err` (answered with
-/// `InvalidDependency`); odd `targets`/`retries`/`timeout` values, and metadata that is not
-/// a dict at all, are ignored with a warning.
-fn read_metadata(md: &Value) -> Result<Asked, String> {
-    if !md.is_object() {
-        warn!(socket = "task", metadata = %md, "metadata is not a dict; no constraints");
-        return Ok(Asked::default());
+/// Reads a task's metadata, logging the fields read as their default. Malformed
+/// `after`/`follow` → `Err` (answered with `InvalidDependency`).
+fn read_metadata(md: &Value) -> Result<TaskMetadata, InvalidDependency> {
+    let asked = TaskMetadata::read(md)?;
+    for (field, value) in &asked.ignored {
+        warn!(socket = "task", field, %value, "ignored malformed metadata");
     }
-    let after = Dependency::parse(md.get("after"))?;
-    let follow = Dependency::parse(md.get("follow"))?;
-    let targets = match md.get("targets") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|t| t.as_str().map(str::to_string))
-            .collect(),
-        Some(other) => {
-            warn!(socket = "task", targets = %other, "ignored malformed targets");
-            Vec::new()
-        }
-    };
-    let retries = match md.get("retries") {
-        None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_u64()
-            .map(|r| r.min(u32::MAX as u64) as u32)
-            .unwrap_or_else(|| {
-                warn!(socket = "task", retries = %v, "ignored malformed retries");
-                0
-            }),
-    };
-    let timeout = md
-        .get("timeout")
-        .and_then(Value::as_f64)
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .map(|t| Duration::from_secs_f64(t.min(1e9)));
-    Ok(Asked {
-        targets,
-        retries,
-        timeout,
-        after,
-        follow,
-    })
+    Ok(asked)
 }
 
 /// `msg_id` (a string, required) and `msg_type` (a string, or absent) of a task header.
@@ -254,8 +208,10 @@ impl SchedulerState {
             engine: None,
             parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
         })));
-        let parsed = read_metadata(&md);
-        let asked = parsed.clone().unwrap_or_default();
+        let (asked, invalid) = match read_metadata(&md) {
+            Ok(asked) => (asked, None),
+            Err(why) => (TaskMetadata::default(), Some(why)),
+        };
         self.next_seq += 1;
         let task = Task {
             seq: self.next_seq,
@@ -265,8 +221,8 @@ impl SchedulerState {
             header,
             constraints: Constraints {
                 targets: asked.targets,
-                after: asked.after,
-                follow: asked.follow,
+                after: asked.after.into(),
+                follow: asked.follow.into(),
                 deadline: asked.timeout.map(|t| now + t),
                 ..Constraints::default()
             },
@@ -275,13 +231,14 @@ impl SchedulerState {
             ready: false,
             frames,
         };
-        if let Err(why) = parsed {
+        if let Some(why) = invalid {
             warn!(
                 socket = "task",
                 msg_id = task.msg_id,
-                why,
+                %why,
                 "invalid dependency"
             );
+            let why = why.to_string();
             self.fail(task, None, Failure::Invalid.ename(), &why, &mut out);
         } else if let Err(f) = admit(&task.msg_id, &task.constraints, &self.history) {
             self.fail(task, None, f.ename(), evalue(f), &mut out);
@@ -311,15 +268,9 @@ impl SchedulerState {
             return out;
         };
         let md = parse::<Value>(&frames[d + 4], "task_out", "metadata").unwrap_or(Value::Null);
-        let status = md
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("ok")
-            .to_string();
-        let deps_met = md
-            .get("dependencies_met")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
+        let md = ReplyMetadata::read(&md);
+        let status = md.status().to_string();
+        let deps_met = md.dependencies_met();
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
         out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Reply {
             engine: Some(engine.clone()),
