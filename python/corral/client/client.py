@@ -396,6 +396,11 @@ class Client:
         self._results[msg_id] = value
         return value
 
+    def _started(self, msg_id) -> bool:
+        """Whether an engine has started running the task."""
+        task = self._core.task(msg_id)
+        return task is not None and task.started
+
     def _take_data(self, msg_ids) -> list[dict]:
         """Merge pending published data into each task's dict; return the dicts."""
         pending = self._core.take_data(list(msg_ids))

@@ -9,7 +9,6 @@ list, so the flat result is the concatenation of the task results in submission 
 
 from __future__ import annotations
 
-import time
 from itertools import chain, islice
 
 from corral import error
@@ -101,6 +100,17 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
     return ar.get() if block else ar
 
 
+def _flatten_keeping_errors(chunks) -> list:
+    """The flat results, a chunk's error in place of its elements."""
+    flat = []
+    for chunk in chunks:
+        if isinstance(chunk, Exception):
+            flat.append(chunk)
+        else:
+            flat.extend(chunk)
+    return flat
+
+
 def _name(f) -> str:
     return getattr(f, "__name__", "f")
 
@@ -111,28 +121,19 @@ class AsyncMapResult(AsyncResult):
 
     def __init__(self, client, msg_ids, fname="map", ordered=True, return_exceptions=False,
                  targets=None):
-        super().__init__(client, msg_ids, single=False, fname=fname, targets=targets)
+        super().__init__(client, msg_ids, single=False, fname=fname, targets=targets,
+                         return_exceptions=return_exceptions)
         self.ordered = ordered
-        self._return_exceptions = return_exceptions
 
-    def _resolve(self):
-        self._t_done = time.monotonic()
-        chunks = [self._client._result(m) for m in self.msg_ids]
-        try:
-            self._result = self._join(chunks)
-        except Exception as e:
-            self._exception = e
-        self._resolved = True
+    def _reconstruct(self):
+        return self._join([self._client._result(m) for m in self.msg_ids])
+
+    def _raw_results(self) -> list:
+        return _flatten_keeping_errors([self._client._result(m) for m in self.msg_ids])
 
     def _join(self, chunks):
         if self._return_exceptions:
-            flat = []
-            for c in chunks:
-                if isinstance(c, Exception):
-                    flat.append(c)
-                else:
-                    flat.extend(c)
-            return flat
+            return _flatten_keeping_errors(chunks)
         for c in chunks:
             if isinstance(c, Exception) and not isinstance(c, error.RemoteError):
                 raise c  # e.g. TaskAborted
