@@ -142,6 +142,11 @@ class Client:
     def load_balanced_view(self, targets=None, **kwargs):
         return LoadBalancedView(self, targets, **kwargs)
 
+    def executor(self, targets=None):
+        """A ``concurrent.futures.Executor`` load-balancing over ``targets`` (all engines
+        by default)."""
+        return self.load_balanced_view(targets).executor
+
     def wait_for_engines(self, n=None, timeout=-1, block=True):
         """Wait until at least ``n`` engines are registered (``TimeoutError`` if not)."""
         if n is None:

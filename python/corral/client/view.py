@@ -133,6 +133,20 @@ class View:
         """An iterator over ``map(f, *sequences)``'s results as they complete."""
         return iter(self.map_async(f, *sequences, **kwargs))
 
+    @property
+    def executor(self):
+        """This view as a ``concurrent.futures.Executor`` (``submit``, ``map``)."""
+        from corral.client.executor import ViewExecutor
+
+        return ViewExecutor(self)
+
+    def register_joblib_backend(self, name="ipyparallel", make_default=False):
+        """Make this view the joblib backend ``name``:
+        ``joblib.Parallel(backend='ipyparallel')`` then runs on its engines."""
+        from corral.client.joblib import register_view
+
+        register_view(self, name, make_default)
+
     # -- decorators ------------------------------------------------------------------
 
     def remote(self, block=None, **flags):
