@@ -147,6 +147,18 @@ class Client:
         by default)."""
         return self.load_balanced_view(targets).executor
 
+    def use_dill(self):
+        """Pickle with dill, here and on every engine (``DirectView.use_dill``)."""
+        self.direct_view(block=True).use_dill()
+
+    def use_cloudpickle(self):
+        """Functions keep the globals they were sent with, here and on every engine."""
+        self.direct_view(block=True).use_cloudpickle()
+
+    def use_pickle(self):
+        """Undo ``use_dill``/``use_cloudpickle``, here and on every engine."""
+        self.direct_view(block=True).use_pickle()
+
     def wait_for_engines(self, n=None, timeout=-1, block=True):
         """Wait until at least ``n`` engines are registered (``TimeoutError`` if not)."""
         if n is None:

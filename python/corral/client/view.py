@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from corral import error
+from corral import error, serialize
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
 from corral.dependency import render_dependency
@@ -139,6 +139,27 @@ class View:
         from corral.client.executor import ViewExecutor
 
         return ViewExecutor(self)
+
+    # -- serialization -----------------------------------------------------------------
+
+    def use_dill(self):
+        """Pickle with dill, here and on this view's engines (see ``serialize.switch``);
+        an ``AsyncResult`` of the engines' switch, or None once done if ``block``."""
+        return self._switch_serializer(serialize.use_dill)
+
+    def use_cloudpickle(self):
+        """Functions keep the globals they were sent with (client values win), here and
+        on this view's engines."""
+        return self._switch_serializer(serialize.use_cloudpickle)
+
+    def use_pickle(self):
+        """Undo ``use_dill``/``use_cloudpickle``, here and on this view's engines."""
+        return self._switch_serializer(serialize.use_pickle)
+
+    def _switch_serializer(self, switch):
+        switch()
+        targets = "all" if self._balanced and self.targets is None else self.targets
+        return DirectView(self.client, targets)._apply(switch, (), {}, self.block)
 
     def register_joblib_backend(self, name="ipyparallel", make_default=False):
         """Make this view the joblib backend ``name``:
