@@ -158,8 +158,25 @@ class View:
 
     def _switch_serializer(self, switch):
         switch()
+        return self._every_engine()._apply(switch, (), {}, self.block)
+
+    def _every_engine(self) -> "DirectView":
+        """A DirectView of every engine this view may use (for a load-balanced view, all
+        of them unless it has targets): what must be set up on each."""
         targets = "all" if self._balanced and self.targets is None else self.targets
-        return DirectView(self.client, targets)._apply(switch, (), {}, self.block)
+        return DirectView(self.client, targets)
+
+    def sync_imports(self, local=True, quiet=False):
+        """``with view.sync_imports(): import numpy``: the imports written in the block
+        run here and on this view's engines (all of them, for a load-balanced view)."""
+        from corral.client.sync_imports import sync_imports
+
+        return sync_imports(self._every_engine(), local, quiet)
+
+    @property
+    def importer(self):
+        """``sync_imports()`` as a property: ``with view.importer: import numpy``."""
+        return self.sync_imports()
 
     def register_joblib_backend(self, name="ipyparallel", make_default=False):
         """Make this view the joblib backend ``name``:
@@ -385,6 +402,17 @@ class LoadBalancedView(View):
         ar = AsyncResult(self.client, [msg_id], single=True,
                          fname=getattr(f, "__name__", "f"))
         return self._finish(ar, block)
+
+    def imap(self, f, *sequences, ordered=True, max_outstanding="auto",
+             return_exceptions=False):
+        """A lazy ``map``: yields ``f(*args)`` for ``args`` in ``zip(*sequences)``,
+        reading the inputs (iterators, infinite ones too) only as results are taken, with
+        at most ``max_outstanding`` tasks in flight (``"auto"``: one per engine; 0: no
+        limit). In submission order unless ``ordered=False``."""
+        from corral.client.imap import lazy_imap
+
+        return lazy_imap(self, f, sequences, ordered=ordered, max_outstanding=max_outstanding,
+                         return_exceptions=return_exceptions)
 
     def map(self, f, *sequences, block=None, chunksize=1, ordered=True,
             return_exceptions=False):
