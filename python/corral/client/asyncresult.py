@@ -82,7 +82,12 @@ class AsyncResult(Future):
         return self.wait(0)
 
     def done(self) -> bool:
-        return self.cancelled() or self.ready()
+        if self._settled or self.cancelled():
+            return True
+        try:
+            return self.ready()
+        except error.ControllerLost:
+            return True  # settled with it
 
     def get(self, timeout=None, return_exceptions=None):
         """The result(s); raises ``TimeoutError`` if not ready within ``timeout``, the
@@ -135,8 +140,11 @@ class AsyncResult(Future):
             self._client.abort(self.msg_ids, targets=self._targets, block=False)
         except Exception:
             return False
-        if not Future.cancel(self):
-            return False
+        with self._condition:
+            if self._settled:  # the results came in meanwhile
+                return False
+            self._settled = True
+        Future.cancel(self)  # runs the callbacks
         self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait/as_completed
         return True
 
@@ -230,7 +238,7 @@ class AsyncResult(Future):
         completion thread); callbacks run outside the lock. Not ``resolved`` (controller
         lost): later waits raise again, as before."""
         with self._condition:
-            if self._settled or self.cancelled():
+            if self._settled:  # by another thread, by cancel()
                 return
             self._settled = True
             self._resolved = resolved
