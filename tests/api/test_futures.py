@@ -148,3 +148,13 @@ def test_controller_loss_fails_watched_futures(start_cluster):
     cluster.controller.process.wait(10)
     exc = got.result(timeout=30)
     assert isinstance(exc, corral.ControllerLost)
+
+
+def test_client_wait_interactive(client2, capsys):
+    view = client2.load_balanced_view()
+    ars = [view.apply_async(slow_square, i, 0.2) for i in range(4)]
+    client2.wait_interactive(interval=0.05, timeout=60)
+    assert all(ar.ready() for ar in ars)
+    out = capsys.readouterr()
+    assert "4/4" in out.out + out.err
+    client2.wait_interactive(jobs=ars)  # nothing left: returns at once

@@ -364,6 +364,16 @@ class Client:
             timeout = None
         return self._wait(msg_ids, timeout)
 
+    def wait_interactive(self, jobs=None, interval=1.0, timeout=-1):
+        """``wait`` with a progress line (``AsyncResult.wait_interactive``): for ``jobs``
+        (as ``wait`` takes them), or every request still outstanding."""
+        if jobs is None:
+            msg_ids = list(self.outstanding)
+        else:
+            msg_ids = self._core.outstanding(msg_ids_of(jobs, self.history))
+        if msg_ids:
+            AsyncResult(self, msg_ids, fname="wait").wait_interactive(interval, timeout)
+
     # -- results (used by AsyncResult) -----------------------------------------------
 
     def _submit(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
