@@ -16,7 +16,7 @@ from corral import error, serialize
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
 from corral.dependency import render_dependency
-from corral.client.map import AsyncMapResult, map_on_view, partition
+from corral.client.map import AsyncMapResult, check_dist, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.client.targets import resolve_targets
 from corral.serialize import pack_apply_message
@@ -195,11 +195,12 @@ class View:
 
     def parallel(self, dist="b", block=None, **flags):
         """Decorator: calling the function runs it on chunks of its sequence arguments
-        across the view, joining the results; ``.map`` maps it element-wise."""
-        if dist != "b":
-            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        across the view (contiguous, or round robin with ``dist='r'``), joining the
+        results; ``.map`` maps it element-wise."""
+        check_dist(dist)
+
         def wrap(f):
-            return ParallelFunction(self, f, block=block, **flags)
+            return ParallelFunction(self, f, block=block, dist=dist, **flags)
         return wrap
 
     # -- control ---------------------------------------------------------------------
@@ -304,14 +305,13 @@ class DirectView(View):
         self.push({key: value}, block=True)
 
     def scatter(self, key, seq, dist="b", flatten=False, targets=None, block=None):
-        """Cut ``seq`` into contiguous chunks, one per engine, bound to ``key`` on each.
-        With ``flatten``, a one-element chunk is bound as the element itself."""
-        if dist != "b":
-            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        """Cut ``seq`` into chunks, one per engine, bound to ``key`` on each: contiguous,
+        or with ``dist='r'`` round robin. With ``flatten``, a one-element chunk is bound
+        as the element itself."""
         ids, _ = self._resolve(targets)
         msg_ids = []
         for index, engine in enumerate(ids):
-            part = partition(seq, index, len(ids))
+            part = partition(seq, index, len(ids), dist=dist)
             value = part[0] if flatten and len(part) == 1 else part
             msg_ids.append(self._submit_apply(remote_helpers.push, (), {key: value}, engine))
         ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids)
@@ -321,12 +321,12 @@ class DirectView(View):
         return ar
 
     def gather(self, key, dist="b", targets=None, block=None):
-        """Inverse of ``scatter``: ``key``'s chunks from each engine, joined in order."""
-        if dist != "b":
-            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        """Inverse of ``scatter`` (with the same ``dist``): ``key``'s chunks from each
+        engine, joined in order."""
+        check_dist(dist)
         ids, _ = self._resolve(targets)
         msg_ids = [self._submit_apply(remote_helpers.pull, (key,), {}, i) for i in ids]
-        ar = AsyncMapResult(self.client, msg_ids, fname="gather", targets=ids)
+        ar = AsyncMapResult(self.client, msg_ids, fname="gather", targets=ids, dist=dist)
         return self._finish(ar, self._block(block))
 
     def clear(self, targets=None, block=None):
