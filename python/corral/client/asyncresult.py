@@ -303,6 +303,10 @@ class AsyncResult(Future):
         """Whether the requests have left (always, once submitted: corral sends at once)."""
         return True
 
+    def wait_for_send(self, timeout=-1) -> bool:
+        """True: the buffers were copied when the request was submitted (``track``)."""
+        return True
+
     def timedelta(self, start, end, start_key=min, end_key=max) -> float:
         """Seconds between ``start_key`` of the ``start`` datetimes and ``end_key`` of the
         ``end`` ones (each a datetime or a list of them)."""

@@ -30,7 +30,12 @@ class View:
 
     _balanced = False
     #: Attributes that ``set_flags`` and ``temp_flags`` may change.
-    _flag_names: tuple[str, ...] = ("block", "targets")
+    _flag_names: tuple[str, ...] = ("block", "targets", "label", "track")
+    #: Sent with each request and echoed in its metadata (``ar.label``), as ipyparallel's.
+    label = None
+    #: Accepted for ipyparallel's sake: corral copies the buffers when a request is
+    #: submitted, so they may be reused at once and there is nothing to track.
+    track = False
 
     def __init__(self, client, targets=None, block=False):
         self.client = client
@@ -237,7 +242,7 @@ class DirectView(View):
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         """The same request to every engine in ``ids``, one message each through the MUX;
         their msg_ids, in the order of ``ids``."""
-        return [self._send("mux", self.client._uuid(i), msg_type, content, {"label": None},
+        return [self._send("mux", self.client._uuid(i), msg_type, content, {"label": self.label},
                            buffers)
                 for i in ids]
 
@@ -355,7 +360,7 @@ class BroadcastView(DirectView):
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         targets = [(self.client._uuid(i), i) for i in ids]
-        msg_ids = self.client._submit_broadcast(targets, msg_type, content, {"label": None},
+        msg_ids = self.client._submit_broadcast(targets, msg_type, content, {"label": self.label},
                                                 buffers)
         self.history.extend(msg_ids)
         return msg_ids
@@ -365,7 +370,8 @@ class LoadBalancedView(View):
     """Each call becomes one task that the scheduler sends to a free engine."""
 
     _balanced = True
-    _flag_names = ("block", "targets", "after", "follow", "timeout", "retries")
+    _flag_names = ("block", "targets", "label", "track", "after", "follow", "timeout",
+                   "retries")
 
     def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0,
                  after=None, follow=None):
@@ -392,7 +398,7 @@ class LoadBalancedView(View):
         metadata = {
             "after": render_dependency(self.after), "follow": render_dependency(self.follow),
             "timeout": float(self.timeout or 0.0), "targets": uuids,
-            "retries": int(self.retries), "label": None,
+            "retries": int(self.retries), "label": self.label,
         }
         buffers = pack_apply_message(f, args, kwargs)
         return self._send("task", None, "apply_request", {}, metadata, buffers)

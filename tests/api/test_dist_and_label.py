@@ -1,4 +1,4 @@
-"""``dist='r'``: round-robin scatter/gather and ``@parallel(dist='r')``."""
+"""``dist='r'``: round-robin scatter/gather and ``@parallel(dist='r')``; the ``label`` and ``track`` flags."""
 
 import numpy as np
 import pytest
@@ -46,3 +46,18 @@ def test_parallel_round_robin(client4):
     assert dv.parallel(dist="r", block=True)(lambda x: x + 1).map(range(6)) == list(range(1, 7))
     with pytest.raises(ValueError, match="dist"):
         dv.parallel(dist="z")
+
+
+def test_label_and_track_flags(client4):
+    dv = client4[[0, 1]]
+    dv.set_flags(label="stage-1", track=True)
+    ar = dv.apply_async(lambda: 1)
+    assert ar.get(timeout=30) == [1, 1]
+    assert ar.label == ["stage-1", "stage-1"]
+    assert ar.wait_for_send(0) and ar.sent
+    lview = client4.load_balanced_view()
+    with lview.temp_flags(label="lb"):
+        lar = lview.apply_async(lambda: 2)
+    assert lar.get(timeout=30) == 2 and lar.label == "lb"
+    assert lview.label is None
+    assert client4.load_balanced_view().apply_async(lambda: 3).get(timeout=30) == 3
