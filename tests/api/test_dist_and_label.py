@@ -1,4 +1,5 @@
-"""``dist='r'``: round-robin scatter/gather and ``@parallel(dist='r')``; the ``label`` and ``track`` flags."""
+"""``dist='r'``: round-robin scatter/gather and ``@parallel(dist='r')``; the ``label``
+and ``track`` flags."""
 
 import numpy as np
 import pytest
