@@ -37,6 +37,7 @@ def test_parallel_with_4_jobs_runs_on_the_engines(client4):
 def test_parallel_config_context_and_errors(client4):
     client4[[0, 1]].register_joblib_backend(name="corral-direct")
     with joblib.parallel_config(backend="corral-direct"):
-        assert joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(6)) == list(range(6))
+        out = joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(6))
+        assert out == list(range(6))
         with pytest.raises((ValueError, RemoteError)):
             joblib.Parallel(n_jobs=2)(joblib.delayed(fail_on_three)(i) for i in range(6))

@@ -63,8 +63,8 @@ def test_sync_imports_binds_names_on_every_engine(client4, capsys):
     printed = capsys.readouterr().out
     assert "importing json on engine(s)" in printed
     assert "importing path, sep from os on engine(s)" in printed
-    dv.execute("ok = (json.dumps([1]), sep, path.basename('/a/b'), email.mime.text.MIMEText.__name__)",
-               block=True)
+    dv.execute("ok = (json.dumps([1]), sep, path.basename('/a/b'), "
+               "email.mime.text.MIMEText.__name__)", block=True)
     assert dv.pull("ok", block=True) == [("[1]", "/", "b", "MIMEText")] * 4
     with pytest.raises(Exception):
         with client4.load_balanced_view().sync_imports(quiet=True):
