@@ -70,3 +70,12 @@ def test_as_completed_over_executor_futures(client4):
     ex = client4.executor()
     futures = [ex.submit(sleep_then, i, 0.01 * (i % 3)) for i in range(40)]
     assert sorted(f.result() for f in cf.as_completed(futures, timeout=60)) == list(range(40))
+
+
+def test_shutdown_cancel_futures_drops_queued_work(client4):
+    ex = client4[0].executor  # one engine: the rest queue behind the first
+    futures = [ex.submit(sleep_then, i, 1.0) for i in range(4)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert any(f.cancelled() for f in futures[1:]), "queued tasks were cancelled"
+    assert all(f.done() for f in futures)
+    assert client4[0].apply_sync(square, 5) == 25, "the engine serves on"

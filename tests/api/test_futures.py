@@ -158,3 +158,14 @@ def test_client_wait_interactive(client2, capsys):
     out = capsys.readouterr()
     assert "4/4" in out.out + out.err
     client2.wait_interactive(jobs=ars)  # nothing left: returns at once
+
+
+def test_engine_death_completes_a_watched_future(start_cluster):
+    _, client = start_cluster(2)
+    pid = client[0].apply_sync(os.getpid)
+    ar = client[0].apply_async(slow_square, 1, 60)
+    got = cf.Future()
+    ar.add_done_callback(lambda f: got.set_result(f.exception()))
+    os.kill(pid, signal.SIGKILL)  # an engine of our own cluster, by pid
+    exc = got.result(timeout=30)
+    assert isinstance(exc, corral.EngineError) or getattr(exc, "ename", "") == "EngineError"
