@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 __all__ = ["CompletionWatcher", "WatchingWaiters", "watcher_of"]
 
@@ -54,9 +55,10 @@ class CompletionWatcher:
                     return
             try:
                 done = self._core.wait_completed(_WAIT_SLICE)
-            except Exception:  # e.g. KeyboardInterrupt-free errors from a closing core
-                log.exception("waiting for completions failed")
-                done = []
+            except Exception:  # not expected: the wait reports loss as completions
+                log.exception("waiting for completions failed; trying again in a second")
+                time.sleep(_WAIT_SLICE)
+                continue
             if not done:
                 continue
             ready = {}
