@@ -3,6 +3,8 @@
 ``import corral as ipp`` works like ``import ipyparallel as ipp`` for the client API.
 """
 
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+
 from corral._core import __version__
 from corral import error
 from corral.client import (
@@ -13,6 +15,8 @@ from corral.client import (
     DirectView,
     LoadBalancedView,
 )
+from corral.client.decorators import parallel, remote
+from corral.client.executor import ViewExecutor
 from corral.dependency import (
     Dependency,
     Reference,
@@ -33,6 +37,9 @@ from corral.error import (
 )
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "AsyncMapResult",
     "AsyncResult",
     "BroadcastView",
@@ -49,12 +56,15 @@ __all__ = [
     "RemoteError",
     "TaskAborted",
     "TimeoutError",
+    "ViewExecutor",
     "__version__",
     "depend",
     "dependent",
     "error",
     "interactive",
     "load_ipython_extension",
+    "parallel",
+    "remote",
     "require",
 ]
 

@@ -82,6 +82,8 @@ pub struct TaskView {
     pub stderr: String,
     pub outputs: Vec<Value>,
     pub data_received: u64,
+    /// An engine has started running it.
+    pub started: bool,
 }
 
 pub struct ClientCore {
@@ -342,6 +344,29 @@ impl ClientCore {
         }
     }
 
+    /// Asks [`ClientCore::wait_completed`] to report each of `msg_ids` once it is ready.
+    pub fn watch(&self, msg_ids: &[String]) {
+        self.shared.store.lock().watch(msg_ids);
+        // A caller blocked in wait_completed looks again (some may be ready already).
+        self.shared.changed.notify_all();
+    }
+
+    /// Waits at most `slice` for watched tasks to become ready; returns those that did
+    /// since the last call (each once), or every watched task once the controller is lost.
+    /// One thread per client calls this to complete futures: no polling per result.
+    pub fn wait_completed(&self, slice: Duration) -> Vec<String> {
+        let deadline = Instant::now() + slice;
+        let mut store = self.shared.store.lock();
+        loop {
+            let now = Instant::now();
+            let done = store.take_completed(now);
+            if !done.is_empty() || now >= deadline {
+                return done;
+            }
+            self.shared.changed.wait_until(&mut store, deadline);
+        }
+    }
+
     /// Live engines, id → uuid; Err once the controller is gone (the list is stale).
     pub fn engines(&self) -> Result<Vec<(i64, String)>> {
         let store = self.shared.store.lock();
@@ -424,6 +449,7 @@ impl ClientCore {
             stderr: t.stderr.clone(),
             outputs: t.outputs.clone(),
             data_received: t.data_received,
+            started: t.started,
         })
     }
 

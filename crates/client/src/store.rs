@@ -16,6 +16,9 @@
 //! * **Controller loss**: once the controller is declared lost, nothing more will arrive;
 //!   the store remembers why, and callers turn every wait on an unfinished task into
 //!   [`crate::ClientError::ControllerLost`].
+//! * **Completion signal**: a caller may *watch* tasks; each becomes ready once and is then
+//!   reported by [`Store::take_completed`], which looks only at the watched tasks that a
+//!   message touched (and those holding a reply without their idle), never at them all.
 //!
 //! Everything kept is bounded by what the caller asked for: Hub replies are kept only
 //! while someone waits for them, dead engines' ids only up to [`MAX_DEAD_ENGINES`].
@@ -55,6 +58,8 @@ pub struct TaskRecord {
     pub idle: bool,
     last_iopub: Option<Instant>,
     released_without_idle: bool,
+    /// An engine said `status: busy` for it: the task has started.
+    pub started: bool,
     pub stdout: String,
     pub stderr: String,
     /// `execute_input`, `execute_result`, `display_data`, `error`: `{msg_type, content}`.
@@ -103,6 +108,8 @@ pub struct StoreStats {
     pub known_engines: usize,
     pub hub_waiting: usize,
     pub hub_replies: usize,
+    /// Tasks someone waits to be told about (a Future's callback or waiter).
+    pub watched: usize,
 }
 
 /// Task-map slots kept however few tasks remain: shrinking below this saves nothing and
@@ -131,6 +138,13 @@ pub struct Store {
     lost: bool,
     /// How long a reply waits for its idle before being released anyway.
     pub release_after: Duration,
+    /// Tasks whose readiness someone wants to be told about, until it is reported.
+    watched: HashSet<String>,
+    /// Watched tasks whose state changed since the last [`Store::take_completed`].
+    touched: Vec<String>,
+    /// Watched tasks with a reply but no idle yet: the quiet-period rule can make them
+    /// ready without any message, so each report looks at them again.
+    awaiting_idle: HashSet<String>,
 }
 
 impl Store {
@@ -147,6 +161,9 @@ impl Store {
             unknown_engine_seen: false,
             lost: false,
             release_after: Duration::from_secs(5),
+            watched: HashSet::new(),
+            touched: Vec::new(),
+            awaiting_idle: HashSet::new(),
         }
     }
 
@@ -286,6 +303,7 @@ impl Store {
             task.reply = Some(local_error_reply("SendError", &evalue, json!({}), None));
             task.reply_at = Some(now);
             task.idle = true;
+            self.touch(msg_id);
         }
     }
 
@@ -356,6 +374,7 @@ impl Store {
             buffers: msg.buffers,
         });
         task.reply_at = Some(now);
+        self.touch(&msg_id);
     }
 
     /// Files an IOPub message. Messages parented to other sessions are not ours.
@@ -378,11 +397,15 @@ impl Store {
             }
         }
         match msg.header.msg_type.as_str() {
-            "status"
-                if msg.content.get("execution_state").and_then(Value::as_str) == Some("idle") =>
-            {
-                task.idle = true;
-            }
+            "status" => match msg.content.get("execution_state").and_then(Value::as_str) {
+                Some("idle") => {
+                    task.idle = true;
+                    let msg_id = msg_id.to_owned();
+                    self.touch(&msg_id);
+                }
+                Some("busy") => task.started = true,
+                _ => {}
+            },
             "stream" => {
                 let text = msg
                     .content
@@ -450,6 +473,9 @@ impl Store {
         for (msg_id, task) in self.tasks.iter_mut() {
             if task.engine.as_deref() != Some(uuid) {
                 continue;
+            }
+            if self.watched.contains(msg_id) {
+                self.touched.push(msg_id.clone());
             }
             if task.reply.is_some() {
                 // A dead engine publishes nothing more: do not wait for its idle (the
@@ -541,6 +567,7 @@ impl Store {
             known_engines: self.engine_ids.len(),
             hub_waiting: self.hub_waiting.len(),
             hub_replies: self.hub_replies.len(),
+            watched: self.watched.len(),
         }
     }
 
@@ -554,6 +581,52 @@ impl Store {
 
     pub fn session(&self) -> &str {
         &self.session
+    }
+
+    /// Asks to be told, by [`Store::take_completed`], when each of `msg_ids` is ready
+    /// (at the next call for those ready already, or unknown: nothing will come for them).
+    pub fn watch(&mut self, msg_ids: &[String]) {
+        for msg_id in msg_ids {
+            if self.watched.insert(msg_id.clone()) {
+                self.touched.push(msg_id.clone());
+            }
+        }
+    }
+
+    fn touch(&mut self, msg_id: &str) {
+        if self.watched.contains(msg_id) {
+            self.touched.push(msg_id.to_owned());
+        }
+    }
+
+    /// The watched tasks that became ready (or were forgotten) since the last call, each
+    /// reported once; every watched task once the controller is lost (callers then turn
+    /// the unfinished ones into `ControllerLost`).
+    pub fn take_completed(&mut self, now: Instant) -> Vec<String> {
+        if self.lost {
+            self.touched.clear();
+            self.awaiting_idle.clear();
+            return self.watched.drain().collect();
+        }
+        let mut candidates = std::mem::take(&mut self.touched);
+        candidates.extend(self.awaiting_idle.iter().cloned());
+        let mut done = Vec::new();
+        for msg_id in candidates {
+            if !self.watched.contains(&msg_id) {
+                continue; // reported already
+            }
+            // A forgotten task will never be ready: report it rather than hang a waiter.
+            let known = self.tasks.get(&msg_id).map(|t| t.reply.is_some());
+            let has_reply = known == Some(true);
+            if known.is_none() || self.is_ready(&msg_id, now) {
+                self.watched.remove(&msg_id);
+                self.awaiting_idle.remove(&msg_id);
+                done.push(msg_id);
+            } else if has_reply {
+                self.awaiting_idle.insert(msg_id);
+            }
+        }
+        done
     }
 }
 
@@ -922,6 +995,62 @@ mod tests {
         );
         assert!(!s.is_ready("running", t0));
         assert_eq!(s.hub_pending(), 0);
+    }
+
+    #[test]
+    fn watched_tasks_are_reported_once_when_ready() {
+        let mut s = store_with_task("m");
+        s.add_task("other".into(), Some(ENGINE.into()), iso_now());
+        s.add_task("done".into(), Some(ENGINE.into()), iso_now());
+        let t0 = Instant::now();
+        s.on_reply(reply("done"), t0);
+        s.on_iopub(
+            iopub("done", "status", json!({"execution_state": "idle"})),
+            t0,
+        );
+        s.watch(&["m".into(), "done".into(), "forgotten".into()]);
+        let mut first = s.take_completed(t0);
+        first.sort();
+        assert_eq!(first, vec!["done".to_string(), "forgotten".into()]);
+        assert!(s.take_completed(t0).is_empty());
+        s.on_iopub(iopub("m", "status", json!({"execution_state": "busy"})), t0);
+        assert!(s.tasks["m"].started);
+        s.on_reply(reply("m"), t0);
+        assert!(
+            s.take_completed(t0).is_empty(),
+            "a reply alone is not ready"
+        );
+        s.on_reply(reply("other"), t0); // not watched: never reported
+        s.on_iopub(
+            iopub("other", "status", json!({"execution_state": "idle"})),
+            t0,
+        );
+        // The quiet-period rule releases "m" with no message arriving.
+        assert_eq!(
+            s.take_completed(t0 + Duration::from_secs(6)),
+            vec!["m".to_string()]
+        );
+        assert!(s.take_completed(t0 + Duration::from_secs(7)).is_empty());
+        assert_eq!(s.stats().watched, 0);
+    }
+
+    #[test]
+    fn controller_loss_reports_every_watched_task() {
+        let mut s = store_with_task("m");
+        s.watch(&["m".into()]);
+        assert!(s.take_completed(Instant::now()).is_empty());
+        s.controller_lost();
+        assert_eq!(s.take_completed(Instant::now()), vec!["m".to_string()]);
+        assert_eq!(s.stats().watched, 0);
+    }
+
+    #[test]
+    fn engine_death_reports_its_watched_tasks() {
+        let mut s = store_with_task("m");
+        s.watch(&["m".into()]);
+        assert!(s.take_completed(Instant::now()).is_empty());
+        s.engine_died(0, ENGINE, Instant::now());
+        assert_eq!(s.take_completed(Instant::now()), vec!["m".to_string()]);
     }
 
     #[test]

@@ -73,6 +73,8 @@ struct PyTaskInfo {
     /// JSON list of `{msg_type, content}` outputs.
     outputs: String,
     data_received: u64,
+    /// An engine has started running it (`status: busy` arrived).
+    started: bool,
 }
 
 /// The Hub's answer to a query.
@@ -199,6 +201,22 @@ impl PyClientCore {
         Ok(got.unwrap_or(last))
     }
 
+    /// Asks `wait_completed` to report each of `msg_ids` once it is ready.
+    fn watch(&self, msg_ids: Vec<String>) {
+        self.core.watch(&msg_ids);
+    }
+
+    /// Blocks (GIL released) until watched tasks become ready or `timeout` passes; the
+    /// msg_ids that became ready since the last call (every watched one once the
+    /// controller is lost), empty on timeout.
+    fn wait_completed(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<String>> {
+        let done = wait_released(py, Some(timeout), |s| {
+            let done = self.core.wait_completed(s);
+            Ok((!done.is_empty()).then_some(done))
+        })?;
+        Ok(done.unwrap_or_default())
+    }
+
     /// Raises ControllerLost once the controller is gone.
     fn check_controller(&self) -> PyResult<()> {
         self.core.check_controller().map_err(to_py)
@@ -231,6 +249,7 @@ impl PyClientCore {
             ("known_engines", s.known_engines),
             ("hub_waiting", s.hub_waiting),
             ("hub_replies", s.hub_replies),
+            ("watched", s.watched),
         ])
     }
 
@@ -258,6 +277,7 @@ impl PyClientCore {
             stderr: t.stderr,
             outputs: serde_json::Value::from(t.outputs).to_string(),
             data_received: t.data_received,
+            started: t.started,
         })
     }
 

@@ -9,9 +9,11 @@ only the (conflated) updates published since the previous read.
 from __future__ import annotations
 
 import time
+from concurrent.futures import CancelledError, Future
 from datetime import datetime
 
 from corral import error
+from corral.client.futures import WatchingWaiters, watcher_of
 
 __all__ = ["AsyncResult", "msg_ids_of"]
 
@@ -35,10 +37,19 @@ def msg_ids_of(jobs, history=None) -> list[str]:
     return msg_ids
 
 
-class AsyncResult:
-    """Results of one call: one msg_id per engine (DirectView) or one task."""
+class AsyncResult(Future):
+    """Results of one call: one msg_id per engine (DirectView) or one task.
 
-    def __init__(self, client, msg_ids, single=False, fname="unknown", targets=None):
+    A ``concurrent.futures.Future`` (as in ipyparallel): ``add_done_callback``,
+    ``concurrent.futures.wait``/``as_completed``, ``await ar`` and
+    ``asyncio.wrap_future(ar)`` work; see ``futures.py`` for how completion is signalled.
+    """
+
+    def __init__(self, client, msg_ids, single=False, fname="unknown", targets=None,
+                 return_exceptions=False):
+        super().__init__()
+        self._waiters = WatchingWaiters(self)
+        self._return_exceptions = return_exceptions
         self._client = client
         self.msg_ids = list(msg_ids)
         self._single_result = single
@@ -46,9 +57,8 @@ class AsyncResult:
         self._targets = targets
         self._t0 = time.monotonic()
         self._t_done = None
-        self._result = None
-        self._exception = None
-        self._resolved = False
+        self._resolved = False  # the results are in
+        self._settled = False  # the Future is finished (results, or ControllerLost)
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -58,7 +68,12 @@ class AsyncResult:
             return True
         if timeout is not None and timeout < 0:
             timeout = None
-        if self._client._wait(self.msg_ids, timeout):
+        try:
+            done = self._client._wait(self.msg_ids, timeout)
+        except error.ControllerLost as e:
+            self._settle(None, e, resolved=False)  # tell callbacks and futures waiters
+            raise
+        if done:
             self._resolve()
             return True
         return False
@@ -67,26 +82,128 @@ class AsyncResult:
         return self.wait(0)
 
     def done(self) -> bool:
-        return self.ready()
+        if self._settled or self.cancelled():
+            return True
+        try:
+            return self.ready()
+        except error.ControllerLost:
+            return True  # settled with it
 
-    def get(self, timeout=None):
+    def get(self, timeout=None, return_exceptions=None):
         """The result(s); raises ``TimeoutError`` if not ready within ``timeout``, the
-        remote error (single engine) or a ``CompositeError`` (several)."""
+        remote error (single engine) or a ``CompositeError`` (several). With
+        ``return_exceptions`` the errors are returned in place of their results."""
         if timeout is not None and timeout < 0:
             timeout = None
+        if self.cancelled():
+            raise CancelledError()
         if not self.wait(timeout):
             raise error.TimeoutError("Result not ready.")
-        if self._exception is not None:
-            raise self._exception
-        return self._result
+        if return_exceptions is None:
+            return_exceptions = self._return_exceptions
+        if return_exceptions and Future.exception(self) is not None:
+            return self._per_task(self._raw_results())
+        return Future.result(self)
 
     def result(self, timeout=None):
         return self.get(timeout)
 
+    def exception(self, timeout=None):
+        """The error ``get()`` would raise, or None; waits as ``get`` does."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        if self.cancelled():
+            raise CancelledError()
+        try:
+            if not self.wait(timeout):
+                raise error.TimeoutError("Result not ready.")
+        except error.ControllerLost:
+            pass  # the future has it as its error now
+        return Future.exception(self)
+
+    def running(self) -> bool:
+        """True while a task has started on an engine and not all are done."""
+        if self.done():
+            return False
+        return any(self._client._started(m) for m in self.msg_ids)
+
+    def cancel(self) -> bool:
+        """Cancel tasks that have not started: they are aborted (``Client.abort``) and
+        the future becomes cancelled. False once a task started or all are done (as
+        ``Future.cancel``); a task that starts while the abort is on its way still runs,
+        but its result is dropped."""
+        if self.cancelled():
+            return True
+        if self.running() or self.done():
+            return False
+        try:
+            self._client.abort(self.msg_ids, targets=self._targets, block=False)
+        except Exception:
+            return False
+        with self._condition:
+            if self._settled:  # the results came in meanwhile
+                return False
+            self._settled = True
+        Future.cancel(self)  # runs the callbacks
+        self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait/as_completed
+        return True
+
+    def add_done_callback(self, fn):
+        """Call ``fn(self)`` once done, from the client's completion thread (at once if
+        done already)."""
+        if not self.done():
+            Future.add_done_callback(self, fn)
+            self._watch()
+            return
+        Future.add_done_callback(self, fn)
+
+    def __await__(self):
+        """``await ar`` in a running event loop (Jupyter's): ``asyncio.wrap_future``."""
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
+
+    def _watch(self):
+        if not self._settled and not self.cancelled():
+            watcher_of(self._client).watch(self)
+
+    def _resolve_if_done(self):
+        """Called by the completion thread: resolve now if every task is done."""
+        try:
+            self.wait(0)
+        except error.ControllerLost:
+            pass  # settled with it
+
+    @property
+    def r(self):
+        """``get()`` as a property."""
+        return self.get()
+
+    @property
+    def result_dict(self):
+        """``get_dict()`` as a property."""
+        return self.get_dict()
+
+    def wait_for_output(self, timeout=-1) -> bool:
+        """Output is complete once a result is done here (see the module docs)."""
+        return self.wait(timeout)
+
+    @classmethod
+    def join(cls, *async_results):
+        """One ``AsyncResult`` over the tasks of several (of the same client)."""
+        if not async_results:
+            raise ValueError("Must specify at least one AsyncResult to join")
+        if len(async_results) == 1:
+            return async_results[0]
+        first = async_results[0]
+        msg_ids = [m for ar in async_results for m in ar.msg_ids]
+        return cls(first._client, msg_ids, fname=first._fname,
+                   return_exceptions=first._return_exceptions)
+
     def successful(self) -> bool:
         if not self.ready():
             raise RuntimeError("Cannot check successful() if not done.")
-        return self._exception is None
+        return Future.exception(self) is None
 
     def get_dict(self, timeout=None) -> dict:
         """``{engine_id: result}``."""
@@ -96,19 +213,40 @@ class AsyncResult:
         ids = [md["engine_id"] for md in self._metadata_list()]
         return dict(zip(ids, results))
 
+    def _raw_results(self) -> list:
+        """One result per task, errors in place (``return_exceptions``)."""
+        return [self._client._result(m) for m in self.msg_ids]
+
+    def _reconstruct(self):
+        """The value of done tasks, or raises their error."""
+        results = self._raw_results()
+        if self._single_result:
+            if isinstance(results[0], Exception):
+                raise results[0]
+            return results[0]
+        return error.collect_exceptions(results, self._fname)
+
     def _resolve(self):
-        self._t_done = time.monotonic()
-        results = [self._client._result(m) for m in self.msg_ids]
         try:
-            if self._single_result:
-                if isinstance(results[0], Exception):
-                    raise results[0]
-                self._result = results[0]
-            else:
-                self._result = error.collect_exceptions(results, self._fname)
+            value, exc = self._reconstruct(), None
         except Exception as e:
-            self._exception = e
-        self._resolved = True
+            value, exc = None, e
+        self._settle(value, exc)
+
+    def _settle(self, value, exc, resolved=True):
+        """Finish the Future once, whichever thread gets here first (the caller's or the
+        completion thread); callbacks run outside the lock. Not ``resolved`` (controller
+        lost): later waits raise again, as before."""
+        with self._condition:
+            if self._settled:  # by another thread, by cancel()
+                return
+            self._settled = True
+            self._resolved = resolved
+            self._t_done = time.monotonic()
+        if exc is None:
+            Future.set_result(self, value)
+        else:
+            Future.set_exception(self, exc)
 
     # -- live views of the tasks -----------------------------------------------------
 
@@ -163,6 +301,10 @@ class AsyncResult:
     @property
     def sent(self) -> bool:
         """Whether the requests have left (always, once submitted: corral sends at once)."""
+        return True
+
+    def wait_for_send(self, timeout=-1) -> bool:
+        """True: the buffers were copied when the request was submitted (``track``)."""
         return True
 
     def timedelta(self, start, end, start_key=min, end_key=max) -> float:
@@ -258,11 +400,6 @@ class AsyncResult:
 
         display_outputs(self, groupby, result_only)
 
-    def wait_for_output(self, timeout=-1) -> bool:
-        """Wait for the tasks' output to be complete: in corral a task is done only
-        once its output has all arrived, so this is ``wait``."""
-        return self.wait(timeout)
-
     def __len__(self):
         return len(self.msg_ids)
 
@@ -271,5 +408,5 @@ class AsyncResult:
         yield from ([result] if self._single_result else result)
 
     def __repr__(self):
-        state = "finished" if self._resolved else "pending"
+        state = "finished" if self._resolved else "cancelled" if self.cancelled() else "pending"
         return f"<AsyncResult({self._fname}): {state}>"

@@ -155,6 +155,23 @@ class Client:
     def load_balanced_view(self, targets=None, **kwargs):
         return LoadBalancedView(self, targets, **kwargs)
 
+    def executor(self, targets=None):
+        """A ``concurrent.futures.Executor`` load-balancing over ``targets`` (all engines
+        by default)."""
+        return self.load_balanced_view(targets).executor
+
+    def use_dill(self):
+        """Pickle with dill, here and on every engine (``DirectView.use_dill``)."""
+        self.direct_view(block=True).use_dill()
+
+    def use_cloudpickle(self):
+        """Functions keep the globals they were sent with, here and on every engine."""
+        self.direct_view(block=True).use_cloudpickle()
+
+    def use_pickle(self):
+        """Undo ``use_dill``/``use_cloudpickle``, here and on every engine."""
+        self.direct_view(block=True).use_pickle()
+
     def wait_for_engines(self, n=None, timeout=-1, block=True):
         """Wait until at least ``n`` engines are registered (``TimeoutError`` if not)."""
         if n is None:
@@ -380,6 +397,16 @@ class Client:
             timeout = None
         return self._wait(msg_ids, timeout)
 
+    def wait_interactive(self, jobs=None, interval=1.0, timeout=-1):
+        """``wait`` with a progress line (``AsyncResult.wait_interactive``): for ``jobs``
+        (as ``wait`` takes them), or every request still outstanding."""
+        if jobs is None:
+            msg_ids = list(self.outstanding)
+        else:
+            msg_ids = self._core.outstanding(msg_ids_of(jobs, self.history))
+        if msg_ids:
+            AsyncResult(self, msg_ids, fname="wait").wait_interactive(interval, timeout)
+
     # -- results (used by AsyncResult) -----------------------------------------------
 
     def _submit(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
@@ -431,6 +458,11 @@ class Client:
             value = ExecuteReply(msg_id, content, self._metadata(msg_id))
         self._results[msg_id] = value
         return value
+
+    def _started(self, msg_id) -> bool:
+        """Whether an engine has started running the task."""
+        task = self._core.task(msg_id)
+        return task is not None and task.started
 
     def _take_data(self, msg_ids) -> list[dict]:
         """Merge pending published data into each task's dict; return the dicts."""

@@ -9,22 +9,28 @@ list, so the flat result is the concatenation of the task results in submission 
 
 from __future__ import annotations
 
-import time
 from itertools import chain, islice
 
 from corral import error
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
 
-__all__ = ["AsyncMapResult", "join_partitions", "map_on_view", "partition"]
+__all__ = ["AsyncMapResult", "check_dist", "join_partitions", "map_on_view", "partition"]
 
 
-def partition(seq, p: int, q: int, n: int | None = None):
+def partition(seq, p: int, q: int, n: int | None = None, dist: str = "b"):
     """The ``p``-th of ``q`` contiguous chunks of ``seq``; the first ``n % q`` chunks are
-    one longer, so chunk sizes differ by at most one (ipyparallel's ``Map``)."""
+    one longer, so chunk sizes differ by at most one (ipyparallel's ``Map``). With
+    ``dist='r'`` (round robin) the chunk is every ``q``-th element from the ``p``-th."""
     n = len(seq) if n is None else n
     if not 0 <= p < q:
         raise ValueError(f"must have 0 <= p < q, but have p={p}, q={q}")
+    check_dist(dist)
+    if dist == "r":
+        try:
+            return seq[p:n:q]
+        except TypeError:
+            return list(islice(seq, p, n, q))
     base, extra = divmod(n, q)
     low = p * base + min(p, extra)
     high = low + base + (1 if p < extra else 0)
@@ -34,18 +40,43 @@ def partition(seq, p: int, q: int, n: int | None = None):
         return list(islice(seq, low, high))
 
 
-def join_partitions(parts: list):
-    """Inverse of ``partition``: arrays are concatenated, sequences chained into a list."""
+def check_dist(dist: str) -> None:
+    if dist not in ("b", "r"):
+        raise ValueError(f"dist must be 'b' (contiguous chunks) or 'r' (round robin), "
+                         f"not {dist!r}")
+
+
+def join_partitions(parts: list, dist: str = "b"):
+    """Inverse of ``partition`` over the non-empty chunks, in order: arrays are
+    concatenated (interleaved for ``dist='r'``), sequences joined into a list."""
     if not parts:
         return []
     first = parts[0]
-    if type(first).__module__ == "numpy" and type(first).__name__ == "ndarray":
+    is_array = type(first).__module__ == "numpy" and type(first).__name__ == "ndarray"
+    if dist == "r" and (is_array or isinstance(first, (list, tuple))):
+        return _interleave(parts, is_array)
+    if is_array:
         import numpy
 
         return numpy.concatenate(parts)
     if isinstance(first, (list, tuple)):
         return list(chain.from_iterable(parts))
     return parts
+
+
+def _interleave(parts: list, is_array: bool):
+    """Round-robin chunks back in order: element ``i`` of chunk ``p`` was at
+    ``p + i * len(parts)``."""
+    q = len(parts)
+    if is_array:
+        import numpy
+
+        out = numpy.empty((sum(len(p) for p in parts), *parts[0].shape[1:]),
+                          dtype=numpy.result_type(*parts))
+        for p, part in enumerate(parts):
+            out[p::q] = part
+        return out
+    return [part[i] for i in range(len(parts[0])) for part in parts if i < len(part)]
 
 
 def _as_sequences(sequences) -> tuple[list, int]:
@@ -64,10 +95,14 @@ def _as_sequences(sequences) -> tuple[list, int]:
 
 
 def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
-                return_exceptions=False, whole_chunks=False):
+                return_exceptions=False, whole_chunks=False, dist="b"):
     """Submit ``map(f, *sequences)`` through ``view``; ``AsyncMapResult`` or, if ``block``,
     the flat list. With ``whole_chunks`` each task is ``f(*chunks)`` instead (what calling
-    a ``@parallel`` function does)."""
+    a ``@parallel`` function does). ``dist='r'`` deals a DirectView's engines their
+    elements round robin instead of in contiguous chunks."""
+    check_dist(dist)
+    if view._balanced:
+        dist = "b"  # one task per chunksize elements: contiguous by nature
     seqs, n = _as_sequences(sequences)
     if whole_chunks and len({len(s) for s in seqs}) > 1:
         raise ValueError(f"all sequences must have equal length, but have {[len(s) for s in seqs]}")
@@ -88,7 +123,7 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         nparts = len(targets)
     msg_ids = []
     for index, target in enumerate(targets):
-        chunks = [partition(s, index, nparts, n) for s in seqs]
+        chunks = [partition(s, index, nparts, n, dist) for s in seqs]
         if len(chunks[0]) == 0:
             continue  # more engines than elements
         if whole_chunks:
@@ -97,8 +132,19 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
             msg_ids.append(view._submit_apply(remote_helpers.map_chunk, (f, *chunks), {},
                                               target))
     ar = AsyncMapResult(view.client, msg_ids, fname=_name(f), ordered=ordered,
-                        return_exceptions=return_exceptions)
+                        return_exceptions=return_exceptions, dist=dist)
     return ar.get() if block else ar
+
+
+def _flatten_keeping_errors(chunks) -> list:
+    """The flat results, a chunk's error in place of its elements."""
+    flat = []
+    for chunk in chunks:
+        if isinstance(chunk, Exception):
+            flat.append(chunk)
+        else:
+            flat.extend(chunk)
+    return flat
 
 
 def _name(f) -> str:
@@ -110,41 +156,37 @@ class AsyncMapResult(AsyncResult):
     their chunks complete, in submission order (``ordered=True``) or arrival order."""
 
     def __init__(self, client, msg_ids, fname="map", ordered=True, return_exceptions=False,
-                 targets=None):
-        super().__init__(client, msg_ids, single=False, fname=fname, targets=targets)
+                 targets=None, dist="b"):
+        super().__init__(client, msg_ids, single=False, fname=fname, targets=targets,
+                         return_exceptions=return_exceptions)
         self.ordered = ordered
-        self._return_exceptions = return_exceptions
+        self._dist = dist
 
-    def _resolve(self):
-        self._t_done = time.monotonic()
-        chunks = [self._client._result(m) for m in self.msg_ids]
-        try:
-            self._result = self._join(chunks)
-        except Exception as e:
-            self._exception = e
-        self._resolved = True
+    def _reconstruct(self):
+        return self._join([self._client._result(m) for m in self.msg_ids])
+
+    def _raw_results(self) -> list:
+        return _flatten_keeping_errors([self._client._result(m) for m in self.msg_ids])
 
     def _join(self, chunks):
         if self._return_exceptions:
-            flat = []
-            for c in chunks:
-                if isinstance(c, Exception):
-                    flat.append(c)
-                else:
-                    flat.extend(c)
-            return flat
+            return _flatten_keeping_errors(chunks)
         for c in chunks:
             if isinstance(c, Exception) and not isinstance(c, error.RemoteError):
                 raise c  # e.g. TaskAborted
         error.collect_exceptions(chunks, self._fname)
-        return join_partitions(chunks)
+        return join_partitions(chunks, self._dist)
 
     def _chunk(self, msg_id):
         result = self._client._result(msg_id)
         return self._join([result])
 
     def __iter__(self):
-        """Elements as they become available: waiting per chunk, not for the whole map."""
+        """Elements as they become available: waiting per chunk, not for the whole map
+        (round-robin chunks interleave, so those wait for all)."""
+        if self._dist == "r":
+            yield from self.get()
+            return
         if self.ordered:
             for m in self.msg_ids:
                 self._client._wait([m], None)

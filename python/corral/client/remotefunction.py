@@ -33,19 +33,21 @@ class ParallelFunction(RemoteFunction):
     a DirectView, per ``chunksize`` elements of a LoadBalancedView) and joins the chunk
     results; ``pf.map(*seqs)`` calls ``f`` once per element instead."""
 
-    def __init__(self, view, f, block=None, chunksize=None, ordered=True, **flags):
+    def __init__(self, view, f, block=None, chunksize=None, ordered=True, dist="b", **flags):
         super().__init__(view, f, block=block, **flags)
         self.chunksize = chunksize
         self.ordered = ordered
+        self.dist = dist
 
     def __call__(self, *sequences):
         from corral.client.map import map_on_view
 
         return map_on_view(self.view, self.func, sequences, self._blocking(),
-                           chunksize=self.chunksize, ordered=self.ordered, whole_chunks=True)
+                           chunksize=self.chunksize, ordered=self.ordered, whole_chunks=True,
+                           dist=self.dist)
 
     def map(self, *sequences):
         from corral.client.map import map_on_view
 
         return map_on_view(self.view, self.func, sequences, self._blocking(),
-                           chunksize=self.chunksize, ordered=self.ordered)
+                           chunksize=self.chunksize, ordered=self.ordered, dist=self.dist)

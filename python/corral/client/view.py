@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from corral import error
+from corral import error, serialize
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
 from corral.dependency import render_dependency
-from corral.client.map import AsyncMapResult, map_on_view, partition
+from corral.client.map import AsyncMapResult, check_dist, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.client.targets import resolve_targets
 from corral.serialize import pack_apply_message
@@ -30,7 +30,12 @@ class View:
 
     _balanced = False
     #: Attributes that ``set_flags`` and ``temp_flags`` may change.
-    _flag_names: tuple[str, ...] = ("block", "targets")
+    _flag_names: tuple[str, ...] = ("block", "targets", "label", "track")
+    #: Sent with each request and echoed in its metadata (``ar.label``), as ipyparallel's.
+    label = None
+    #: Accepted for ipyparallel's sake: corral copies the buffers when a request is
+    #: submitted, so they may be reused at once and there is nothing to track.
+    track = False
 
     def __init__(self, client, targets=None, block=False):
         self.client = client
@@ -133,6 +138,58 @@ class View:
         """An iterator over ``map(f, *sequences)``'s results as they complete."""
         return iter(self.map_async(f, *sequences, **kwargs))
 
+    @property
+    def executor(self):
+        """This view as a ``concurrent.futures.Executor`` (``submit``, ``map``)."""
+        from corral.client.executor import ViewExecutor
+
+        return ViewExecutor(self)
+
+    # -- serialization -----------------------------------------------------------------
+
+    def use_dill(self):
+        """Pickle with dill, here and on this view's engines (see ``serialize.switch``);
+        an ``AsyncResult`` of the engines' switch, or None once done if ``block``."""
+        return self._switch_serializer(serialize.use_dill)
+
+    def use_cloudpickle(self):
+        """Functions keep the globals they were sent with (client values win), here and
+        on this view's engines."""
+        return self._switch_serializer(serialize.use_cloudpickle)
+
+    def use_pickle(self):
+        """Undo ``use_dill``/``use_cloudpickle``, here and on this view's engines."""
+        return self._switch_serializer(serialize.use_pickle)
+
+    def _switch_serializer(self, switch):
+        switch()
+        return self._every_engine()._apply(switch, (), {}, self.block)
+
+    def _every_engine(self) -> "DirectView":
+        """A DirectView of every engine this view may use (for a load-balanced view, all
+        of them unless it has targets): what must be set up on each."""
+        targets = "all" if self._balanced and self.targets is None else self.targets
+        return DirectView(self.client, targets)
+
+    def sync_imports(self, local=True, quiet=False):
+        """``with view.sync_imports(): import numpy``: the imports written in the block
+        run here and on this view's engines (all of them, for a load-balanced view)."""
+        from corral.client.sync_imports import sync_imports
+
+        return sync_imports(self._every_engine(), local, quiet)
+
+    @property
+    def importer(self):
+        """``sync_imports()`` as a property: ``with view.importer: import numpy``."""
+        return self.sync_imports()
+
+    def register_joblib_backend(self, name="ipyparallel", make_default=False):
+        """Make this view the joblib backend ``name``:
+        ``joblib.Parallel(backend='ipyparallel')`` then runs on its engines."""
+        from corral.client.joblib import register_view
+
+        register_view(self, name, make_default)
+
     # -- decorators ------------------------------------------------------------------
 
     def remote(self, block=None, **flags):
@@ -143,11 +200,12 @@ class View:
 
     def parallel(self, dist="b", block=None, **flags):
         """Decorator: calling the function runs it on chunks of its sequence arguments
-        across the view, joining the results; ``.map`` maps it element-wise."""
-        if dist != "b":
-            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        across the view (contiguous, or round robin with ``dist='r'``), joining the
+        results; ``.map`` maps it element-wise."""
+        check_dist(dist)
+
         def wrap(f):
-            return ParallelFunction(self, f, block=block, **flags)
+            return ParallelFunction(self, f, block=block, dist=dist, **flags)
         return wrap
 
     # -- control ---------------------------------------------------------------------
@@ -192,7 +250,7 @@ class DirectView(View):
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         """The same request to every engine in ``ids``, one message each through the MUX;
         their msg_ids, in the order of ``ids``."""
-        return [self._send("mux", self.client._uuid(i), msg_type, content, {"label": None},
+        return [self._send("mux", self.client._uuid(i), msg_type, content, {"label": self.label},
                            buffers)
                 for i in ids]
 
@@ -260,14 +318,13 @@ class DirectView(View):
         self.push({key: value}, block=True)
 
     def scatter(self, key, seq, dist="b", flatten=False, targets=None, block=None):
-        """Cut ``seq`` into contiguous chunks, one per engine, bound to ``key`` on each.
-        With ``flatten``, a one-element chunk is bound as the element itself."""
-        if dist != "b":
-            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        """Cut ``seq`` into chunks, one per engine, bound to ``key`` on each: contiguous,
+        or with ``dist='r'`` round robin. With ``flatten``, a one-element chunk is bound
+        as the element itself."""
         ids, _ = self._resolve(targets)
         msg_ids = []
         for index, engine in enumerate(ids):
-            part = partition(seq, index, len(ids))
+            part = partition(seq, index, len(ids), dist=dist)
             value = part[0] if flatten and len(part) == 1 else part
             msg_ids.append(self._submit_apply(remote_helpers.push, (), {key: value}, engine))
         ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids)
@@ -277,12 +334,12 @@ class DirectView(View):
         return ar
 
     def gather(self, key, dist="b", targets=None, block=None):
-        """Inverse of ``scatter``: ``key``'s chunks from each engine, joined in order."""
-        if dist != "b":
-            raise NotImplementedError("only dist='b' (contiguous chunks) is supported")
+        """Inverse of ``scatter`` (with the same ``dist``): ``key``'s chunks from each
+        engine, joined in order."""
+        check_dist(dist)
         ids, _ = self._resolve(targets)
         msg_ids = [self._submit_apply(remote_helpers.pull, (key,), {}, i) for i in ids]
-        ar = AsyncMapResult(self.client, msg_ids, fname="gather", targets=ids)
+        ar = AsyncMapResult(self.client, msg_ids, fname="gather", targets=ids, dist=dist)
         return self._finish(ar, self._block(block))
 
     def clear(self, targets=None, block=None):
@@ -311,7 +368,7 @@ class BroadcastView(DirectView):
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         targets = [(self.client._uuid(i), i) for i in ids]
-        msg_ids = self.client._submit_broadcast(targets, msg_type, content, {"label": None},
+        msg_ids = self.client._submit_broadcast(targets, msg_type, content, {"label": self.label},
                                                 buffers)
         self.history.extend(msg_ids)
         return msg_ids
@@ -321,7 +378,8 @@ class LoadBalancedView(View):
     """Each call becomes one task that the scheduler sends to a free engine."""
 
     _balanced = True
-    _flag_names = ("block", "targets", "after", "follow", "timeout", "retries")
+    _flag_names = ("block", "targets", "label", "track", "after", "follow", "timeout",
+                   "retries")
 
     def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0,
                  after=None, follow=None):
@@ -348,7 +406,7 @@ class LoadBalancedView(View):
         metadata = {
             "after": render_dependency(self.after), "follow": render_dependency(self.follow),
             "timeout": float(self.timeout or 0.0), "targets": uuids,
-            "retries": int(self.retries), "label": None,
+            "retries": int(self.retries), "label": self.label,
         }
         buffers = pack_apply_message(f, args, kwargs)
         return self._send("task", None, "apply_request", {}, metadata, buffers)
@@ -358,6 +416,17 @@ class LoadBalancedView(View):
         ar = AsyncResult(self.client, [msg_id], single=True,
                          fname=getattr(f, "__name__", "f"))
         return self._finish(ar, block)
+
+    def imap(self, f, *sequences, ordered=True, max_outstanding="auto",
+             return_exceptions=False):
+        """A lazy ``map``: yields ``f(*args)`` for ``args`` in ``zip(*sequences)``,
+        reading the inputs (iterators, infinite ones too) only as results are taken, with
+        at most ``max_outstanding`` tasks in flight (``"auto"``: one per engine; 0: no
+        limit). In submission order unless ``ordered=False``."""
+        from corral.client.imap import lazy_imap
+
+        return lazy_imap(self, f, sequences, ordered=ordered, max_outstanding=max_outstanding,
+                         return_exceptions=return_exceptions)
 
     def map(self, f, *sequences, block=None, chunksize=1, ordered=True,
             return_exceptions=False):

@@ -25,6 +25,7 @@ from corral.engine.capture import Flusher, StreamCapture
 from corral.engine.namespace import bind_sent_functions, resolve_references
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
+from corral.serialize import switch
 from corral.serialize.serialize import pickle_to_frames
 
 log = logging.getLogger("corral.engine")
@@ -205,7 +206,9 @@ class Executor:
         self.stock_peer = is_ipyparallel_payload(frames)
         try:
             f, args, kwargs = unpack_apply_message(frames, self.user_ns)
-            f, args = bind_sent_functions(f, args, self.user_ns)
+            f = switch.follow_stock_switch(f)
+            if switch.functions_use_engine_namespace():
+                f, args = bind_sent_functions(f, args, self.user_ns)
             args, kwargs = resolve_references(args, kwargs, self.user_ns)
             result = f(*args, **kwargs)
             buffers = serialize_object(result, out_of_band=not self.stock_peer)

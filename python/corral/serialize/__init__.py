@@ -15,6 +15,7 @@ from corral.serialize.serialize import (
     serialize_object,
     unpack_apply_message,
 )
+from corral.serialize.switch import use_cloudpickle, use_dill, use_pickle
 
 __all__ = [
     "BUFFER_THRESHOLD",
@@ -23,4 +24,7 @@ __all__ = [
     "pack_apply_message",
     "serialize_object",
     "unpack_apply_message",
+    "use_cloudpickle",
+    "use_dill",
+    "use_pickle",
 ]

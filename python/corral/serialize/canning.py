@@ -136,7 +136,22 @@ class Unpickler(pickle.Unpickler):
         stand_in = _STAND_INS.get((module, name))
         if stand_in is not None:
             return stand_in
+        if module == "__builtin__":
+            return _dill_builtin(name)
         return super().find_class(module, name)
+
+
+def _dill_builtin(name: str):
+    """What dill's pickles (``use_dill()``) name in its Python 2 style ``__builtin__``
+    module: ``__main__`` is the globals of functions defined in a notebook, which here
+    are this process's ``__main__`` (on an engine, its user namespace)."""
+    import builtins
+
+    if name == "__main__":
+        return sys.modules["__main__"].__dict__
+    if name == "NoneType":
+        return type(None)
+    return getattr(builtins, name)
 
 
 def uncan(obj: Any, g: dict | None = None) -> Any:

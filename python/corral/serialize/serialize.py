@@ -5,9 +5,7 @@ from __future__ import annotations
 import pickle
 from typing import Any, Iterable, Sequence
 
-import cloudpickle
-
-from corral.serialize import canning
+from corral.serialize import canning, switch
 
 #: Buffers larger than this many bytes travel as their own frame (ipyparallel's MAX_BYTES).
 BUFFER_THRESHOLD = 1024
@@ -23,7 +21,7 @@ def serialize_object(
     With `out_of_band=False` everything stays inside the one pickle, which any pickle
     reader (a stock ipyparallel client included) can load.
     """
-    return pickle_to_frames(cloudpickle.dumps, obj, buffer_threshold, out_of_band)
+    return pickle_to_frames(switch.current_dumps(), obj, buffer_threshold, out_of_band)
 
 
 def pickle_to_frames(

@@ -1,0 +1,43 @@
+"""``view.register_joblib_backend()``: ``joblib.Parallel(backend='ipyparallel')`` on corral
+engines."""
+
+import os
+
+import pytest
+
+joblib = pytest.importorskip("joblib")
+
+from corral.error import RemoteError  # noqa: E402
+
+
+def pid_and_square(x):
+    import os
+
+    return os.getpid(), x * x
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def test_parallel_with_4_jobs_runs_on_the_engines(client4):
+    view = client4.load_balanced_view()
+    view.register_joblib_backend()
+    engine_pids = set(client4[:].apply_sync(os.getpid))
+    out = joblib.Parallel(backend="ipyparallel", n_jobs=4)(
+        joblib.delayed(pid_and_square)(i) for i in range(40))
+    assert [sq for _, sq in out] == [i * i for i in range(40)]
+    pids = {pid for pid, _ in out}
+    assert pids <= engine_pids and os.getpid() not in pids
+    assert len(pids) > 1, "the batches were spread over several engines"
+
+
+def test_parallel_config_context_and_errors(client4):
+    client4[[0, 1]].register_joblib_backend(name="corral-direct")
+    with joblib.parallel_config(backend="corral-direct"):
+        out = joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(6))
+        assert out == list(range(6))
+        with pytest.raises((ValueError, RemoteError)):
+            joblib.Parallel(n_jobs=2)(joblib.delayed(fail_on_three)(i) for i in range(6))
