@@ -31,6 +31,10 @@ pub enum EngineError {
          CORRAL_INSECURE=1"
     )]
     EmptyKey { file: String },
+    /// The controller uses CurveZMQ and this engine cannot (no CURVE in this build, or a
+    /// bad key).
+    #[error("cannot connect to the controller with CurveZMQ (connection file: {file}): {reason}")]
+    Curve { file: String, reason: String },
     /// The outgoing queue is gone: the I/O thread has stopped.
     #[error("the engine runtime is closed")]
     Closed,

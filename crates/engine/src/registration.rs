@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use corral_wire::{EngineConnection, Message, RegistrationRequest, Session, UnregistrationRequest};
 use serde_json::Value;
 
+use crate::curve::CurveClient;
 use crate::error::{zerr, EngineError, Result};
 
 /// How often the wait looks at the monitor while the connection is not up yet.
@@ -27,17 +28,22 @@ const CONNECTED_PATIENCE: Duration = Duration::from_secs(120);
 /// Connects the registration DEALER and performs the handshake. `timeout` bounds the wait
 /// while no controller accepts the connection; once one has, the engine waits up to
 /// [`CONNECTED_PATIENCE`] (or `timeout`, if longer) for the reply. The socket is returned so
-/// that a clean exit can send `unregistration_request` on it.
-pub fn register(
+/// that a clean exit can send `unregistration_request` on it. With `curve`, the socket is a
+/// CURVE client of the controller.
+pub(crate) fn register(
     ctx: &zmq::Context,
     conn: &EngineConnection,
     session: &Session,
     file_hint: &str,
     timeout: Duration,
+    curve: Option<&CurveClient>,
 ) -> Result<(zmq::Socket, Registered)> {
     let sock = ctx
         .socket(zmq::DEALER)
         .map_err(zerr("registration socket"))?;
+    if let Some(curve) = curve {
+        curve.apply(&sock).map_err(zerr("registration curve"))?;
+    }
     sock.set_identity(session.id.as_bytes())
         .map_err(zerr("registration identity"))?;
     sock.set_linger(1000).map_err(zerr("registration linger"))?;
@@ -222,6 +228,7 @@ mod tests {
             &session,
             "test",
             Duration::from_millis(200),
+            None,
         )
         .unwrap();
         assert_eq!(reg.id, 7);
@@ -241,6 +248,7 @@ mod tests {
             &Session::new(b"k"),
             "test",
             Duration::from_millis(300),
+            None,
         ) else {
             panic!("registered with nobody listening");
         };
