@@ -187,12 +187,7 @@ fn the_bytes_on_the_wire_are_not_the_plaintext() {
         text.contains("CURVE"),
         "the ZMTP greeting names the mechanism"
     );
-    for clear in [
-        MARKER,
-        "connection_request",
-        "connection_reply",
-        "msg_id",
-    ] {
+    for clear in [MARKER, "connection_request", "connection_reply", "msg_id"] {
         assert!(!text.contains(clear), "{clear:?} crossed the wire in clear");
     }
 }
