@@ -101,6 +101,24 @@ def test_a_curve_client_is_told_when_the_controller_has_no_curve(start_cluster, 
     _still_serves(c, 1)
 
 
+def test_a_corral_engine_without_the_key_says_why_at_once(start_cluster, tmp_path):
+    cluster, c = start_cluster(1, enable_curve=True)
+    info = json.loads(cluster.engine_file.read_text())
+    info["curve_serverkey"] = None
+    plain = tmp_path / "plain-engine.json"
+    plain.write_text(json.dumps(info))
+    started = time.monotonic()
+    engine = subprocess.run(
+        [sys.executable, "-m", "corral", "engine", "--file", str(plain), "--timeout", "30"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert engine.returncode == 1, engine.stderr
+    assert "disagree on security" in engine.stderr and "CurveZMQ" in engine.stderr, engine.stderr
+    assert time.monotonic() - started < 30, "the mismatch is reported, not waited out"
+    assert c.ids == [0]
+    _still_serves(c, 1)
+
+
 def test_a_stock_client_without_the_key_times_out_and_the_cluster_serves_on(start_cluster, tmp_path):
     ipp = pytest.importorskip("ipyparallel")
     cluster, c = start_cluster(1, enable_curve=True)

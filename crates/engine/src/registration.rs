@@ -83,6 +83,19 @@ pub(crate) fn register(
         {
             if !connected && listening(&url) {
                 connected = true;
+                // A controller that speaks another security mechanism would never answer:
+                // say so now instead of after the long wait below.
+                if let Some(theirs) = security_mechanism(&url) {
+                    let ours = if curve.is_some() { "CURVE" } else { "NULL" };
+                    if theirs != ours {
+                        return Err(EngineError::SecurityMismatch {
+                            url,
+                            file: file_hint.to_string(),
+                            theirs,
+                            ours: ours.to_string(),
+                        });
+                    }
+                }
                 deadline = started + timeout.max(CONNECTED_PATIENCE);
                 tracing::debug!(%url, "registration connection up; waiting for the reply");
             }
@@ -115,6 +128,39 @@ fn listening(url: &str) -> bool {
     addrs
         .into_iter()
         .any(|a| TcpStream::connect_timeout(&a, POLL).is_ok())
+}
+
+/// The security mechanism the ZMTP 3 peer at `url` announces in its greeting (`NULL`,
+/// `CURVE`, ...), read over a plain TCP connection. libzmq sends its mechanism once it has
+/// the peer's signature and major version, so the probe sends just those (11 bytes) and
+/// hangs up after reading: a full greeting with another mechanism would make libzmq drop
+/// the connection before its own greeting is out. `None` when it cannot be read in time,
+/// which changes nothing.
+fn security_mechanism(url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let addr = url.strip_prefix("tcp://")?.to_socket_addrs().ok()?.next()?;
+    let mut stream = TcpStream::connect_timeout(&addr, POLL).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    // ZMTP 3 greeting: signature (0xFF, 8 padding bytes, 0x7F), version (major 3, minor),
+    // mechanism (20 bytes, NUL padded), as-server flag, 31 filler bytes.
+    let mut signature_and_major = [0u8; 11];
+    signature_and_major[0] = 0xFF;
+    signature_and_major[9] = 0x7F;
+    signature_and_major[10] = 3;
+    stream.write_all(&signature_and_major).ok()?;
+    let mut theirs = [0u8; 64];
+    stream.read_exact(&mut theirs).ok()?;
+    if theirs[0] != 0xFF || theirs[9] & 1 != 1 || theirs[10] < 3 {
+        return None;
+    }
+    let mechanism = &theirs[12..32];
+    let end = mechanism.iter().position(|&b| b == 0).unwrap_or(20);
+    std::str::from_utf8(&mechanism[..end])
+        .ok()
+        .map(str::to_owned)
 }
 
 /// Reads `{"status", "id", "hb_period"}`; an error reply becomes [`EngineError::Refused`].
@@ -233,6 +279,38 @@ mod tests {
         .unwrap();
         assert_eq!(reg.id, 7);
         answer.join().unwrap();
+    }
+
+    #[test]
+    fn a_controller_with_another_security_mechanism_is_named_at_once() {
+        let ctx = zmq::Context::new();
+        let hub = ctx.socket(zmq::ROUTER).unwrap();
+        let keys = zmq::CurveKeyPair::new().unwrap();
+        hub.set_curve_server(true).unwrap();
+        hub.set_curve_secretkey(&keys.secret_key).unwrap();
+        hub.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = hub.get_last_endpoint().unwrap().unwrap();
+        assert_eq!(security_mechanism(&endpoint).as_deref(), Some("CURVE"));
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let started = Instant::now();
+        let Err(err) = register(
+            &ctx,
+            &connection(port),
+            &Session::new(b"k"),
+            "test",
+            Duration::from_secs(30),
+            None,
+        ) else {
+            panic!("registered with a CURVE controller without CURVE");
+        };
+        assert!(matches!(err, EngineError::SecurityMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("CurveZMQ"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let plain = ctx.socket(zmq::ROUTER).unwrap();
+        plain.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = plain.get_last_endpoint().unwrap().unwrap();
+        assert_eq!(security_mechanism(&endpoint).as_deref(), Some("NULL"));
     }
 
     #[test]

@@ -135,7 +135,6 @@ impl PyEngineRuntime {
             .detach(|| EngineRuntime::connect(&conn, opts))
             .map_err(|e| match e {
                 EngineError::EmptyKey { .. } => PyPermissionError::new_err(e.to_string()),
-                EngineError::Curve { .. } => PyRuntimeError::new_err(e.to_string()),
                 e => PyConnectionError::new_err(e.to_string()),
             })?;
         Ok(PyEngineRuntime { rt: Arc::new(rt) })
