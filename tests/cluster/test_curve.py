@@ -81,6 +81,19 @@ def test_a_client_without_the_key_is_told_why_and_the_cluster_serves_on(start_cl
     _still_serves(c, 1)
 
 
+def test_the_server_key_may_come_from_the_environment(start_cluster, tmp_path, monkeypatch):
+    """As ipyparallel's client does: IPP_CURVE_SERVERKEY when the file has no key."""
+    cluster, c = start_cluster(1, enable_curve=True)
+    server_key = json.loads(cluster.client_file.read_text())["curve_serverkey"]
+    no_key = _file_with(cluster, tmp_path, "no-key.json", curve_serverkey=None)
+    monkeypatch.setenv("IPP_CURVE_SERVERKEY", server_key)
+    other = corral.Client(url_file=no_key, timeout=20)
+    try:
+        assert other[:].apply_sync(lambda: "via env") == ["via env"]
+    finally:
+        other.close()
+
+
 def test_a_client_with_a_wrong_server_key_is_told_why(start_cluster, tmp_path):
     zmq = pytest.importorskip("zmq")
     cluster, c = start_cluster(1, enable_curve=True)
