@@ -114,19 +114,22 @@ def test_a_curve_client_is_told_when_the_controller_has_no_curve(start_cluster, 
     _still_serves(c, 1)
 
 
-def test_a_corral_engine_without_the_key_says_why_at_once(start_cluster, tmp_path):
+@pytest.mark.parametrize("server_key", ["none", "wrong"])
+def test_a_corral_engine_without_the_right_key_says_why_at_once(start_cluster, tmp_path, server_key):
+    zmq = pytest.importorskip("zmq")
     cluster, c = start_cluster(1, enable_curve=True)
     info = json.loads(cluster.engine_file.read_text())
-    info["curve_serverkey"] = None
-    plain = tmp_path / "plain-engine.json"
-    plain.write_text(json.dumps(info))
+    info["curve_serverkey"] = None if server_key == "none" else zmq.curve_keypair()[0].decode()
+    engine_file = tmp_path / "engine.json"
+    engine_file.write_text(json.dumps(info))
     started = time.monotonic()
     engine = subprocess.run(
-        [sys.executable, "-m", "corral", "engine", "--file", str(plain), "--timeout", "30"],
+        [sys.executable, "-m", "corral", "engine", "--file", str(engine_file), "--timeout", "30"],
         capture_output=True, text=True, timeout=90,
     )
     assert engine.returncode == 1, engine.stderr
-    assert "disagree on security" in engine.stderr and "CurveZMQ" in engine.stderr, engine.stderr
+    expected = "disagree on security" if server_key == "none" else "closed every CurveZMQ handshake"
+    assert expected in engine.stderr, engine.stderr
     assert time.monotonic() - started < 30, "the mismatch is reported, not waited out"
     assert c.ids == [0]
     _still_serves(c, 1)

@@ -49,6 +49,13 @@ pub enum EngineError {
         theirs: String,
         ours: String,
     },
+    /// The controller closed every CURVE handshake: the engine holds another server key.
+    #[error(
+        "the controller at {url} closed every CurveZMQ handshake, so the curve_serverkey in \
+         {file} is probably not that controller's key (a connection file from another \
+         controller?). Use the engine connection file the running controller wrote"
+    )]
+    CurveRejected { url: String, file: String },
     /// The outgoing queue is gone: the I/O thread has stopped.
     #[error("the engine runtime is closed")]
     Closed,

@@ -51,6 +51,29 @@ pub(crate) fn register(
     sock.set_sndtimeo(1000)
         .map_err(zerr("registration sndtimeo"))?;
     let url = conn.url(conn.registration);
+    // Only with CURVE: plain registrations keep no monitor at all (see `listening`).
+    let mut watch = match curve {
+        Some(_) => Some(HandshakeWatch::start(ctx, &sock, &session.id)?),
+        None => None,
+    };
+    let result = wait_for_reply(&sock, &url, session, file_hint, timeout, curve, &mut watch);
+    if let Some(watch) = watch {
+        watch.stop(&sock);
+    }
+    result.map(|registered| (sock, registered))
+}
+
+/// Connects `sock`, sends `registration_request` and waits for the reply.
+fn wait_for_reply(
+    sock: &zmq::Socket,
+    url: &str,
+    session: &Session,
+    file_hint: &str,
+    timeout: Duration,
+    curve: Option<&CurveClient>,
+    watch: &mut Option<HandshakeWatch>,
+) -> Result<Registered> {
+    let url = url.to_string();
     sock.connect(&url).map_err(zerr("registration connect"))?;
     let request = session.msg(
         "registration_request",
@@ -75,7 +98,19 @@ pub(crate) fn register(
                 timeout_s: deadline.duration_since(started).as_secs_f64(),
             });
         }
-        let wait = if connected { left } else { left.min(POLL) };
+        if let Some(watch) = watch.as_mut() {
+            if watch.failures() >= REJECTED_HANDSHAKES {
+                return Err(EngineError::CurveRejected {
+                    url,
+                    file: file_hint.to_string(),
+                });
+            }
+        }
+        let wait = if connected && watch.is_none() {
+            left
+        } else {
+            left.min(POLL)
+        };
         if sock
             .poll(zmq::POLLIN, wait.as_millis() as i64)
             .map_err(zerr("registration poll"))?
@@ -104,13 +139,65 @@ pub(crate) fn register(
         let frames = sock.recv_multipart(0).map_err(zerr("registration recv"))?;
         match Message::decode(&frames, &session.signer) {
             Ok(msg) if msg.msg_type() == "registration_reply" => {
-                return parse_reply(&msg.content).map(|r| (sock, r));
+                return parse_reply(&msg.content);
             }
             Ok(msg) => tracing::warn!(
                 msg_type = msg.msg_type(),
                 "unexpected message on registration socket"
             ),
             Err(e) => tracing::warn!(error = %e, "dropped an invalid registration reply"),
+        }
+    }
+}
+
+/// CURVE handshakes the controller closed before they completed, in a row, after which
+/// the engine's key is taken to be wrong (libzmq retries every 100 ms, so this is fast).
+const REJECTED_HANDSHAKES: u32 = 3;
+
+/// Counts the registration socket's failed handshakes, through a socket monitor read only
+/// while registering: a controller holding another key than `curve_serverkey` closes every
+/// CURVE handshake without a word, and would otherwise look like a slow controller.
+struct HandshakeWatch {
+    events: zmq::Socket,
+    endpoint: String,
+    failures: u32,
+}
+
+impl HandshakeWatch {
+    fn start(ctx: &zmq::Context, sock: &zmq::Socket, id: &str) -> Result<Self> {
+        let endpoint = format!("inproc://corral-registration-monitor-{id}");
+        let failed = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw();
+        sock.monitor(&endpoint, i32::from(failed))
+            .map_err(zerr("registration monitor"))?;
+        let events = ctx
+            .socket(zmq::PAIR)
+            .map_err(zerr("registration monitor"))?;
+        events
+            .connect(&endpoint)
+            .map_err(zerr("registration monitor"))?;
+        Ok(HandshakeWatch {
+            events,
+            endpoint,
+            failures: 0,
+        })
+    }
+
+    /// Failed handshakes so far.
+    fn failures(&mut self) -> u32 {
+        while self.events.recv_multipart(zmq::DONTWAIT).is_ok() {
+            self.failures += 1;
+        }
+        self.failures
+    }
+
+    /// Replaces the monitor with one that reports nothing, so no event ever waits for a
+    /// reader once registration is over (libzmq has no other way to stop a monitor short
+    /// of a NULL endpoint, which the `zmq` crate cannot pass).
+    fn stop(self, sock: &zmq::Socket) {
+        let silent = format!("{}-off", self.endpoint);
+        if let Err(e) = sock.monitor(&silent, 0) {
+            tracing::debug!(error = %e, "could not silence the registration monitor");
         }
     }
 }
@@ -311,6 +398,58 @@ mod tests {
         plain.bind("tcp://127.0.0.1:0").unwrap();
         let endpoint = plain.get_last_endpoint().unwrap().unwrap();
         assert_eq!(security_mechanism(&endpoint).as_deref(), Some("NULL"));
+    }
+
+    #[test]
+    fn a_wrong_curve_server_key_is_named_at_once_and_the_right_one_registers() {
+        let ctx = zmq::Context::new();
+        let hub = ctx.socket(zmq::ROUTER).unwrap();
+        let keys = zmq::CurveKeyPair::new().unwrap();
+        hub.set_curve_server(true).unwrap();
+        hub.set_curve_secretkey(&keys.secret_key).unwrap();
+        hub.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = hub.get_last_endpoint().unwrap().unwrap();
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let z85 = |k: &[u8]| zmq::z85_encode(k).unwrap();
+        let other = zmq::CurveKeyPair::new().unwrap();
+        let wrong = CurveClient::new(&z85(&other.public_key), |_| None).unwrap();
+        let session = Session::new(b"k");
+        let started = Instant::now();
+        let Err(err) = register(
+            &ctx,
+            &connection(port),
+            &session,
+            "test",
+            Duration::from_secs(30),
+            Some(&wrong),
+        ) else {
+            panic!("registered with a wrong server key");
+        };
+        assert!(matches!(err, EngineError::CurveRejected { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let hub_session = Session::new(b"k");
+        let answer = std::thread::spawn(move || {
+            let mut frames = hub.recv_multipart(0).unwrap();
+            let mut reply = hub_session.msg(
+                "registration_reply",
+                json!({"status": "ok", "id": 1, "hb_period": 3000}),
+            );
+            reply.idents = vec![frames.remove(0)];
+            hub.send_multipart(hub_session.encode(&reply), 0).unwrap();
+        });
+        let right = CurveClient::new(&z85(&keys.public_key), |_| None).unwrap();
+        let (_sock, reg) = register(
+            &ctx,
+            &connection(port),
+            &session,
+            "test",
+            Duration::from_secs(5),
+            Some(&right),
+        )
+        .unwrap();
+        assert_eq!(reg.id, 1);
+        answer.join().unwrap();
     }
 
     #[test]
