@@ -15,12 +15,25 @@ $(VENV)/.deps: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# CurveZMQ encryption (`--enable-curve`) needs libsodium when libzmq is built (see
+# vendor/zmq-sys/CORRAL.md). Installed from Debian's packages when missing; without it
+# corral still builds, and refuses `--enable-curve` with a message saying what to install.
+.PHONY: sodium
+sodium:  ## install libsodium-dev (for CurveZMQ) if this Debian/Ubuntu machine lacks it
+	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libsodium-dev >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  echo "installing libsodium-dev (CurveZMQ encryption)"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libsodium-dev \
+	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libsodium-dev; } \
+	    || echo "WARNING: could not install libsodium-dev: corral is built without CurveZMQ"; \
+	fi
+
 .PHONY: install
-install: $(VENV)/.deps  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build
-build:  ## build the Rust workspace (debug)
+build: sodium  ## build the Rust workspace (debug)
 	cargo build
 
 .PHONY: test

@@ -12,7 +12,11 @@
 //!
 //! Two sockets are watched by a socket monitor (an inproc PAIR each): the query socket,
 //! for the controller's liveness ([`crate::liveness`]), and the notification socket, whose
-//! every (re)connection triggers that engine-list re-sync.
+//! every (re)connection triggers that engine-list re-sync. While connecting, the query
+//! socket's monitor also tells a security mismatch (CurveZMQ on one side only) from a
+//! controller that is not there, so the user learns which it is.
+//!
+//! When the controller uses CurveZMQ, every socket here is a CURVE client of it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use std::time::Duration;
 use corral_wire::{ClientConnection, Message, Session};
 use serde_json::{json, Value};
 
+use crate::curve::CurveClient;
 use crate::error::{ClientError, Result};
 use crate::liveness::{HEARTBEAT_IVL, HEARTBEAT_TIMEOUT, HEARTBEAT_TTL};
 
@@ -75,13 +80,28 @@ fn socket(ctx: &zmq::Context, kind: zmq::SocketType, name: &'static str) -> Resu
     Ok(s)
 }
 
+/// A socket to the controller: a CURVE client of it when `curve` is given.
+fn peer(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    name: &'static str,
+    curve: Option<&CurveClient>,
+) -> Result<zmq::Socket> {
+    let s = socket(ctx, kind, name)?;
+    if let Some(curve) = curve {
+        curve.apply(&s).map_err(ClientError::zmq(name))?;
+    }
+    Ok(s)
+}
+
 fn connected(
     ctx: &zmq::Context,
     kind: zmq::SocketType,
     name: &'static str,
     url: &str,
+    curve: Option<&CurveClient>,
 ) -> Result<zmq::Socket> {
-    let s = socket(ctx, kind, name)?;
+    let s = peer(ctx, kind, name, curve)?;
     if kind == zmq::SUB {
         subscribe_all(&s, name)?;
     }
@@ -95,15 +115,60 @@ fn subscribe_all(s: &zmq::Socket, name: &'static str) -> Result<()> {
     s.set_rcvhwm(100_000).map_err(ClientError::zmq(name))
 }
 
-/// Asks the Hub for the engines map, then connects the remaining sockets.
-pub fn handshake(
+/// What the query socket's monitor says about a failed security handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeFailure {
+    /// The two sides speak different security mechanisms (CURVE on one side only).
+    Mechanism,
+    /// The connection closed during the handshake (e.g. a CURVE server that could not
+    /// decrypt us: a wrong `curve_serverkey`).
+    Closed,
+}
+
+fn handshake_failure(frame: &[u8]) -> Option<HandshakeFailure> {
+    let raw = u16::from_le_bytes(frame.get(..2)?.try_into().ok()?);
+    if raw == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw() {
+        Some(HandshakeFailure::Mechanism)
+    } else if raw == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw() {
+        Some(HandshakeFailure::Closed)
+    } else {
+        None
+    }
+}
+
+/// The error for a security handshake that failed, in words that say which side is which.
+fn mismatch(url: &str, failure: HandshakeFailure, curve: bool) -> ClientError {
+    let hint = match (failure, curve) {
+        (HandshakeFailure::Mechanism, false) => {
+            "it uses CurveZMQ encryption, and this client's connection file has no \
+             curve_serverkey"
+        }
+        (HandshakeFailure::Mechanism, true) => {
+            "this client's connection file has a curve_serverkey (CurveZMQ), and the \
+             controller does not use CurveZMQ"
+        }
+        (HandshakeFailure::Closed, _) => {
+            "it closed every connection during the CurveZMQ handshake, so the curve_serverkey \
+             in this client's connection file is probably not that controller's key"
+        }
+    };
+    ClientError::SecurityMismatch {
+        url: url.to_owned(),
+        hint,
+    }
+}
+
+/// Asks the Hub for the engines map, then connects the remaining sockets; all of them
+/// are CURVE clients of the controller when `curve` is given.
+pub(crate) fn handshake(
     ctx: &zmq::Context,
     conn: &ClientConnection,
     session: &Session,
     timeout: Duration,
+    curve: Option<&CurveClient>,
 ) -> Result<(Sockets, BTreeMap<i64, String>)> {
     let url = conn.url(conn.registration);
-    let notification = socket(ctx, zmq::SUB, "notification")?;
+    let notification = peer(ctx, zmq::SUB, "notification", curve)?;
     let notification_events = monitored(
         ctx,
         &notification,
@@ -115,7 +180,7 @@ pub fn handshake(
         .connect(&conn.url(conn.notification))
         .map_err(ClientError::zmq("notification"))?;
 
-    let query = socket(ctx, zmq::DEALER, "query")?;
+    let query = peer(ctx, zmq::DEALER, "query", curve)?;
     let ms = |d: Duration| d.as_millis() as i32;
     query
         .set_heartbeat_ivl(ms(HEARTBEAT_IVL))
@@ -129,6 +194,8 @@ pub fn handshake(
         &[
             zmq::SocketEvent::DISCONNECTED,
             zmq::SocketEvent::HANDSHAKE_SUCCEEDED,
+            zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL,
+            zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL,
         ],
     )?;
     query.connect(&url).map_err(ClientError::zmq("query"))?;
@@ -137,16 +204,39 @@ pub fn handshake(
         .send_multipart(session.encode(&request), 0)
         .map_err(ClientError::zmq("query"))?;
     let deadline = std::time::Instant::now() + timeout;
+    let mut closed_in_handshake = false;
     let reply = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ready = query
-            .poll(zmq::POLLIN, left.as_millis() as i64)
-            .map_err(ClientError::zmq("query"))?;
-        if ready == 0 {
+        if left.is_zero() {
+            if closed_in_handshake && curve.is_some() {
+                return Err(mismatch(&url, HandshakeFailure::Closed, true));
+            }
             return Err(ClientError::NoController {
                 url,
                 timeout_s: timeout.as_secs_f64(),
             });
+        }
+        let mut items = [
+            query.as_poll_item(zmq::POLLIN),
+            query_events.as_poll_item(zmq::POLLIN),
+        ];
+        zmq::poll(&mut items, left.as_millis().max(1) as i64).map_err(ClientError::zmq("query"))?;
+        let (reply_ready, event_ready) = (items[0].is_readable(), items[1].is_readable());
+        if event_ready {
+            // Other events here (the first HANDSHAKE_SUCCEEDED) mean "up", which is where
+            // the I/O thread's liveness starts anyway.
+            while let Ok(frames) = query_events.recv_multipart(zmq::DONTWAIT) {
+                match frames.first().and_then(|f| handshake_failure(f)) {
+                    Some(HandshakeFailure::Mechanism) => {
+                        return Err(mismatch(&url, HandshakeFailure::Mechanism, curve.is_some()))
+                    }
+                    Some(HandshakeFailure::Closed) => closed_in_handshake = true,
+                    None => {}
+                }
+            }
+        }
+        if !reply_ready {
+            continue;
         }
         let frames = query.recv_multipart(0).map_err(ClientError::zmq("query"))?;
         match Message::decode(&frames, &session.signer) {
@@ -168,11 +258,17 @@ pub fn handshake(
     let engines = engines_of(&reply);
     let sockets = Sockets {
         query,
-        mux: connected(ctx, zmq::DEALER, "mux", &conn.url(conn.mux))?,
-        control: connected(ctx, zmq::DEALER, "control", &conn.url(conn.control))?,
-        task: connected(ctx, zmq::DEALER, "task", &conn.url(conn.task))?,
-        broadcast: connected(ctx, zmq::DEALER, "broadcast", &conn.url(conn.broadcast))?,
-        iopub: connected(ctx, zmq::SUB, "iopub", &conn.url(conn.iopub))?,
+        mux: connected(ctx, zmq::DEALER, "mux", &conn.url(conn.mux), curve)?,
+        control: connected(ctx, zmq::DEALER, "control", &conn.url(conn.control), curve)?,
+        task: connected(ctx, zmq::DEALER, "task", &conn.url(conn.task), curve)?,
+        broadcast: connected(
+            ctx,
+            zmq::DEALER,
+            "broadcast",
+            &conn.url(conn.broadcast),
+            curve,
+        )?,
+        iopub: connected(ctx, zmq::SUB, "iopub", &conn.url(conn.iopub), curve)?,
         notification,
         query_events,
         notification_events,

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::connect::handshake;
+use crate::curve::CurveClient;
 use crate::error::{ClientError, Result};
 use crate::io_thread::{self, Shared, STOP, SUBMIT_URL};
 use crate::liveness::{Liveness, DEFAULT_GRACE};
@@ -104,7 +105,23 @@ impl ClientCore {
     /// ports could run code on the engines.
     pub fn connect(conn: &ClientConnection, options: &ConnectOptions) -> Result<Self> {
         let url = conn.url(conn.registration);
-        if conn.key.is_empty() {
+        // Before the context exists: libzmq 4.3.4 makes the key pair through a libsodium
+        // call that is only safe while no CURVE socket is working (libzmq issue #4241).
+        let curve = match conn.curve_server() {
+            Some(server) => Some(
+                CurveClient::new(&server, |n| std::env::var(n).ok()).map_err(|reason| {
+                    ClientError::Curve {
+                        url: url.clone(),
+                        reason,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        if conn.key.is_empty() && curve.is_some() {
+            // What a stock controller with `enable_curve` writes: CURVE instead of signing.
+            tracing::info!(%url, "the cluster key is empty: messages are not signed; CurveZMQ encrypts them");
+        } else if conn.key.is_empty() {
             if !options.insecure {
                 return Err(ClientError::EmptyKey { url });
             }
@@ -116,7 +133,7 @@ impl ClientCore {
         }
         let ctx = zmq::Context::new();
         let session = Arc::new(Session::new(conn.key.as_bytes()));
-        let (sockets, engines) = handshake(&ctx, conn, &session, options.timeout)?;
+        let (sockets, engines) = handshake(&ctx, conn, &session, options.timeout, curve.as_ref())?;
         let mut store = Store::new(session.id.clone());
         store.merge_engines(engines);
         let shared = Arc::new(Shared {

@@ -32,6 +32,16 @@ pub enum ClientError {
          refusing. To connect anyway, pass insecure=True to Client or set CORRAL_INSECURE=1"
     )]
     EmptyKey { url: String },
+    /// The controller uses CurveZMQ and this client cannot (no CURVE in this build, a bad
+    /// key).
+    #[error("cannot connect to the controller at {url} with CurveZMQ: {reason}")]
+    Curve { url: String, reason: String },
+    /// The controller refused the connection's security handshake: one side uses CurveZMQ
+    /// and the other does not.
+    #[error(
+        "the controller at {url} refused the connection's security handshake: {hint}. Use          the client connection file that controller wrote (it carries `curve_serverkey` when          the controller runs with CurveZMQ encryption)"
+    )]
+    SecurityMismatch { url: String, hint: &'static str },
     #[error("the client is closed")]
     Closed,
     #[error("no reply to {msg_type} from the Hub within {timeout_s:.1} s")]

@@ -3,6 +3,8 @@
 //! - [`store`]: per-task records (reply, IOPub output, pending published data) and the
 //!   rules that decide when a result may be released; pure state, tested without sockets.
 //! - [`connect`]: the `connection_request` handshake and the client's sockets.
+//! - `curve`: CurveZMQ client settings for those sockets, when the connection file carries
+//!   `curve_serverkey`.
 //! - [`io_thread`]: the one thread that owns every socket after connect; it verifies,
 //!   decodes and files incoming messages into the store, and sends what callers submit.
 //! - [`outbox`]: non-blocking sends with a bounded backlog per socket.
@@ -12,6 +14,7 @@
 
 pub mod connect;
 pub mod core;
+mod curve;
 pub mod error;
 pub mod io_thread;
 pub mod liveness;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::config::ControllerConfig;
+use crate::curve::CurveKeys;
 use crate::error::Result;
 use crate::Controller;
 
@@ -43,6 +44,19 @@ pub struct Cli {
     /// a bigger frame drops the sender's connection.
     #[arg(long, default_value_t = crate::config::DEFAULT_MAX_MESSAGE_SIZE, allow_negative_numbers = true)]
     pub max_message_size: i64,
+    /// CurveZMQ encryption of every connection (ipyparallel's `enable_curve`; also
+    /// `--IPController.enable_curve=True` or IPP_ENABLE_CURVE=1). The key pair comes from
+    /// IPP_CURVE_PUBLICKEY/IPP_CURVE_SECRETKEY, else is generated; the public key is
+    /// written to both connection files as `curve_serverkey`.
+    #[arg(
+        long,
+        alias = "IPController.enable_curve",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub enable_curve: bool,
 }
 
 /// `CORRAL_INSECURE=1` (or `true`/`yes`) opts in to an empty key.
@@ -51,14 +65,17 @@ fn truthy(value: Option<String>) -> bool {
 }
 
 impl Cli {
-    pub fn config(&self) -> ControllerConfig {
+    /// The settings these options and the environment ask for; an error only when CURVE
+    /// is asked for and cannot be had (no CURVE in this build, bad keys).
+    pub fn config(&self) -> Result<ControllerConfig> {
         self.config_with_env(|name| std::env::var(name).ok())
     }
 
-    /// Like ipcontroller, reads `IPP_PROFILE_DIR`, `IPP_CLUSTER_ID` and `IPP_SESSION_KEY`,
-    /// which `ipyparallel.Cluster`'s launchers set instead of passing options; an option
-    /// given on the command line wins over its variable.
-    fn config_with_env(&self, env: impl Fn(&str) -> Option<String>) -> ControllerConfig {
+    /// Like ipcontroller, reads `IPP_PROFILE_DIR`, `IPP_CLUSTER_ID`, `IPP_SESSION_KEY` and
+    /// `IPP_ENABLE_CURVE` (with `IPP_CURVE_{PUBLIC,SECRET}KEY`), which `ipyparallel.Cluster`'s
+    /// launchers and users set instead of passing options; an option given on the command
+    /// line wins over its variable.
+    fn config_with_env(&self, env: impl Fn(&str) -> Option<String>) -> Result<ControllerConfig> {
         let profile_dir = self.profile_dir.clone().or_else(|| {
             env("IPP_PROFILE_DIR")
                 .filter(|d| !d.is_empty())
@@ -69,7 +86,13 @@ impl Cli {
         } else {
             self.cluster_id.clone()
         };
-        ControllerConfig {
+        let enable_curve = self.enable_curve || env("IPP_ENABLE_CURVE").as_deref() == Some("1");
+        let curve = if enable_curve {
+            Some(CurveKeys::from_env_or_generate(&env)?)
+        } else {
+            None
+        };
+        Ok(ControllerConfig {
             ip: self.ip.clone(),
             location: ProfileLocation::resolve(
                 profile_dir.as_deref(),
@@ -80,8 +103,9 @@ impl Cli {
             hb_period_ms: self.hb_period_ms.max(1),
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
+            curve,
             ..ControllerConfig::default()
-        }
+        })
     }
 }
 
@@ -128,7 +152,7 @@ pub fn run_with_args(
         Err(code) => return Ok(code),
     };
     init_logging(&cli.log_level);
-    let controller = Controller::start(cli.config())?;
+    let controller = Controller::start(cli.config()?)?;
     loop {
         if controller.wait_timeout(Duration::from_millis(100)) {
             break;
@@ -179,7 +203,7 @@ mod tests {
             "500",
         ];
         let cli = parse(args.map(String::from)).unwrap();
-        let cfg = cli.config();
+        let cfg = cli.config().unwrap();
         assert_eq!(
             cfg.location.connection_file("client"),
             PathBuf::from("/p/security/ipcontroller-x-client.json")
@@ -196,21 +220,28 @@ mod tests {
             "IPP_SESSION_KEY" => Some("k3y".to_string()),
             _ => None,
         };
-        let cfg = parse(Vec::<String>::new()).unwrap().config_with_env(env);
+        let cfg = parse(Vec::<String>::new())
+            .unwrap()
+            .config_with_env(env)
+            .unwrap();
         assert_eq!(
             cfg.location.connection_file("engine"),
             PathBuf::from("/env/security/ipcontroller-envid-engine.json")
         );
         assert_eq!(cfg.key.as_deref(), Some("k3y"));
         let args = ["--profile-dir", "/p", "--cluster-id", "x"];
-        let cfg = parse(args.map(String::from)).unwrap().config_with_env(env);
+        let cfg = parse(args.map(String::from))
+            .unwrap()
+            .config_with_env(env)
+            .unwrap();
         assert_eq!(
             cfg.location.connection_file("client"),
             PathBuf::from("/p/security/ipcontroller-x-client.json")
         );
         let cfg = parse(Vec::<String>::new())
             .unwrap()
-            .config_with_env(|_| None);
+            .config_with_env(|_| None)
+            .unwrap();
         assert_eq!(cfg.key, None);
         assert!(!cfg.insecure);
     }
@@ -220,10 +251,35 @@ mod tests {
         let cli = parse(Vec::<String>::new()).unwrap();
         assert_eq!(cli.max_message_size, 2 << 30);
         let insecure_env = |name: &str| (name == "CORRAL_INSECURE").then(|| "1".to_string());
-        assert!(cli.config_with_env(insecure_env).insecure);
+        assert!(cli.config_with_env(insecure_env).unwrap().insecure);
         let cli = parse(["--insecure", "--max-message-size", "-1"].map(String::from)).unwrap();
-        let cfg = cli.config_with_env(|_| None);
+        let cfg = cli.config_with_env(|_| None).unwrap();
         assert!(cfg.insecure);
         assert_eq!(cfg.max_message_size, -1);
+    }
+
+    #[test]
+    fn curve_is_off_by_default_and_on_as_ipyparallel_spells_it() {
+        let off = parse(Vec::<String>::new()).unwrap();
+        assert!(off.config_with_env(|_| None).unwrap().curve.is_none());
+        for args in [
+            vec!["--enable-curve"],
+            vec!["--enable-curve=true"],
+            vec!["--IPController.enable_curve=True"],
+        ] {
+            let cli = parse(args.iter().map(|a| a.to_string())).unwrap();
+            let cfg = cli.config_with_env(|_| None).unwrap();
+            assert_eq!(cfg.curve.unwrap().public.len(), 40, "{args:?}");
+        }
+        let cli = parse(["--IPController.enable_curve=False".to_string()]).unwrap();
+        assert!(cli.config_with_env(|_| None).unwrap().curve.is_none());
+        let env = |name: &str| (name == "IPP_ENABLE_CURVE").then(|| "1".to_string());
+        assert!(off.config_with_env(env).unwrap().curve.is_some());
+        let half = |name: &str| match name {
+            "IPP_ENABLE_CURVE" => Some("1".to_string()),
+            "IPP_CURVE_SECRETKEY" => Some("x".repeat(40)),
+            _ => None,
+        };
+        assert!(off.config_with_env(half).is_err());
     }
 }

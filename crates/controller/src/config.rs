@@ -2,6 +2,8 @@
 
 use corral_wire::ProfileLocation;
 
+use crate::curve::CurveKeys;
+
 /// 2 GiB per frame. Frames are one pickled object or one out-of-band buffer (a numpy
 /// array), so this admits arrays of up to 2 GiB each while capping what an unauthenticated
 /// peer can make the controller hold per frame; larger arrays need
@@ -42,6 +44,10 @@ pub struct ControllerConfig {
     pub hwm: i32,
     /// Write `ipcontroller-{client,engine}.json` (and delete them on stop).
     pub write_files: bool,
+    /// CurveZMQ (ipyparallel's `enable_curve`): `Some` makes every socket facing clients
+    /// and engines a CURVE server with these keys and writes the public key into both
+    /// connection files. Off (`None`) by default, as in ipyparallel.
+    pub curve: Option<CurveKeys>,
 }
 
 impl Default for ControllerConfig {
@@ -58,6 +64,7 @@ impl Default for ControllerConfig {
             hwm: 100_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
+            curve: None,
         }
     }
 }

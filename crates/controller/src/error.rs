@@ -25,6 +25,8 @@ pub enum ControllerError {
          authentication anyway"
     )]
     EmptyKey,
+    #[error("cannot enable CurveZMQ encryption: {reason}")]
+    Curve { reason: String },
     #[error(transparent)]
     Wire(#[from] corral_wire::WireError),
 }

@@ -6,6 +6,7 @@
 //! - [`config`]: [`ControllerConfig`], what to bind and where the files go.
 //! - [`cli`]: the `corral controller` command line, shared by the binary and Python.
 //! - [`error`]: [`ControllerError`], what can stop a controller from starting.
+//! - [`curve`]: [`CurveKeys`], CurveZMQ encryption (`--enable-curve`) of every socket.
 //! - `sockets`: binding on random ports, zero-copy multipart receive, signature checks.
 //! - `stop`: the stop signal every thread polls.
 //! - `events`: what the threads tell the hub, and what the hub tells them.
@@ -44,6 +45,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod curve;
 pub mod error;
 
 mod broadcast;
@@ -65,6 +67,7 @@ mod task;
 
 pub use cli::{main_with_args, run_with_args};
 pub use config::ControllerConfig;
+pub use curve::CurveKeys;
 pub use error::{ControllerError, Result};
 
 use corral_wire::{new_id, ClientConnection, EngineConnection, Session};
@@ -76,7 +79,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use crate::sockets::{bind_port, bind_random, opt, socket};
+use crate::sockets::{bind_port, bind_random, opt, socket, Listen};
 use crate::stop::Stop;
 
 /// The body of one controller thread.
@@ -97,25 +100,39 @@ impl Controller {
     pub fn start(config: ControllerConfig) -> Result<Controller> {
         let key = config.key.clone().unwrap_or_else(new_id);
         if key.is_empty() {
-            if !config.insecure {
+            if config.curve.is_some() {
+                // ipyparallel's own `enable_curve` mode: CURVE encrypts, signing is off.
+                warn!("the cluster key is empty: messages are not signed; CurveZMQ encrypts them, and only peers that have curve_serverkey (in the connection files) can connect");
+            } else if !config.insecure {
                 return Err(ControllerError::EmptyKey);
+            } else {
+                warn!("!!! INSECURE: the cluster key is empty; messages are NOT signed and anyone who can reach these ports can run code on the engines !!!");
             }
-            warn!("!!! INSECURE: the cluster key is empty; messages are NOT signed and anyone who can reach these ports can run code on the engines !!!");
+        }
+        if let Some(curve) = &config.curve {
+            if !curve::available() {
+                return Err(curve::unavailable());
+            }
+            info!(curve_serverkey = %curve.public, "CurveZMQ encryption on");
         }
         let ip = config.ip.as_str();
+        let at = Listen {
+            ip,
+            curve: config.curve.as_ref(),
+        };
         let ctx = zmq::Context::new();
         use zmq::SocketType::{PUB, ROUTER, SUB};
         let max = config.max_message_size;
         let peer = |kind, name| peer_socket(&ctx, kind, name, max);
         let hwm = config.hwm;
-        let relay = |name, identity: &[u8]| relay_socket(&ctx, ip, name, identity, max, hwm);
+        let relay = |name, identity: &[u8]| relay_socket(&ctx, &at, name, identity, max, hwm);
 
         let query = peer(ROUTER, "registration")?;
-        let registration = bind_port(&query, ip, "registration")?;
-        let (notify, notification) = bind_random(&ctx, PUB, ip, "notification")?;
-        let (hb_ping_sock, hb_ping) = bind_random(&ctx, PUB, ip, "hb_ping")?;
+        let registration = bind_port(&query, &at, "registration")?;
+        let (notify, notification) = bind_random(&ctx, PUB, &at, "notification")?;
+        let (hb_ping_sock, hb_ping) = bind_random(&ctx, PUB, &at, "hb_ping")?;
         let hb_pong_sock = peer(ROUTER, "hb_pong")?;
-        let hb_pong = bind_port(&hb_pong_sock, ip, "hb_pong")?;
+        let hb_pong = bind_port(&hb_pong_sock, &at, "hb_pong")?;
         let (mux_in, mux_client) = relay("mux_in", b"mux_in")?;
         let (mux_out, mux_engine) = relay("mux_out", b"mux_out")?;
         let (control_in, control_client) = relay("control_in", b"control_in")?;
@@ -125,10 +142,10 @@ impl Controller {
         let iopub_sub = peer(SUB, "iopub_in")?;
         opt("iopub_in", iopub_sub.set_rcvhwm(hwm))?;
         opt("iopub_in", iopub_sub.set_subscribe(b""))?;
-        let iopub_engine = bind_port(&iopub_sub, ip, "iopub_in")?;
+        let iopub_engine = bind_port(&iopub_sub, &at, "iopub_in")?;
         let iopub_pub = socket(&ctx, PUB, "iopub_out")?;
         opt("iopub_out", iopub_pub.set_sndhwm(hwm))?;
-        let iopub_client = bind_port(&iopub_pub, ip, "iopub_out")?;
+        let iopub_client = bind_port(&iopub_pub, &at, "iopub_out")?;
         let (bcast_in, bcast_client) = relay("broadcast", b"sub_scheduler_0")?;
         let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
         let (leaf1, leaf1_port) = relay("broadcast_leaf", b"sub_scheduler_01")?;
@@ -147,7 +164,7 @@ impl Controller {
             notification,
             broadcast: bcast_client,
             key: key.clone(),
-            curve_serverkey: None,
+            curve_serverkey: config.curve.as_ref().map(|c| c.public.clone()),
             location: location.clone(),
             pack: "json".into(),
             unpack: "json".into(),
@@ -165,7 +182,7 @@ impl Controller {
             hb_pong,
             broadcast: vec![leaf0_port, leaf1_port],
             key: key.clone(),
-            curve_serverkey: None,
+            curve_serverkey: config.curve.as_ref().map(|c| c.public.clone()),
             location,
             pack: "json".into(),
             unpack: "json".into(),
@@ -208,6 +225,9 @@ impl Controller {
 
         let resubmit = sockets::socket(&ctx, zmq::SocketType::DEALER, "resubmit")?;
         sockets::opt("resubmit", resubmit.set_identity(b"corral_hub_resubmit"))?;
+        if let Some(curve) = &config.curve {
+            sockets::opt("resubmit", curve.connect_to_self(&resubmit))?;
+        }
         let task_ip = if ip == "0.0.0.0" || ip == "*" {
             "127.0.0.1"
         } else {
@@ -403,7 +423,7 @@ fn peer_socket(
 /// a message to an unknown peer is an error instead of silent loss, and generous HWMs.
 fn relay_socket(
     ctx: &zmq::Context,
-    ip: &str,
+    at: &Listen,
     name: &'static str,
     identity: &[u8],
     max_message_size: i64,
@@ -414,7 +434,7 @@ fn relay_socket(
     opt(name, sock.set_router_mandatory(true))?;
     opt(name, sock.set_sndhwm(hwm))?;
     opt(name, sock.set_rcvhwm(hwm))?;
-    let port = bind_port(&sock, ip, name)?;
+    let port = bind_port(&sock, at, name)?;
     Ok((sock, port))
 }
 

@@ -5,7 +5,15 @@ use corral_wire::{verify_frames, Signer};
 use serde::Deserialize;
 use tracing::warn;
 
+use crate::curve::CurveKeys;
 use crate::error::{ControllerError, Result};
+
+/// How the controller listens: the address every socket binds to and, with CurveZMQ on,
+/// the keys that make each bound socket a CURVE server.
+pub(crate) struct Listen<'a> {
+    pub ip: &'a str,
+    pub curve: Option<&'a CurveKeys>,
+}
 
 /// Linger on close: long enough to flush a last reply, short enough for a prompt stop.
 const LINGER_MS: i32 = 200;
@@ -26,8 +34,9 @@ pub(crate) fn socket(
     Ok(sock)
 }
 
-/// Binds to a random port of `ip` and returns the port.
-pub(crate) fn bind_port(sock: &zmq::Socket, ip: &str, name: &'static str) -> Result<u16> {
+/// Binds to a random port of `at.ip` (a CURVE server first, when CURVE is on) and
+/// returns the port. Every socket that clients and engines reach is bound here.
+pub(crate) fn bind_port(sock: &zmq::Socket, at: &Listen, name: &'static str) -> Result<u16> {
     let err = |action| {
         move |source| ControllerError::Socket {
             socket: name,
@@ -35,6 +44,10 @@ pub(crate) fn bind_port(sock: &zmq::Socket, ip: &str, name: &'static str) -> Res
             source,
         }
     };
+    if let Some(curve) = at.curve {
+        curve.serve(sock).map_err(err("enable CURVE on"))?;
+    }
+    let ip = at.ip;
     sock.bind(&format!("tcp://{ip}:*")).map_err(err("bind"))?;
     let endpoint = sock
         .get_last_endpoint()
@@ -55,11 +68,11 @@ pub(crate) fn bind_port(sock: &zmq::Socket, ip: &str, name: &'static str) -> Res
 pub(crate) fn bind_random(
     ctx: &zmq::Context,
     kind: zmq::SocketType,
-    ip: &str,
+    at: &Listen,
     name: &'static str,
 ) -> Result<(zmq::Socket, u16)> {
     let sock = socket(ctx, kind, name)?;
-    let port = bind_port(&sock, ip, name)?;
+    let port = bind_port(&sock, at, name)?;
     Ok((sock, port))
 }
 

@@ -31,6 +31,31 @@ pub enum EngineError {
          CORRAL_INSECURE=1"
     )]
     EmptyKey { file: String },
+    /// The controller uses CurveZMQ and this engine cannot (no CURVE in this build, or a
+    /// bad key).
+    #[error("cannot connect to the controller with CurveZMQ (connection file: {file}): {reason}")]
+    Curve { file: String, reason: String },
+    /// The controller speaks another security mechanism (CurveZMQ on one side only).
+    #[error(
+        "the controller at {url} and this engine disagree on security: the controller speaks \
+         {theirs}, the engine {ours} ({}), so the controller would never answer. Use the \
+         engine connection file that controller wrote (connection file: {file})",
+        if theirs == "CURVE" { "the controller uses CurveZMQ encryption; the file has no curve_serverkey" }
+        else { "the file has a curve_serverkey, but the controller does not use CurveZMQ" }
+    )]
+    SecurityMismatch {
+        url: String,
+        file: String,
+        theirs: String,
+        ours: String,
+    },
+    /// The controller closed every CURVE handshake: the engine holds another server key.
+    #[error(
+        "the controller at {url} closed every CurveZMQ handshake, so the curve_serverkey in \
+         {file} is probably not that controller's key (a connection file from another \
+         controller?). Use the engine connection file the running controller wrote"
+    )]
+    CurveRejected { url: String, file: String },
     /// The outgoing queue is gone: the I/O thread has stopped.
     #[error("the engine runtime is closed")]
     Closed,

@@ -51,8 +51,12 @@ pub(crate) fn spawn(
     ping_url: &str,
     pong_url: &str,
     state: Arc<HeartState>,
+    curve: Option<&crate::curve::CurveClient>,
 ) -> Result<JoinHandle<()>> {
     let sub = ctx.socket(zmq::SUB).map_err(zerr("heart sub"))?;
+    if let Some(curve) = curve {
+        curve.apply(&sub).map_err(zerr("heart curve"))?;
+    }
     sub.set_subscribe(b"").map_err(zerr("heart subscribe"))?;
     sub.set_linger(0).map_err(zerr("heart linger"))?;
     // The monitor must exist before the connect, or the first CONNECTED is missed.
@@ -68,6 +72,9 @@ pub(crate) fn spawn(
         .map_err(zerr("heart monitor connect"))?;
     sub.connect(ping_url).map_err(zerr("heart connect ping"))?;
     let dealer = ctx.socket(zmq::DEALER).map_err(zerr("heart dealer"))?;
+    if let Some(curve) = curve {
+        curve.apply(&dealer).map_err(zerr("heart curve"))?;
+    }
     dealer
         .set_identity(identity)
         .map_err(zerr("heart identity"))?;

@@ -1,6 +1,8 @@
 //! The engine runtime: every socket of a corral engine, driven by Rust threads, so the
 //! Python main thread only executes user code.
 //!
+//! - `curve`: CurveZMQ client settings for every socket to the controller, when its
+//!   connection file carries `curve_serverkey`.
 //! - `registration`: the `registration_request`/`reply` handshake and unregistration.
 //! - `heart`: the heartbeat echo thread (no GIL, so a busy task never looks dead), which
 //!   also watches the connection to the controller's heart (see `liveness`).
@@ -15,6 +17,7 @@
 //! makes the ordering promise (busy → outputs → reply → idle) hold.
 
 mod control;
+mod curve;
 mod error;
 mod heart;
 mod io;

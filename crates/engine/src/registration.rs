@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use corral_wire::{EngineConnection, Message, RegistrationRequest, Session, UnregistrationRequest};
 use serde_json::Value;
 
+use crate::curve::CurveClient;
 use crate::error::{zerr, EngineError, Result};
 
 /// How often the wait looks at the monitor while the connection is not up yet.
@@ -27,17 +28,22 @@ const CONNECTED_PATIENCE: Duration = Duration::from_secs(120);
 /// Connects the registration DEALER and performs the handshake. `timeout` bounds the wait
 /// while no controller accepts the connection; once one has, the engine waits up to
 /// [`CONNECTED_PATIENCE`] (or `timeout`, if longer) for the reply. The socket is returned so
-/// that a clean exit can send `unregistration_request` on it.
-pub fn register(
+/// that a clean exit can send `unregistration_request` on it. With `curve`, the socket is a
+/// CURVE client of the controller.
+pub(crate) fn register(
     ctx: &zmq::Context,
     conn: &EngineConnection,
     session: &Session,
     file_hint: &str,
     timeout: Duration,
+    curve: Option<&CurveClient>,
 ) -> Result<(zmq::Socket, Registered)> {
     let sock = ctx
         .socket(zmq::DEALER)
         .map_err(zerr("registration socket"))?;
+    if let Some(curve) = curve {
+        curve.apply(&sock).map_err(zerr("registration curve"))?;
+    }
     sock.set_identity(session.id.as_bytes())
         .map_err(zerr("registration identity"))?;
     sock.set_linger(1000).map_err(zerr("registration linger"))?;
@@ -45,6 +51,29 @@ pub fn register(
     sock.set_sndtimeo(1000)
         .map_err(zerr("registration sndtimeo"))?;
     let url = conn.url(conn.registration);
+    // Only with CURVE: plain registrations keep no monitor at all (see `listening`).
+    let mut watch = match curve {
+        Some(_) => Some(HandshakeWatch::start(ctx, &sock, &session.id)?),
+        None => None,
+    };
+    let result = wait_for_reply(&sock, &url, session, file_hint, timeout, curve, &mut watch);
+    if let Some(watch) = watch {
+        watch.stop(&sock);
+    }
+    result.map(|registered| (sock, registered))
+}
+
+/// Connects `sock`, sends `registration_request` and waits for the reply.
+fn wait_for_reply(
+    sock: &zmq::Socket,
+    url: &str,
+    session: &Session,
+    file_hint: &str,
+    timeout: Duration,
+    curve: Option<&CurveClient>,
+    watch: &mut Option<HandshakeWatch>,
+) -> Result<Registered> {
+    let url = url.to_string();
     sock.connect(&url).map_err(zerr("registration connect"))?;
     let request = session.msg(
         "registration_request",
@@ -69,7 +98,19 @@ pub fn register(
                 timeout_s: deadline.duration_since(started).as_secs_f64(),
             });
         }
-        let wait = if connected { left } else { left.min(POLL) };
+        if let Some(watch) = watch.as_mut() {
+            if watch.failures() >= REJECTED_HANDSHAKES {
+                return Err(EngineError::CurveRejected {
+                    url,
+                    file: file_hint.to_string(),
+                });
+            }
+        }
+        let wait = if connected && watch.is_none() {
+            left
+        } else {
+            left.min(POLL)
+        };
         if sock
             .poll(zmq::POLLIN, wait.as_millis() as i64)
             .map_err(zerr("registration poll"))?
@@ -77,6 +118,19 @@ pub fn register(
         {
             if !connected && listening(&url) {
                 connected = true;
+                // A controller that speaks another security mechanism would never answer:
+                // say so now instead of after the long wait below.
+                if let Some(theirs) = security_mechanism(&url) {
+                    let ours = if curve.is_some() { "CURVE" } else { "NULL" };
+                    if theirs != ours {
+                        return Err(EngineError::SecurityMismatch {
+                            url,
+                            file: file_hint.to_string(),
+                            theirs,
+                            ours: ours.to_string(),
+                        });
+                    }
+                }
                 deadline = started + timeout.max(CONNECTED_PATIENCE);
                 tracing::debug!(%url, "registration connection up; waiting for the reply");
             }
@@ -85,13 +139,65 @@ pub fn register(
         let frames = sock.recv_multipart(0).map_err(zerr("registration recv"))?;
         match Message::decode(&frames, &session.signer) {
             Ok(msg) if msg.msg_type() == "registration_reply" => {
-                return parse_reply(&msg.content).map(|r| (sock, r));
+                return parse_reply(&msg.content);
             }
             Ok(msg) => tracing::warn!(
                 msg_type = msg.msg_type(),
                 "unexpected message on registration socket"
             ),
             Err(e) => tracing::warn!(error = %e, "dropped an invalid registration reply"),
+        }
+    }
+}
+
+/// CURVE handshakes the controller closed before they completed, in a row, after which
+/// the engine's key is taken to be wrong (libzmq retries every 100 ms, so this is fast).
+const REJECTED_HANDSHAKES: u32 = 3;
+
+/// Counts the registration socket's failed handshakes, through a socket monitor read only
+/// while registering: a controller holding another key than `curve_serverkey` closes every
+/// CURVE handshake without a word, and would otherwise look like a slow controller.
+struct HandshakeWatch {
+    events: zmq::Socket,
+    endpoint: String,
+    failures: u32,
+}
+
+impl HandshakeWatch {
+    fn start(ctx: &zmq::Context, sock: &zmq::Socket, id: &str) -> Result<Self> {
+        let endpoint = format!("inproc://corral-registration-monitor-{id}");
+        let failed = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw();
+        sock.monitor(&endpoint, i32::from(failed))
+            .map_err(zerr("registration monitor"))?;
+        let events = ctx
+            .socket(zmq::PAIR)
+            .map_err(zerr("registration monitor"))?;
+        events
+            .connect(&endpoint)
+            .map_err(zerr("registration monitor"))?;
+        Ok(HandshakeWatch {
+            events,
+            endpoint,
+            failures: 0,
+        })
+    }
+
+    /// Failed handshakes so far.
+    fn failures(&mut self) -> u32 {
+        while self.events.recv_multipart(zmq::DONTWAIT).is_ok() {
+            self.failures += 1;
+        }
+        self.failures
+    }
+
+    /// Replaces the monitor with one that reports nothing, so no event ever waits for a
+    /// reader once registration is over (libzmq has no other way to stop a monitor short
+    /// of a NULL endpoint, which the `zmq` crate cannot pass).
+    fn stop(self, sock: &zmq::Socket) {
+        let silent = format!("{}-off", self.endpoint);
+        if let Err(e) = sock.monitor(&silent, 0) {
+            tracing::debug!(error = %e, "could not silence the registration monitor");
         }
     }
 }
@@ -109,6 +215,39 @@ fn listening(url: &str) -> bool {
     addrs
         .into_iter()
         .any(|a| TcpStream::connect_timeout(&a, POLL).is_ok())
+}
+
+/// The security mechanism the ZMTP 3 peer at `url` announces in its greeting (`NULL`,
+/// `CURVE`, ...), read over a plain TCP connection. libzmq sends its mechanism once it has
+/// the peer's signature and major version, so the probe sends just those (11 bytes) and
+/// hangs up after reading: a full greeting with another mechanism would make libzmq drop
+/// the connection before its own greeting is out. `None` when it cannot be read in time,
+/// which changes nothing.
+fn security_mechanism(url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let addr = url.strip_prefix("tcp://")?.to_socket_addrs().ok()?.next()?;
+    let mut stream = TcpStream::connect_timeout(&addr, POLL).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    // ZMTP 3 greeting: signature (0xFF, 8 padding bytes, 0x7F), version (major 3, minor),
+    // mechanism (20 bytes, NUL padded), as-server flag, 31 filler bytes.
+    let mut signature_and_major = [0u8; 11];
+    signature_and_major[0] = 0xFF;
+    signature_and_major[9] = 0x7F;
+    signature_and_major[10] = 3;
+    stream.write_all(&signature_and_major).ok()?;
+    let mut theirs = [0u8; 64];
+    stream.read_exact(&mut theirs).ok()?;
+    if theirs[0] != 0xFF || theirs[9] & 1 != 1 || theirs[10] < 3 {
+        return None;
+    }
+    let mechanism = &theirs[12..32];
+    let end = mechanism.iter().position(|&b| b == 0).unwrap_or(20);
+    std::str::from_utf8(&mechanism[..end])
+        .ok()
+        .map(str::to_owned)
 }
 
 /// Reads `{"status", "id", "hb_period"}`; an error reply becomes [`EngineError::Refused`].
@@ -222,9 +361,94 @@ mod tests {
             &session,
             "test",
             Duration::from_millis(200),
+            None,
         )
         .unwrap();
         assert_eq!(reg.id, 7);
+        answer.join().unwrap();
+    }
+
+    #[test]
+    fn a_controller_with_another_security_mechanism_is_named_at_once() {
+        let ctx = zmq::Context::new();
+        let hub = ctx.socket(zmq::ROUTER).unwrap();
+        let keys = zmq::CurveKeyPair::new().unwrap();
+        hub.set_curve_server(true).unwrap();
+        hub.set_curve_secretkey(&keys.secret_key).unwrap();
+        hub.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = hub.get_last_endpoint().unwrap().unwrap();
+        assert_eq!(security_mechanism(&endpoint).as_deref(), Some("CURVE"));
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let started = Instant::now();
+        let Err(err) = register(
+            &ctx,
+            &connection(port),
+            &Session::new(b"k"),
+            "test",
+            Duration::from_secs(30),
+            None,
+        ) else {
+            panic!("registered with a CURVE controller without CURVE");
+        };
+        assert!(matches!(err, EngineError::SecurityMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("CurveZMQ"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let plain = ctx.socket(zmq::ROUTER).unwrap();
+        plain.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = plain.get_last_endpoint().unwrap().unwrap();
+        assert_eq!(security_mechanism(&endpoint).as_deref(), Some("NULL"));
+    }
+
+    #[test]
+    fn a_wrong_curve_server_key_is_named_at_once_and_the_right_one_registers() {
+        let ctx = zmq::Context::new();
+        let hub = ctx.socket(zmq::ROUTER).unwrap();
+        let keys = zmq::CurveKeyPair::new().unwrap();
+        hub.set_curve_server(true).unwrap();
+        hub.set_curve_secretkey(&keys.secret_key).unwrap();
+        hub.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = hub.get_last_endpoint().unwrap().unwrap();
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let z85 = |k: &[u8]| zmq::z85_encode(k).unwrap();
+        let other = zmq::CurveKeyPair::new().unwrap();
+        let wrong = CurveClient::new(&z85(&other.public_key), |_| None).unwrap();
+        let session = Session::new(b"k");
+        let started = Instant::now();
+        let Err(err) = register(
+            &ctx,
+            &connection(port),
+            &session,
+            "test",
+            Duration::from_secs(30),
+            Some(&wrong),
+        ) else {
+            panic!("registered with a wrong server key");
+        };
+        assert!(matches!(err, EngineError::CurveRejected { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let hub_session = Session::new(b"k");
+        let answer = std::thread::spawn(move || {
+            let mut frames = hub.recv_multipart(0).unwrap();
+            let mut reply = hub_session.msg(
+                "registration_reply",
+                json!({"status": "ok", "id": 1, "hb_period": 3000}),
+            );
+            reply.idents = vec![frames.remove(0)];
+            hub.send_multipart(hub_session.encode(&reply), 0).unwrap();
+        });
+        let right = CurveClient::new(&z85(&keys.public_key), |_| None).unwrap();
+        let (_sock, reg) = register(
+            &ctx,
+            &connection(port),
+            &session,
+            "test",
+            Duration::from_secs(5),
+            Some(&right),
+        )
+        .unwrap();
+        assert_eq!(reg.id, 1);
         answer.join().unwrap();
     }
 
@@ -241,6 +465,7 @@ mod tests {
             &Session::new(b"k"),
             "test",
             Duration::from_millis(300),
+            None,
         ) else {
             panic!("registered with nobody listening");
         };

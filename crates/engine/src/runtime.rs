@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use corral_wire::{iso_now, reply_type, EngineConnection, Session};
 
+use crate::curve::CurveClient;
 use crate::error::{zerr, EngineError, Result};
 use crate::heart::{self, HeartState};
 use crate::io::{IoThread, Shared};
@@ -87,7 +88,26 @@ pub struct EngineRuntime {
 impl EngineRuntime {
     /// Registers with the controller named by `conn` and starts the threads.
     pub fn connect(conn: &EngineConnection, opts: EngineOptions) -> Result<Self> {
-        if conn.key.is_empty() {
+        // Before the context exists: libzmq 4.3.4 makes the key pair through a libsodium
+        // call that is only safe while no CURVE socket is working (libzmq issue #4241).
+        let curve = match conn.curve_server() {
+            Some(server) => Some(
+                CurveClient::new(&server, |n| std::env::var(n).ok()).map_err(|reason| {
+                    EngineError::Curve {
+                        file: opts.file_hint.clone(),
+                        reason,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        if conn.key.is_empty() && curve.is_some() {
+            // What a stock controller with `enable_curve` writes: CURVE instead of signing.
+            tracing::info!(
+                file = %opts.file_hint,
+                "the cluster key is empty: messages are not signed; CurveZMQ encrypts them"
+            );
+        } else if conn.key.is_empty() {
             if !opts.insecure {
                 return Err(EngineError::EmptyKey {
                     file: opts.file_hint.clone(),
@@ -107,7 +127,11 @@ impl EngineRuntime {
             &session,
             &opts.file_hint,
             opts.registration_timeout,
+            curve.as_ref(),
         )?;
+        if curve.is_some() {
+            tracing::info!("using CurveZMQ encryption");
+        }
         let uuid = session.id.clone();
         tracing::info!(engine_id = reg.id, %uuid, "registered");
 
@@ -118,12 +142,16 @@ impl EngineRuntime {
             &conn.url(conn.hb_ping),
             &conn.url(conn.hb_pong),
             heart_state.clone(),
+            curve.as_ref(),
         )?;
 
         let router = |what: &'static str| -> Result<zmq::Socket> {
             let s = ctx.socket(zmq::ROUTER).map_err(zerr(what))?;
             s.set_identity(uuid.as_bytes()).map_err(zerr(what))?;
             s.set_linger(2000).map_err(zerr(what))?;
+            if let Some(curve) = &curve {
+                curve.apply(&s).map_err(zerr(what))?;
+            }
             Ok(s)
         };
         let shell = router("shell socket")?;
@@ -152,6 +180,9 @@ impl EngineRuntime {
             .set_sndhwm(opts.iopub_hwm)
             .map_err(zerr("iopub hwm"))?;
         crate::sockopt::set_xpub_nodrop(&mut iopub).map_err(zerr("iopub nodrop"))?;
+        if let Some(curve) = &curve {
+            curve.apply(&iopub).map_err(zerr("iopub curve"))?;
+        }
         iopub
             .connect(&conn.url(conn.iopub))
             .map_err(zerr("iopub connect"))?;

@@ -33,7 +33,10 @@ pub fn to_py(e: ClientError) -> PyErr {
             PyTimeoutError::new_err(text)
         }
         ClientError::ControllerLost { .. } => corral_error("ControllerLost", text),
-        ClientError::ConnectionRefused { .. } => PyConnectionError::new_err(text),
+        ClientError::ConnectionRefused { .. } | ClientError::SecurityMismatch { .. } => {
+            PyConnectionError::new_err(text)
+        }
+        ClientError::Curve { .. } => PyRuntimeError::new_err(text),
         ClientError::Zmq { .. } => PyOSError::new_err(text),
         ClientError::Closed => PyRuntimeError::new_err(text),
         ClientError::EmptyKey { .. }

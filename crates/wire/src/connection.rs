@@ -62,6 +62,21 @@ pub struct EngineConnection {
     pub signature_scheme: String,
 }
 
+/// The controller's CurveZMQ public key as ipyparallel's client and engine find it: the
+/// connection file's `curve_serverkey`, else `$IPP_CURVE_SERVERKEY`. `None` (or empty)
+/// means the controller does not use CURVE.
+pub fn curve_serverkey(
+    in_file: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    in_file
+        .map(str::to_owned)
+        .filter(|k| !k.trim().is_empty())
+        .or_else(|| env("IPP_CURVE_SERVERKEY"))
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+}
+
 fn default_scheme() -> String {
     "leastload".into()
 }
@@ -83,6 +98,10 @@ impl ClientConnection {
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json(path, self)
     }
+    /// The controller's CURVE public key, if it uses CURVE (see [`curve_serverkey`]).
+    pub fn curve_server(&self) -> Option<String> {
+        curve_serverkey(self.curve_serverkey.as_deref(), |n| std::env::var(n).ok())
+    }
 }
 
 impl EngineConnection {
@@ -94,6 +113,10 @@ impl EngineConnection {
     }
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json(path, self)
+    }
+    /// The controller's CURVE public key, if it uses CURVE (see [`curve_serverkey`]).
+    pub fn curve_server(&self) -> Option<String> {
+        curve_serverkey(self.curve_serverkey.as_deref(), |n| std::env::var(n).ok())
     }
 }
 
@@ -271,6 +294,20 @@ mod tests {
             loc.connection_file("engine"),
             Path::new("/p/security/ipcontroller-abc-engine.json")
         );
+    }
+
+    #[test]
+    fn curve_serverkey_comes_from_the_file_then_the_environment() {
+        let env = |name: &str| (name == "IPP_CURVE_SERVERKEY").then(|| "from-env".to_string());
+        assert_eq!(curve_serverkey(Some("k"), env).as_deref(), Some("k"));
+        assert_eq!(curve_serverkey(None, env).as_deref(), Some("from-env"));
+        assert_eq!(curve_serverkey(Some(""), env).as_deref(), Some("from-env"));
+        assert_eq!(curve_serverkey(None, |_| None), None);
+        assert_eq!(curve_serverkey(None, |_| Some(" ".into())), None);
+        // Stock files say `"curve_serverkey": null` when CURVE is off.
+        let client =
+            ClientConnection::read(&Path::new(CAPTURED).join("ipcontroller-client.json")).unwrap();
+        assert_eq!(client.curve_serverkey, None);
     }
 
     #[test]

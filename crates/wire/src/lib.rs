@@ -21,7 +21,7 @@ pub mod session;
 pub mod sign;
 pub mod vocab;
 
-pub use connection::{ClientConnection, EngineConnection, ProfileLocation};
+pub use connection::{curve_serverkey, ClientConnection, EngineConnection, ProfileLocation};
 pub use envelope::{encode_raw, locate_delimiter, verify_frames, Message, DELIMITER};
 pub use error::{Result, WireError};
 pub use header::{iso_now, new_id, Header, PROTOCOL_VERSION};

@@ -51,6 +51,7 @@ class Cluster:
         shutdown_atexit: bool = True,
         controller_args: list[str] | tuple = (),
         engine_args: list[str] | tuple = (),
+        enable_curve: bool = False,
     ):
         self.n = n
         self.profile_dir = profiles.resolve_profile_dir(profile, profile_dir)
@@ -63,6 +64,10 @@ class Cluster:
         #: Extra command-line options, e.g. `controller_args=["--hb-period", "500"]`.
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
+        #: CurveZMQ encryption of every connection (ipyparallel's `enable_curve`): the
+        #: controller runs with `--enable-curve` and writes its public key into the
+        #: connection files, from which engines and clients take it.
+        self.enable_curve = enable_curve
         self.controller: LocalProcess | None = None
         self.engines: list[LocalProcess] = []
         self._clients: list = []
@@ -102,6 +107,7 @@ class Cluster:
             "--cluster-id", self.cluster_id,
             "--ip", self.controller_ip,
             "--log-level", self.log_level,
+            *(["--enable-curve"] if self.enable_curve else []),
             *self.controller_args,
         )
         self.controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()

@@ -26,6 +26,10 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--ip", default="127.0.0.1", help="controller IP (default 127.0.0.1)")
     start.add_argument("--log-level", default="warning")
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engines")
+    start.add_argument(
+        "--enable-curve", action="store_true",
+        help="encrypt every connection with CurveZMQ (ipyparallel's enable_curve)",
+    )
     _location_options(start)
     stop = sub.add_parser("stop", help="stop a cluster started with --daemonize")
     _location_options(stop)
@@ -56,6 +60,7 @@ def main(argv: list[str]) -> int:
         engine_timeout=args.timeout,
         detach=args.daemonize,
         shutdown_atexit=not args.daemonize,
+        enable_curve=args.enable_curve,
     )
     try:
         client = cluster.start_and_connect_sync()
