@@ -159,14 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
         return 1
+    # From here a signal_request may arrive: SIGINT interrupts tasks only, never startup.
+    from corral.engine.executor import Executor, Terminate, ignore_sigint, new_user_module
+
+    signal.signal(signal.SIGINT, ignore_sigint)
+    signal.signal(signal.SIGTERM, _terminate)
     # ipengine's own words: operators and ipyparallel's tests look for this line.
     log.info("Completed registration with id %d (uuid %s)", rt.id, rt.uuid)
 
-
+    # IPython is imported once registered: the Rust heart answers pings meanwhile.
     from corral.engine import compat
-    from corral.engine.executor import Executor
+    from corral.engine.shell import create_shell, run_startup_files
 
     compat.install()
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return Executor(rt).run()
+    try:
+        shell = create_shell(new_user_module(), profile_dir(args))
+        run_startup_files(shell)
+    except Terminate:
+        log.info("SIGTERM while starting: exiting")
+        rt.close(True)
+        return 0
+    return Executor(rt, shell).run()

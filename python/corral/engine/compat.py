@@ -50,26 +50,3 @@ def install() -> None:
             _patch(sys.modules[name])
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
-
-
-def install_shell(user_module) -> None:
-    """Stock ipyparallel's push/pull/execute helpers call `get_ipython().user_global_ns`.
-    When IPython is installed, register a minimal `InteractiveShell` stand-in (never
-    initialized: no history, no display hooks) whose namespace is the engine's."""
-    import importlib.util
-
-    if importlib.util.find_spec("IPython") is None:
-        return
-    try:
-        from IPython.core.interactiveshell import InteractiveShell
-    except Exception:  # a broken IPython must not stop the engine
-        return
-
-    class EngineShell(InteractiveShell):
-        """Namespace holder only; see `install_shell`."""
-
-    shell = EngineShell.__new__(EngineShell)
-    shell.user_module = user_module
-    shell.user_ns = user_module.__dict__
-    InteractiveShell._instance = shell
-    EngineShell._instance = shell

@@ -2,16 +2,20 @@
 `busy` → outputs → reply → `idle` (the Rust runtime sends them in that order).
 
 Replies follow ipyparallel's kernel (`engine/kernel.py`) and ipykernel: `apply_reply`
-with `serialize_object(result)` buffers, `execute_reply` with `execution_count`, errors as
-`wrap_exception` content plus an `error` IOPub message, and reply metadata as docs/PROTOCOL.md §6.1.
+with `serialize_object(result)` buffers, `execute_reply` as ipykernel's `do_execute` builds
+it (code run by the engine's IPython shell, see `shell.py`), errors as `wrap_exception`
+content plus an `error` IOPub message, and reply metadata as docs/PROTOCOL.md §6.1.
+
+SIGINT raises `KeyboardInterrupt` only while user code runs (as ipykernel arranges it);
+between tasks it is logged and ignored, so an interrupt can never cut a reply in half.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import pickle
+import signal
 import sys
 import threading
 import traceback
@@ -20,8 +24,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import corral.datapub
-from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
+from corral.engine.jsonmsg import dumps
 from corral.engine.namespace import bind_sent_functions, resolve_references
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
@@ -36,10 +40,6 @@ class Terminate(BaseException):
 
 def iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str)
 
 
 def pickle_frames(data: Any, out_of_band: bool) -> list:
@@ -68,12 +68,20 @@ def new_user_module() -> types.ModuleType:
     return mod
 
 
+def ignore_sigint(signum, frame):
+    log.warning("SIGINT while no task runs: ignored (it interrupts running tasks)")
+
+
 class Executor:
-    def __init__(self, rt):
+    def __init__(self, rt, shell):
+        """`shell`: the engine's `EngineShell` (see `shell.create_shell`); its namespace is
+        the one every request runs in."""
         self.rt = rt
-        user_module = new_user_module()
-        self.user_ns = user_module.__dict__
-        compat.install_shell(user_module)
+        self.shell = shell
+        shell.rt = rt
+        self.user_ns = shell.user_ns
+        #: Counts non-silent executes (`execute_input`), as ipykernel's kernel does; the
+        #: shell keeps its own count of cells stored in history (the reply's).
         self.execution_count = 0
         # Guards busy/reply/idle sequences and stream flushes (see capture.py).
         self.lock = threading.RLock()
@@ -94,6 +102,7 @@ class Executor:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.flusher.start()
         self.watch.start()
+        signal.signal(signal.SIGINT, ignore_sigint)
         code, unregister = 0, True
         try:
             while True:
@@ -151,6 +160,7 @@ class Executor:
             self.current = req
             self.rt.begin(req)
         buffers: list = []
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             reply, buffers = handler(req, content)
         except Terminate:
@@ -159,6 +169,8 @@ class Executor:
             log.exception("engine failure handling %s", req.msg_type)
             reply = self.error_content(e, req.msg_type.replace("_request", ""))
             buffers = []
+        finally:
+            signal.signal(signal.SIGINT, ignore_sigint)
         status = reply.get("status", "ok")
         reply_md = {
             "started": started,
@@ -222,6 +234,12 @@ class Executor:
         if not isinstance(code, str):
             raise TypeError(f"execute_request code must be a string, not {_json_type(code)}")
         silent = bool(content.get("silent", False))
+        store_history = bool(content.get("store_history", not silent))
+        expressions = content.get("user_expressions") or {}
+        if not isinstance(expressions, dict):
+            raise TypeError(
+                f"execute_request user_expressions must be an object, not {_json_type(expressions)}"
+            )
         if not silent:
             self.execution_count += 1
             self.rt.publish(
@@ -229,50 +247,34 @@ class Executor:
                 "execute_input",
                 dumps({"code": code, "execution_count": self.execution_count}),
             )
-        try:
-            value = self.run_cell(code)
-            if value is not None and not silent:
-                self.user_ns["_"] = value
-                self.rt.publish(
-                    "execute_result",
-                    "execute_result",
-                    dumps(
-                        {
-                            "data": {"text/plain": repr(value)},
-                            "metadata": {},
-                            "execution_count": self.execution_count,
-                        }
-                    ),
-                    engine_md=False,
-                )
-        except Terminate:
-            raise
-        except BaseException as e:
-            reply = self.error_content(_strip_frames(e), "execute")
-            reply["execution_count"] = self.execution_count
-            return reply, []
-        return {
-            "status": "ok",
-            "execution_count": self.execution_count,
-            "user_expressions": {},
-            "payload": [],
-        }, []
-
-    def run_cell(self, code: str) -> Any:
-        """Runs `code` in the user namespace; returns the value of a final expression."""
-        tree = ast.parse(code, filename="<cell>", mode="exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<cell>", "exec"), self.user_ns)
-        if last is not None:
-            return eval(compile(last, "<cell>", "eval"), self.user_ns)
-        return None
+        shell = self.shell
+        res = shell.run_cell(code, store_history=store_history, silent=silent)
+        err = res.error_before_exec if res.error_before_exec is not None else res.error_in_exec
+        if isinstance(err, Terminate):  # SIGTERM during the cell: the engine stops
+            raise err
+        reply: dict = {}
+        if res.success and not shell._traceback_in_displayhook:
+            reply["status"] = "ok"
+        else:
+            reply.update(
+                status="error",
+                traceback=shell._last_traceback or [],
+                ename=type(err).__name__,
+                evalue=str(err),
+                engine_info=dict(self.engine_info, method="execute"),
+            )
+        reply["execution_count"] = shell.execution_count - 1
+        if reply["status"] == "ok":
+            reply["user_expressions"] = shell.user_expressions(expressions)
+        else:
+            reply["user_expressions"] = {}
+        reply["payload"] = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
+        return reply, []
 
     def do_clear(self, req, content: Any):
-        keep = {k: self.user_ns[k] for k in ("__name__", "__builtins__") if k in self.user_ns}
-        self.user_ns.clear()
-        self.user_ns.update(keep)
+        """A fresh namespace, as ipyparallel's `clear_request` (the shell's `reset`)."""
+        self.shell.reset(new_session=False)
         return {"status": "ok"}, []
 
     def do_unknown(self, req, content: Any):
