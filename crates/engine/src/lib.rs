@@ -7,6 +7,7 @@
 //! - `liveness`: when the controller counts as gone, and why.
 //! - `request`: the intake (signature, replay, decoding) and the abort bookkeeping.
 //! - `control`: control requests answered without waiting for the running task.
+//! - `signal`: `signal_request`/`interrupt_request`: signal this process (Ctrl-C a task).
 //! - `outgoing`: what the executor asks to send, and how it becomes signed frames.
 //! - `io`: the I/O thread that owns shell, control and IOPub, in one ordered loop.
 //! - `runtime`: [`EngineRuntime`], the handle the executor (Python) holds.
@@ -23,6 +24,7 @@ mod outgoing;
 mod registration;
 mod request;
 mod runtime;
+mod signal;
 mod sockopt;
 
 #[cfg(test)]
