@@ -215,3 +215,25 @@ def test_clear_request_resets_the_shell_namespace(hub):
     assert reply["ename"] == "NameError"
     reply, _ = execute(hub, "get_ipython() is not None", silent=False)
     assert reply["status"] == "ok"
+
+
+def test_a_failed_execute_aborts_the_executes_queued_behind_it(hub):
+    """ipykernel's stop_on_error: what is already queued behind a failing non-silent
+    execute is answered `aborted`; `stop_on_error: false` or a silent execute runs on."""
+    def run_two(first_code: str, **first):
+        a, fa = hub.request("execute_request", dict(code=first_code, **first))
+        b, fb = hub.request("execute_request", {"code": "ran_after = True"})
+        hub.send("mux", fa)
+        hub.send("mux", fb)
+        _, ra, _ = hub.reply_to("mux", a)
+        _, rb, _ = hub.reply_to("mux", b)
+        return ra, rb
+
+    execute(hub, "ran_after = False")
+    failed, queued = run_two("import time; time.sleep(1); 1/0")
+    assert failed["ename"] == "ZeroDivisionError" and queued == {"status": "aborted"}
+    reply, _ = execute(hub, "pass", user_expressions={"r": "ran_after"})
+    assert reply["user_expressions"]["r"]["data"]["text/plain"] == "False"
+    for kwargs in ({"stop_on_error": False}, {"silent": True}):
+        failed, queued = run_two("import time; time.sleep(1); 1/0", **kwargs)
+        assert failed["status"] == "error" and queued["status"] == "ok", kwargs

@@ -20,6 +20,7 @@ import sys
 import threading
 import traceback
 import types
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
@@ -92,6 +93,10 @@ class Executor:
         self.stock_peer = False  # the running request came from stock ipyparallel
         self.engine_info = {"engine_uuid": rt.uuid, "engine_id": rt.id}
         self.watch = ControllerWatch(rt, busy=lambda: self.current is not None)
+        #: Requests taken from the runtime while aborting queued executes, served next.
+        self.pending: deque = deque()
+        #: Set by a failed non-silent execute with `stop_on_error` (see `abort_queued`).
+        self.stop_on_error = False
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -107,7 +112,7 @@ class Executor:
         try:
             while True:
                 try:
-                    req = self.rt.next_request(1.0)
+                    req = self.pending.popleft() if self.pending else self.rt.next_request(1.0)
                     if req is None:
                         continue
                     if req == "shutdown":
@@ -195,6 +200,45 @@ class Executor:
             self.rt.end(req)
             self.current = None
             self.stock_peer = False
+        if self.stop_on_error:
+            self.stop_on_error = False
+            self.abort_queued()
+
+    def abort_queued(self) -> None:
+        """After a failed non-silent execute, the execute requests already received are
+        answered `aborted`, as ipykernel does with `stop_on_error` (so `%autopx` does not
+        run the cells queued behind an error); other requests keep their turn."""
+        while True:
+            req = self.rt.next_request(0)
+            if req is None:
+                return
+            if isinstance(req, str):  # shutdown or controller lost: handled by the loop
+                self.pending.append(req)
+                return
+            if req.channel == "shell" and req.msg_type == "execute_request":
+                self.answer_aborted(req)
+            else:
+                self.pending.append(req)
+
+    def answer_aborted(self, req) -> None:
+        log.info("aborting %s %s (an earlier execute failed)", req.msg_type, req.msg_id)
+        md = parse_json(req.metadata)
+        if not isinstance(md, dict):
+            md = {}
+        reply_md = {
+            "started": iso_now(),
+            "dependencies_met": True,
+            "engine": self.rt.uuid,
+            "is_broadcast": md.get("is_broadcast", False),
+            "is_coalescing": md.get("is_coalescing", False),
+            "original_msg_id": md.get("original_msg_id", ""),
+            "label": md.get("label"),
+            "status": "aborted",
+        }
+        with self.lock:
+            self.rt.begin(req)
+            self.rt.reply(req, "execute_reply", dumps({"status": "aborted"}), dumps(reply_md))
+            self.rt.end(req)
 
     # -- handlers: each returns (reply content, reply buffers) -------------------------
 
@@ -270,6 +314,8 @@ class Executor:
             reply["user_expressions"] = {}
         reply["payload"] = shell.payload_manager.read_payload()
         shell.payload_manager.clear_payload()
+        if reply["status"] == "error" and not silent and content.get("stop_on_error", True):
+            self.stop_on_error = True
         return reply, []
 
     def do_clear(self, req, content: Any):
