@@ -237,3 +237,17 @@ def test_a_failed_execute_aborts_the_executes_queued_behind_it(hub):
     for kwargs in ({"stop_on_error": False}, {"silent": True}):
         failed, queued = run_two("import time; time.sleep(1); 1/0", **kwargs)
         assert failed["status"] == "error" and queued["status"] == "ok", kwargs
+
+
+def test_shell_config_on_the_command_line(tmp_path):
+    """`--InteractiveShell.colors=nocolor`, as ipyparallel's launchers pass it to ipengine:
+    tracebacks come without ANSI colors."""
+    h = FakeHub(tmp_path)
+    h.start_engine("--InteractiveShell.colors=nocolor")
+    try:
+        _wait_for_iopub(h)
+        reply, _ = execute(h, "raise RuntimeError('oops')")
+        assert reply["traceback"][-1] == "RuntimeError: oops", reply["traceback"]
+        assert not any("\x1b[" in line for line in reply["traceback"])
+    finally:
+        h.close()

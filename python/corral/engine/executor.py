@@ -95,8 +95,9 @@ class Executor:
         self.watch = ControllerWatch(rt, busy=lambda: self.current is not None)
         #: Requests taken from the runtime while aborting queued executes, served next.
         self.pending: deque = deque()
-        #: Set by a failed non-silent execute with `stop_on_error` (see `abort_queued`).
-        self.stop_on_error = False
+        #: Execute requests to answer `aborted` after the current reply (see
+        #: `take_queued_executes`).
+        self.aborting: list = []
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -200,25 +201,30 @@ class Executor:
             self.rt.end(req)
             self.current = None
             self.stock_peer = False
-        if self.stop_on_error:
-            self.stop_on_error = False
-            self.abort_queued()
+        for queued in self.aborting:
+            self.answer_aborted(queued)
+        self.aborting = []
 
-    def abort_queued(self) -> None:
+    def take_queued_executes(self) -> list:
         """After a failed non-silent execute, the execute requests already received are
-        answered `aborted`, as ipykernel does with `stop_on_error` (so `%autopx` does not
-        run the cells queued behind an error); other requests keep their turn."""
-        while True:
+        answered `aborted` (after its reply), as ipykernel does with `stop_on_error`, so
+        `%autopx` does not run the cells queued behind an error. Taken before the reply
+        goes out, so nothing sent after the client saw the error is aborted; other requests
+        keep their turn."""
+        taken = [r for r in self.pending if self._is_execute(r)]
+        kept = deque(r for r in self.pending if not self._is_execute(r))
+        while not (kept and isinstance(kept[-1], str)):  # stop at shutdown / lost
             req = self.rt.next_request(0)
             if req is None:
-                return
-            if isinstance(req, str):  # shutdown or controller lost: handled by the loop
-                self.pending.append(req)
-                return
-            if req.channel == "shell" and req.msg_type == "execute_request":
-                self.answer_aborted(req)
-            else:
-                self.pending.append(req)
+                break
+            (taken if self._is_execute(req) else kept).append(req)
+        self.pending = kept
+        return taken
+
+    @staticmethod
+    def _is_execute(req) -> bool:
+        return not isinstance(req, str) and req.channel == "shell" and (
+            req.msg_type == "execute_request")
 
     def answer_aborted(self, req) -> None:
         log.info("aborting %s %s (an earlier execute failed)", req.msg_type, req.msg_id)
@@ -315,7 +321,7 @@ class Executor:
         reply["payload"] = shell.payload_manager.read_payload()
         shell.payload_manager.clear_payload()
         if reply["status"] == "error" and not silent and content.get("stop_on_error", True):
-            self.stop_on_error = True
+            self.aborting = self.take_queued_executes()
         return reply, []
 
     def do_clear(self, req, content: Any):

@@ -171,11 +171,14 @@ class EngineShell(InteractiveShell):
 InteractiveShellABC.register(EngineShell)
 
 
-def create_shell(user_module, profile_dir: str | Path | None = None) -> EngineShell:
+def create_shell(user_module, profile_dir: str | Path | None = None,
+                 extra_config: dict | None = None) -> EngineShell:
     """The engine's one shell, with `user_module` as its `__main__`. History stays in
-    memory (as on ipyparallel engines: many engines, one profile)."""
+    memory (as on ipyparallel engines: many engines, one profile). `extra_config`:
+    `{Class: {trait: value}}` from the command line."""
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
+    config.merge(Config(extra_config or {}))
     kwargs: dict[str, Any] = {"config": config, "user_module": user_module}
     if profile_dir is not None:
         try:
