@@ -136,3 +136,16 @@ def test_send_signal_from_stock_client_corral_controller(tmp_path: Path):
         if client is not None:
             client.close()
         procs.stop_all()
+
+
+def test_sigkill_unregisters_the_engine_first(cluster):
+    """The stock controller learns at once that a SIGKILLed engine is gone (it would
+    otherwise wait for ten missed heartbeats, 30 s), as with ipyparallel's nanny."""
+    client, procs, _ = cluster
+    victim = client.ids[-1]
+    client.send_signal("SIGKILL", targets=[victim], block=True)
+    deadline = time.monotonic() + 10
+    while victim in client.ids and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victim not in client.ids
+    assert client[client.ids[0]].apply_sync(remote_sleep, 0) == "slept"

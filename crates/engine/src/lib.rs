@@ -34,3 +34,4 @@ pub use error::{EngineError, Result};
 pub use outgoing::Outgoing;
 pub use request::{Channel, Request};
 pub use runtime::{EngineOptions, EngineRuntime, Next};
+pub use signal::before_kill;

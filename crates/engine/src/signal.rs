@@ -6,8 +6,12 @@
 //! The I/O thread answers without waiting for the running task. The signal itself is
 //! delivered [`DELIVERY_DELAY`] after the answer, from a short-lived thread, so the reply
 //! has left before a signal that ends the process (SIGKILL, SIGTERM) takes effect: a
-//! stock client waits for that reply (`send_signal(block=True)`).
+//! stock client waits for that reply (`send_signal(block=True)`). Before a SIGKILL, the
+//! hook set with [`before_kill`] runs (the Python binding closes the runtime there:
+//! unregistration sent, IOPub flushed), so the controller learns at once that the engine
+//! is gone, as ipyparallel's nanny tells it once the engine has died.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use corral_wire::ErrorContent;
@@ -16,8 +20,22 @@ use serde_json::{json, Value};
 use crate::control::ControlAnswer;
 
 /// Time for the I/O thread to hand the reply to ZeroMQ before the signal lands.
+/// How long the [`before_kill`] hook may take.
+#[cfg_attr(test, allow(dead_code))]
+const KILL_HOOK_LIMIT: Duration = Duration::from_secs(2);
+
 #[cfg_attr(test, allow(dead_code))]
 const DELIVERY_DELAY: Duration = Duration::from_millis(100);
+
+/// What to do just before this process sends itself SIGKILL (see [`before_kill`]).
+type KillHook = Box<dyn Fn() + Send + Sync>;
+static BEFORE_KILL: Mutex<Option<KillHook>> = Mutex::new(None);
+
+/// Sets what runs just before a requested SIGKILL lands (the last one set wins): the
+/// last chance to tell the controller the engine is leaving.
+pub fn before_kill(hook: impl Fn() + Send + Sync + 'static) {
+    *BEFORE_KILL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+}
 
 /// Signal names as Python's `signal` module spells them, for `{"sig": "SIGINT"}`.
 const NAMES: &[(&str, i32)] = &[
@@ -134,12 +152,37 @@ fn deliver_later(sig: i32, target: Target) {
         .name("corral-engine-signal".into())
         .spawn(move || {
             std::thread::sleep(DELIVERY_DELAY);
+            if sig == libc::SIGKILL {
+                run_kill_hook();
+            }
             if let Err(e) = send(sig, target) {
                 tracing::warn!(sig, error = %e, "could not deliver the signal");
             }
         });
     if let Err(e) = spawned {
         tracing::warn!(sig, error = %e, "could not start the signal thread");
+    }
+}
+
+/// Runs the [`before_kill`] hook, for at most [`KILL_HOOK_LIMIT`]: a task that keeps the
+/// runtime busy must not keep the engine from dying.
+#[cfg_attr(test, allow(dead_code))]
+fn run_kill_hook() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("corral-engine-before-kill".into())
+        .spawn(move || {
+            if let Some(hook) = BEFORE_KILL
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                hook();
+            }
+            let _ = done_tx.send(());
+        });
+    if spawned.is_ok() && done_rx.recv_timeout(KILL_HOOK_LIMIT).is_err() {
+        tracing::warn!("the engine did not close in time; killing it anyway");
     }
 }
 
