@@ -1,7 +1,12 @@
-"""`from ipyparallel.datapub import publish_data` inside a corral engine publishes through
-corral. ipyparallel's version looks up an ipykernel shell that a corral engine does not
-have; an import hook swaps the function when (and only if) user code imports it, so
-engines do not pay for importing ipyparallel up front.
+"""ipyparallel's own helpers, when code on a corral engine imports them, work with corral's
+parts. An import hook patches a module when (and only if) something imports it, so engines
+do not pay for importing ipyparallel up front:
+
+- `ipyparallel.datapub.publish_data` publishes through corral (ipyparallel's looks up an
+  ipykernel shell a corral engine does not have);
+- `ipyparallel.serialize.uncan` also uncans corral's stand-ins for ipyparallel's canned
+  objects (`corral.serialize.canning`): a stock client's `@require(f)` runs ipyparallel's
+  `_require` on the engine, which uncans `f` itself.
 """
 
 from __future__ import annotations
@@ -9,13 +14,33 @@ from __future__ import annotations
 import importlib.abc
 import sys
 
-TARGETS = ("ipyparallel.engine.datapub", "ipyparallel.datapub")
+DATAPUB = ("ipyparallel.engine.datapub", "ipyparallel.datapub")
+CANNING = ("ipyparallel.serialize.canning", "ipyparallel.serialize")
+TARGETS = DATAPUB + CANNING
 
 
 def _patch(module) -> None:
-    from corral.datapub import publish_data
+    if module.__name__ in DATAPUB:
+        from corral.datapub import publish_data
 
-    module.publish_data = publish_data
+        module.publish_data = publish_data
+    elif getattr(module, "uncan", None) is not None:
+        module.uncan = _uncan_also_corral(module.uncan)
+
+
+def _uncan_also_corral(stock_uncan):
+    if getattr(stock_uncan, "corral_aware", False):
+        return stock_uncan
+    from corral.serialize import canning
+
+    def uncan(obj, g=None):
+        if canning.contains_canned(obj):
+            return canning.uncan(obj, g)
+        return stock_uncan(obj, g)
+
+    uncan.corral_aware = True
+    uncan.__doc__ = stock_uncan.__doc__
+    return uncan
 
 
 class _PatchingLoader(importlib.abc.Loader):
