@@ -32,3 +32,32 @@ def test_require_pushes_a_function_by_name(cluster):
     view = client.load_balanced_view()
     assert view.apply_sync(uses_triple, 5) == 15
     assert view.apply_sync(uses_thrice, 2) == 6
+
+
+def test_use_cloudpickle_lets_the_clients_values_win(cluster):
+    """ipyparallel's test_use_cloudpickle: with a stock client's `use_cloudpickle()`, a
+    function's globals are the client's, even where the engine has the name; after
+    `use_pickle()` the engine's namespace counts again."""
+    import sys
+
+    client, _, _ = cluster
+    view = client[:]
+    view["_a"] = "engine"
+
+    @ipp.interactive
+    def get_a():
+        return _a  # noqa: F821
+
+    assert view.apply_sync(get_a) == ["engine"] * len(view)
+    main = sys.modules["__main__"]
+    view.use_cloudpickle().get(timeout=20)
+    try:
+        main._a = "client"
+        assert view.apply_sync(get_a) == ["client"] * len(view)
+        view.execute("del _a", block=True)
+        assert view.apply_sync(get_a) == ["client"] * len(view)
+    finally:
+        view.use_pickle().get(timeout=20)
+        del main._a
+    with pytest.raises(ipp.error.CompositeError):
+        view.apply_sync(get_a)

@@ -4,6 +4,8 @@ do not pay for importing ipyparallel up front:
 
 - `ipyparallel.datapub.publish_data` publishes through corral (ipyparallel's looks up an
   ipykernel shell a corral engine does not have);
+- (`stock_cloudpickle_mode`) after a stock client's `view.use_cloudpickle()`, functions
+  sent by value keep the globals they came with, as on a stock engine;
 - `ipyparallel.serialize.uncan` also uncans corral's stand-ins for ipyparallel's canned
   objects (`corral.serialize.canning`): a stock client's `@require(f)` runs ipyparallel's
   `_require` on the engine, which uncans `f` itself.
@@ -13,6 +15,17 @@ from __future__ import annotations
 
 import importlib.abc
 import sys
+
+def stock_cloudpickle_mode() -> bool:
+    """True once a stock client's `view.use_cloudpickle()` has run ipyparallel's
+    `use_cloudpickle` on this engine (and `use_pickle` has not undone it). A stock engine
+    then runs a function with the globals cloudpickle sent (the client's values win);
+    otherwise with its own namespace (corral's `namespace.bind_sent_functions`)."""
+    serialize = sys.modules.get("ipyparallel.serialize.serialize")
+    cloudpickle = sys.modules.get("cloudpickle")
+    return serialize is not None and cloudpickle is not None and (
+        getattr(serialize, "pickle", None) is cloudpickle)
+
 
 DATAPUB = ("ipyparallel.engine.datapub", "ipyparallel.datapub")
 CANNING = ("ipyparallel.serialize.canning", "ipyparallel.serialize")

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import corral.datapub
+from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
 from corral.engine.jsonmsg import dumps
 from corral.engine.namespace import bind_sent_functions, resolve_references
@@ -267,7 +268,8 @@ class Executor:
         self.stock_peer = is_ipyparallel_payload(frames)
         try:
             f, args, kwargs = unpack_apply_message(frames, self.user_ns)
-            f, args = bind_sent_functions(f, args, self.user_ns)
+            if not compat.stock_cloudpickle_mode():
+                f, args = bind_sent_functions(f, args, self.user_ns)
             args, kwargs = resolve_references(args, kwargs, self.user_ns)
             result = f(*args, **kwargs)
             buffers = serialize_object(result, out_of_band=not self.stock_peer)
