@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 
 use crate::control::ControlAnswer;
 
-/// Time for the I/O thread to hand the reply to ZeroMQ before the signal lands.
 /// How long the [`before_kill`] hook may take.
 #[cfg_attr(test, allow(dead_code))]
 const KILL_HOOK_LIMIT: Duration = Duration::from_secs(2);
 
+/// Time for the I/O thread to hand the reply to ZeroMQ before the signal lands.
 #[cfg_attr(test, allow(dead_code))]
 const DELIVERY_DELAY: Duration = Duration::from_millis(100);
 
