@@ -1,7 +1,8 @@
 """An `ipengine`-compatible front for corral's engine, for running ipyparallel's own test
 suite with corral engines (see run.sh, IPP_SUITE_ENGINES=corral). Translates the ipengine
-options the suite and ipyparallel's launchers pass on the command line; options corral has no
-equivalent for are reported and ignored. It deliberately does NOT read the environment
+options the suite and ipyparallel's launchers pass on the command line (the IPython shell's
+`--InteractiveShell.trait=value` as they are); options corral has no equivalent for are
+reported and ignored. It deliberately does NOT read the environment
 (`IPP_CONNECTION_INFO`, `IPP_PROFILE_DIR`, ...): that is the engine's own job, and the suite
 should see whether the engine does it.
 """
@@ -37,6 +38,10 @@ def translate(argv: list[str]) -> tuple[list[str], list[str]]:
             ignored.append(arg)
             continue
         name, eq, value = arg[2:].partition("=")
+        if name.startswith("InteractiveShell."):  # shell config: corral engine takes it too
+            out.append(arg if eq else f"{arg}={argv[i] if i < len(argv) else ''}")
+            i += 0 if eq else 1
+            continue
         name = name.replace("_", "-")
         if name not in VALUED:
             ignored.append(arg)

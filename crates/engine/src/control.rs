@@ -54,6 +54,9 @@ pub(crate) fn answer(req: &Request, aborts: &mut AbortState) -> ControlAnswer {
                 shutdown: true,
             }
         }
+        "signal_request" | "interrupt_request" => {
+            crate::signal::answer(&req.header.msg_type, &content)
+        }
         "kernel_info_request" => ControlAnswer::Reply {
             msg_type: "kernel_info_reply",
             content: kernel_info(),

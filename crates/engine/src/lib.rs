@@ -9,6 +9,7 @@
 //! - `liveness`: when the controller counts as gone, and why.
 //! - `request`: the intake (signature, replay, decoding) and the abort bookkeeping.
 //! - `control`: control requests answered without waiting for the running task.
+//! - `signal`: `signal_request`/`interrupt_request`: signal this process (Ctrl-C a task).
 //! - `outgoing`: what the executor asks to send, and how it becomes signed frames.
 //! - `io`: the I/O thread that owns shell, control and IOPub, in one ordered loop.
 //! - `runtime`: [`EngineRuntime`], the handle the executor (Python) holds.
@@ -26,6 +27,7 @@ mod outgoing;
 mod registration;
 mod request;
 mod runtime;
+mod signal;
 mod sockopt;
 
 #[cfg(test)]
@@ -35,3 +37,4 @@ pub use error::{EngineError, Result};
 pub use outgoing::Outgoing;
 pub use request::{Channel, Request};
 pub use runtime::{EngineOptions, EngineRuntime, Next};
+pub use signal::before_kill;

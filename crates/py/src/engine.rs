@@ -137,7 +137,15 @@ impl PyEngineRuntime {
                 EngineError::EmptyKey { .. } => PyPermissionError::new_err(e.to_string()),
                 e => PyConnectionError::new_err(e.to_string()),
             })?;
-        Ok(PyEngineRuntime { rt: Arc::new(rt) })
+        let rt = Arc::new(rt);
+        // A SIGKILL asked for by a client: unregister and flush first (see corral_engine::signal).
+        let weak = Arc::downgrade(&rt);
+        corral_engine::before_kill(move || {
+            if let Some(rt) = weak.upgrade() {
+                rt.close(true);
+            }
+        });
+        Ok(PyEngineRuntime { rt })
     }
 
     #[getter]

@@ -7,6 +7,7 @@ ipcontroller[-<cluster_id>]-engine.json`, waiting up to 10 s for it to appear.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import logging
@@ -52,6 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         " engine waits up to 120 s for its registration reply)",
     )
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.epilog = ("Options --Class.trait=value configure the engine's IPython shell, as for "
+                "ipengine (e.g. --InteractiveShell.colors=nocolor).")
     p.add_argument(
         "--controller-grace", type=float, default=3.0, metavar="SECONDS",
         help="how long the connection to the controller's heartbeat may stay closed before "
@@ -63,7 +66,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="accept a connection file with an empty key (no message signing); "
         "also CORRAL_INSECURE=1",
     )
-    return p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    try:
+        args.shell_config = shell_config(rest)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def shell_config(options: list[str]) -> dict:
+    """IPython configuration given as ipengine takes it, `--Class.trait=value` (e.g.
+    `--InteractiveShell.colors=nocolor`), as `{Class: {trait: value}}`. A value is read
+    as a Python literal when it is one (`True`, `3`), else kept as text."""
+    config: dict = {}
+    items = iter(options)
+    for option in items:
+        name, eq, value = option.partition("=")
+        cls, dot, trait = name[2:].partition(".") if name.startswith("--") else ("", "", "")
+        if not (cls and dot and trait.isidentifier()):
+            raise ValueError(f"unrecognized argument: {option}")
+        if not eq:
+            value = next(items, None)
+            if value is None:
+                raise ValueError(f"{name} needs a value")
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        config.setdefault(cls, {})[trait] = value
+    return config
 
 
 def profile_dir(args: argparse.Namespace) -> Path:
@@ -159,14 +190,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
         return 1
+    # From here a signal_request may arrive: SIGINT interrupts tasks only, never startup.
+    from corral.engine.executor import Executor, Terminate, ignore_sigint, new_user_module
+
+    signal.signal(signal.SIGINT, ignore_sigint)
+    signal.signal(signal.SIGTERM, _terminate)
     # ipengine's own words: operators and ipyparallel's tests look for this line.
     log.info("Completed registration with id %d (uuid %s)", rt.id, rt.uuid)
 
-
+    # IPython is imported once registered: the Rust heart answers pings meanwhile.
     from corral.engine import compat
-    from corral.engine.executor import Executor
+    from corral.engine.shell import create_shell, run_startup_files
 
     compat.install()
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    return Executor(rt).run()
+    try:
+        shell = create_shell(new_user_module(), profile_dir(args), args.shell_config)
+        run_startup_files(shell)
+    except Terminate:
+        log.info("SIGTERM while starting: exiting")
+        rt.close(True)
+        return 0
+    return Executor(rt, shell).run()

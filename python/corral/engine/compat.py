@@ -1,7 +1,12 @@
-"""`from ipyparallel.datapub import publish_data` inside a corral engine publishes through
-corral. ipyparallel's version looks up an ipykernel shell that a corral engine does not
-have; an import hook swaps the function when (and only if) user code imports it, so
-engines do not pay for importing ipyparallel up front.
+"""ipyparallel's own helpers, when code on a corral engine imports them, work with corral's
+parts. An import hook patches a module when (and only if) something imports it, so engines
+do not pay for importing ipyparallel up front:
+
+- `ipyparallel.datapub.publish_data` publishes through corral (ipyparallel's looks up an
+  ipykernel shell a corral engine does not have);
+- `ipyparallel.serialize.uncan` also uncans corral's stand-ins for ipyparallel's canned
+  objects (`corral.serialize.canning`): a stock client's `@require(f)` runs ipyparallel's
+  `_require` on the engine, which uncans `f` itself.
 """
 
 from __future__ import annotations
@@ -9,13 +14,33 @@ from __future__ import annotations
 import importlib.abc
 import sys
 
-TARGETS = ("ipyparallel.engine.datapub", "ipyparallel.datapub")
+DATAPUB = ("ipyparallel.engine.datapub", "ipyparallel.datapub")
+CANNING = ("ipyparallel.serialize.canning", "ipyparallel.serialize")
+TARGETS = DATAPUB + CANNING
 
 
 def _patch(module) -> None:
-    from corral.datapub import publish_data
+    if module.__name__ in DATAPUB:
+        from corral.datapub import publish_data
 
-    module.publish_data = publish_data
+        module.publish_data = publish_data
+    elif getattr(module, "uncan", None) is not None:
+        module.uncan = _uncan_also_corral(module.uncan)
+
+
+def _uncan_also_corral(stock_uncan):
+    if getattr(stock_uncan, "corral_aware", False):
+        return stock_uncan
+    from corral.serialize import canning
+
+    def uncan(obj, g=None):
+        if canning.contains_canned(obj):
+            return canning.uncan(obj, g)
+        return stock_uncan(obj, g)
+
+    uncan.corral_aware = True
+    uncan.__doc__ = stock_uncan.__doc__
+    return uncan
 
 
 class _PatchingLoader(importlib.abc.Loader):
@@ -50,26 +75,3 @@ def install() -> None:
             _patch(sys.modules[name])
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
-
-
-def install_shell(user_module) -> None:
-    """Stock ipyparallel's push/pull/execute helpers call `get_ipython().user_global_ns`.
-    When IPython is installed, register a minimal `InteractiveShell` stand-in (never
-    initialized: no history, no display hooks) whose namespace is the engine's."""
-    import importlib.util
-
-    if importlib.util.find_spec("IPython") is None:
-        return
-    try:
-        from IPython.core.interactiveshell import InteractiveShell
-    except Exception:  # a broken IPython must not stop the engine
-        return
-
-    class EngineShell(InteractiveShell):
-        """Namespace holder only; see `install_shell`."""
-
-    shell = EngineShell.__new__(EngineShell)
-    shell.user_module = user_module
-    shell.user_ns = user_module.__dict__
-    InteractiveShell._instance = shell
-    EngineShell._instance = shell

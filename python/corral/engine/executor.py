@@ -2,26 +2,32 @@
 `busy` → outputs → reply → `idle` (the Rust runtime sends them in that order).
 
 Replies follow ipyparallel's kernel (`engine/kernel.py`) and ipykernel: `apply_reply`
-with `serialize_object(result)` buffers, `execute_reply` with `execution_count`, errors as
-`wrap_exception` content plus an `error` IOPub message, and reply metadata as docs/PROTOCOL.md §6.1.
+with `serialize_object(result)` buffers, `execute_reply` as ipykernel's `do_execute` builds
+it (code run by the engine's IPython shell, see `shell.py`), errors as `wrap_exception`
+content plus an `error` IOPub message, and reply metadata as docs/PROTOCOL.md §6.1.
+
+SIGINT raises `KeyboardInterrupt` only while user code runs (as ipykernel arranges it);
+between tasks it is logged and ignored, so an interrupt can never cut a reply in half.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import pickle
+import signal
 import sys
 import threading
 import traceback
 import types
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
 import corral.datapub
 from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
+from corral.engine.jsonmsg import dumps
 from corral.engine.namespace import bind_sent_functions, resolve_references
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
@@ -37,10 +43,6 @@ class Terminate(BaseException):
 
 def iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str)
 
 
 def pickle_frames(data: Any, out_of_band: bool) -> list:
@@ -69,12 +71,20 @@ def new_user_module() -> types.ModuleType:
     return mod
 
 
+def ignore_sigint(signum, frame):
+    log.warning("SIGINT while no task runs: ignored (it interrupts running tasks)")
+
+
 class Executor:
-    def __init__(self, rt):
+    def __init__(self, rt, shell):
+        """`shell`: the engine's `EngineShell` (see `shell.create_shell`); its namespace is
+        the one every request runs in."""
         self.rt = rt
-        user_module = new_user_module()
-        self.user_ns = user_module.__dict__
-        compat.install_shell(user_module)
+        self.shell = shell
+        shell.rt = rt
+        self.user_ns = shell.user_ns
+        #: Counts non-silent executes (`execute_input`), as ipykernel's kernel does; the
+        #: shell keeps its own count of cells stored in history (the reply's).
         self.execution_count = 0
         # Guards busy/reply/idle sequences and stream flushes (see capture.py).
         self.lock = threading.RLock()
@@ -85,6 +95,11 @@ class Executor:
         self.stock_peer = False  # the running request came from stock ipyparallel
         self.engine_info = {"engine_uuid": rt.uuid, "engine_id": rt.id}
         self.watch = ControllerWatch(rt, busy=lambda: self.current is not None)
+        #: Requests taken from the runtime while aborting queued executes, served next.
+        self.pending: deque = deque()
+        #: Execute requests to answer `aborted` after the current reply (see
+        #: `take_queued_executes`).
+        self.aborting: list = []
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -95,11 +110,12 @@ class Executor:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.flusher.start()
         self.watch.start()
+        signal.signal(signal.SIGINT, ignore_sigint)
         code, unregister = 0, True
         try:
             while True:
                 try:
-                    req = self.rt.next_request(1.0)
+                    req = self.pending.popleft() if self.pending else self.rt.next_request(1.0)
                     if req is None:
                         continue
                     if req == "shutdown":
@@ -152,6 +168,7 @@ class Executor:
             self.current = req
             self.rt.begin(req)
         buffers: list = []
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             reply, buffers = handler(req, content)
         except Terminate:
@@ -160,6 +177,8 @@ class Executor:
             log.exception("engine failure handling %s", req.msg_type)
             reply = self.error_content(e, req.msg_type.replace("_request", ""))
             buffers = []
+        finally:
+            signal.signal(signal.SIGINT, ignore_sigint)
         status = reply.get("status", "ok")
         reply_md = {
             "started": started,
@@ -184,6 +203,50 @@ class Executor:
             self.rt.end(req)
             self.current = None
             self.stock_peer = False
+        for queued in self.aborting:
+            self.answer_aborted(queued)
+        self.aborting = []
+
+    def take_queued_executes(self) -> list:
+        """After a failed non-silent execute, the execute requests already received are
+        answered `aborted` (after its reply), as ipykernel does with `stop_on_error`, so
+        `%autopx` does not run the cells queued behind an error. Taken before the reply
+        goes out, so nothing sent after the client saw the error is aborted; other requests
+        keep their turn."""
+        taken = [r for r in self.pending if self._is_execute(r)]
+        kept = deque(r for r in self.pending if not self._is_execute(r))
+        while not (kept and isinstance(kept[-1], str)):  # stop at shutdown / lost
+            req = self.rt.next_request(0)
+            if req is None:
+                break
+            (taken if self._is_execute(req) else kept).append(req)
+        self.pending = kept
+        return taken
+
+    @staticmethod
+    def _is_execute(req) -> bool:
+        return not isinstance(req, str) and req.channel == "shell" and (
+            req.msg_type == "execute_request")
+
+    def answer_aborted(self, req) -> None:
+        log.info("aborting %s %s (an earlier execute failed)", req.msg_type, req.msg_id)
+        md = parse_json(req.metadata)
+        if not isinstance(md, dict):
+            md = {}
+        reply_md = {
+            "started": iso_now(),
+            "dependencies_met": True,
+            "engine": self.rt.uuid,
+            "is_broadcast": md.get("is_broadcast", False),
+            "is_coalescing": md.get("is_coalescing", False),
+            "original_msg_id": md.get("original_msg_id", ""),
+            "label": md.get("label"),
+            "status": "aborted",
+        }
+        with self.lock:
+            self.rt.begin(req)
+            self.rt.reply(req, "execute_reply", dumps({"status": "aborted"}), dumps(reply_md))
+            self.rt.end(req)
 
     # -- handlers: each returns (reply content, reply buffers) -------------------------
 
@@ -225,6 +288,12 @@ class Executor:
         if not isinstance(code, str):
             raise TypeError(f"execute_request code must be a string, not {_json_type(code)}")
         silent = bool(content.get("silent", False))
+        store_history = bool(content.get("store_history", not silent))
+        expressions = content.get("user_expressions") or {}
+        if not isinstance(expressions, dict):
+            raise TypeError(
+                f"execute_request user_expressions must be an object, not {_json_type(expressions)}"
+            )
         if not silent:
             self.execution_count += 1
             self.rt.publish(
@@ -232,50 +301,36 @@ class Executor:
                 "execute_input",
                 dumps({"code": code, "execution_count": self.execution_count}),
             )
-        try:
-            value = self.run_cell(code)
-            if value is not None and not silent:
-                self.user_ns["_"] = value
-                self.rt.publish(
-                    "execute_result",
-                    "execute_result",
-                    dumps(
-                        {
-                            "data": {"text/plain": repr(value)},
-                            "metadata": {},
-                            "execution_count": self.execution_count,
-                        }
-                    ),
-                    engine_md=False,
-                )
-        except Terminate:
-            raise
-        except BaseException as e:
-            reply = self.error_content(_strip_frames(e), "execute")
-            reply["execution_count"] = self.execution_count
-            return reply, []
-        return {
-            "status": "ok",
-            "execution_count": self.execution_count,
-            "user_expressions": {},
-            "payload": [],
-        }, []
-
-    def run_cell(self, code: str) -> Any:
-        """Runs `code` in the user namespace; returns the value of a final expression."""
-        tree = ast.parse(code, filename="<cell>", mode="exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<cell>", "exec"), self.user_ns)
-        if last is not None:
-            return eval(compile(last, "<cell>", "eval"), self.user_ns)
-        return None
+        shell = self.shell
+        res = shell.run_cell(code, store_history=store_history, silent=silent)
+        err = res.error_before_exec if res.error_before_exec is not None else res.error_in_exec
+        if isinstance(err, Terminate):  # SIGTERM during the cell: the engine stops
+            raise err
+        reply: dict = {}
+        if res.success and not shell._traceback_in_displayhook:
+            reply["status"] = "ok"
+        else:
+            reply.update(
+                status="error",
+                traceback=shell._last_traceback or [],
+                ename=type(err).__name__,
+                evalue=str(err),
+                engine_info=dict(self.engine_info, method="execute"),
+            )
+        reply["execution_count"] = shell.execution_count - 1
+        if reply["status"] == "ok":
+            reply["user_expressions"] = shell.user_expressions(expressions)
+        else:
+            reply["user_expressions"] = {}
+        reply["payload"] = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
+        if reply["status"] == "error" and not silent and content.get("stop_on_error", True):
+            self.aborting = self.take_queued_executes()
+        return reply, []
 
     def do_clear(self, req, content: Any):
-        keep = {k: self.user_ns[k] for k in ("__name__", "__builtins__") if k in self.user_ns}
-        self.user_ns.clear()
-        self.user_ns.update(keep)
+        """A fresh namespace, as ipyparallel's `clear_request` (the shell's `reset`)."""
+        self.shell.reset(new_session=False)
         return {"status": "ok"}, []
 
     def do_unknown(self, req, content: Any):
