@@ -82,8 +82,6 @@ def test_parallel_magics_notebook_with_stock_engines_shows_their_figures(tmp_pat
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="corral engines run plain exec until they are IPython "
-                   "kernels (issue 7, engine half): %matplotlib inline fails there")
 def test_parallel_magics_notebook_with_corral_engines(tmp_path, monkeypatch):
     from cluster_processes import corral_engine_argv
 
