@@ -23,11 +23,11 @@ pub struct Registered {
 /// is up. A controller that accepted the connection is alive; on a machine busy starting
 /// hundreds of engines its answer can take far longer than the `timeout` that bounds
 /// "nobody is listening", and an engine that gave up then would be lost to the cluster.
-const CONNECTED_PATIENCE: Duration = Duration::from_secs(120);
+pub const CONNECTED_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Connects the registration DEALER and performs the handshake. `timeout` bounds the wait
 /// while no controller accepts the connection; once one has, the engine waits up to
-/// [`CONNECTED_PATIENCE`] (or `timeout`, if longer) for the reply. The socket is returned so
+/// `patience` (by default [`CONNECTED_PATIENCE`]; or `timeout`, if longer) for the reply. The socket is returned so
 /// that a clean exit can send `unregistration_request` on it. With `curve`, the socket is a
 /// CURVE client of the controller.
 pub(crate) fn register(
@@ -36,6 +36,7 @@ pub(crate) fn register(
     session: &Session,
     file_hint: &str,
     timeout: Duration,
+    patience: Duration,
     curve: Option<&CurveClient>,
 ) -> Result<(zmq::Socket, Registered)> {
     let sock = ctx
@@ -56,7 +57,9 @@ pub(crate) fn register(
         Some(_) => Some(HandshakeWatch::start(ctx, &sock, &session.id)?),
         None => None,
     };
-    let result = wait_for_reply(&sock, &url, session, file_hint, timeout, curve, &mut watch);
+    let result = wait_for_reply(
+        &sock, &url, session, file_hint, timeout, patience, curve, &mut watch,
+    );
     if let Some(watch) = watch {
         watch.stop(&sock);
     }
@@ -70,6 +73,7 @@ fn wait_for_reply(
     session: &Session,
     file_hint: &str,
     timeout: Duration,
+    patience: Duration,
     curve: Option<&CurveClient>,
     watch: &mut Option<HandshakeWatch>,
 ) -> Result<Registered> {
@@ -131,7 +135,7 @@ fn wait_for_reply(
                         });
                     }
                 }
-                deadline = started + timeout.max(CONNECTED_PATIENCE);
+                deadline = started + timeout.max(patience);
                 tracing::debug!(%url, "registration connection up; waiting for the reply");
             }
             continue;
@@ -361,6 +365,7 @@ mod tests {
             &session,
             "test",
             Duration::from_millis(200),
+            CONNECTED_PATIENCE,
             None,
         )
         .unwrap();
@@ -386,6 +391,7 @@ mod tests {
             &Session::new(b"k"),
             "test",
             Duration::from_secs(30),
+            CONNECTED_PATIENCE,
             None,
         ) else {
             panic!("registered with a CURVE controller without CURVE");
@@ -421,6 +427,7 @@ mod tests {
             &session,
             "test",
             Duration::from_secs(30),
+            CONNECTED_PATIENCE,
             Some(&wrong),
         ) else {
             panic!("registered with a wrong server key");
@@ -445,6 +452,7 @@ mod tests {
             &session,
             "test",
             Duration::from_secs(5),
+            CONNECTED_PATIENCE,
             Some(&right),
         )
         .unwrap();
@@ -465,6 +473,7 @@ mod tests {
             &Session::new(b"k"),
             "test",
             Duration::from_millis(300),
+            CONNECTED_PATIENCE,
             None,
         ) else {
             panic!("registered with nobody listening");

@@ -27,6 +27,9 @@ use crate::request::{Channel, Intake, Request};
 pub struct EngineOptions {
     /// How long to wait for `registration_reply`.
     pub registration_timeout: Duration,
+    /// How long to wait for it once the controller's port accepted the connection (a busy
+    /// controller registering hundreds of engines answers late; see `registration`).
+    pub registration_patience: Duration,
     /// Bound of the outgoing queue: a producer faster than the network blocks here.
     pub queue_capacity: usize,
     /// The connection file the settings came from, named in errors.
@@ -48,6 +51,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             registration_timeout: Duration::from_secs(5),
+            registration_patience: registration::CONNECTED_PATIENCE,
             queue_capacity: 65_536,
             file_hint: "<unknown>".into(),
             iopub_hwm: 32,
@@ -127,6 +131,7 @@ impl EngineRuntime {
             &session,
             &opts.file_hint,
             opts.registration_timeout,
+            opts.registration_patience,
             curve.as_ref(),
         )?;
         if curve.is_some() {
