@@ -29,8 +29,9 @@ pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
 pub use vocab::{
-    error_content, reply_type, AbortRequest, Content, DbRequest, DependencySpec, EmptyRequest,
-    ErrorContent, IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest,
+    error_content, reply_type, AbortRequest, BroadcastMetadata, BroadcastTarget, Content,
+    DbRequest, DependencySpec, EchoedMetadata, EmptyRequest, ErrorContent, ExecuteInputContent,
+    IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest, RegistrationReply,
     RegistrationRequest, ReplyMetadata, ResubmitRequest, ResultRequest, ShutdownRequest,
-    TaskMetadata, UnregistrationRequest,
+    StreamContent, TaskMetadata, UnregistrationRequest,
 };

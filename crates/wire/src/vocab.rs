@@ -9,11 +9,19 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
+mod broadcast;
 mod content;
+mod echo;
+mod iopub;
+mod registration_reply;
 mod requests;
 mod task_metadata;
 
+pub use broadcast::{BroadcastMetadata, BroadcastTarget};
 pub use content::Content;
+pub use echo::EchoedMetadata;
+pub use iopub::{ExecuteInputContent, StreamContent};
+pub use registration_reply::RegistrationReply;
 pub use requests::{
     AbortRequest, DbRequest, EmptyRequest, IdList, LoadRequest, PurgeRequest, QueueRequest,
     ResubmitRequest, ResultRequest, ShutdownRequest,

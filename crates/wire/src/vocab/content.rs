@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use super::iopub::{ExecuteInputContent, StreamContent};
+use super::registration_reply::RegistrationReply;
 use super::requests::{
     AbortRequest, DbRequest, EmptyRequest, LoadRequest, PurgeRequest, QueueRequest,
     ResubmitRequest, ResultRequest, ShutdownRequest,
@@ -85,6 +87,12 @@ contents! {
     AbortRequest(AbortRequest) = "abort_request",
     /// Engine control: who are you.
     KernelInfoRequest(EmptyRequest) = "kernel_info_request",
+    /// Engine: the hub's answer to its registration.
+    RegistrationReply(RegistrationReply) = "registration_reply",
+    /// IOPub: a task's output, kept in its record.
+    Stream(StreamContent) = "stream",
+    /// IOPub: the code a task runs, kept in its record.
+    ExecuteInput(ExecuteInputContent) = "execute_input",
 }
 
 #[cfg(test)]
