@@ -4,6 +4,7 @@
 //! ipyparallel (docs/PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
 //! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
 
+use corral_wire::{EchoedMetadata, ExecuteInputContent, ReplyMetadata, StreamContent};
 use serde_json::{json, Map, Value};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -287,7 +288,7 @@ impl Records {
         );
         rec.set(
             "label",
-            metadata.get("label").cloned().unwrap_or(Value::Null),
+            EchoedMetadata::read(&metadata).label.unwrap_or(Value::Null),
         );
         rec.set("header", header);
         rec.set("metadata", metadata);
@@ -350,10 +351,9 @@ impl Records {
                 };
                 let rec = self.entry(&msg_id);
                 let completed = p.header.get("date").cloned().unwrap_or(json!(now));
-                let started = p.metadata.get("started").cloned().unwrap_or(Value::Null);
-                let engine = engine
-                    .map(Value::String)
-                    .or_else(|| p.metadata.get("engine").cloned());
+                let md = ReplyMetadata::read(&p.metadata);
+                let started = md.started.unwrap_or(Value::Null);
+                let engine = engine.map(Value::String).or(md.engine);
                 if let Some(engine) = engine {
                     rec.set("engine_uuid", engine);
                 }
@@ -381,8 +381,9 @@ impl Records {
                 let rec = self.entry(&msg_id);
                 match msg_type.as_str() {
                     "stream" => {
-                        let name = str_of(&p.content, "name").unwrap_or_default();
-                        let text = p.content.get("text").and_then(Value::as_str);
+                        let stream = StreamContent::read(&p.content);
+                        let name = stream.name.unwrap_or_default();
+                        let text = stream.text.as_deref();
                         if let (Some(field), Some(text)) = (rec.fields.get_mut(&name), text) {
                             if name == "stdout" || name == "stderr" {
                                 added = append_output(field, text);
@@ -392,7 +393,9 @@ impl Records {
                     "error" => rec.set("error", p.content),
                     "execute_input" => rec.set(
                         "execute_input",
-                        p.content.get("code").cloned().unwrap_or_default(),
+                        ExecuteInputContent::read(&p.content)
+                            .code
+                            .unwrap_or_default(),
                     ),
                     "execute_result" | "display_data" => rec.set(&msg_type, p.content),
                     _ => {}
