@@ -29,9 +29,10 @@ pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
 pub use vocab::{
-    error_content, reply_type, AbortRequest, BroadcastMetadata, BroadcastTarget, Content,
-    DbRequest, DependencySpec, EchoedMetadata, EmptyRequest, ErrorContent, ExecuteInputContent,
-    IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest, RegistrationReply,
-    RegistrationRequest, ReplyMetadata, ResubmitRequest, ResultRequest, ShutdownRequest,
+    error_content, reply_type, AbortRequest, BroadcastMetadata, BroadcastTarget, ConnectionReply,
+    Content, DataMessageContent, DbRequest, DependencySpec, EchoedMetadata, EmptyRequest,
+    EngineNotification, ErrorContent, ExecuteInputContent, IdList, InvalidDependency, LoadRequest,
+    PurgeRequest, QueueRequest, RegistrationReply, RegistrationRequest, ReplyMetadata,
+    ReplyOutcome, ResubmitRequest, ResultRequest, SenderMetadata, ShutdownRequest, StatusContent,
     StreamContent, TaskMetadata, UnregistrationRequest,
 };

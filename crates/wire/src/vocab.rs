@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 mod broadcast;
+mod client_side;
 mod content;
 mod echo;
 mod iopub;
@@ -18,6 +19,10 @@ mod requests;
 mod task_metadata;
 
 pub use broadcast::{BroadcastMetadata, BroadcastTarget};
+pub use client_side::{
+    ConnectionReply, DataMessageContent, EngineNotification, ReplyOutcome, SenderMetadata,
+    StatusContent,
+};
 pub use content::Content;
 pub use echo::EchoedMetadata;
 pub use iopub::{ExecuteInputContent, StreamContent};

@@ -5,14 +5,16 @@
 //! same result through both.
 
 use corral_wire::{
-    BroadcastMetadata, EchoedMetadata, ExecuteInputContent, RegistrationReply, ReplyMetadata,
-    StreamContent,
+    BroadcastMetadata, ConnectionReply, DataMessageContent, EchoedMetadata, EngineNotification,
+    ExecuteInputContent, RegistrationReply, ReplyMetadata, ReplyOutcome, SenderMetadata,
+    StatusContent, StreamContent,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Field names the replaced parsers read, plus one nobody reads.
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 20] = [
     "is_coalescing",
     "targets",
     "original_msg_id",
@@ -28,6 +30,10 @@ const FIELDS: [&str; 16] = [
     "name",
     "text",
     "code",
+    "engines",
+    "uuid",
+    "execution_state",
+    "keys",
     "other",
 ];
 
@@ -38,8 +44,18 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         (0u64..4).prop_map(Value::from),
         any::<f64>().prop_map(|f| json!(f)),
-        prop::sample::select(vec!["ok", "error", "stdout", "stderr", "e1", ""])
-            .prop_map(Value::from),
+        prop::sample::select(vec![
+            "ok",
+            "error",
+            "aborted",
+            "EngineError",
+            "stdout",
+            "stderr",
+            "idle",
+            "e1",
+            "",
+        ])
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -56,11 +72,22 @@ fn any_json() -> impl Strategy<Value = Value> {
             prop::collection::vec(
                 (
                     prop::sample::select(FIELDS.to_vec()).prop_map(String::from),
-                    inner
+                    inner.clone()
                 ),
                 0..5
             )
             .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            // An engine map: `{"<id>": uuid}`, with keys that are not quite integers.
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["0", "1", "+2", "-3", "x", "07", " 1"]),
+                    inner
+                ),
+                0..4
+            )
+            .prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
         ]
     })
 }
@@ -180,5 +207,50 @@ proptest! {
             ExecuteInputContent::read(&content).code.unwrap_or_default(),
             content.get("code").cloned().unwrap_or_default()
         );
+    }
+
+    #[test]
+    fn client_fields_read_as_the_client_did(md in any_frame(), content in any_frame()) {
+        let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        // connect.rs: `engines_of` and the connection status.
+        let hand_engines: BTreeMap<i64, String> = content
+            .get("engines")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(id, uuid)| Some((id.parse().ok()?, uuid.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let connection = ConnectionReply::read(&content);
+        prop_assert_eq!(connection.engines(), hand_engines);
+        prop_assert_eq!(
+            connection.status(),
+            content.get("status").and_then(Value::as_str).unwrap_or("")
+        );
+        // store.rs: replies, IOPub and notifications.
+        prop_assert_eq!(SenderMetadata::read(&md).engine, str_of(&md, "engine"));
+        let outcome = ReplyOutcome::read(&content);
+        prop_assert_eq!(outcome.status, str_of(&content, "status"));
+        prop_assert_eq!(outcome.ename, str_of(&content, "ename"));
+        prop_assert_eq!(
+            StatusContent::read(&content).execution_state,
+            str_of(&content, "execution_state")
+        );
+        let stream = StreamContent::read(&content);
+        prop_assert_eq!(stream.name, str_of(&content, "name"));
+        prop_assert_eq!(
+            stream.text.unwrap_or_default(),
+            str_of(&content, "text").unwrap_or_default()
+        );
+        let hand_keys: Vec<String> = content
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|ks| ks.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        prop_assert_eq!(DataMessageContent::read(&content).keys, hand_keys);
+        let note = EngineNotification::read(&content);
+        prop_assert_eq!(note.id, content.get("id").and_then(Value::as_i64));
+        prop_assert_eq!(note.uuid, str_of(&content, "uuid"));
     }
 }

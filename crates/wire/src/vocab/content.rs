@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::client_side::{ConnectionReply, EngineNotification, StatusContent};
 use super::iopub::{ExecuteInputContent, StreamContent};
 use super::registration_reply::RegistrationReply;
 use super::requests::{
@@ -93,6 +94,14 @@ contents! {
     Stream(StreamContent) = "stream",
     /// IOPub: the code a task runs, kept in its record.
     ExecuteInput(ExecuteInputContent) = "execute_input",
+    /// Client: the hub's answer to its connection.
+    ConnectionReply(ConnectionReply) = "connection_reply",
+    /// Client (notification): an engine came up.
+    RegistrationNotification(EngineNotification) = "registration_notification",
+    /// Client (notification): an engine is gone.
+    UnregistrationNotification(EngineNotification) = "unregistration_notification",
+    /// IOPub: an engine's execution state.
+    Status(StatusContent) = "status",
 }
 
 #[cfg(test)]
