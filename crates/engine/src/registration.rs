@@ -70,6 +70,9 @@ pub(crate) fn register(
 }
 
 /// Connects `sock`, sends `registration_request` and waits for the reply.
+// The eighth argument (`patience`) came with making the wait an option; `register` is the
+// only caller and names each one.
+#[allow(clippy::too_many_arguments)]
 fn wait_for_reply(
     sock: &zmq::Socket,
     url: &str,
