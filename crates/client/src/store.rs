@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use corral_wire::{
-    iso_now, new_id, DataMessageContent, EngineNotification, ErrorContent, Header, Message,
-    ReplyOutcome, SenderMetadata, StatusContent, StreamContent, PROTOCOL_VERSION,
+    iso_now, new_id, DataMessageContent, EngineNotification, ErrorContent, Header, HeaderFields,
+    Message, ReplyOutcome, SenderMetadata, StatusContent, StreamContent, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -381,8 +381,8 @@ impl Store {
     pub fn on_iopub(&mut self, msg: Message, now: Instant) {
         let sender = SenderMetadata::read(&msg.metadata).engine;
         self.note_engine(sender.as_deref());
-        let parent_session = msg.parent_header.get("session").and_then(Value::as_str);
-        if parent_session != Some(self.session.as_str()) {
+        let parent_session = HeaderFields::read(&msg.parent_header).session;
+        if parent_session.as_deref() != Some(self.session.as_str()) {
             return;
         }
         let Some(msg_id) = msg.parent_msg_id() else {

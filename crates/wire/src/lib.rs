@@ -31,8 +31,8 @@ pub use sign::Signer;
 pub use vocab::{
     error_content, reply_type, AbortRequest, BroadcastMetadata, BroadcastTarget, ConnectionReply,
     Content, DataMessageContent, DbRequest, DependencySpec, EchoedMetadata, EmptyRequest,
-    EngineNotification, ErrorContent, ExecuteInputContent, IdList, InvalidDependency, LoadRequest,
-    PurgeRequest, QueueRequest, RegistrationReply, RegistrationRequest, ReplyMetadata,
+    EngineNotification, ErrorContent, ExecuteInputContent, HeaderFields, IdList, InvalidDependency,
+    LoadRequest, PurgeRequest, QueueRequest, RegistrationReply, RegistrationRequest, ReplyMetadata,
     ReplyOutcome, ResubmitRequest, ResultRequest, SenderMetadata, ShutdownRequest, StatusContent,
     StreamContent, TaskMetadata, UnregistrationRequest,
 };

@@ -13,6 +13,7 @@ mod broadcast;
 mod client_side;
 mod content;
 mod echo;
+mod header_fields;
 mod iopub;
 mod registration_reply;
 mod requests;
@@ -25,6 +26,7 @@ pub use client_side::{
 };
 pub use content::Content;
 pub use echo::EchoedMetadata;
+pub use header_fields::HeaderFields;
 pub use iopub::{ExecuteInputContent, StreamContent};
 pub use registration_reply::RegistrationReply;
 pub use requests::{

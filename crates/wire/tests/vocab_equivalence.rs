@@ -6,15 +6,15 @@
 
 use corral_wire::{
     BroadcastMetadata, ConnectionReply, DataMessageContent, EchoedMetadata, EngineNotification,
-    ExecuteInputContent, RegistrationReply, ReplyMetadata, ReplyOutcome, SenderMetadata,
-    StatusContent, StreamContent,
+    ExecuteInputContent, HeaderFields, RegistrationReply, ReplyMetadata, ReplyOutcome,
+    SenderMetadata, StatusContent, StreamContent,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// Field names the replaced parsers read, plus one nobody reads.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 24] = [
     "is_coalescing",
     "targets",
     "original_msg_id",
@@ -34,6 +34,10 @@ const FIELDS: [&str; 20] = [
     "uuid",
     "execution_state",
     "keys",
+    "msg_id",
+    "msg_type",
+    "session",
+    "date",
     "other",
 ];
 
@@ -207,6 +211,16 @@ proptest! {
             ExecuteInputContent::read(&content).code.unwrap_or_default(),
             content.get("code").cloned().unwrap_or_default()
         );
+    }
+
+    #[test]
+    fn header_fields_read_as_the_hub_and_client_did(header in any_frame()) {
+        let str_of = |k: &str| header.get(k).and_then(Value::as_str).map(str::to_string);
+        let h = HeaderFields::read(&header);
+        prop_assert_eq!(h.msg_id, str_of("msg_id"));
+        prop_assert_eq!(h.msg_type.unwrap_or_default(), str_of("msg_type").unwrap_or_default());
+        prop_assert_eq!(h.session, str_of("session"));
+        prop_assert_eq!(h.date, header.get("date").cloned());
     }
 
     #[test]
