@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// Field names the replaced parsers read, plus one nobody reads.
-const FIELDS: [&str; 24] = [
+const FIELDS: [&str; 26] = [
     "is_coalescing",
     "targets",
     "original_msg_id",
@@ -38,6 +38,8 @@ const FIELDS: [&str; 24] = [
     "msg_type",
     "session",
     "date",
+    "username",
+    "version",
     "other",
 ];
 
@@ -220,6 +222,8 @@ proptest! {
         prop_assert_eq!(h.msg_id, str_of("msg_id"));
         prop_assert_eq!(h.msg_type.unwrap_or_default(), str_of("msg_type").unwrap_or_default());
         prop_assert_eq!(h.session, str_of("session"));
+        prop_assert_eq!(h.username, str_of("username"));
+        prop_assert_eq!(h.version, str_of("version"));
         prop_assert_eq!(h.date, header.get("date").cloned());
     }
 

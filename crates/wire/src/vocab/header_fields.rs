@@ -1,7 +1,8 @@
 //! A lenient view of a header (or parent header) kept as JSON: the fields the hub's task
-//! records and the client's IOPub filter read. [`crate::Header`] is the strict header
-//! corral writes; copies the hub records (and parent headers, which may be `{}`) are
-//! read through this view instead, so that an odd field never loses the whole message.
+//! records, the client's IOPub filter and the engine's request reader read.
+//! [`crate::Header`] is the strict header corral writes; headers as others send them
+//! (and parent headers, which may be `{}`) are read through this view instead, so that an
+//! odd field never loses the whole message.
 //!
 //! A field of the wrong JSON type reads as absent; a header that is not an object reads
 //! as empty. `date` is kept as sent, since records store it as it came.
@@ -20,6 +21,10 @@ pub struct HeaderFields {
     pub msg_type: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub session: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub version: Option<String>,
     /// As sent, any JSON value (`null` included); `None` when absent.
     #[serde(default, deserialize_with = "present")]
     pub date: Option<Value>,
@@ -40,7 +45,8 @@ mod tests {
     #[test]
     fn reads_strings_and_keeps_the_date_as_sent() {
         let h = HeaderFields::read(&json!({"msg_id": "m", "msg_type": "stream",
-            "session": "s", "date": "2026-01-01T00:00:00Z", "username": "u"}));
+            "session": "s", "date": "2026-01-01T00:00:00Z", "username": "u", "version": 5}));
+        assert_eq!((h.username.as_deref(), h.version), (Some("u"), None));
         assert_eq!(h.msg_id.as_deref(), Some("m"));
         assert_eq!(h.msg_type.as_deref(), Some("stream"));
         assert_eq!(h.session.as_deref(), Some("s"));
