@@ -1,4 +1,4 @@
-//! What a client reads of the messages it receives (docs/PROTOCOL.md §6.2, §6.5, §7):
+//! What a client reads of the messages it receives (docs/PROTOCOL.md §4, §6.6, §8):
 //! the hub's `connection_reply` and engine notifications, how a reply ended, which
 //! engine sent a message, an engine's `status`, and the keys of a `data_message`.
 //!

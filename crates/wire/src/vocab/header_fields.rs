@@ -1,5 +1,6 @@
-//! A lenient view of a header (or parent header) kept as JSON: the fields the hub's task
-//! records, the client's IOPub filter and the engine's request reader read.
+//! A lenient view of a header (docs/PROTOCOL.md §3.3) or parent header kept as JSON: the
+//! fields the hub's task records, the client's IOPub filter and the engine's request
+//! reader read.
 //! [`crate::Header`] is the strict header corral writes; headers as others send them
 //! (and parent headers, which may be `{}`) are read through this view instead, so that an
 //! odd field never loses the whole message.

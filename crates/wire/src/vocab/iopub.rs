@@ -1,5 +1,5 @@
 //! Contents of the IOPub messages the hub copies into task records (docs/PROTOCOL.md
-//! §6.2): `stream` (a task's stdout/stderr) and `execute_input` (the code run). The
+//! §6.6): `stream` (a task's stdout/stderr) and `execute_input` (the code run). The
 //! other recorded types (`error`, `execute_result`, `display_data`) are kept whole, so
 //! they need no fields read.
 //!

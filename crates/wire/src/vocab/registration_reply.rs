@@ -1,5 +1,5 @@
 //! `registration_reply` content: the hub's answer to an engine's `registration_request`
-//! (docs/PROTOCOL.md §6.5): `{status: "ok", id, hb_period, connection_info}`, or an
+//! (docs/PROTOCOL.md §4.1): `{status: "ok", id, hb_period, connection_info}`, or an
 //! error content (`status: "error"`, `ename`, `evalue`, ...) when it refuses.
 //!
 //! Read leniently, as the engine always has: a field of the wrong JSON type reads as
