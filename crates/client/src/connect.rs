@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use corral_wire::{ClientConnection, Message, Session};
-use serde_json::{json, Value};
+use corral_wire::{ClientConnection, ConnectionReply, Message, Session};
+use serde_json::json;
 
 use crate::curve::CurveClient;
 use crate::error::{ClientError, Result};
@@ -45,16 +45,7 @@ pub struct Sockets {
 
 /// The engine list of a `connection_reply` (or of any reply with an `engines` map).
 pub fn engines_of(reply: &Message) -> BTreeMap<i64, String> {
-    reply
-        .content
-        .get("engines")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(id, uuid)| Some((id.parse().ok()?, uuid.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
+    ConnectionReply::read(&reply.content).engines()
 }
 
 /// Starts monitoring `s` for `events`; returns the PAIR socket the events arrive on.
@@ -245,17 +236,13 @@ pub(crate) fn handshake(
             Err(e) => tracing::warn!(error = %e, "bad message from the Hub dropped"),
         }
     };
-    let status = reply
-        .content
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if status != "ok" {
+    let connection = ConnectionReply::read(&reply.content);
+    if connection.status() != "ok" {
         return Err(ClientError::ConnectionRefused {
-            status: status.to_owned(),
+            status: connection.status().to_owned(),
         });
     }
-    let engines = engines_of(&reply);
+    let engines = connection.engines();
     let sockets = Sockets {
         query,
         mux: connected(ctx, zmq::DEALER, "mux", &conn.url(conn.mux), curve)?,

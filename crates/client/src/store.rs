@@ -26,7 +26,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use corral_wire::{iso_now, new_id, ErrorContent, Header, Message, PROTOCOL_VERSION};
+use corral_wire::{
+    iso_now, new_id, DataMessageContent, EngineNotification, ErrorContent, Header, HeaderFields,
+    Message, ReplyOutcome, SenderMetadata, StatusContent, StreamContent, PROTOCOL_VERSION,
+};
 use serde_json::{json, Value};
 
 /// A reply as it arrived (or as synthesized), kept raw for the caller to decode.
@@ -336,11 +339,7 @@ impl Store {
             tracing::debug!(%msg_id, "second reply for a task ignored");
             return;
         }
-        let engine = msg
-            .metadata
-            .get("engine")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let engine = SenderMetadata::read(&msg.metadata).engine;
         self.note_engine(engine.as_deref());
         let task = self.tasks.get_mut(&msg_id).expect("checked above");
         match &engine {
@@ -359,12 +358,13 @@ impl Store {
         // Aborted tasks never ran, and control replies (abort, clear, shutdown) are not
         // followed by task output: nothing is worth waiting for.
         let is_task_reply = matches!(msg.msg_type(), "apply_reply" | "execute_reply");
-        if !is_task_reply || msg.content.get("status").and_then(Value::as_str) == Some("aborted") {
+        let outcome = ReplyOutcome::read(&msg.content);
+        if !is_task_reply || outcome.status.as_deref() == Some("aborted") {
             task.idle = true;
         }
         // An EngineError is written by a scheduler for an engine that died: that engine
         // publishes nothing more, whether or not its death was announced yet.
-        if msg.content.get("ename").and_then(Value::as_str) == Some("EngineError") {
+        if outcome.ename.as_deref() == Some("EngineError") {
             task.idle = true;
         }
         task.reply = Some(Reply {
@@ -379,9 +379,10 @@ impl Store {
 
     /// Files an IOPub message. Messages parented to other sessions are not ours.
     pub fn on_iopub(&mut self, msg: Message, now: Instant) {
-        self.note_engine(msg.metadata.get("engine").and_then(Value::as_str));
-        let parent_session = msg.parent_header.get("session").and_then(Value::as_str);
-        if parent_session != Some(self.session.as_str()) {
+        let sender = SenderMetadata::read(&msg.metadata).engine;
+        self.note_engine(sender.as_deref());
+        let parent_session = HeaderFields::read(&msg.parent_header).session;
+        if parent_session.as_deref() != Some(self.session.as_str()) {
             return;
         }
         let Some(msg_id) = msg.parent_msg_id() else {
@@ -392,12 +393,12 @@ impl Store {
         };
         task.last_iopub = Some(now);
         if task.engine.is_none() {
-            if let Some(uuid) = msg.metadata.get("engine").and_then(Value::as_str) {
-                task.engine = Some(uuid.to_owned());
+            if let Some(uuid) = sender {
+                task.engine = Some(uuid);
             }
         }
         match msg.header.msg_type.as_str() {
-            "status" => match msg.content.get("execution_state").and_then(Value::as_str) {
+            "status" => match StatusContent::read(&msg.content).execution_state.as_deref() {
                 Some("idle") => {
                     task.idle = true;
                     let msg_id = msg_id.to_owned();
@@ -407,27 +408,15 @@ impl Store {
                 _ => {}
             },
             "stream" => {
-                let text = msg
-                    .content
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match msg.content.get("name").and_then(Value::as_str) {
+                let stream = StreamContent::read(&msg.content);
+                let text = stream.text.as_deref().unwrap_or("");
+                match stream.name.as_deref() {
                     Some("stderr") => task.stderr.push_str(text),
                     _ => task.stdout.push_str(text),
                 }
             }
             "data_message" => {
-                let keys: Vec<String> = msg
-                    .content
-                    .get("keys")
-                    .and_then(Value::as_array)
-                    .map(|ks| {
-                        ks.iter()
-                            .filter_map(|k| k.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let keys = DataMessageContent::read(&msg.content).keys;
                 task.data_received += 1;
                 push_conflated(
                     &mut task.pending,
@@ -447,9 +436,8 @@ impl Store {
 
     /// Files a Hub notification; returns the msg_ids that got a synthesized error.
     pub fn on_notification(&mut self, msg: &Message, now: Instant) -> Vec<String> {
-        let id = msg.content.get("id").and_then(Value::as_i64);
-        let uuid = msg.content.get("uuid").and_then(Value::as_str);
-        match (msg.msg_type(), id, uuid) {
+        let EngineNotification { id, uuid, .. } = EngineNotification::read(&msg.content);
+        match (msg.msg_type(), id, uuid.as_deref()) {
             ("registration_notification", Some(id), Some(uuid)) => {
                 self.add_engine(id, uuid.to_owned());
                 Vec::new()

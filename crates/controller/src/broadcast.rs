@@ -18,7 +18,7 @@ use crate::sockets::{
     checked, is_full, parse, readable, recv_frames, send_bytes, send_routed, views,
 };
 use crate::stop::Stop;
-use corral_wire::{error_content, reply_type};
+use corral_wire::{error_content, reply_type, BroadcastMetadata, BroadcastTarget};
 
 const POLL_MS: i64 = 50;
 /// The root's identity, which stock engines see as the second routing frame.
@@ -81,17 +81,11 @@ impl Broadcast {
         let Some(client) = msg.idents.first().cloned() else {
             return;
         };
-        let coalescing = msg.metadata.get("is_coalescing").and_then(Value::as_bool) == Some(true);
-        let targets: Vec<(String, u64)> = msg
-            .metadata
-            .get("targets")
-            .and_then(Value::as_array)
-            .map(|ts| {
-                ts.iter()
-                    .filter_map(|t| Some((t.get(0)?.as_str()?.to_string(), t.get(1)?.as_u64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let BroadcastMetadata {
+            is_coalescing: coalescing,
+            targets,
+            original_msg_id,
+        } = BroadcastMetadata::read(&msg.metadata);
         if targets.is_empty() {
             let why = "broadcast request without targets";
             warn!(msg_id = msg.header.msg_id, why, "broadcast refused");
@@ -104,19 +98,15 @@ impl Broadcast {
             send_bytes(&self.client, self.session.encode(&reply), "broadcast");
             return;
         }
-        let original = msg
-            .metadata
-            .get("original_msg_id")
-            .and_then(Value::as_str)
-            .unwrap_or(&msg.header.msg_id)
-            .to_string();
+        let original = original_msg_id.unwrap_or_else(|| msg.header.msg_id.clone());
         if coalescing {
             // ipyparallel's root lists leaf 0's engines first, then leaf 1's.
             let mut ordered = targets.clone();
-            ordered.sort_by_key(|(_, id)| (*id as usize) % self.leaves.len());
+            ordered.sort_by_key(|t| (t.id as usize) % self.leaves.len());
+            let ordered = ordered.into_iter().map(|t| (t.uuid, t.id)).collect();
             self.coalescer.expect(&original, client.clone(), ordered);
         }
-        for (uuid, id) in targets {
+        for BroadcastTarget { uuid, id } in targets {
             let mut copy = msg.clone();
             copy.header.msg_id = format!("{original}_{uuid}");
             copy.metadata["targets"] = json!([[uuid, id]]);
@@ -174,7 +164,7 @@ impl Broadcast {
             return;
         }
         let coalescing = parse::<Value>(&frames[d + 4], "broadcast_leaf", "metadata")
-            .is_some_and(|md| md.get("is_coalescing").and_then(Value::as_bool) == Some(true));
+            .is_some_and(|md| BroadcastMetadata::read(&md).is_coalescing);
         if coalescing {
             self.coalesce(&frames);
             return;
@@ -201,12 +191,7 @@ impl Broadcast {
             }
         };
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
-        let Some(original) = reply
-            .metadata
-            .get("original_msg_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
+        let Some(original) = BroadcastMetadata::read(&reply.metadata).original_msg_id else {
             warn!(engine, "dropped coalescing reply without original_msg_id");
             return;
         };

@@ -4,6 +4,9 @@
 //! ipyparallel (docs/PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
 //! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
 
+use corral_wire::{
+    EchoedMetadata, ExecuteInputContent, HeaderFields, ReplyMetadata, StreamContent,
+};
 use serde_json::{json, Map, Value};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -127,10 +130,6 @@ fn decode(mut parts: Vec<Vec<u8>>, what: &str) -> Option<Parts> {
         content,
         buffers,
     })
-}
-
-fn str_of(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
 /// ipyparallel's `DictDB` limits: at most this many records...
@@ -276,18 +275,16 @@ impl Records {
         queue: &str,
         client: Option<String>,
     ) {
-        let Some(msg_id) = str_of(&header, "msg_id") else {
+        let HeaderFields { msg_id, date, .. } = HeaderFields::read(&header);
+        let Some(msg_id) = msg_id else {
             warn!("request copy without a msg_id; dropped");
             return;
         };
         let rec = self.entry(&msg_id);
-        rec.set(
-            "submitted",
-            header.get("date").cloned().unwrap_or(Value::Null),
-        );
+        rec.set("submitted", date.unwrap_or(Value::Null));
         rec.set(
             "label",
-            metadata.get("label").cloned().unwrap_or(Value::Null),
+            EchoedMetadata::read(&metadata).label.unwrap_or(Value::Null),
         );
         rec.set("header", header);
         rec.set("metadata", metadata);
@@ -326,7 +323,7 @@ impl Records {
                 let Some(p) = decode(parts, "request") else {
                     return;
                 };
-                let msg_id = str_of(&p.header, "msg_id");
+                let msg_id = HeaderFields::read(&p.header).msg_id;
                 let client = String::from_utf8_lossy(&client).into_owned();
                 self.add_request(
                     p.header,
@@ -344,16 +341,15 @@ impl Records {
                 let Some(p) = decode(parts, "reply") else {
                     return;
                 };
-                let Some(msg_id) = str_of(&p.parent, "msg_id") else {
+                let Some(msg_id) = HeaderFields::read(&p.parent).msg_id else {
                     warn!("reply copy without a parent msg_id; dropped");
                     return;
                 };
                 let rec = self.entry(&msg_id);
-                let completed = p.header.get("date").cloned().unwrap_or(json!(now));
-                let started = p.metadata.get("started").cloned().unwrap_or(Value::Null);
-                let engine = engine
-                    .map(Value::String)
-                    .or_else(|| p.metadata.get("engine").cloned());
+                let completed = HeaderFields::read(&p.header).date.unwrap_or(json!(now));
+                let md = ReplyMetadata::read(&p.metadata);
+                let started = md.started.unwrap_or(Value::Null);
+                let engine = engine.map(Value::String).or(md.engine);
                 if let Some(engine) = engine {
                     rec.set("engine_uuid", engine);
                 }
@@ -373,16 +369,17 @@ impl Records {
                 let Some(p) = decode(parts, "iopub") else {
                     return;
                 };
-                let Some(msg_id) = str_of(&p.parent, "msg_id") else {
+                let Some(msg_id) = HeaderFields::read(&p.parent).msg_id else {
                     return;
                 };
-                let msg_type = str_of(&p.header, "msg_type").unwrap_or_default();
+                let msg_type = HeaderFields::read(&p.header).msg_type.unwrap_or_default();
                 let mut added = 0;
                 let rec = self.entry(&msg_id);
                 match msg_type.as_str() {
                     "stream" => {
-                        let name = str_of(&p.content, "name").unwrap_or_default();
-                        let text = p.content.get("text").and_then(Value::as_str);
+                        let stream = StreamContent::read(&p.content);
+                        let name = stream.name.unwrap_or_default();
+                        let text = stream.text.as_deref();
                         if let (Some(field), Some(text)) = (rec.fields.get_mut(&name), text) {
                             if name == "stdout" || name == "stderr" {
                                 added = append_output(field, text);
@@ -392,7 +389,9 @@ impl Records {
                     "error" => rec.set("error", p.content),
                     "execute_input" => rec.set(
                         "execute_input",
-                        p.content.get("code").cloned().unwrap_or_default(),
+                        ExecuteInputContent::read(&p.content)
+                            .code
+                            .unwrap_or_default(),
                     ),
                     "execute_result" | "display_data" => rec.set(&msg_type, p.content),
                     _ => {}

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use corral_wire::{EngineConnection, Message, RegistrationRequest, Session, UnregistrationRequest};
+use corral_wire::{
+    EngineConnection, Message, RegistrationReply, RegistrationRequest, Session,
+    UnregistrationRequest,
+};
 use serde_json::Value;
 
 use crate::curve::CurveClient;
@@ -67,6 +70,9 @@ pub(crate) fn register(
 }
 
 /// Connects `sock`, sends `registration_request` and waits for the reply.
+// The eighth argument (`patience`) came with making the wait an option; `register` is the
+// only caller and names each one.
+#[allow(clippy::too_many_arguments)]
 fn wait_for_reply(
     sock: &zmq::Socket,
     url: &str,
@@ -256,28 +262,20 @@ fn security_mechanism(url: &str) -> Option<String> {
 
 /// Reads `{"status", "id", "hb_period"}`; an error reply becomes [`EngineError::Refused`].
 pub fn parse_reply(content: &Value) -> Result<Registered> {
-    if content.get("status").and_then(Value::as_str) != Some("ok") {
-        let text = |k: &str| {
-            content
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
+    let reply = RegistrationReply::read(content);
+    if !reply.is_ok() {
         return Err(EngineError::Refused {
-            reason: format!("{}: {}", text("ename"), text("evalue")),
+            reason: format!(
+                "{}: {}",
+                reply.ename.unwrap_or_default(),
+                reply.evalue.unwrap_or_default()
+            ),
         });
     }
-    let id = content
-        .get("id")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| EngineError::BadReply {
-            reason: "no integer `id`".into(),
-        })?;
-    let hb_period_ms = content
-        .get("hb_period")
-        .and_then(Value::as_u64)
-        .unwrap_or(3000);
+    let id = reply.id.ok_or_else(|| EngineError::BadReply {
+        reason: "no integer `id`".into(),
+    })?;
+    let hb_period_ms = reply.hb_period.unwrap_or(3000);
     Ok(Registered { id, hb_period_ms })
 }
 

@@ -7,7 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use corral_wire::{verify_frames, DigestHistory, Header, Signer, WireError};
+use corral_wire::{verify_frames, DigestHistory, Header, HeaderFields, Signer, WireError};
 use serde_json::Value;
 
 /// Which engine socket a request came in on (and its reply goes out on).
@@ -143,17 +143,18 @@ fn parse_header(bytes: &[u8]) -> Result<Header, Rejected> {
         frame: "header",
         source,
     })?;
-    let Value::Object(map) = value else {
+    if !value.is_object() {
         return Err(Rejected::Header("not a JSON object"));
-    };
-    let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
+    }
+    let h = HeaderFields::read(&value);
+    let date = h.date.as_ref().and_then(Value::as_str).unwrap_or_default();
     Ok(Header {
-        msg_id: text("msg_id").ok_or(Rejected::Header("no string msg_id"))?,
-        msg_type: text("msg_type").ok_or(Rejected::Header("no string msg_type"))?,
-        username: text("username").unwrap_or_default(),
-        session: text("session").unwrap_or_default(),
-        date: text("date").unwrap_or_default(),
-        version: text("version").unwrap_or_default(),
+        msg_id: h.msg_id.ok_or(Rejected::Header("no string msg_id"))?,
+        msg_type: h.msg_type.ok_or(Rejected::Header("no string msg_type"))?,
+        username: h.username.unwrap_or_default(),
+        session: h.session.unwrap_or_default(),
+        date: date.to_string(),
+        version: h.version.unwrap_or_default(),
     })
 }
 

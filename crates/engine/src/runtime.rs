@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendErr
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use corral_wire::{iso_now, reply_type, EngineConnection, Session};
+use corral_wire::{iso_now, reply_type, EchoedMetadata, EngineConnection, Session};
 
 use crate::curve::CurveClient;
 use crate::error::{zerr, EngineError, Result};
@@ -396,17 +396,7 @@ impl Drop for EngineRuntime {
 
 /// Reply metadata as ipyparallel's kernel writes it (docs/PROTOCOL.md §6.1).
 pub(crate) fn reply_metadata(request_md: &Value, uuid: &str, status: &str, started: &str) -> Value {
-    let get = |k: &str, d: Value| request_md.get(k).cloned().unwrap_or(d);
-    json!({
-        "started": started,
-        "dependencies_met": true,
-        "engine": uuid,
-        "is_broadcast": get("is_broadcast", json!(false)),
-        "is_coalescing": get("is_coalescing", json!(false)),
-        "original_msg_id": get("original_msg_id", json!("")),
-        "label": get("label", Value::Null),
-        "status": status,
-    })
+    EchoedMetadata::read(request_md).reply_metadata(uuid, status, started)
 }
 
 #[cfg(test)]

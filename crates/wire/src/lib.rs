@@ -29,8 +29,10 @@ pub use replay::DigestHistory;
 pub use session::Session;
 pub use sign::Signer;
 pub use vocab::{
-    error_content, reply_type, AbortRequest, Content, DbRequest, DependencySpec, EmptyRequest,
-    ErrorContent, IdList, InvalidDependency, LoadRequest, PurgeRequest, QueueRequest,
-    RegistrationRequest, ReplyMetadata, ResubmitRequest, ResultRequest, ShutdownRequest,
-    TaskMetadata, UnregistrationRequest,
+    error_content, reply_type, AbortRequest, BroadcastMetadata, BroadcastTarget, ConnectionReply,
+    Content, DataMessageContent, DbRequest, DependencySpec, EchoedMetadata, EmptyRequest,
+    EngineNotification, ErrorContent, ExecuteInputContent, HeaderFields, IdList, InvalidDependency,
+    LoadRequest, PurgeRequest, QueueRequest, RegistrationReply, RegistrationRequest, ReplyMetadata,
+    ReplyOutcome, ResubmitRequest, ResultRequest, SenderMetadata, ShutdownRequest, StatusContent,
+    StreamContent, TaskMetadata, UnregistrationRequest,
 };

@@ -1,7 +1,10 @@
 //! The protocol's shared words: which reply answers a request, the error content every
 //! component writes when it answers a request with a failure, typed contents of the
 //! requests handlers read (here and in `requests`), one [`Content`] enum over them by
-//! message type (`content`), and the metadata of a load-balanced task (`task_metadata`).
+//! message type (`content`), and the metadata of a load-balanced task (`task_metadata`);
+//! the replies, IOPub contents and metadata the controller, engine and client read
+//! (`registration_reply`, `iopub`, `client_side`, `broadcast`, `echo`), and a lenient
+//! view of headers kept as JSON (`header_fields`).
 //!
 //! Controller, engine and client each used to spell these themselves; one copy here keeps
 //! the three byte-for-byte alike and in ipyparallel's shape (docs/PROTOCOL.md §6.3).
@@ -9,11 +12,26 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
+mod broadcast;
+mod client_side;
 mod content;
+mod echo;
+mod header_fields;
+mod iopub;
+mod registration_reply;
 mod requests;
 mod task_metadata;
 
+pub use broadcast::{BroadcastMetadata, BroadcastTarget};
+pub use client_side::{
+    ConnectionReply, DataMessageContent, EngineNotification, ReplyOutcome, SenderMetadata,
+    StatusContent,
+};
 pub use content::Content;
+pub use echo::EchoedMetadata;
+pub use header_fields::HeaderFields;
+pub use iopub::{ExecuteInputContent, StreamContent};
+pub use registration_reply::RegistrationReply;
 pub use requests::{
     AbortRequest, DbRequest, EmptyRequest, IdList, LoadRequest, PurgeRequest, QueueRequest,
     ResubmitRequest, ResultRequest, ShutdownRequest,

@@ -2,9 +2,9 @@
 //! 9.2 traffic captured in `tests/vectors/`.
 
 use corral_wire::{
-    reply_type, AbortRequest, Content, DbRequest, ErrorContent, PurgeRequest, QueueRequest,
-    RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest, TaskMetadata,
-    UnregistrationRequest,
+    reply_type, AbortRequest, BroadcastMetadata, Content, DbRequest, ErrorContent, PurgeRequest,
+    QueueRequest, RegistrationRequest, ResubmitRequest, ResultRequest, ShutdownRequest,
+    TaskMetadata, UnregistrationRequest,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -180,6 +180,47 @@ fn captured_task_metadata_reads_every_field_as_sent() {
         checked += 1;
     }
     assert!(checked >= 20 && with_after > 0 && with_follow > 0 && with_targets > 0);
+}
+
+#[test]
+fn captured_broadcast_metadata_reads_every_field_as_sent() {
+    let (mut requests, mut copies, mut replies) = (0, 0, 0);
+    for d in decoded_records() {
+        let md = &d["metadata"];
+        if md["is_broadcast"] != true {
+            continue;
+        }
+        let read = BroadcastMetadata::read(md);
+        assert_eq!(read.is_coalescing, md["is_coalescing"] == true, "{md}");
+        assert_eq!(
+            read.original_msg_id.as_deref(),
+            md["original_msg_id"].as_str()
+        );
+        match md.get("targets").and_then(Value::as_array) {
+            Some(targets) => {
+                let sent: Vec<(&str, u64)> = targets
+                    .iter()
+                    .map(|t| (t[0].as_str().unwrap(), t[1].as_u64().unwrap()))
+                    .collect();
+                let ours: Vec<(&str, u64)> = read
+                    .targets
+                    .iter()
+                    .map(|t| (t.uuid.as_str(), t.id))
+                    .collect();
+                assert_eq!(ours, sent);
+                if read.original_msg_id.is_some() {
+                    copies += 1;
+                } else {
+                    requests += 1;
+                }
+            }
+            None => {
+                assert!(read.targets.is_empty());
+                replies += 1;
+            }
+        }
+    }
+    assert!(requests > 0 && copies > 0 && replies > 0);
 }
 
 #[test]

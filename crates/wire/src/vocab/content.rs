@@ -5,6 +5,9 @@
 
 use serde_json::Value;
 
+use super::client_side::{ConnectionReply, EngineNotification, StatusContent};
+use super::iopub::{ExecuteInputContent, StreamContent};
+use super::registration_reply::RegistrationReply;
 use super::requests::{
     AbortRequest, DbRequest, EmptyRequest, LoadRequest, PurgeRequest, QueueRequest,
     ResubmitRequest, ResultRequest, ShutdownRequest,
@@ -85,6 +88,20 @@ contents! {
     AbortRequest(AbortRequest) = "abort_request",
     /// Engine control: who are you.
     KernelInfoRequest(EmptyRequest) = "kernel_info_request",
+    /// Engine: the hub's answer to its registration.
+    RegistrationReply(RegistrationReply) = "registration_reply",
+    /// IOPub: a task's output, kept in its record.
+    Stream(StreamContent) = "stream",
+    /// IOPub: the code a task runs, kept in its record.
+    ExecuteInput(ExecuteInputContent) = "execute_input",
+    /// Client: the hub's answer to its connection.
+    ConnectionReply(ConnectionReply) = "connection_reply",
+    /// Client (notification): an engine came up.
+    RegistrationNotification(EngineNotification) = "registration_notification",
+    /// Client (notification): an engine is gone.
+    UnregistrationNotification(EngineNotification) = "unregistration_notification",
+    /// IOPub: an engine's execution state.
+    Status(StatusContent) = "status",
 }
 
 #[cfg(test)]

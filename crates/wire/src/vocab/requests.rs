@@ -92,7 +92,7 @@ fn lenient_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Str
 }
 
 /// Any value, kept as sent (`null` included); only an absent field takes the default.
-fn present<'de, D: Deserializer<'de>, T: From<Value>>(d: D) -> Result<T, D::Error> {
+pub(super) fn present<'de, D: Deserializer<'de>, T: From<Value>>(d: D) -> Result<T, D::Error> {
     Value::deserialize(d).map(T::from)
 }
 

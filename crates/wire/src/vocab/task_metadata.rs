@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
+use super::requests::present;
 use super::{lenient_string, read_object};
 use std::time::Duration;
 use thiserror::Error;
@@ -183,8 +184,9 @@ impl TaskMetadata {
 
 /// The metadata of an engine's reply that the task scheduler reads: how the task ended
 /// and whether the engine found its dependencies met (`False` when a task's `@depend`
-/// raised `UnmetDependency` there, so it is routed elsewhere). Other fields are skipped:
-/// the scheduler relays the reply's frames as they came.
+/// raised `UnmetDependency` there, so it is routed elsewhere); and what the hub copies
+/// into the task record as sent (`started`, `engine`). Other fields are skipped: the
+/// scheduler relays the reply's frames as they came, and the hub stores them whole.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ReplyMetadata {
     /// `ok`, `error`, `aborted`; `None` when absent or not a string.
@@ -193,6 +195,12 @@ pub struct ReplyMetadata {
     /// `None` when absent or not a bool.
     #[serde(default, deserialize_with = "lenient_bool_opt")]
     pub dependencies_met: Option<bool>,
+    /// When the engine started the task, as sent (any JSON value); `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    pub started: Option<Value>,
+    /// The engine's uuid, as sent (any JSON value); `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    pub engine: Option<Value>,
 }
 
 impl ReplyMetadata {
@@ -322,5 +330,21 @@ mod tests {
         assert_eq!((odd.status(), odd.dependencies_met()), ("ok", true));
         assert_eq!(ReplyMetadata::read(&json!(null)), ReplyMetadata::default());
         assert_eq!(ReplyMetadata::read(&json!(["status"])).status(), "ok");
+    }
+
+    #[test]
+    fn reply_metadata_keeps_started_and_engine_as_sent() {
+        let md = ReplyMetadata::read(&json!({"started": "t", "engine": "e"}));
+        assert_eq!(
+            (md.started, md.engine),
+            (Some(json!("t")), Some(json!("e")))
+        );
+        let odd = ReplyMetadata::read(&json!({"started": null, "engine": 5}));
+        assert_eq!(
+            (odd.started, odd.engine),
+            (Some(Value::Null), Some(json!(5)))
+        );
+        let none = ReplyMetadata::read(&json!({"status": "ok"}));
+        assert_eq!((none.started, none.engine), (None, None));
     }
 }
