@@ -58,9 +58,11 @@ bench: install  ## benchmark corral against stock ipyparallel (W1-W7)
 	$(PY) benchmarks/run.py --impl both
 
 .PHONY: ipp-suite
-ipp-suite: install  ## run ipyparallel's own test suite against the stock and the corral controller
+ipp-suite: install  ## run ipyparallel's own test suite in the four controller/engine pairings
 	tests/ipyparallel_suite/run.sh stock ipp-suite-stock.log
 	tests/ipyparallel_suite/run.sh corral ipp-suite-corral.log
+	IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh stock ipp-suite-stock-corral-engines.log
+	IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh corral ipp-suite-corral-corral-engines.log
 
 .PHONY: clean
 clean:  ## remove build output and the virtualenv
