@@ -24,9 +24,9 @@ use std::time::Duration;
 use corral_wire::{ClientConnection, ConnectionReply, Message, Session};
 use serde_json::json;
 
-use crate::curve::CurveClient;
 use crate::error::{ClientError, Result};
 use crate::liveness::{HEARTBEAT_IVL, HEARTBEAT_TIMEOUT, HEARTBEAT_TTL};
+use corral_curve::CurveClient;
 
 /// Every socket a client uses; owned by the I/O thread after [`handshake`].
 pub struct Sockets {

@@ -15,11 +15,11 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::connect::handshake;
-use crate::curve::CurveClient;
 use crate::error::{ClientError, Result};
 use crate::io_thread::{self, Shared, STOP, SUBMIT_URL};
 use crate::liveness::{Liveness, DEFAULT_GRACE};
 use crate::store::{PendingData, Reply, Store, StoreStats};
+use corral_curve::CurveClient;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,6 @@
 
 pub mod connect;
 pub mod core;
-mod curve;
 pub mod error;
 pub mod io_thread;
 pub mod liveness;

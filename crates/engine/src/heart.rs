@@ -51,7 +51,7 @@ pub(crate) fn spawn(
     ping_url: &str,
     pong_url: &str,
     state: Arc<HeartState>,
-    curve: Option<&crate::curve::CurveClient>,
+    curve: Option<&corral_curve::CurveClient>,
 ) -> Result<JoinHandle<()>> {
     let sub = ctx.socket(zmq::SUB).map_err(zerr("heart sub"))?;
     if let Some(curve) = curve {

@@ -18,7 +18,6 @@
 //! makes the ordering promise (busy → outputs → reply → idle) hold.
 
 mod control;
-mod curve;
 mod error;
 mod heart;
 mod io;

@@ -9,8 +9,8 @@ use corral_wire::{
 };
 use serde_json::Value;
 
-use crate::curve::CurveClient;
 use crate::error::{zerr, EngineError, Result};
+use corral_curve::CurveClient;
 
 /// How often the wait looks at the monitor while the connection is not up yet.
 const POLL: Duration = Duration::from_millis(50);
@@ -175,7 +175,12 @@ struct HandshakeWatch {
 
 impl HandshakeWatch {
     fn start(ctx: &zmq::Context, sock: &zmq::Socket, id: &str) -> Result<Self> {
-        let endpoint = format!("inproc://corral-registration-monitor-{id}");
+        // Unique per watch: a monitor endpoint is released only when libzmq closes the
+        // watched socket, in the background, so a second registration of the same session
+        // (a retry) could find the first one's name still bound.
+        static WATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let endpoint = format!("inproc://corral-registration-monitor-{id}-{n}");
         let failed = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw()
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw();
         sock.monitor(&endpoint, i32::from(failed))

@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 
 use corral_wire::{iso_now, reply_type, EchoedMetadata, EngineConnection, Session};
 
-use crate::curve::CurveClient;
 use crate::error::{zerr, EngineError, Result};
 use crate::heart::{self, HeartState};
 use crate::io::{IoThread, Shared};
@@ -22,6 +21,7 @@ use crate::liveness::{self, Observed};
 use crate::outgoing::{Encoder, Outgoing};
 use crate::registration;
 use crate::request::{Channel, Intake, Request};
+use corral_curve::CurveClient;
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

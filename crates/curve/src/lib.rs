@@ -1,11 +1,12 @@
-//! CurveZMQ on the client's side: when the connection file carries the controller's
-//! public key (`curve_serverkey`, as ipyparallel's `enable_curve` writes it), every socket
-//! the client opens to the controller is a CURVE client, so all its traffic is encrypted
-//! and only the real controller can answer.
+//! CurveZMQ on the side that connects (engines and clients): when the connection file
+//! carries the controller's public key (`curve_serverkey`, as ipyparallel's `enable_curve`
+//! writes it), every socket opened to the controller is a CURVE client, so all traffic is
+//! encrypted and only the real controller can answer. A crate of its own because engines
+//! and clients both need it and `corral-wire` stays free of ZeroMQ.
 
 /// The CURVE settings of every socket this side opens to the controller.
 #[derive(Clone)]
-pub(crate) struct CurveClient {
+pub struct CurveClient {
     server: Vec<u8>,
     public: Vec<u8>,
     secret: Vec<u8>,
@@ -31,7 +32,7 @@ impl CurveClient {
     /// own key pair is `IPP_CURVE_PUBLICKEY`/`IPP_CURVE_SECRETKEY` when both are set, as
     /// ipyparallel reads them, else a fresh one: CURVE does not authenticate clients here,
     /// so any pair will do.
-    pub(crate) fn new(
+    pub fn new(
         server: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> std::result::Result<Self, String> {
@@ -68,7 +69,7 @@ impl CurveClient {
     }
 
     /// Makes `sock` a CURVE client of the controller; call before `connect`.
-    pub(crate) fn apply(&self, sock: &zmq::Socket) -> zmq::Result<()> {
+    pub fn apply(&self, sock: &zmq::Socket) -> zmq::Result<()> {
         sock.set_curve_serverkey(&self.server)?;
         sock.set_curve_publickey(&self.public)?;
         sock.set_curve_secretkey(&self.secret)
