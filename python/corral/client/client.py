@@ -18,6 +18,7 @@ from pathlib import Path
 
 from corral import error
 from corral._core import ClientCore
+from corral.client import arguments
 from corral.client.asyncresult import AsyncResult, msg_ids_of
 from corral.client.execute_reply import ExecuteReply
 from corral.client.hub import Hub
@@ -66,23 +67,49 @@ class Client:
 
     def __init__(
         self,
+        connection_info=None,
+        *,
         url_file=None,
         profile=None,
         profile_dir=None,
-        cluster_id=None,
+        ipython_dir=None,
+        context=None,
+        debug=False,
+        sshserver=None,
+        sshkey=None,
+        password=None,
+        paramiko=None,
         timeout=10,
+        cluster_id=None,
+        cluster=None,
         insecure=None,
-        **_ignored,
+        **extra_args,
     ):
-        """``insecure=True`` (or ``CORRAL_INSECURE=1``) accepts a connection file with an
-        empty key, i.e. unsigned messages; without it such a file is refused."""
+        """ipyparallel's arguments (see ``corral.client.arguments`` for what each does
+        here): ``connection_info`` is a connection file's path or its dict. ``insecure=True``
+        (or ``CORRAL_INSECURE=1``) accepts a connection file with an empty key, i.e.
+        unsigned messages; without it such a file is refused."""
         self._closed = True  # until connected, so __del__ and close have nothing to do
-        path = find_connection_file(url_file, profile, profile_dir, cluster_id)
+        connection_info = arguments.take_deprecated_url_file(connection_info, extra_args)
+        ssh = dict(sshserver=sshserver, sshkey=sshkey, password=password, paramiko=paramiko)
+        arguments.refuse_unsupported(ssh, context, extra_args)
+        arguments.check_connection_info(connection_info)
+        if debug:
+            logging.getLogger("corral").setLevel(logging.DEBUG)
+        source = connection_info if connection_info is not None else url_file
+        dict_file = arguments.DictConnectionFile(source) if isinstance(source, dict) else None
+        if dict_file is not None:
+            path = dict_file.path
+        elif source is not None:
+            path = find_connection_file(source)
+        else:
+            path = arguments.profile_connection_file(profile, profile_dir, ipython_dir,
+                                                     cluster_id, cluster)
         if not path.exists():
             raise FileNotFoundError(
                 f"No cluster found: the connection file {path} does not exist. {_START_HINT}"
             )
-        self.url_file = str(path)
+        self.url_file = None if dict_file is not None else str(path)
         insecure = _insecure_opt_in(insecure)
         if insecure and _key_is_empty(path):
             log.warning(
@@ -93,6 +120,9 @@ class Client:
             self._core = ClientCore.connect(str(path), float(timeout), insecure)
         except TimeoutError as e:
             raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
+        finally:
+            if dict_file is not None:
+                dict_file.remove()
         self._hub = Hub(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
