@@ -64,9 +64,19 @@ __all__ = [
     "interactive",
     "load_ipython_extension",
     "parallel",
+    "register_joblib_backend",
     "remote",
     "require",
 ]
+
+
+def register_joblib_backend(name="ipyparallel", make_default=False):
+    """``joblib.Parallel(backend=name)`` on the default profile's cluster (started for the
+    call if none runs), as ``ipyparallel.register_joblib_backend``; ``view.
+    register_joblib_backend()`` picks a view instead."""
+    from corral.client.joblib import register_default
+
+    register_default(name, make_default)
 
 
 def load_ipython_extension(ip):

@@ -41,3 +41,35 @@ def test_parallel_config_context_and_errors(client4):
         assert out == list(range(6))
         with pytest.raises((ValueError, RemoteError)):
             joblib.Parallel(n_jobs=2)(joblib.delayed(fail_on_three)(i) for i in range(6))
+
+
+def test_top_level_backend_uses_the_running_default_cluster(tmp_path, monkeypatch):
+    """``corral.register_joblib_backend()`` (no view), as ipyparallel's top-level one."""
+    import corral
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    cluster = corral.Cluster(n=2, profile_dir=tmp_path / "ipython" / "profile_default",
+                             cluster_id="", engine_timeout=60)
+    client = cluster.start_and_connect_sync()
+    try:
+        engine_pids = set(client[:].apply_sync(os.getpid))
+        corral.register_joblib_backend(name="corral-default")
+        out = joblib.Parallel(backend="corral-default")(
+            joblib.delayed(pid_and_square)(i) for i in range(8))
+        assert [sq for _, sq in out] == [i * i for i in range(8)]
+        assert {pid for pid, _ in out} <= engine_pids
+        assert client.ids == [0, 1], "the running cluster was used, not a new one"
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_top_level_backend_starts_and_stops_a_cluster_when_none_runs(tmp_path, monkeypatch):
+    import corral
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    corral.register_joblib_backend(name="corral-own")
+    out = joblib.Parallel(backend="corral-own")(joblib.delayed(abs)(-i) for i in range(6))
+    assert out == list(range(6))
+    security = tmp_path / "ipython" / "profile_default" / "security"
+    assert not list(security.glob("ipcontroller-*client.json")), "the cluster it started is stopped"

@@ -130,3 +130,14 @@ def test_metadata_as_attributes_items_and_times(client4):
     single = client4[2].apply_async(lambda: 9)
     assert single[0] == 9 and single.engine_id == 2
     assert isinstance(single.submitted, datetime.datetime)
+
+
+def test_a_negative_engine_index_counts_from_the_end(start_cluster):
+    import os
+
+    _, c = start_cluster(2)
+    pids = c[:].apply_sync(os.getpid)
+    assert c[-1].apply_sync(os.getpid) == pids[-1]
+    assert c[[-2, -1]].apply_sync(os.getpid) == pids
+    with pytest.raises(IndexError, match="No such engine: -3"):
+        c[-3].apply_sync(os.getpid)

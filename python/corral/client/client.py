@@ -157,9 +157,15 @@ class Client:
         return len(self.ids)
 
     def __getitem__(self, key):
-        """``c[i]`` one engine (single results); ``c[:]``, ``c[[i, j]]`` several."""
+        """``c[i]`` one engine (single results); ``c[:]``, ``c[[i, j]]`` several. A
+        negative id counts from the end, as in ipyparallel (``c[-1]``: the last engine)."""
         ids = self.ids
+
+        def from_end(k):
+            return ids[k] if isinstance(k, int) and 0 < -k <= len(ids) else k
+
         if isinstance(key, int):
+            key = from_end(key)
             if key not in ids:
                 if not ids:
                     raise error.NoEnginesRegistered()
@@ -168,6 +174,7 @@ class Client:
         if isinstance(key, slice):
             return DirectView(self, ids[key])
         if isinstance(key, (list, tuple, range)):
+            key = [from_end(k) for k in key]
             missing = [k for k in key if k not in ids]
             if missing:
                 raise IndexError(f"No such engines: {missing}; live engines are {ids}")

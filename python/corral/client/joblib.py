@@ -14,7 +14,7 @@ from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_par
 
 from corral.client.executor import engine_count
 
-__all__ = ["ViewBackend", "register_view"]
+__all__ = ["DefaultClusterBackend", "ViewBackend", "register_default", "register_view"]
 
 
 class ViewBackend(AutoBatchingMixin, ParallelBackendBase):
@@ -64,3 +64,33 @@ class ViewBackend(AutoBatchingMixin, ParallelBackendBase):
 def register_view(view, name="ipyparallel", make_default=False) -> None:
     register_parallel_backend(name, lambda **kwargs: ViewBackend(view, **kwargs),
                               make_default=make_default)
+
+
+class DefaultClusterBackend(ViewBackend):
+    """``corral.register_joblib_backend()`` without a view, as ipyparallel's: the default
+    profile's running cluster, or, if none runs, a cluster started for this ``Parallel`` (one
+    engine per core) and stopped when joblib is done with it."""
+
+    def __init__(self, **kwargs):
+        import os
+
+        import corral
+
+        self._cluster = None
+        try:
+            self._client = corral.Client()
+        except FileNotFoundError:
+            self._cluster = corral.Cluster(n=os.cpu_count() or 1)
+            self._client = self._cluster.start_and_connect_sync()
+        super().__init__(self._client.load_balanced_view(), **kwargs)
+
+    def terminate(self):
+        super().terminate()
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.stop_cluster_sync()
+            self._cluster = None
+
+
+def register_default(name="ipyparallel", make_default=False) -> None:
+    register_parallel_backend(name, DefaultClusterBackend, make_default=make_default)
