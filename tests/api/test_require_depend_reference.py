@@ -68,3 +68,10 @@ def test_reference_and_interactive(client4):
     assert dv.apply_sync(read_x) == [21] * 4
     with pytest.raises(TypeError):
         corral.Reference(3)
+
+
+def test_a_reference_as_the_function_calls_the_engines_function(start_cluster):
+    _, c = start_cluster(2)
+    c[:]["foo"] = 5
+    c[:]["bar"] = lambda: 2 * foo  # noqa: F821 (foo is the engine's)
+    assert c[:].apply_sync(corral.Reference("bar")) == [10, 10]

@@ -141,3 +141,8 @@ def test_a_negative_engine_index_counts_from_the_end(start_cluster):
     assert c[[-2, -1]].apply_sync(os.getpid) == pids
     with pytest.raises(IndexError, match="No such engine: -3"):
         c[-3].apply_sync(os.getpid)
+
+
+def test_len_of_a_direct_view_is_its_engine_count(start_cluster):
+    _, c = start_cluster(2)
+    assert len(c[:]) == 2 and len(c[[1]]) == 1 and len(c[0]) == 1

@@ -238,6 +238,10 @@ class DirectView(View):
         ids, _ = self._resolve(targets)
         return ids
 
+    def __len__(self):
+        """How many engines the view targets (``len(rc[:])``), as in ipyparallel."""
+        return len(self._target_ids())
+
     def _resolve(self, targets=None) -> tuple[list[int], bool]:
         """Engine ids and whether results are single values; ``targets`` overrides the
         view's own for one call, as ipyparallel's ``targets=`` arguments do."""

@@ -270,9 +270,9 @@ class Executor:
         try:
             f, args, kwargs = unpack_apply_message(frames, self.user_ns)
             f = switch.follow_stock_switch(f)
+            f, args, kwargs = resolve_references(f, args, kwargs, self.user_ns)
             if switch.functions_use_engine_namespace():
                 f, args = bind_sent_functions(f, args, self.user_ns)
-            args, kwargs = resolve_references(args, kwargs, self.user_ns)
             result = f(*args, **kwargs)
             buffers = serialize_object(result, out_of_band=not self.stock_peer)
         except Terminate:

@@ -54,9 +54,10 @@ def bind_sent_functions(f, args: tuple, user_ns: dict):
     return _bind(f, user_ns), tuple(_bind(a, user_ns) for a in args)
 
 
-def resolve_references(args: tuple, kwargs: dict, user_ns: dict) -> tuple[tuple, dict]:
-    """Top-level ``Reference`` arguments replaced by the names' values in ``user_ns``."""
+def resolve_references(f, args: tuple, kwargs: dict, user_ns: dict) -> tuple:
+    """``f`` and the top-level arguments, each ``Reference`` among them replaced by the
+    name's value in ``user_ns`` (``view.apply(Reference('g'))`` calls the engine's ``g``)."""
     def value(a):
         return a.resolve(user_ns) if isinstance(a, Reference) else a
 
-    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
+    return value(f), tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
