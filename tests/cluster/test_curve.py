@@ -12,6 +12,7 @@ import time
 import pytest
 
 import corral
+from cluster_processes import wait_for
 
 
 def publish_loop():
@@ -23,15 +24,6 @@ def publish_loop():
         publish_data(dict(i=i, tag="curve"))
         time.sleep(0.05)
     return "done"
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _file_with(cluster, tmp_path, name: str, **changes) -> str:
@@ -159,7 +151,7 @@ def test_cluster_start_enable_curve_from_the_shell(tmp_path):
         assert json.loads(client_file.read_text())["curve_serverkey"]
         c = corral.Client(url_file=str(client_file), timeout=20)
         try:
-            _wait_for(lambda: len(c.ids) == 1, 30, "the engine")
+            wait_for(lambda: len(c.ids) == 1, 30, "the engine")
             _still_serves(c, 1)
         finally:
             c.close()
