@@ -184,6 +184,13 @@ class AsyncResult(Future):
         """``get_dict()`` as a property."""
         return self.get_dict()
 
+    def stream_output(self):
+        """A context manager during which the tasks' stdout, stderr, rich output and
+        errors are shown as they arrive, prefixed by engine (as ipyparallel's)."""
+        from corral.client.outputs import stream_output
+
+        return stream_output(self)
+
     def wait_for_output(self, timeout=-1) -> bool:
         """Output is complete once a result is done here (see the module docs)."""
         return self.wait(timeout)

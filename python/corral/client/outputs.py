@@ -10,13 +10,16 @@ Rich output needs IPython (a notebook or terminal): outside it only text is show
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 
 from corral import error
 from corral.client.execute_reply import ExecuteReply
 
-__all__ = ["GROUPBY", "LiveOutput", "StreamWriter", "display_outputs", "render_outputs"]
+__all__ = ["GROUPBY", "LiveOutput", "StreamWriter", "display_outputs", "render_outputs",
+           "stream_output"]
 
 #: ``groupby`` choices: all engines' text, then their rich outputs ('type'); each
 #: engine's output together ('engine'); like 'type', but the n-th rich output of every
@@ -202,3 +205,33 @@ class LiveOutput:
             _republish(content, engine_id)
         elif kind == "execute_result":
             _show_result(msg_id, content, {"engine_id": engine_id, "execute_result": content})
+
+
+@contextlib.contextmanager
+def stream_output(ar, interval: float = 0.05):
+    """``ar.stream_output()``: while the ``with`` block runs, the tasks' output is shown as
+    it arrives (as ``%%px --stream`` shows it); on leaving, whatever arrived last.
+
+    A thread shows it, so the block may do anything, ``ar.get()`` included. It wakes as
+    soon as the tasks finish and otherwise every ``interval`` seconds: output is filed by
+    the client's I/O thread, and this only prints what is new since the last look.
+    """
+    live = LiveOutput(ar)
+    stop = threading.Event()
+
+    def show_while_running():
+        while not stop.is_set():
+            done = ar.wait(interval)
+            live.show_new()
+            if done:
+                return
+
+    shower = threading.Thread(target=show_while_running, name="corral-stream-output",
+                              daemon=True)
+    shower.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        shower.join()
+        live.show_new()
