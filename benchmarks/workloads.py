@@ -23,6 +23,8 @@ LOWER_IS_BETTER = {
     "peak_rss_mb_engine_400_burst": True,
     "client_cpu_us_per_update": True,
     "client_loop_slowdown": True,
+    "seed_flow_s": True,
+    "final_data_steps_behind": True,
 }
 
 
@@ -349,7 +351,72 @@ def W7(ipp, impl: str, profile_dir: str) -> dict:
         cluster.stop_cluster_sync()
 
 
+def seed_simulation_loop(datapub_module, steps, period):
+    """Runs on the engine: the Data Publication notebook's loop (BENCHMARKS.md W8)."""
+    import importlib
+    import time
+
+    import numpy as np
+
+    publish_data = importlib.import_module(datapub_module).publish_data
+    for i in range(steps):
+        publish_data(dict(a=np.random.rand(20), i=i))
+        time.sleep(period)
+
+
+def seed_publish_it(datapub_module):
+    import importlib
+
+    importlib.import_module(datapub_module).publish_data(dict(a="hi"))
+
+
+def W8(ipp, impl: str, profile_dir: str) -> dict:
+    """The Data Publication notebook end to end: start 4 engines, `publish_it`, a
+    10-step one-second `simulation_loop` watched through `ar.data`, a matplotlib PNG of the
+    final data; stop. Also how many steps the final `ar.data` lagged when `get()` returned
+    and how many engines' `publish_it` data `ar.data` showed when `get()` returned
+    (ipyparallel's reply can overtake the last publications)."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, period = 10, 1.0
+    datapub = f"{impl}.datapub"
+    t0 = time.perf_counter()
+    cluster = _cluster(ipp, profile_dir, 4)
+    client = cluster.start_and_connect_sync()
+    try:
+        dv = client[:]
+        ar = dv.apply_async(seed_publish_it, datapub)
+        ar.get()
+        # The notebook shows `ar.data` right after `get()`: how many engines' data is there.
+        publish_it_seen = sum(1 for d in ar.data if d.get("a") == "hi")
+        ar = dv.apply_async(seed_simulation_loop, datapub, steps, period)
+        while not ar.ready():
+            ar.data  # as the notebook's watching cell does
+            time.sleep(0.01)
+        ar.get()
+        final = [d.get("i") for d in ar.data]
+        lag = max(steps - 1 - (i if i is not None else -1) for i in final)
+        fig = plt.figure()
+        for k, d in enumerate(ar.data):
+            plt.plot(d["a"], label=f"engine: {k}")
+        plt.legend()
+        with tempfile.TemporaryDirectory() as tmp:
+            fig.savefig(os.path.join(tmp, "seed.png"))
+        plt.close(fig)
+    finally:
+        cluster.stop_cluster_sync()
+    return {"seed_flow_s": time.perf_counter() - t0, "final_data_steps_behind": float(lag),
+            "publish_it_engines_with_data_at_get": float(publish_it_seen)}
+
+
 # Functions sent to engines must travel by value: engines cannot import this module.
 # Both cloudpickle (corral) and ipyparallel's canning send `__main__` functions by value.
-for _f in (noop, noop1, publisher, timed_publisher, array_publisher, rate_publisher):
+for _f in (noop, noop1, publisher, timed_publisher, array_publisher, rate_publisher,
+           seed_simulation_loop, seed_publish_it):
     _f.__module__ = "__main__"
