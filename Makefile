@@ -54,7 +54,7 @@ demo: install  ## start a local 4-engine cluster and run the data-publication fl
 	$(PY) examples/demo.py
 
 .PHONY: bench
-bench: install  ## benchmark corral against stock ipyparallel (W1-W8)
+bench: install  ## benchmark corral against stock ipyparallel (W1-W9)
 	$(PY) benchmarks/run.py --impl both
 
 .PHONY: ipp-suite

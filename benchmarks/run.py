@@ -1,7 +1,7 @@
 """Benchmark runner: the workloads of BENCHMARKS.md, run side by side on corral and on
 stock ipyparallel through the same ipyparallel-style API (`Cluster`, `Client`, views).
 
-    python benchmarks/run.py --impl both --workloads W1,W2,W3,W4,W5,W6,W7 --repeat 3 --json out.json
+    python benchmarks/run.py --impl both --workloads W1,W2,W3,W4,W5,W6,W7,W8,W9 --repeat 3 --json out.json
 
 Each (implementation, workload) runs in its own Python process, so one cannot warm or
 starve the other. Figures are medians of `--repeat` runs, with min and max.
@@ -95,7 +95,7 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=[*IMPLS, "both"], default="both")
-    p.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8")
+    p.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per workload and implementation")
     p.add_argument("--json", default=None, help="also write the results to this file")

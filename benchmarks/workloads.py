@@ -420,3 +420,48 @@ def W8(ipp, impl: str, profile_dir: str) -> dict:
 for _f in (noop, noop1, publisher, timed_publisher, array_publisher, rate_publisher,
            seed_simulation_loop, seed_publish_it):
     _f.__module__ = "__main__"
+
+
+W9_ENGINES = (1, 10, 100, 1000)
+
+
+def W9(ipp, impl: str, profile_dir: str) -> dict:
+    """The controller alone (no Python peers): `corral-w9` (crates/bench) drives corral's
+    controller, or stock `ipcontroller`, with 1 to 1,000 simulated Rust engines; requests/s
+    through MUX and the task scheduler, the same through a bare relay hop in the same run
+    (the limit), and the controller's memory per engine."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    subprocess.run([cargo, "build", "--quiet", "--release", "-p", "corral-controller",
+                    "-p", "corral-bench"], cwd=root, check=True)
+    out_file = Path(profile_dir) / f"w9-{impl}.json"
+    cmd = [str(root / "target" / "release" / "corral-w9"), "--repeat", "1",
+           "--engines", ",".join(map(str, W9_ENGINES)), "--json", str(out_file)]
+    if impl == "ipyparallel":
+        # Stock's task scheduler is Python: fewer requests keep the run short.
+        cmd += ["--stock", str(Path(sys.executable).with_name("ipcontroller")),
+                "--requests", "4000"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=1200)
+    out = {}
+    for r in json.loads(out_file.read_text())["w9"]:
+        n = r["engines"]
+        out[f"mux_req_per_s_{n}"] = r["mux_requests_per_s"]
+        out[f"task_req_per_s_{n}"] = r["task_requests_per_s"]
+        out[f"relay_limit_req_per_s_{n}"] = r["bare_relay_requests_per_s"]
+        out[f"mux_share_of_relay_limit_{n}"] = r["mux_share_of_relay_limit"]
+        out[f"controller_kb_per_engine_{n}"] = r["controller_kb_per_engine"]
+        out[f"registered_s_{n}"] = r["registered_s"]
+    return out
+
+
+for _n in W9_ENGINES:
+    LOWER_IS_BETTER[f"controller_kb_per_engine_{_n}"] = True
+    LOWER_IS_BETTER[f"registered_s_{_n}"] = True

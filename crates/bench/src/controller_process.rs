@@ -1,0 +1,128 @@
+//! The controller under test, as its own process, so its memory is its own: the
+//! `corral-controller` binary built next to this one, or a stock `ipcontroller` command
+//! (the same peers drive both, for a side-by-side figure).
+
+use corral_wire::{ClientConnection, EngineConnection, ProfileLocation};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ControllerProcess {
+    child: Child,
+    pub client: ClientConnection,
+    pub engine: EngineConnection,
+}
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let path = exe.with_file_name("corral-controller");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --release -p corral-controller)",
+        path.display()
+    );
+    path
+}
+
+impl ControllerProcess {
+    /// Starts `stock` (an `ipcontroller` path) if given, else corral's controller; waits for
+    /// its connection files. The cluster key is the one the controller writes.
+    pub fn start(profile_dir: &Path, stock: Option<&Path>) -> ControllerProcess {
+        let location = ProfileLocation::resolve(Some(profile_dir), None, "");
+        let files = [
+            location.connection_file("client"),
+            location.connection_file("engine"),
+        ];
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        let mut command = match stock {
+            Some(ipcontroller) => {
+                let mut c = Command::new(ipcontroller);
+                c.arg(format!("--profile-dir={}", profile_dir.display()))
+                    .args(["--log-level=40", "--ip=127.0.0.1"]);
+                c
+            }
+            None => {
+                let mut c = Command::new(binary());
+                c.arg("--profile-dir").arg(profile_dir).args([
+                    "--log-level",
+                    "error",
+                    "--hb-period",
+                    "3000",
+                ]);
+                c
+            }
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the controller");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !files.iter().all(|f| f.exists()) {
+            assert!(Instant::now() < deadline, "no connection files after 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200)); // a file can exist before it is complete
+        ControllerProcess {
+            child,
+            client: ClientConnection::read(&files[0]).expect("client file"),
+            engine: EngineConnection::read(&files[1]).expect("engine file"),
+        }
+    }
+
+    /// The cluster key, as the controller wrote it.
+    pub fn key(&self) -> &str {
+        &self.client.key
+    }
+
+    /// Resident memory now (VmRSS), in bytes, of the controller and its child processes
+    /// (stock ipcontroller runs its schedulers as children).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .map(rss_of)
+            .sum()
+    }
+}
+
+impl Drop for ControllerProcess {
+    /// SIGTERM first, so that stock ipcontroller stops its scheduler processes too; then
+    /// SIGKILL for what is left after 5 s.
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for child in children.split_whitespace() {
+            let _ = Command::new("kill")
+                .args(["-KILL", child])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
