@@ -27,6 +27,9 @@ fn binary() -> PathBuf {
 impl ControllerProcess {
     /// Starts `stock` (an `ipcontroller` path) if given, else corral's controller; waits for
     /// its connection files. The cluster key is the one the controller writes.
+    ///
+    /// `CORRAL_W9_WRAPPER` (e.g. `valgrind --tool=callgrind`) runs corral's controller
+    /// under that command, to profile it.
     pub fn start(profile_dir: &Path, stock: Option<&Path>) -> ControllerProcess {
         let location = ProfileLocation::resolve(Some(profile_dir), None, "");
         let files = [
@@ -44,7 +47,16 @@ impl ControllerProcess {
                 c
             }
             None => {
-                let mut c = Command::new(binary());
+                let wrapper = std::env::var("CORRAL_W9_WRAPPER").unwrap_or_default();
+                let mut words = wrapper.split_whitespace();
+                let mut c = match words.next() {
+                    Some(program) => {
+                        let mut c = Command::new(program);
+                        c.args(words).arg(binary());
+                        c
+                    }
+                    None => Command::new(binary()),
+                };
                 c.arg("--profile-dir").arg(profile_dir).args([
                     "--log-level",
                     "error",
@@ -92,7 +104,7 @@ impl ControllerProcess {
 
 impl Drop for ControllerProcess {
     /// SIGTERM first, so that stock ipcontroller stops its scheduler processes too; then
-    /// SIGKILL for what is left after 5 s.
+    /// SIGKILL for what is left after 30 s (a profiler writing its output takes a while).
     fn drop(&mut self) {
         let pid = self.child.id();
         let children =
@@ -100,7 +112,7 @@ impl Drop for ControllerProcess {
         let _ = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 break;
