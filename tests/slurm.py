@@ -8,6 +8,7 @@ through `SLURM_CONF`. Run `python tests/slurm.py` to start one by hand and print
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import shutil
@@ -31,6 +32,13 @@ def missing_programs() -> list[str]:
 
 def _program(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL, so a
+    killed pytest leaves no Slurm daemon behind (Linux's PR_SET_PDEATHSIG)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -151,7 +159,7 @@ class SingleNodeSlurm:
         out = open(self.root / "log" / f"{name}.out", "wb")
         self.procs[name] = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, cwd=self.root, start_new_session=True,
+            env=self.env, cwd=self.root, start_new_session=True, preexec_fn=_die_with_parent,
         )
         out.close()
 
@@ -184,6 +192,7 @@ def start_single_node_slurm() -> SingleNodeSlurm:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the daemons on SIGTERM
     slurm = start_single_node_slurm()
     print(f"export SLURM_CONF={slurm.conf}\n{slurm.run('sinfo').stdout}")
     try:
@@ -192,3 +201,4 @@ if __name__ == "__main__":
         pass
     finally:
         slurm.stop()
+        shutil.rmtree(slurm.root, ignore_errors=True)
