@@ -192,11 +192,14 @@ def test_a_missing_scheduler_command_says_what_is_needed(tmp_path):
         launcher.start(1)
 
 
-def test_to_dict_from_dict_keeps_the_job_and_options():
-    launcher = make(LSFEngineSetLauncher, queue="normal")
+def test_to_dict_from_dict_keeps_the_job_and_options(tmp_path):
+    template = tmp_path / "engines.lsf"
+    template.write_text("#!/bin/sh\n{engine_command}\n")
+    launcher = make(LSFEngineSetLauncher, queue="normal", batch_template_file=template)
     launcher.job_id, launcher.n = "5150", 4
     restored = LSFEngineSetLauncher.from_dict(json.loads(json.dumps(launcher.to_dict())))
-    assert (restored.job_id, restored.n, restored.options) == ("5150", 4, {"queue": "normal"})
+    assert (restored.job_id, restored.n) == ("5150", 4)
+    assert restored.options == {"queue": "normal", "batch_template_file": str(template)}
     assert restored.engine_file == Path("/p/security/e.json")
     with pytest.raises(ValueError, match="'lsf' engine set, not 'pbs'"):
         PBSEngineSetLauncher.from_dict(launcher.to_dict())

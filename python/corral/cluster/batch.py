@@ -209,7 +209,7 @@ class BatchEngineSetLauncher(EngineSetLauncher):
             log_dir=str(self.log_dir),
             log_level=self.log_level,
             engine_args=self.engine_args,
-            options=self.options,
+            options={k: str(v) if isinstance(v, Path) else v for k, v in self.options.items()},
             job_id=self.job_id,
             n=self.n,
         )
