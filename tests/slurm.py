@@ -9,8 +9,8 @@ through `SLURM_CONF`. Run `python tests/slurm.py` to start one by hand and print
 from __future__ import annotations
 
 import ctypes
-import getpass
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -114,7 +114,7 @@ class SingleNodeSlurm:
         key = root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        self.conf.write_text(_render_conf(root, getpass.getuser(), _free_port(), _free_port(), self.cpus))
+        self.conf.write_text(_render_conf(root, pwd.getpwuid(os.getuid()).pw_name, _free_port(), _free_port(), self.cpus))
         self._start("munged", [
             _program("munged"), "-F", f"--key-file={key}", f"--socket={root}/run/munge.sock",
             f"--pid-file={root}/run/munged.pid", f"--log-file={root}/log/munged.log",
