@@ -186,3 +186,19 @@ def test_a_failing_submission_says_what_sbatch_said(slurm, controller):
     with pytest.raises(RuntimeError, match="sbatch --parsable .* failed .*[Pp]artition"):
         launcher.start(1)
     assert not launcher.running()
+
+
+def test_running_turns_false_when_the_job_ends_by_itself(slurm, controller):
+    """Engines exit after their controller goes (its grace period); squeue then drops the
+    job, and `running` (read from squeue) says so."""
+    launcher = _launcher(controller)
+    launcher.start(1)
+    try:
+        client = controller.connect_client_sync()
+        client.wait_for_engines(1, timeout=60)
+        client.close()
+        controller.stop_controller_sync()
+        wait_for(lambda: not launcher.running(), 60, "the job to end once its engine exited")
+        _assert_nothing_left(slurm, launcher)
+    finally:
+        launcher.stop()
