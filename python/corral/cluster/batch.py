@@ -130,7 +130,8 @@ class BatchEngineSetLauncher(EngineSetLauncher):
         except KeyError as e:
             raise ValueError(
                 f"the batch template uses {{{e.args[0]}}}, which is not a template field; "
-                f"fields are {sorted(fields)}; add more with namespace={{...}}"
+                f"fields are {sorted(fields)}; add more with namespace={{...}}, and write "
+                "literal braces doubled (shell: ${{VAR}})"
             ) from None
 
     def submit_argv(self) -> list[str]:
