@@ -15,7 +15,6 @@ import pytest
 import corral
 from cluster_processes import wait_for
 from corral.cluster.batch import SlurmEngineSetLauncher
-from corral.cluster.launcher import find_engine_launcher
 from slurm import start_single_node_slurm
 
 
@@ -96,11 +95,6 @@ def sleep_after_saying_so(seconds):
 
     publish_data(dict(sleeping=True))
     time.sleep(seconds)
-
-
-def test_the_name_slurm_finds_this_launcher():
-    assert find_engine_launcher("slurm") is SlurmEngineSetLauncher
-    assert find_engine_launcher("Slurm") is SlurmEngineSetLauncher
 
 
 def test_seed_flow_on_two_engines_started_by_sbatch(slurm, controller):
