@@ -1,9 +1,11 @@
 """The PBS, SGE and LSF launchers' scripts and command lines, rendered without submitting.
 
-These schedulers cannot run on the test machine (Debian packages none of PBS Pro/Torque
-servers, Grid Engine or LSF, and LSF is proprietary), so only what corral itself produces
-is checked here: the job script, the argv of each command, and the reading of each
-scheduler's documented output. Slurm's launcher runs for real in test_slurm.py.
+None of these schedulers runs on the test machine: LSF is proprietary, and neither PBS
+(OpenPBS, Torque) nor Grid Engine is set up by `make install` (Debian 12 does package Son of
+Grid Engine 8.1.9 as gridengine-*; a real single-node SGE is left for later). So only what
+corral itself produces is checked here, with no imitation scheduler: the job script, the argv
+of each command, and the reading of each scheduler's documented output. Slurm's launcher
+runs for real in test_slurm.py.
 """
 
 from __future__ import annotations
