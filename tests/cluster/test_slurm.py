@@ -98,16 +98,17 @@ def sleep_after_saying_so(seconds):
 
 
 def test_seed_flow_on_two_engines_started_by_sbatch(slurm, controller):
-    launcher = _launcher(controller)
+    launcher = _launcher(controller, detach=True)  # Cluster passes detach; a job is detached anyway
+    launcher.environment = {"CORRAL_TEST_MARK": "from the launcher"}
     launcher.start(2)
     try:
         assert launcher.job_id in slurm.jobs()
         assert launcher.running()
         client = controller.connect_client_sync()
         client.wait_for_engines(2, timeout=60)
-        # Both engines are steps of the job sbatch submitted.
-        job_ids = client[:].apply_sync(lambda: __import__("os").environ.get("SLURM_JOB_ID"))
-        assert job_ids == [launcher.job_id] * 2
+        # Both engines are steps of the job sbatch submitted, with the launcher's environment.
+        env = client[:].apply_sync(lambda: [__import__("os").environ.get(k) for k in ("SLURM_JOB_ID", "CORRAL_TEST_MARK")])
+        assert env == [[launcher.job_id, "from the launcher"]] * 2
 
         ar = client[:].apply_async(simulation_loop, 10, 0.2)
         seen = set()

@@ -14,6 +14,7 @@ added for each option that is set and one per `extra_options` entry, as ipyparal
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal as signal_module
@@ -37,7 +38,11 @@ class BatchEngineSetLauncher(EngineSetLauncher):
     batch_template / batch_template_file: a script template replacing the default;
     namespace: extra template fields;
     submit_command, delete_command, signal_command, status_command: the commands as lists;
-    job_id_regexp: finds the job id in the submit command's output.
+    job_id_regexp: finds the job id in the submit command's output;
+    detach: accepted and ignored: a batch job always outlives the process that submitted it.
+
+    `environment` (set by `Cluster`, e.g. IPP_CONNECTION_INFO) goes into the submit
+    command's environment, which the schedulers' default scripts export to the job.
     """
 
     #: The scheduler's name, for messages.
@@ -65,7 +70,7 @@ class BatchEngineSetLauncher(EngineSetLauncher):
     _GENERAL_OPTIONS = (
         "extra_options", "batch_template", "batch_template_file", "namespace",
         "submit_command", "delete_command", "signal_command", "status_command",
-        "job_id_regexp",
+        "job_id_regexp", "detach",
     )
 
     def __init__(self, **kwargs):
@@ -148,8 +153,9 @@ class BatchEngineSetLauncher(EngineSetLauncher):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.script_file.write_text(self.render_script(n))
         self.script_file.chmod(0o700)
+        env = dict(os.environ, **getattr(self, "environment", {}))
         with open(self.script_file) as script:
-            result = self._run(self.submit_argv(), stdin=script if self.submit_via_stdin else None)
+            result = self._run(self.submit_argv(), stdin=script if self.submit_via_stdin else None, env=env)
         if result.returncode != 0:
             raise RuntimeError(
                 f"{shlex.join(self.submit_argv())} failed (exit {result.returncode}): "
@@ -231,10 +237,10 @@ class BatchEngineSetLauncher(EngineSetLauncher):
         """Whether the status command's result shows the job as not yet finished."""
         return result.returncode == 0
 
-    def _run(self, argv: list[str], stdin=None) -> subprocess.CompletedProcess:
+    def _run(self, argv: list[str], stdin=None, env=None) -> subprocess.CompletedProcess:
         try:
             return subprocess.run(
-                argv, stdin=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                argv, stdin=stdin, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
                 cwd=self.log_dir if self.log_dir.is_dir() else None,
             )
         except FileNotFoundError:
