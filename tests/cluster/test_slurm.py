@@ -197,3 +197,17 @@ def test_running_turns_false_when_the_job_ends_by_itself(slurm, controller):
         _assert_nothing_left(slurm, launcher)
     finally:
         launcher.stop()
+
+
+def test_stop_cancels_a_job_that_is_still_pending(slurm, controller):
+    """More engines than the node has CPUs: Slurm accepts the job but leaves it PENDING
+    (reason PartitionConfig) instead of refusing it; `running` counts it, `stop` cancels it."""
+    launcher = _launcher(controller)
+    launcher.start(slurm.cpus + 1)
+    try:
+        wait_for(lambda: slurm.run("squeue", "-h", "-j", launcher.job_id, "-o", "%T").stdout.strip() == "PENDING",
+                 30, "the job to be pending")
+        assert launcher.running()
+    finally:
+        launcher.stop()
+    _assert_nothing_left(slurm, launcher)
