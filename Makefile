@@ -28,8 +28,22 @@ sodium:  ## install libsodium-dev (for CurveZMQ) if this Debian/Ubuntu machine l
 	    || echo "WARNING: could not install libsodium-dev: corral is built without CurveZMQ"; \
 	fi
 
+# Slurm for tests/cluster/test_slurm.py: a single-node Slurm (slurmctld + slurmd, munge for
+# authentication) that tests/slurm.py configures and starts as the user running the tests.
+# Installed from Debian's packages when missing; the tests fail saying what is missing if not.
+SLURM_PKGS := slurmctld slurmd slurm-client munge
+.PHONY: slurm
+slurm:  ## install Slurm (slurmctld, slurmd, client) and munge for the batch-launcher tests
+	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s $(SLURM_PKGS) >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  echo "installing $(SLURM_PKGS) (single-node Slurm for the batch-launcher tests)"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $(SLURM_PKGS) \
+	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $(SLURM_PKGS); } \
+	    || echo "WARNING: could not install $(SLURM_PKGS): tests/cluster/test_slurm.py will fail"; \
+	fi
+
 .PHONY: install
-install: $(VENV)/.deps sodium  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium slurm  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build

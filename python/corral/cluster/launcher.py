@@ -19,6 +19,9 @@ ENGINE_LAUNCHERS: dict[str, str] = {
     "mpi": "corral.cluster.mpi:MPIEngineSetLauncher",
     "ssh": "corral.cluster.ssh:SSHEngineSetLauncher",
     "slurm": "corral.cluster.batch:SlurmEngineSetLauncher",
+    "pbs": "corral.cluster.batch:PBSEngineSetLauncher",
+    "sge": "corral.cluster.batch:SGEEngineSetLauncher",
+    "lsf": "corral.cluster.batch:LSFEngineSetLauncher",
 }
 
 
