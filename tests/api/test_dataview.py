@@ -1,0 +1,181 @@
+"""The live data view (corral.widgets) on real clusters: the throttle under a 1 kHz
+publisher, the byte budget, snapshot ages, and the static fallback."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+import pytest
+
+
+def publish_fast(seconds):
+    """Publishes about 1000 times a second for ``seconds``: a counter, a 1-D and a 2-D array."""
+    import time as _time
+
+    import numpy as np
+
+    from corral.datapub import publish_data
+
+    i = 0
+    end = _time.monotonic() + seconds
+    while _time.monotonic() < end:
+        publish_data({"i": i, "line": np.arange(50.0) * i, "field": np.full((8, 8), float(i))})
+        i += 1
+        _time.sleep(0.001)
+    publish_data({"i": i, "line": np.arange(50.0) * i, "field": np.full((8, 8), float(i))})
+    return i
+
+
+# -- the live view ------------------------------------------------------------------------
+
+def test_dataview_throttles_a_1khz_publisher_and_ends_on_the_final_values(client4):
+    pytest.importorskip("ipywidgets")
+    from corral.widgets import DataView
+
+    dv = client4[:2]
+    ar = dv.apply_async(publish_fast, 2.0)
+    t0 = time.monotonic()
+    view = DataView(ar, max_fps=5)
+    assert view.wait(timeout=60), "the view never drew its final frame"
+    elapsed = time.monotonic() - t0
+    finals = ar.get(timeout=30)
+    assert min(finals) > 200, f"the tasks did not publish fast: {finals}"
+    # The first frame at creation, then at most max_fps a second (newest wins).
+    assert 3 <= view.frames <= 5 * elapsed + 2, (view.frames, elapsed)
+    snap = view.last_snapshot
+    assert snap.done and [r.task for r in snap.rows] == ["done", "done"]
+    assert [r.data["i"] for r in snap.rows] == finals
+    assert [r.engine_alive for r in snap.rows] == [True, True]
+    # Publications received (at 1 kHz a few may be dropped on the way: at most all of them).
+    assert all(0 < r.seq <= f + 1 for r, f in zip(snap.rows, finals))
+    assert snap.scalars == ["i"] and snap.lines == ["line"] and snap.images == ["field"]
+    for final in finals:
+        assert f"<td>{final}</td>" in view._table.value
+    assert view._bar.value == view._bar.max and view._bar.bar_style == "success"
+    images = list(view._plots.children)
+    assert len(images) == 2 and all(bytes(img.value).startswith(b"\x89PNG") for img in images)
+
+
+def test_dataview_keeps_widget_bytes_under_its_budget(client4):
+    pytest.importorskip("ipywidgets")
+    from corral.widgets import DataView
+
+    def noisy(seconds):
+        import time as _time
+
+        import numpy as np
+
+        from corral.datapub import publish_data
+
+        end = _time.monotonic() + seconds
+        while _time.monotonic() < end:
+            publish_data({"noise": np.random.rand(64, 64)})
+            _time.sleep(0.005)
+
+    ar = client4[:].apply_async(noisy, 2.0)
+    t0 = time.monotonic()
+    budget = 30_000
+    view = DataView(ar, max_fps=50, max_bytes_per_second=budget)
+    assert view.wait(timeout=60)
+    elapsed = time.monotonic() - t0
+    ar.get(timeout=30)
+    frame = view.largest_frame
+    assert frame > 10_000, "the images are too small to test the byte budget"
+    # Each frame's bytes buy it a pause of bytes/budget seconds before the next one.
+    assert view.bytes_sent <= budget * elapsed + frame, (view.bytes_sent, elapsed, frame)
+    assert view.frames < 50 * elapsed / 3, "the byte budget did not slow the frames"
+
+
+def test_snapshot_age_grows_while_a_task_is_quiet(client4):
+    from corral.widgets.snapshot import SnapshotTaker
+
+    def publish_then_sleep():
+        import time as _time
+
+        from corral.datapub import publish_data
+
+        publish_data({"x": 1})
+        _time.sleep(2.5)
+
+    ar = client4[0].apply_async(publish_then_sleep)
+    taker = SnapshotTaker(ar)
+    deadline = time.monotonic() + 30
+    snap = taker.take()
+    while snap.rows[0].seq == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        snap = taker.take()
+    assert snap.rows[0].task == "running" and snap.rows[0].data == {"x": 1}
+    time.sleep(1.0)
+    later = taker.take()
+    assert later.rows[0].age >= snap.rows[0].age + 0.8
+    ar.get(timeout=30)
+    assert taker.take().rows[0].task == "done"
+
+
+# -- the static fallback -----------------------------------------------------------------
+
+def test_display_data_outside_a_kernel_shows_a_static_snapshot(client4, capsys):
+    from corral.widgets import StaticDataView, widget_frontend_available
+
+    ar = client4[:2].apply_async(publish_fast, 0.2)
+    finals = ar.get(timeout=30)
+    assert not widget_frontend_available()  # pytest is no Jupyter kernel
+    view = ar.display_data()
+    assert isinstance(view, StaticDataView)
+    out = capsys.readouterr().out
+    assert "publish_fast: finished (2 done); 2/2 tasks done" in out
+    for final in finals:
+        assert re.search(rf"\bdone\s+yes\s+\S+ \S+\s+\d+\s+{final}\b", out), out
+    html = view.to_html()
+    assert html.count('src="data:image/png;base64,') == 2  # the line plot and the images
+    assert f"<td>{finals[0]}</td>" in html
+
+
+def test_without_ipywidgets_display_data_falls_back_and_dataview_says_what_to_install(client4, monkeypatch):
+    from corral.widgets import DataView, StaticDataView, widget_frontend_available
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    ar = client4[0].apply_async(lambda: 1)
+    ar.get(timeout=30)
+    assert not widget_frontend_available()
+    assert isinstance(ar.display_data(), StaticDataView)
+    with pytest.raises(ImportError, match=r"pip install 'corral\[widgets\]'"):
+        DataView(ar)
+
+
+def test_snapshot_shows_a_killed_engine_gone_and_its_task_failed(start_cluster):
+    import os
+    import signal
+
+    from corral.widgets.render import table_html
+    from corral.widgets.snapshot import SnapshotTaker
+
+    _, client = start_cluster(2)
+    pid = client[1].apply_sync(os.getpid)  # an engine process this test's cluster started
+
+    def publish_then_sleep():
+        import time as _time
+
+        from corral.datapub import publish_data
+
+        publish_data({"x": 1})
+        _time.sleep(30)
+
+    ar = client[:].apply_async(publish_then_sleep)
+    taker = SnapshotTaker(ar)
+    deadline = time.monotonic() + 30
+    while min(r.seq for r in taker.take().rows) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    snap = taker.take()
+    while (client.ids != [0] or snap.rows[1].task != "failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        snap = taker.take()
+    assert [r.engine_alive for r in snap.rows] == [True, False]
+    assert [r.task for r in snap.rows] == ["running", "failed"]
+    assert '<span class="gone">gone</span>' in table_html(snap)
+    client.abort(ar.msg_ids, block=False)
+    client.send_signal("SIGINT", targets=[0], block=True)  # end the sleep on engine 0
+    ar.wait(30)
