@@ -1,0 +1,71 @@
+"""examples/live_widget.ipynb runs headlessly, and the widget state nbclient stores in
+the notebook's metadata (what a frontend would show) holds the tasks' final values."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "live_widget.ipynb"
+ENGINES, STEPS = 4, 40
+
+
+def _models(nb) -> list[dict]:
+    """The stored widget models: each with ``model_name``, ``state`` and ``buffers``."""
+    stored = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json")
+    assert stored, "nbclient stored no widget state"
+    return list(stored["state"].values())
+
+
+@pytest.mark.timeout(300)
+def test_live_widget_notebook_ends_with_the_final_values_in_the_widget(tmp_path, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    # The notebook starts its cluster in the default profile: a fresh IPython dir.
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"final step per engine: {[STEPS - 1] * ENGINES}" in text
+    shown = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert shown, "no widget was displayed"
+
+    models = _models(nb)
+    tables = [m["state"]["value"] for m in models
+              if m["model_name"] == "HTMLModel" and "corral-dataview" in m["state"].get("value", "")]
+    assert len(tables) == 1, "one DataView table"
+    rows = re.findall(r"<tr>(.*?)</tr>", tables[0])
+    header = re.findall(r"<th>(.*?)</th>", rows[0])
+    assert header[:5] == ["engine", "task", "engine up", "age", "updates"]
+    body = [re.findall(r"<td>(.*?)</td>", r) for r in rows[1:]]
+    assert [r[0] for r in body] == [str(i) for i in range(ENGINES)]
+    assert {r[1] for r in body} == {"done"} and {r[2] for r in body} == {"yes"}
+    column = dict(zip(header, zip(*body)))
+    assert column["step"] == (str(STEPS - 1),) * ENGINES
+    assert column["progress"] == (str(STEPS),) * ENGINES
+    # Publications received: the engine may coalesce superseded ones (newest wins).
+    assert all(1 <= int(n) <= STEPS for n in column["updates"])
+
+    bars = [m["state"] for m in models if m["model_name"] == "FloatProgressModel"
+            and "corral-dataview-progress" in m["state"].get("_dom_classes", [])]
+    assert len(bars) == 1
+    assert bars[0]["value"] == bars[0]["max"] == ENGINES * STEPS
+    assert bars[0]["bar_style"] == "success"
+
+    headers = [m["state"]["value"] for m in models if m["model_name"] == "HTMLModel"
+               and m["state"].get("value", "").startswith("<b>simulation: ")]
+    assert headers == [f"<b>simulation: finished ({ENGINES} done); "
+                       f"{ENGINES * STEPS}/{ENGINES * STEPS} items done</b>"]
+
+    pngs = [base64.b64decode(b["data"]) for m in models if m["model_name"] == "ImageModel"
+            for b in m.get("buffers", []) if b["path"] == ["value"]]
+    assert len(pngs) == 2, "a line plot (profile) and an image (field)"
+    assert all(p.startswith(b"\x89PNG") for p in pngs)
