@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-from corral.widgets.render import header_text, image_png, line_png, table_html
+from corral.widgets.render import draw_safely, header_text, image_png, line_png, table_html
 from corral.widgets.showing import ShownOncePerCell
 from corral.widgets.snapshot import Snapshot, SnapshotTaker
 
@@ -73,7 +73,9 @@ class DataView(ShownOncePerCell):
         self._draw_lock = threading.Lock()  # one frame at a time
         self._stop = threading.Event()
         self._finished = threading.Event()
-        self._draw()  # the first frame now, so the view is never empty when shown
+        # The first frame now, so the view is never empty when shown.
+        first = self._draw()
+        self._next_frame = time.monotonic() + max(1 / self.max_fps, first / self.max_bytes_per_second)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"corral-dataview-{ar.msg_ids[0] if ar.msg_ids else ''}")
         self._thread.start()
@@ -92,7 +94,8 @@ class DataView(ShownOncePerCell):
     # -- control ---------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the tasks are done and the final frame is drawn; True if so.
+        """Wait until the tasks are done and the final frame is drawn (or updating
+        stopped early: see ``error``); True unless ``timeout`` passed first.
 
         The final frame's state is then sent again from the calling thread: a frontend
         has it already, but a headless runner (nbclient) keeps only the messages of the
@@ -116,8 +119,7 @@ class DataView(ShownOncePerCell):
     # -- the update loop -------------------------------------------------------------
 
     def _run(self) -> None:
-        seen = 0
-        next_frame = time.monotonic() + 1 / self.max_fps
+        seen, next_frame = 0, self._next_frame
         try:
             while not self._stop.is_set():
                 received, done = self.ar._client._wait_data(self.ar.msg_ids, seen, REFRESH_SECONDS)
@@ -175,7 +177,9 @@ class DataView(ShownOncePerCell):
                     image = self._image(kind, key)
                     # Redraw a plot only when some engine published since it was drawn.
                     if self._drawn_from.get((kind, key)) != drawn_from:
-                        put(image, "value", draw(snap, key))
+                        png = draw_safely(draw, snap, key)
+                        if png is not None:
+                            put(image, "value", png)
                         self._drawn_from[(kind, key)] = drawn_from
                     shown.append(image)
             if list(self._plots.children) != shown:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 
 from corral.widgets.snapshot import Snapshot
 
-__all__ = ["header_text", "table_html", "table_text", "line_png", "image_png"]
+__all__ = ["draw_safely", "header_text", "table_html", "table_text", "line_png", "image_png"]
+
+log = logging.getLogger(__name__)
 
 MAX_POINTS = 2000
 MAX_PIXELS = 256
@@ -69,7 +72,7 @@ def table_html(snap: Snapshot) -> str:
     keys = snap.scalars + snap.others
     head = ["engine", "task", "engine up", "age", "updates"] + keys
     out = [_STYLE, '<table class="corral-dataview"><thead><tr>']
-    out += [f"<th>{html.escape(h)}</th>" for h in head]
+    out += [f"<th>{html.escape(str(h))}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(snap.rows):
         up = {True: "yes", False: '<span class="gone">gone</span>', None: "–"}[row.engine_alive]
@@ -90,6 +93,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def draw_safely(draw, snap: Snapshot, key: str) -> bytes | None:
+    """``draw(snap, key)``, or None (logged) if matplotlib fails on these values: one
+    odd key must not stop the view."""
+    try:
+        return draw(snap, key)
+    except Exception:
+        log.warning("could not plot published key %r", key, exc_info=True)
+        return None
+
+
 def line_png(snap: Snapshot, key: str) -> bytes:
     """Every engine's latest ``key`` (a 1-D array) as a line, in one plot."""
     import numpy as np
@@ -106,7 +119,7 @@ def line_png(snap: Snapshot, key: str) -> bytes:
         step = max(1, len(y) // MAX_POINTS)
         ax.plot(np.arange(0, len(y), step), y[::step], label=_engine_label(row, i))
         drawn += 1
-    ax.set_title(key)
+    ax.set_title(str(key))
     if 1 < drawn <= MAX_LEGEND:
         ax.legend(fontsize="small", loc="upper right")
     return _png(fig)
@@ -121,7 +134,7 @@ def image_png(snap: Snapshot, key: str) -> bytes:
     cols = min(len(shown), MAX_IMAGE_COLUMNS) or 1
     nrows = -(-len(shown) // cols) or 1
     fig = Figure(figsize=(2.4 * cols, 2.4 * nrows + 0.3), layout="constrained")
-    fig.suptitle(key)
+    fig.suptitle(str(key))
     for n, (i, row) in enumerate(shown):
         z = np.asarray(row.data[key])
         step = max(1, max(z.shape) // MAX_PIXELS)
@@ -136,7 +149,7 @@ def image_png(snap: Snapshot, key: str) -> bytes:
 def table_text(snap: Snapshot) -> str:
     """The table of ``table_html`` as plain text, for terminals and logs."""
     keys = snap.scalars + snap.others
-    head = ["engine", "task", "engine up", "age", "updates"] + keys
+    head = ["engine", "task", "engine up", "age", "updates"] + [str(k) for k in keys]
     rows = [head]
     for i, row in enumerate(snap.rows):
         up = {True: "yes", False: "gone", None: "-"}[row.engine_alive]

@@ -25,7 +25,7 @@ class EngineRow:
     engine_id: int | None  # None until the task is assigned an engine
     task: str  # "queued", "running", "done", "failed"
     engine_alive: bool | None  # registered with the controller; None while unassigned
-    age: float | None  # seconds since the latest publication arrived; None: none yet
+    age: float | None  # seconds since the latest publication arrived; None: unknown or none
     seq: int  # publications received
     data: dict
 
@@ -58,7 +58,9 @@ def kind_of(value) -> str:
     if np is not None and isinstance(value, (np.ndarray, np.generic)):
         if value.ndim == 0 or isinstance(value, np.generic):
             return "scalar"
-        numeric = np.issubdtype(value.dtype, np.number) or value.dtype == bool
+        # Real numbers only: complex values have no single line or colour.
+        numeric = (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
+                   or value.dtype == bool)
         if numeric and value.size and value.ndim in (1, 2):
             return "line" if value.ndim == 1 else "image"
     return "other"
@@ -68,11 +70,11 @@ def classify(datas) -> tuple[list[str], list[str], list[str], list[str]]:
     """The keys of ``datas`` (dicts) as (scalars, lines, images, others), in the order
     first seen; a key that is of different kinds on different engines is shown in the
     table (``others``) unless all its values are scalars."""
-    kinds: dict[str, set[str]] = {}
+    kinds: dict = {}
     for d in datas:
         for key, value in d.items():
-            kinds.setdefault(str(key), set()).add(kind_of(value))
-    groups: dict[str, list[str]] = {"scalar": [], "line": [], "image": [], "other": []}
+            kinds.setdefault(key, set()).add(kind_of(value))
+    groups: dict[str, list] = {"scalar": [], "line": [], "image": [], "other": []}
     for key, found in kinds.items():
         groups[found.pop() if len(found) == 1 else "other"].append(key)
     return groups["scalar"], groups["line"], groups["image"], groups["other"]
@@ -90,12 +92,13 @@ def _per_task(meta, n: int) -> list[dict] | None:
 class SnapshotTaker:
     """Takes snapshots of one ``AsyncResult``, remembering when each task's publication
     count last changed: that is the snapshot's age when the client has no ``data_meta``
-    (its accuracy is then the time between snapshots, which the live view keeps short)."""
+    (its accuracy is then the time between snapshots, which the live view keeps short;
+    data that arrived before the first snapshot has no known age)."""
 
     def __init__(self, ar, name: str | None = None):
         self.ar = ar
         self.name = name or getattr(ar, "_fname", "tasks")
-        self._seen: dict[str, tuple[int, float]] = {}  # msg_id -> (seq, when it changed)
+        self._seen: dict[str, tuple[int, float | None]] = {}  # msg_id -> (seq, when it changed)
 
     def take(self) -> Snapshot:
         ar, client = self.ar, self.ar._client
@@ -110,11 +113,14 @@ class SnapshotTaker:
             md = client._metadata(msg_id)
             finished = client._core.ready(msg_id)
             seq = int(md.get("data_messages") or 0)
-            last_seq, since = self._seen.get(msg_id, (0, now))
+            if msg_id not in self._seen:
+                # Arrived before this taker looked, when is unknown (data_meta knows).
+                self._seen[msg_id] = (seq, None)
+            last_seq, since = self._seen[msg_id]
             if seq != last_seq:
                 since = now
-            self._seen[msg_id] = (seq, since)
-            age = (now - since) if seq else None
+                self._seen[msg_id] = (seq, since)
+            age = None if since is None else now - since
             engine_id = md.get("engine_id")
             alive = None if engine_id is None else engine_id in registered
             m = meta[i] if meta else {}

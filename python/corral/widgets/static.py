@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import html
 
-from corral.widgets.render import header_text, image_png, line_png, table_html, table_text
+from corral.widgets.render import (draw_safely, header_text, image_png, line_png, table_html,
+                                   table_text)
 from corral.widgets.showing import ShownOncePerCell
 from corral.widgets.snapshot import SnapshotTaker
 
@@ -22,8 +23,13 @@ class StaticDataView(ShownOncePerCell):
     def plots(self) -> list[tuple[str, bytes]]:
         """(key, PNG bytes) of each plot: a line plot per 1-D key, images per 2-D key."""
         snap = self.snapshot
-        return ([(k, line_png(snap, k)) for k in snap.lines]
-                + [(k, image_png(snap, k)) for k in snap.images])
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # the table still shows; plots need the widgets extra
+            return []
+        drawn = [(k, draw_safely(line_png, snap, k)) for k in snap.lines]
+        drawn += [(k, draw_safely(image_png, snap, k)) for k in snap.images]
+        return [(k, png) for k, png in drawn if png is not None]
 
     def _show(self) -> None:
         from IPython.display import display
@@ -35,11 +41,11 @@ class StaticDataView(ShownOncePerCell):
                  table_html(self.snapshot)]
         for key, png in self.plots():
             data = base64.b64encode(png).decode("ascii")
-            parts.append(f'<div><img alt="{html.escape(key)}" src="data:image/png;base64,{data}"/></div>')
+            parts.append(f'<div><img alt="{html.escape(str(key))}" src="data:image/png;base64,{data}"/></div>')
         return "".join(parts)
 
     def __repr__(self) -> str:
         snap = self.snapshot
         plotted = snap.lines + snap.images
-        tail = f"\n(plotted where HTML is shown: {', '.join(plotted)})" if plotted else ""
+        tail = f"\n(plotted where HTML is shown: {', '.join(map(str, plotted))})" if plotted else ""
         return f"{header_text(snap)}\n{table_text(snap)}{tail}"
