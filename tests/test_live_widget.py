@@ -69,3 +69,33 @@ def test_live_widget_notebook_ends_with_the_final_values_in_the_widget(tmp_path,
             for b in m.get("buffers", []) if b["path"] == ["value"]]
     assert len(pngs) == 2, "a line plot (profile) and an image (field)"
     assert all(p.startswith(b"\x89PNG") for p in pngs)
+
+
+@pytest.mark.timeout(300)
+def test_display_data_as_a_cells_last_line_shows_the_widget_once(tmp_path, monkeypatch):
+    """``ar.display_data()`` shows its view and returns it; IPython's showing of the
+    returned value must not add a second copy of the widget."""
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
+        "import corral as ipp\ncluster = ipp.Cluster(n=1, cluster_id='')\n"
+        "c = cluster.start_and_connect_sync()",
+        "ar = c[:].apply_async(lambda: 1)\nar.display_data()",
+        "view = _\nview.wait(timeout=60)",
+        "view",  # a later cell shows it again
+        "cluster.stop_cluster_sync()",
+    )]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    def widgets_shown(cell):
+        return [o for o in cell.outputs
+                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+
+    assert not [o for c in nb.cells for o in c.outputs if o.get("output_type") == "error"]
+    assert len(widgets_shown(nb.cells[1])) == 1
+    assert len(widgets_shown(nb.cells[3])) == 1
+    # Where widgets are not rendered, the text is the frame shown, not "VBox(...)".
+    text = widgets_shown(nb.cells[3])[0]["data"]["text/plain"]
+    assert text.startswith("<lambda>: finished (1 done); 1/1 tasks done\nengine"), text

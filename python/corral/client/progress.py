@@ -65,7 +65,10 @@ def summarize(datas, finished) -> Progress:
 
 def progress_of(ar) -> Progress:
     """``ar``'s progress under the convention above (reads ``ar.data``)."""
-    data = ar.data
-    datas = [data] if ar._single_result else list(data)
     finished = [ar._client._core.ready(m) for m in ar.msg_ids]
+    try:
+        data = ar.data
+    except Exception:  # undecodable data: reading ar.data says why; bars count tasks
+        return summarize([{}] * len(finished), finished)
+    datas = [data] if ar._single_result else list(data)
     return summarize(datas, finished)

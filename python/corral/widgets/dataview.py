@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 import time
 
-from corral.widgets.render import draw_safely, header_text, image_png, line_png, table_html
+from corral.widgets.render import (draw_safely, header_text, image_png, line_png, table_html,
+                                   table_text)
 from corral.widgets.showing import ShownOncePerCell
 from corral.widgets.snapshot import Snapshot, SnapshotTaker
 
@@ -83,9 +84,15 @@ class DataView(ShownOncePerCell):
     # -- showing ---------------------------------------------------------------------
 
     def _show(self) -> None:
+        """The widget, with the current frame as text for frontends without widgets
+        (``jupyter console``, a notebook converted to text) instead of ``VBox(...)``."""
         from IPython.display import display
 
-        display(self.widget)
+        bundle = self.widget._repr_mimebundle_()
+        if self.last_snapshot is not None:
+            snap = self.last_snapshot
+            bundle["text/plain"] = f"{header_text(snap)}\n{table_text(snap)}"
+        display(bundle, raw=True)
 
     def __repr__(self):
         state = "final" if self._finished.is_set() else "live"
