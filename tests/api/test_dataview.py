@@ -234,3 +234,17 @@ def test_data_stays_final_with_several_threads_reading_it(start_cluster):
             for t in readers:
                 t.join(timeout=30)
         assert [d["k"] for d in ar.data] == finals
+
+
+def test_snapshot_prefers_the_clients_data_meta_when_it_has_one(client4):
+    """A client with ``ar.data_meta`` (per task: seq, age, alive, from the controller's
+    store) gives the view ages it could not see itself."""
+    from corral.widgets.snapshot import SnapshotTaker
+
+    ar = client4[:2].apply_async(publish_fast, 0.1)
+    ar.get(timeout=30)
+    plain = SnapshotTaker(ar).take()
+    assert [r.age for r in plain.rows] == [None, None]  # arrived before it looked
+    ar.data_meta = [{"seq": 7, "age": 12.5, "alive": True}, {"seq": 9, "age": 3.0, "alive": False}]
+    snap = SnapshotTaker(ar).take()
+    assert [(r.seq, r.age, r.engine_alive) for r in snap.rows] == [(7, 12.5, True), (9, 3.0, False)]
