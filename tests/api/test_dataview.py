@@ -44,6 +44,25 @@ def test_published_values_are_sorted_into_table_plots_and_images():
     assert others == ["cube", "z", "mixed"]  # 3-D, complex, and a key of two kinds
 
 
+def test_many_tasks_show_the_running_ones_first_and_count_the_rest():
+    import numpy as np
+
+    from corral.client.progress import Progress
+    from corral.widgets.render import MAX_LINES, MAX_ROWS, line_png, table_html, table_text, visible
+    from corral.widgets.snapshot import EngineRow, Snapshot
+
+    rows = [EngineRow(i % 4, "running" if i >= 90 else "done", True, 1.0, 1,
+                      {"i": i, "y": np.arange(5.0) * i}) for i in range(100)]
+    snap = Snapshot("many", rows, Progress(90, 100, "tasks"), False, ["i"], ["y"])
+    shown, hidden = visible(snap, MAX_ROWS)
+    assert len(shown) == MAX_ROWS and hidden == 100 - MAX_ROWS
+    assert [i for i, _ in shown][-10:] == list(range(90, 100))  # every running task
+    assert table_html(snap).count("<tr>") == 1 + MAX_ROWS + 1  # header, rows, "and N more"
+    assert f"and {100 - MAX_ROWS} more tasks" in table_text(snap)
+    assert visible(snap, MAX_LINES, "y")[1] == 100 - MAX_LINES
+    assert line_png(snap, "y").startswith(b"\x89PNG")
+
+
 def test_dataview_throttles_a_1khz_publisher_and_ends_on_the_final_values(client4):
     pytest.importorskip("ipywidgets")
     from corral.widgets import DataView

@@ -4,8 +4,10 @@ plot per 1-D array key, engines overlaid; one image per engine for each 2-D arra
 Plots use matplotlib's ``Figure`` with the Agg canvas directly, never pyplot: no global
 figure state, safe from the widget's background thread, and it does not disturb the
 user's own ``%matplotlib`` figures. Plots are small and arrays are thinned before drawing
-(at most ``MAX_POINTS`` points per line, ``MAX_PIXELS`` pixels per image side), so a frame
-stays a few tens of KB however big the published arrays are.
+(at most ``MAX_POINTS`` points per line, ``MAX_PIXELS`` pixels per image side), and many
+tasks (a load-balanced map) are shown up to ``MAX_ROWS`` table rows, ``MAX_LINES`` lines and
+``MAX_IMAGES`` images, running ones first, so a frame stays a few tens of KB however big
+the published arrays are and however many tasks there are.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import logging
 
 from corral.widgets.snapshot import Snapshot
 
-__all__ = ["draw_safely", "header_text", "table_html", "table_text", "line_png", "image_png"]
+__all__ = ["draw_safely", "header_text", "table_html", "table_text", "line_png", "image_png",
+           "visible"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,10 @@ MAX_PIXELS = 256
 DPI = 72
 MAX_LEGEND = 8  # more engines than this: no legend (it would cover the plot)
 MAX_IMAGE_COLUMNS = 4
+# Many tasks (a load-balanced map): show this many, running ones first, and count the rest.
+MAX_ROWS = 32
+MAX_LINES = 16
+MAX_IMAGES = 8
 
 _STYLE = ("<style>.corral-dataview td,.corral-dataview th{padding:2px 8px;text-align:right;"
           "font-family:monospace}.corral-dataview .gone{color:#b00}</style>")
@@ -46,6 +53,16 @@ def _short(value, limit: int = 40) -> str:
     else:
         text = str(value.item() if hasattr(value, "item") and shape == () else value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def visible(snap: Snapshot, limit: int, key=None) -> tuple[list, int]:
+    """Up to ``limit`` (index, row) pairs of ``snap`` (those with ``key``, if given),
+    running tasks first, in task order; and how many were left out."""
+    rows = [(i, r) for i, r in enumerate(snap.rows) if key is None or r.data.get(key) is not None]
+    if len(rows) <= limit:
+        return rows, 0
+    chosen = sorted(rows, key=lambda ir: (ir[1].task != "running", ir[0]))[:limit]
+    return sorted(chosen, key=lambda ir: ir[0]), len(rows) - limit
 
 
 def _age(age) -> str:
@@ -74,12 +91,15 @@ def table_html(snap: Snapshot) -> str:
     out = [_STYLE, '<table class="corral-dataview"><thead><tr>']
     out += [f"<th>{html.escape(str(h))}</th>" for h in head]
     out.append("</tr></thead><tbody>")
-    for i, row in enumerate(snap.rows):
+    rows, hidden = visible(snap, MAX_ROWS)
+    for i, row in rows:
         up = {True: "yes", False: '<span class="gone">gone</span>', None: "–"}[row.engine_alive]
         cells = [html.escape(str(row.engine_id if row.engine_id is not None else f"({i})")),
                  html.escape(row.task), up, _age(row.age), str(row.seq)]
         cells += [html.escape(_short(row.data[k])) if k in row.data else "" for k in keys]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if hidden:
+        out.append(f'<tr><td colspan="{len(head)}">… and {hidden} more tasks</td></tr>')
     out.append("</tbody></table>")
     return "".join(out)
 
@@ -110,16 +130,14 @@ def line_png(snap: Snapshot, key: str) -> bytes:
 
     fig = Figure(figsize=(6, 2.8), layout="constrained")
     ax = fig.add_subplot()
+    rows, hidden = visible(snap, MAX_LINES, key)
     drawn = 0
-    for i, row in enumerate(snap.rows):
-        y = row.data.get(key)
-        if y is None:
-            continue
-        y = np.asarray(y)
+    for i, row in rows:
+        y = np.asarray(row.data[key])
         step = max(1, len(y) // MAX_POINTS)
         ax.plot(np.arange(0, len(y), step), y[::step], label=_engine_label(row, i))
         drawn += 1
-    ax.set_title(str(key))
+    ax.set_title(str(key) + (f" ({hidden} more tasks not shown)" if hidden else ""))
     if 1 < drawn <= MAX_LEGEND:
         ax.legend(fontsize="small", loc="upper right")
     return _png(fig)
@@ -130,11 +148,11 @@ def image_png(snap: Snapshot, key: str) -> bytes:
     import numpy as np
     from matplotlib.figure import Figure
 
-    shown = [(i, row) for i, row in enumerate(snap.rows) if row.data.get(key) is not None]
+    shown, hidden = visible(snap, MAX_IMAGES, key)
     cols = min(len(shown), MAX_IMAGE_COLUMNS) or 1
     nrows = -(-len(shown) // cols) or 1
     fig = Figure(figsize=(2.4 * cols, 2.4 * nrows + 0.3), layout="constrained")
-    fig.suptitle(str(key))
+    fig.suptitle(str(key) + (f" ({hidden} more tasks not shown)" if hidden else ""))
     for n, (i, row) in enumerate(shown):
         z = np.asarray(row.data[key])
         step = max(1, max(z.shape) // MAX_PIXELS)
@@ -151,10 +169,12 @@ def table_text(snap: Snapshot) -> str:
     keys = snap.scalars + snap.others
     head = ["engine", "task", "engine up", "age", "updates"] + [str(k) for k in keys]
     rows = [head]
-    for i, row in enumerate(snap.rows):
+    shown, hidden = visible(snap, MAX_ROWS)
+    for i, row in shown:
         up = {True: "yes", False: "gone", None: "-"}[row.engine_alive]
         rows.append([str(row.engine_id if row.engine_id is not None else f"({i})"), row.task, up,
                      _age(row.age).replace("–", "-"), str(row.seq)]
                     + [_short(row.data[k]) if k in row.data else "" for k in keys])
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows)
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines + ([f"... and {hidden} more tasks"] if hidden else []))
