@@ -23,6 +23,10 @@ __all__ = ["DataView"]
 
 # With nothing published, the view still redraws this often, so ages and liveness move.
 REFRESH_SECONDS = 1.0
+# What one widget update costs on IOPub besides its value (the signed Jupyter envelope,
+# headers and comm framing: 657 bytes for a one-character HTML update signed by
+# jupyter_client's Session), rounded up and counted toward the byte budget.
+MESSAGE_OVERHEAD = 700
 
 
 def require_ipywidgets():
@@ -40,8 +44,8 @@ class DataView(ShownOncePerCell):
     image per 2-D array key. Display it (last expression of a cell, or ``display(view)``);
     it updates until the tasks are done.
 
-    ``frames`` counts the frames drawn, ``bytes_sent`` the widget bytes they changed
-    (``largest_frame``: the most in one frame).
+    ``frames`` counts the frames drawn, ``bytes_sent`` the IOPub bytes their widget
+    updates cost (``largest_frame``: the most in one frame).
     """
 
     def __init__(self, ar, max_fps: float = 4.0, max_bytes_per_second: float = 500_000):
@@ -167,7 +171,7 @@ class DataView(ShownOncePerCell):
                 nonlocal sent
                 if getattr(widget, name) != value:
                     setattr(widget, name, value)
-                    sent += len(value) if isinstance(value, (str, bytes)) else 8
+                    sent += MESSAGE_OVERHEAD + (len(value) if isinstance(value, (str, bytes)) else 8)
 
             put(self._header, "value", f"<b>{header_text(snap)}</b>" if not self.error else self._header.value)
             p = snap.progress
