@@ -99,3 +99,70 @@ def test_display_data_as_a_cells_last_line_shows_the_widget_once(tmp_path, monke
     # Where widgets are not rendered, the text is the frame shown, not "VBox(...)".
     text = widgets_shown(nb.cells[3])[0]["data"]["text/plain"]
     assert text.startswith("<lambda>: finished (1 done); 1/1 tasks done\nengine"), text
+
+
+def _iopub_bytes(msg) -> int:
+    """What a message weighs on IOPub, as Jupyter's server counts it for its rate
+    limit: its JSON parts and binary buffers."""
+    import json
+
+    parts = (msg["header"], msg["parent_header"], msg["metadata"], msg["content"])
+    return (sum(len(json.dumps(p, default=str)) for p in parts)
+            + sum(len(b) for b in msg.get("buffers") or []))
+
+
+@pytest.mark.timeout(300)
+def test_a_fast_publisher_with_big_noisy_images_stays_under_jupyters_iopub_rate_limit(tmp_path):
+    """Tasks publish 256x256 noise as fast as they can; the kernel's IOPub traffic,
+    measured over every 3 s window (Jupyter's ``rate_limit_window``), stays under the
+    default ``iopub_data_rate_limit`` of 1 MB/s, even at max_fps=30."""
+    import os
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    pytest.importorskip("ipywidgets")
+    code = """
+import corral as ipp
+cluster = ipp.Cluster(n=2, cluster_id="")
+c = cluster.start_and_connect_sync()
+
+def noisy(seconds):
+    import time
+    import numpy as np
+    from corral.datapub import publish_data
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        publish_data({"noise": np.random.rand(256, 256), "trace": np.random.rand(4000)})
+        time.sleep(0.001)
+
+ar = c[:].apply_async(noisy, 6.0)
+view = ar.display_data(max_fps=30)
+assert view.wait(timeout=120)
+cluster.stop_cluster_sync()
+print("frames", view.frames)
+"""
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path / "ipython"))
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        msg_id = kc.execute(code)
+        traffic, outputs = [], []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            msg = kc.get_iopub_msg(timeout=240)
+            traffic.append((time.monotonic(), _iopub_bytes(msg)))
+            if msg["msg_type"] in ("stream", "error"):
+                outputs.append(msg["content"])
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not [o for o in outputs if "ename" in o], outputs
+    frames = int(re.search(r"frames (\d+)", "".join(o.get("text", "") for o in outputs)).group(1))
+    assert frames >= 3, "the view hardly drew"
+    window = 3.0
+    worst = max(sum(n for t, n in traffic if t0 <= t < t0 + window) for t0, _ in traffic)
+    assert worst / window < 1_000_000, f"{worst / window:.0f} B/s over a {window} s window"
+    assert sum(n for _, n in traffic) > 200_000, "too little traffic to mean anything"
