@@ -158,7 +158,7 @@ print("frames", view.frames)
                 break
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        km.shutdown_kernel()  # politely: the kernel's atexit stops a cluster left running
     assert not [o for o in outputs if "ename" in o], outputs
     frames = int(re.search(r"frames (\d+)", "".join(o.get("text", "") for o in outputs)).group(1))
     assert frames >= 3, "the view hardly drew"
