@@ -398,6 +398,13 @@ class AsyncResult(Future):
 
         wait_interactive(self, interval, timeout)
 
+    def display_data(self, max_fps=4.0, static=None):
+        """Show the published data live (a ``corral.widgets.DataView``: table, plots,
+        progress), or a snapshot where no widget frontend exists; returns the view."""
+        from corral.widgets import display_data
+
+        return display_data(self, max_fps=max_fps, static=static)
+
     def display_outputs(self, groupby="type", result_only=False):
         """Show the engines' stdout/stderr under ``[stdout:<id>]`` headers, their rich
         output under ``[output:<id>]`` and ``Out[<id>:<n>]`` values, in IPython (see

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -501,17 +502,23 @@ class Client:
         task = self._core.task(msg_id)
         return task is not None and task.started
 
+    # One merge at a time: a reader thread (on_data, a DataView) and the caller taking
+    # updates at once could otherwise merge older updates after newer ones, leaving
+    # stale values in ``data`` for good.
+    _data_lock = threading.Lock()
+
     def _take_data(self, msg_ids) -> list[dict]:
         """Merge pending published data into each task's dict; return the dicts."""
-        pending = self._core.take_data(list(msg_ids))
-        dicts = []
-        for msg_id, updates in zip(msg_ids, pending):
-            d = self._data.setdefault(msg_id, {})
-            for frames in updates:
-                value, _ = deserialize_object(frames)
-                d.update(value)
-            dicts.append(d)
-        return dicts
+        with self._data_lock:
+            pending = self._core.take_data(list(msg_ids))
+            dicts = []
+            for msg_id, updates in zip(msg_ids, pending):
+                d = self._data.setdefault(msg_id, {})
+                for frames in updates:
+                    value, _ = deserialize_object(frames)
+                    d.update(value)
+                dicts.append(d)
+            return dicts
 
     def _metadata(self, msg_id) -> dict:
         task = self._core.task(msg_id)

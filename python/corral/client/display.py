@@ -1,6 +1,7 @@
 """Showing a running or finished ``AsyncResult`` to a person: a progress line while
 waiting (``wait_interactive``) and the engines' captured output afterwards
-(``display_outputs``, rendered by ``corral.client.outputs``)."""
+(``display_outputs``, rendered by ``corral.client.outputs``). Progress counts tasks, or
+published items when tasks publish ``{'progress': k, 'total': n}`` (``progress.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import time
 
 from corral.client.outputs import display_outputs
+from corral.client.progress import progress_of
 
 __all__ = ["display_outputs", "wait_interactive"]
 
@@ -15,17 +17,24 @@ __all__ = ["display_outputs", "wait_interactive"]
 class _TextProgress:
     """A one-line, carriage-return progress display for when tqdm is not installed."""
 
-    def __init__(self, total: int, desc: str, file):
-        self.total, self.desc, self.file, self.n = total, desc, file, 0
+    def __init__(self, total: int, desc: str, file, unit="tasks"):
+        self.total, self.desc, self.file, self.n, self.unit = total, desc, file, 0, unit
         self._t0 = time.monotonic()
 
     def update(self, k: int) -> None:
         self.n += k
         self._draw()
 
+    def reset(self, total=None) -> None:
+        """As tqdm's: start counting again from 0, out of ``total``."""
+        self.n = 0
+        if total is not None:
+            self.total = total
+
     def _draw(self, end="") -> None:
         elapsed = time.monotonic() - self._t0
-        self.file.write(f"\r{self.desc}: {self.n}/{self.total} tasks finished "
+        verb = "finished" if self.unit == "tasks" else "done"
+        self.file.write(f"\r{self.desc}: {self.n}/{self.total} {self.unit} {verb} "
                         f"after {elapsed:4.0f} s{end}")
         self.file.flush()
 
@@ -39,6 +48,16 @@ def _progress_bar(total: int, desc: str, file):
     except ImportError:
         return _TextProgress(total, desc, file)
     return tqdm(total=total, desc=desc, unit="tasks", file=file)
+
+
+def update_progress(bar, ar) -> None:
+    """Move ``bar`` (tqdm's or ours) to ``ar``'s progress; when tasks start publishing
+    ``total``s, it switches from counting tasks to counting their items."""
+    p = progress_of(ar)
+    if p.unit != bar.unit or p.total != bar.total:
+        bar.reset(total=p.total)
+        bar.unit = p.unit
+    bar.update(p.done - bar.n)
 
 
 def wait_interactive(ar, interval=0.1, timeout=-1, file=None) -> None:
@@ -55,7 +74,7 @@ def wait_interactive(ar, interval=0.1, timeout=-1, file=None) -> None:
         while not done and (timeout is None or time.monotonic() - t0 < timeout):
             step = interval if timeout is None else min(interval, max(timeout - (time.monotonic() - t0), 0))
             done = ar.wait(step)
-            bar.update(ar.progress - bar.n)
-        bar.update(ar.progress - bar.n)
+            update_progress(bar, ar)
+        update_progress(bar, ar)
     finally:
         bar.close()

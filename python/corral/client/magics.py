@@ -30,7 +30,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class, no_var_expand
 
 from corral import error
-from corral.client.display import _progress_bar
+from corral.client.display import _progress_bar, update_progress
 from corral.client.outputs import GROUPBY, LiveOutput, render_outputs
 
 __all__ = ["ParallelMagics", "activate_first_client", "activate_view",
@@ -328,9 +328,9 @@ def _wait_with_progress(ar, live, progress_after) -> None:
             if bar is None and 0 <= progress_after <= time.monotonic() - t0:
                 bar = _progress_bar(len(ar), ar._fname, sys.stdout)
             if bar is not None:
-                bar.update(ar.progress - bar.n)
+                update_progress(bar, ar)
         if bar is not None:
-            bar.update(ar.progress - bar.n)
+            update_progress(bar, ar)
     finally:
         if bar is not None:
             bar.close()
