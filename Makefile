@@ -28,8 +28,20 @@ sodium:  ## install libsodium-dev (for CurveZMQ) if this Debian/Ubuntu machine l
 	    || echo "WARNING: could not install libsodium-dev: corral is built without CurveZMQ"; \
 	fi
 
+# The SSH tests (Client(sshserver=...) tunnels, the SSH engine launcher) run a real OpenSSH
+# server on a loopback address, started by the tests as this user (tests/sshd.py).
+.PHONY: openssh
+openssh:  ## install openssh-server (sshd for the SSH tests) if this Debian/Ubuntu machine lacks it
+	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s openssh-server >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  echo "installing openssh-server (the SSH tests start their own sshd)"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q openssh-server openssh-client \
+	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q openssh-server openssh-client; } \
+	    || echo "WARNING: could not install openssh-server: the SSH tests will fail saying so"; \
+	fi
+
 .PHONY: install
-install: $(VENV)/.deps sodium  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium openssh  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build
