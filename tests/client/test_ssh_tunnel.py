@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -153,3 +155,26 @@ def test_a_refused_login_says_what_to_do_and_leaves_no_ssh(cluster, ssh_on_path)
              if p.name() == "ssh"}
     assert not after - before
 
+
+
+def test_a_killed_client_leaves_no_ssh(cluster, ssh_on_path, tmp_path):
+    """SIGKILL runs no Python cleanup: the tunnel's watchdog still ends ssh."""
+    sshd = ssh_on_path
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import sys, time, corral\n"
+        f"c = corral.Client({str(cluster.client_file)!r}, sshserver={sshd.address!r}, timeout=20)\n"
+        "c.wait_for_engines(1, timeout=30)\n"
+        "print(c._tunnel.pid, flush=True)\n"
+        "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        ssh_pid = int(proc.stdout.readline())
+        assert psutil.Process(ssh_pid).name() == "ssh"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+    wait_until(lambda: not psutil.pid_exists(ssh_pid)
+               or psutil.Process(ssh_pid).status() == psutil.STATUS_ZOMBIE,
+               10, "the dead client's ssh to exit")

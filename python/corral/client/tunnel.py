@@ -6,8 +6,10 @@ to the controller's address as the SSH server sees it, and the client connects t
 local ends. Unlike pyzmq's ``zmq.ssh.tunnel`` (which ipyparallel uses), all the forwards
 live in ONE ``ssh -N`` process that this client owns: ``zmq.ssh.tunnel`` runs one
 ``ssh -f ... sleep 60`` per socket, which backgrounds itself (its pid is lost, so it cannot
-be stopped) and lingers up to a minute after the client is gone; here ``close()`` ends the
-tunnel by pid at once, and a tunnel that dies is seen by the client as a lost controller.
+be stopped) and lingers up to a minute after the client is gone. Here ssh runs under a small
+watchdog shell that holds a pipe from the client: ``close()``, or the client process dying
+(even by SIGKILL), ends ssh at once; and a tunnel that dies is seen by the client as a lost
+controller.
 
 Only key-based (or agent) authentication: ssh runs with ``BatchMode=yes`` and never prompts.
 """
@@ -15,7 +17,9 @@ Only key-based (or agent) authentication: ssh runs with ``BatchMode=yes`` and ne
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -83,12 +87,15 @@ class SSHTunnel:
         self.keyfile = keyfile
         self.ssh = ssh
         self.local: dict[int, int] = {}
+        #: the watchdog shell (see _WATCHDOG) whose child is ssh
         self.process: subprocess.Popen | None = None
+        self.ssh_pid: int | None = None
         self._stderr = None
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+        """The ssh process's pid (a child of this client's watchdog shell)."""
+        return self.ssh_pid
 
     def command(self) -> list[str]:
         destination, port = split_server(self.server)
@@ -111,8 +118,11 @@ class SSHTunnel:
         for attempt in range(2):
             self.local = dict(zip(self.ports, _free_ports(len(self.ports))))
             self._stderr = tempfile.TemporaryFile()
-            self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=self._stderr)
+            self.process = subprocess.Popen(
+                ["sh", "-c", _WATCHDOG, "sh", *self.command()], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self._stderr)
+            self.ssh_pid = int(self.process.stdout.readline())
+            self.process.stdout.close()
             log.debug("ssh tunnel (pid %s) to %s: %s", self.pid, self.server, self.local)
             error = self._wait_listening(timeout)
             if error is None:
@@ -151,17 +161,38 @@ class SSHTunnel:
         return self.process is not None and self.process.poll() is None
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the ssh process (SIGTERM, then SIGKILL) and reap it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """End ssh (closing the watchdog's stdin makes it stop ssh), SIGKILL if it lingers."""
+        if self.process is not None:
+            if not self.process.stdin.closed:
+                self.process.stdin.close()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                # the watchdog still waits for ssh, so ssh_pid is still ssh's
+                os.kill(self.ssh_pid, signal.SIGKILL)
                 self.process.kill()
                 self.process.wait(timeout)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+#: Runs ssh ("$@") and prints its pid; ssh lives while this shell's stdin is open, so it
+#: ends when the client closes the pipe, and also when the client process dies (even by
+#: SIGKILL, when no Python code runs). The shell exits with ssh's status.
+_WATCHDOG = """
+exec 3<&0
+"$@" </dev/null >/dev/null 3<&- &
+child=$!
+echo "$child"
+{ read _ <&3; kill "$child" 2>/dev/null; } >/dev/null &
+watcher=$!
+exec 3<&-
+wait "$child"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
+"""
 
 
 def tunnelled(info: dict, tunnel: SSHTunnel) -> dict:
