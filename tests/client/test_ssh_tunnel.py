@@ -178,3 +178,25 @@ def test_a_killed_client_leaves_no_ssh(cluster, ssh_on_path, tmp_path):
     wait_until(lambda: not psutil.pid_exists(ssh_pid)
                or psutil.Process(ssh_pid).status() == psutil.STATUS_ZOMBIE,
                10, "the dead client's ssh to exit")
+
+
+def test_which_server_and_address_are_used():
+    """ipyparallel's rules: sshserver= wins; the file's `ssh` unless the controller listens
+    on loopback of this machine; sshkey= alone means the controller's own host."""
+    from corral.client.arguments import ssh_server_for
+    from corral.client.tunnel import remote_ip, split_server
+
+    here = {"interface": "tcp://127.0.0.1", "location": "127.0.0.1", "ssh": "me@gw"}
+    assert ssh_server_for(here, None, None) is None
+    assert ssh_server_for(here, "you@other:2222", None) == "you@other:2222"
+    assert ssh_server_for(dict(here, location="far.invalid"), None, None) == "me@gw"
+    assert ssh_server_for({"interface": "tcp://10.1.2.3", "ssh": "me@gw"}, None, None) == "me@gw"
+    assert ssh_server_for({"interface": "tcp://10.1.2.3", "ssh": ""}, None, None) is None
+    assert ssh_server_for({"interface": "tcp://10.1.2.3"}, None, "~/.ssh/id") == "10.1.2.3"
+    assert split_server("me@host:2222") == ("me@host", "2222")
+    assert split_server("host") == ("host", None)
+    with pytest.raises(ValueError, match="port number"):
+        split_server("me@host:ssh")
+    assert remote_ip("tcp://0.0.0.0", None) == "127.0.0.1"
+    assert remote_ip("tcp://0.0.0.0", "ctl.example") == "ctl.example"
+    assert remote_ip("tcp://10.1.2.3", "ctl.example") == "10.1.2.3"

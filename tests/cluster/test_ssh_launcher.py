@@ -93,7 +93,7 @@ def my_ssh_processes() -> list[psutil.Process]:
 def test_seed_flow_on_engines_started_over_ssh(controller, sshd, tmp_path, launchers):
     launcher = make_launcher(controller, sshd, tmp_path, {sshd.address: N})
     launchers.append(launcher)
-    launcher.start(N)
+    launcher.start()  # no n: as many as `engines` lists
     assert launcher.n == N
     remote_file = tmp_path / "remote-profile" / "security" / controller.engine_file.name
     assert json.loads(remote_file.read_text()) == json.loads(controller.engine_file.read_text())

@@ -143,10 +143,14 @@ class SSHEngineSetLauncher(EngineSetLauncher):
 
     # -- the contract -------------------------------------------------------------------
 
-    def start(self, n: int) -> None:
+    def start(self, n: int | None = None) -> None:
+        """At most ``n`` engines (all that ``engines`` lists when None)."""
         if not self.engines:
             raise ValueError("SSHEngineSetLauncher needs engines={'host': n, ...}: the hosts "
                              "to start engines on and how many on each")
+        if n is None:
+            n = sum(spec.get("n", 1) if isinstance(spec, dict) else int(spec)
+                    for spec in self.engines.values())
         left = n
         for host, spec in self.engines.items():
             if left <= 0:
