@@ -21,8 +21,6 @@ from corral.connection import connection_file, resolve_profile_dir
 
 log = logging.getLogger("corral.client")
 
-SSH_KEYWORDS = ("sshserver", "sshkey", "password", "paramiko")
-
 SSH_PASSWORD_UNSUPPORTED = (
     "corral's Client does not log in to an SSH server with a password: its tunnel runs "
     "OpenSSH's ssh without prompts. Use key-based login instead (an ssh key on the server, "
