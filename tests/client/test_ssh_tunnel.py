@@ -200,3 +200,28 @@ def test_which_server_and_address_are_used():
     assert remote_ip("tcp://0.0.0.0", None) == "127.0.0.1"
     assert remote_ip("tcp://0.0.0.0", "ctl.example") == "ctl.example"
     assert remote_ip("tcp://10.1.2.3", "ctl.example") == "10.1.2.3"
+
+
+def stock_simulation(steps):
+    import time
+
+    from ipyparallel.datapub import publish_data
+
+    for i in range(steps):
+        publish_data({"i": i})
+        time.sleep(0.05)
+    return steps
+
+
+def test_through_the_tunnel_to_a_stock_controller(fresh_stock, ssh_on_path):
+    """corral's client on an existing ipyparallel cluster, reached through SSH."""
+    sshd = ssh_on_path
+    client_file = fresh_stock.profile_dir / "security" / "ipcontroller-client.json"
+    ports = controller_ports(client_file)
+    with corral.Client(str(client_file), sshserver=sshd.address, timeout=30) as client:
+        assert client._tunnel is not None
+        client.wait_for_engines(2, timeout=60)
+        ar = client[:].apply_async(stock_simulation, 10)
+        assert ar.get(timeout=60) == [10, 10]
+        assert [d["i"] for d in ar.data] == [9, 9]
+        assert set(sshd.forwarded_targets()) >= set(ports.values())
