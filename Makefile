@@ -15,35 +15,41 @@ $(VENV)/.deps: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Debian packages that the build or the tests need, installed when missing (as root, or
+# with passwordless sudo); if that fails, a warning says what will not work.
+#   $(call debian_packages,<packages>,<what they are for>,<what fails without them>)
+define debian_packages
+	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s $(1) >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  APT="apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends"; \
+	  echo "installing $(1) ($(2))"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO $$APT $(1) \
+	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO $$APT $(1); } \
+	    || echo "WARNING: could not install $(1): $(3)"; \
+	fi
+endef
+
 # CurveZMQ encryption (`--enable-curve`) needs libsodium when libzmq is built (see
-# vendor/zmq-sys/CORRAL.md). Installed from Debian's packages when missing; without it
-# corral still builds, and refuses `--enable-curve` with a message saying what to install.
+# vendor/zmq-sys/CORRAL.md). Without it corral still builds, and refuses `--enable-curve`
+# with a message saying what to install.
 .PHONY: sodium
 sodium:  ## install libsodium-dev (for CurveZMQ) if this Debian/Ubuntu machine lacks it
-	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libsodium-dev >/dev/null 2>&1; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
-	  echo "installing libsodium-dev (CurveZMQ encryption)"; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libsodium-dev \
-	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libsodium-dev; } \
-	    || echo "WARNING: could not install libsodium-dev: corral is built without CurveZMQ"; \
-	fi
+	$(call debian_packages,libsodium-dev,CurveZMQ encryption,corral is built without CurveZMQ)
 
 # Slurm for tests/cluster/test_slurm.py: a single-node Slurm (slurmctld + slurmd, munge for
 # authentication) that tests/slurm.py configures and starts as the user running the tests.
-# Installed from Debian's packages when missing; the tests fail saying what is missing if not.
-SLURM_PKGS := slurmctld slurmd slurm-client munge
 .PHONY: slurm
 slurm:  ## install Slurm (slurmctld, slurmd, client) and munge for the batch-launcher tests
-	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s $(SLURM_PKGS) >/dev/null 2>&1; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
-	  echo "installing $(SLURM_PKGS) (single-node Slurm for the batch-launcher tests)"; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $(SLURM_PKGS) \
-	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $(SLURM_PKGS); } \
-	    || echo "WARNING: could not install $(SLURM_PKGS): tests/cluster/test_slurm.py will fail"; \
-	fi
+	$(call debian_packages,slurmctld slurmd slurm-client munge,a single-node Slurm for the batch-launcher tests,tests/cluster/test_slurm.py will fail)
+
+# The SSH tests (Client(sshserver=...) tunnels, the SSH engine launcher) run a real OpenSSH
+# server on a loopback address, started by the tests as this user (tests/sshd.py).
+.PHONY: openssh
+openssh:  ## install openssh-server (sshd for the SSH tests) if this Debian/Ubuntu machine lacks it
+	$(call debian_packages,openssh-server openssh-client,sshd for the SSH tests,the SSH tests will fail saying so)
 
 .PHONY: install
-install: $(VENV)/.deps sodium slurm  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium slurm openssh  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build

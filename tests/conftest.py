@@ -52,3 +52,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """A real OpenSSH server on 127.0.0.1 (tests/sshd.py), stopped by pid at teardown."""
+    from sshd import SSHServer
+
+    with SSHServer(tmp_path / "sshd") as server:
+        yield server

@@ -21,21 +21,26 @@ from corral.connection import connection_file, resolve_profile_dir
 
 log = logging.getLogger("corral.client")
 
-SSH_KEYWORDS = ("sshserver", "sshkey", "password", "paramiko")
-
-SSH_UNSUPPORTED = (
-    "corral's Client cannot tunnel through SSH yet ({given}). Forward the controller's ports "
-    "yourself (for each port in the connection file: `ssh -N -L <port>:127.0.0.1:<port> "
-    "<host>`) and connect without {given}, or use ipyparallel.Client for this connection."
+SSH_PASSWORD_UNSUPPORTED = (
+    "corral's Client does not log in to an SSH server with a password: its tunnel runs "
+    "OpenSSH's ssh without prompts. Use key-based login instead (an ssh key on the server, "
+    "e.g. `ssh-copy-id {server}`; then sshkey='~/.ssh/id_...' or an ssh-agent) and drop "
+    "password=."
+)
+SSH_PARAMIKO_UNSUPPORTED = (
+    "corral's Client tunnels with OpenSSH's ssh command, not paramiko: drop paramiko=True "
+    "(the ssh command reads your ~/.ssh/config, keys and agent)."
 )
 
 
 def refuse_unsupported(ssh: dict, context, extra: dict) -> None:
-    """SSH tunnels and Session options are refused; a pyzmq ``context`` is ignored with a
-    warning (corral's sockets live in its Rust core)."""
-    given = [name for name in SSH_KEYWORDS if ssh.get(name)]
-    if given:
-        raise NotImplementedError(SSH_UNSUPPORTED.format(given=", ".join(f"{g}=" for g in given)))
+    """SSH password login, paramiko tunnels and Session options are refused; a pyzmq
+    ``context`` is ignored with a warning (corral's sockets live in its Rust core)."""
+    if ssh.get("password"):
+        raise NotImplementedError(
+            SSH_PASSWORD_UNSUPPORTED.format(server=ssh.get("sshserver") or "user@host"))
+    if ssh.get("paramiko"):
+        raise NotImplementedError(SSH_PARAMIKO_UNSUPPORTED)
     if context is not None:
         warnings.warn("Client(context=...) is ignored: corral's client sockets live in its "
                       "Rust core, not in a pyzmq Context", UserWarning, stacklevel=3)
@@ -44,6 +49,41 @@ def refuse_unsupported(ssh: dict, context, extra: dict) -> None:
             f"Client() got keywords corral does not support: {', '.join(sorted(extra))}. "
             "corral takes its session settings (key, signature scheme) from the connection "
             "file and always uses JSON messages with pickled buffers.")
+
+
+def ssh_server_for(info: dict, sshserver, sshkey) -> str | None:
+    """The SSH server to tunnel through, chosen as ipyparallel chooses it: ``sshserver=``;
+    else the connection file's ``ssh`` (written by ``ipcontroller --ssh``) unless the file
+    says the controller listens on loopback of this very machine; else, when only
+    ``sshkey=`` is given, the controller's own address. None: connect directly."""
+    if sshserver:
+        return sshserver
+    ip = info.get("interface", "").split("://", 1)[-1]
+    if info.get("ssh") and not (_is_loopback(ip) and _is_this_machine(info.get("location"))):
+        return info["ssh"]
+    if sshkey:
+        return info.get("location") if ip in ("0.0.0.0", "*", "") else ip
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _is_this_machine(location) -> bool:
+    """Whether ``location`` (a host name or ip; absent means here) names this machine."""
+    if not location or _is_loopback(location):
+        return True
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    if location in names:
+        return True
+    try:
+        ours = set(socket.gethostbyname_ex(socket.gethostname())[2])
+        return socket.gethostbyname(location) in ours
+    except OSError:
+        return False
 
 
 def take_deprecated_url_file(connection_info, extra: dict):
@@ -91,3 +131,18 @@ def check_connection_info(connection_info) -> None:
     if isinstance(connection_info, str) and "://" in connection_info:
         raise ValueError(f"single urls ({connection_info!r}) cannot be specified, url-files "
                          "must be used.")
+
+
+def open_ssh_tunnel(path: Path, sshserver, sshkey):
+    """``(tunnel, file)`` when the connection goes through SSH (see ``ssh_server_for``):
+    the started tunnel and a private connection file pointing at its local ports, for the
+    Rust core to read; ``(None, None)`` for a direct connection."""
+    info = json.loads(Path(path).read_text())
+    server = ssh_server_for(info, sshserver, sshkey)
+    if not server:
+        return None, None
+    from corral.client.tunnel import open_tunnel, tunnelled
+
+    tunnel = open_tunnel(info, server, sshkey)
+    log.info("connecting through an SSH tunnel via %s (ssh pid %s)", server, tunnel.pid)
+    return tunnel, DictConnectionFile(tunnelled(info, tunnel))

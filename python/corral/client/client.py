@@ -117,13 +117,21 @@ class Client:
                 "INSECURE: %s has an empty key, so messages are neither signed nor checked; "
                 "anyone who can reach the controller's ports can run code on the engines.",
                 path)
+        # Client(sshserver=...): the core connects to the local ends of an SSH tunnel.
+        self._tunnel, tunnel_file = arguments.open_ssh_tunnel(path, sshserver, sshkey)
+        connected = False
         try:
-            self._core = ClientCore.connect(str(path), float(timeout), insecure)
+            core_path = tunnel_file.path if tunnel_file is not None else path
+            self._core = ClientCore.connect(str(core_path), float(timeout), insecure)
+            connected = True
         except TimeoutError as e:
             raise TimeoutError(f"{e} (connection file {path}). {_START_HINT}") from None
         finally:
-            if dict_file is not None:
-                dict_file.remove()
+            for file in (dict_file, tunnel_file):
+                if file is not None:
+                    file.remove()
+            if not connected and self._tunnel is not None:
+                self._tunnel.close()
         self._hub = Hub(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
@@ -561,6 +569,8 @@ class Client:
         if not self._closed:
             self._closed = True
             self._core.close()
+        if getattr(self, "_tunnel", None) is not None:
+            self._tunnel.close()
 
     def __enter__(self):
         return self
