@@ -111,3 +111,17 @@ def test_a_python_without_dask_gets_a_clear_error(start_cluster, tmp_path):
     # stop_dask with no scheduler is fine, as in ipyparallel.
     client.stop_dask()
     assert client[:].apply_sync(lambda: 1) == [1]
+
+
+def test_nanny_workers_are_subprocesses_of_the_engines(start_cluster):
+    _, client = start_cluster(1)
+    engine_pid = client[0].apply_sync(os.getpid)
+    dc = client.become_dask(nanny=True)
+    try:
+        (worker_pid,) = dc.run(os.getpid).values()
+        assert worker_pid != engine_pid and parent_of(worker_pid) == engine_pid
+        assert dc.submit(sum, [4, 5]).result(timeout=60) == 9
+    finally:
+        dc.close()
+    client.stop_dask()
+    wait_for(lambda: not alive(worker_pid), 15, "the nanny's worker process to exit")

@@ -88,3 +88,25 @@ def test_stock_client_become_dask_computes_and_stops(stock_client):
     ar = c[:].apply_async(identity, ipp.Reference("distributed_worker"))
     with pytest.raises(ipp.error.CompositeError, match="NameError"):
         ar.get(timeout=30)
+
+
+def test_corral_client_become_dask_on_a_stock_cluster(stock):
+    """corral's client against a stock ipcontroller (whose hub runs the scheduler) and
+    stock ipengines (running corral's worker function on their own loop thread)."""
+    c = stock.client
+    dc = c.become_dask()
+    try:
+        assert len(dc.scheduler_info()["workers"]) == 2
+        assert c[:].apply_sync(_has_worker_name) == [True, True]
+        x = da.arange(1000, chunks=100)
+        assert int(x.sum().compute()) == sum(range(1000))
+    finally:
+        dc.close()
+    c.stop_dask()
+    assert c[:].apply_sync(_has_worker_name) == [False, False]
+
+
+def _has_worker_name():
+    from IPython import get_ipython
+
+    return "distributed_worker" in get_ipython().user_ns
