@@ -78,6 +78,21 @@ def test_become_dask_computes_a_dask_array_and_stop_dask_ends_it(start_cluster):
     client.stop_distributed(targets=[0])
 
 
+def test_a_scheduler_closed_by_a_dask_client_is_started_again(start_cluster):
+    _, client = start_cluster(2)
+    dc = client.become_dask()
+    first = dc.scheduler.address
+    dc.shutdown()  # closes the scheduler (its process exits) and the workers
+    dc = client.become_dask()
+    try:
+        assert dc.scheduler.address != first
+        assert len(dc.scheduler_info()["workers"]) == 2, "new workers for the new scheduler"
+        assert dc.submit(sum, [1, 2]).result(timeout=30) == 3
+    finally:
+        dc.close()
+    client.stop_dask()
+
+
 def test_the_scheduler_goes_with_the_controller(start_cluster):
     cluster, client = start_cluster(1)
     dc = client.become_dask()

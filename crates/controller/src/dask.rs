@@ -17,6 +17,7 @@ use corral_wire::{error_content, Header};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ const SCHEDULER_SCRIPT: &str = include_str!("dask_scheduler.py");
 pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a scheduler asked to stop may take to exit before it is killed.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Bound on the connect that checks a running scheduler still listens (same host: fast).
+const LISTEN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Who asked: the reply goes to `ident` on the query socket, parented on `parent`.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,19 +99,25 @@ impl DaskScheduler {
     /// request gets the same scheduler (its `scheduler_args` are ignored), as in
     /// ipyparallel. Replies now, or from [`Self::poll`] once the process has reported.
     pub(crate) fn become_dask(&mut self, to: Requester, scheduler_args: &Value) -> Vec<DaskReply> {
-        if let State::Running { process, info } = &mut self.state {
-            if process.running() {
-                return vec![reply(to, BECOME, info.clone())];
+        let gone = match &mut self.state {
+            State::Running { process, info } => !process.running() || !listening(info),
+            _ => false,
+        };
+        if gone {
+            warn!(
+                "the dask scheduler has closed (a dask client's shutdown()?); starting a new one"
+            );
+            if let State::Running { process, .. } = std::mem::replace(&mut self.state, State::Idle)
+            {
+                process.stop_in_background();
             }
-            warn!("the dask scheduler had exited; starting a new one");
-            self.state = State::Idle;
         }
         match &mut self.state {
+            State::Running { info, .. } => vec![reply(to, BECOME, info.clone())],
             State::Starting { waiting, .. } => {
                 waiting.push(to);
                 Vec::new()
             }
-            State::Running { .. } => unreachable!("handled above"),
             State::Idle => match self.start(scheduler_args) {
                 Ok(process) => {
                     self.state = State::Starting {
@@ -279,6 +288,22 @@ impl DaskScheduler {
         }
         Ok(Value::Object(kwargs))
     }
+}
+
+/// Whether a scheduler still accepts connections at its reported TCP `address`. A dask
+/// client's `shutdown()` closes the scheduler, and returns, before its process has exited:
+/// its address must not be handed out again. Other protocols are taken on trust.
+fn listening(info: &Value) -> bool {
+    let Some(addr) = info["address"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("tcp://"))
+    else {
+        return true;
+    };
+    let Some(addr) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return true;
+    };
+    TcpStream::connect_timeout(&addr, LISTEN_PROBE_TIMEOUT).is_ok()
 }
 
 fn reply(to: Requester, msg_type: &'static str, content: Value) -> DaskReply {
@@ -492,6 +517,45 @@ mod tests {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "stopped and reaped"
         );
+    }
+
+    #[test]
+    fn a_scheduler_that_exited_on_its_own_is_started_again() {
+        let mut d = DaskScheduler::new("false".into(), "127.0.0.1".into());
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        d.state = State::Running {
+            process: Process { child, stdin: None },
+            info: json!({"status": "ok", "address": "tcp://127.0.0.1:1"}),
+        };
+        assert!(
+            d.become_dask(requester(1), &json!({})).is_empty(),
+            "not the dead scheduler's address: a new start"
+        );
+        assert!(matches!(d.state, State::Starting { .. }));
+        let out = poll_until(&mut d, Duration::from_secs(20));
+        assert_eq!(out[0].content["status"], "error", "`false` never reports");
+    }
+
+    #[test]
+    fn a_running_scheduler_that_no_longer_listens_is_replaced() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("tcp://{}", listener.local_addr().unwrap());
+        let info = json!({"status": "ok", "address": address});
+        assert!(listening(&info));
+        drop(listener);
+        assert!(!listening(&info));
+        assert!(listening(&json!({"address": "ws://somewhere:1"})));
+
+        let mut d = DaskScheduler::new("false".into(), "127.0.0.1".into());
+        let mut child = cat();
+        let stdin = child.stdin.take();
+        d.state = State::Running {
+            process: Process { child, stdin },
+            info,
+        };
+        assert!(d.become_dask(requester(1), &json!({})).is_empty());
+        assert!(matches!(d.state, State::Starting { .. }), "a new start");
     }
 
     #[test]

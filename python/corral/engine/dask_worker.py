@@ -25,6 +25,8 @@ log = logging.getLogger("corral.engine")
 #: Bounds on starting (registering with the scheduler) and closing a worker.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+#: How long a worker already closing on its own may take before it is left behind.
+CLOSING_GRACE = 2.0
 NAMES = ("dask_worker", "distributed_worker")
 
 
@@ -75,9 +77,21 @@ class WorkerThread:
         return scheduler == address
 
     def stop(self) -> None:
+        from distributed.core import Status
+
+        w = self.worker
         try:
-            if self.worker is not None:
-                self._call(self.worker.close(reason="corral stop_dask"), STOP_TIMEOUT)
+            if w is None:
+                pass
+            elif w.status in (Status.running, Status.paused):
+                self._call(w.close(reason="corral stop_dask"), STOP_TIMEOUT)
+            elif w.status not in (Status.closed, Status.failed):
+                # Already closing, told by its scheduler (a dask client's shutdown()), and
+                # maybe waiting on connections to that scheduler, now gone: it gets a short
+                # grace, not the comm timeouts.
+                self._call(asyncio.wait_for(w.finished(), CLOSING_GRACE), CLOSING_GRACE + 1)
+        except TimeoutError:
+            log.warning("dask worker %s did not finish closing; left behind", w.address)
         finally:
             self._end_loop()
 
