@@ -4,7 +4,8 @@ cluster, as in ipyparallel.
 The controller runs the scheduler (`become_dask_request`: a scheduler process it starts,
 listening on the controller's address unless `scheduler_args` say otherwise, and stops on
 `stop_distributed_request` or when it stops); each engine runs one worker
-(`corral.engine.dask_worker`), started only once it has registered with the scheduler.
+(`corral.engine.dask_worker`, sent by name: stock ipengines need corral importable), and
+`become_dask` returns once every worker has registered with the scheduler.
 """
 
 from __future__ import annotations
