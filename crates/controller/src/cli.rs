@@ -57,6 +57,11 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub enable_curve: bool,
+    /// The Python that runs the dask.distributed scheduler when a client calls
+    /// `become_dask()` (it needs dask[distributed]); also CORRAL_PYTHON. `corral
+    /// controller` passes its own interpreter; default: python3 from PATH.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
 }
 
 /// `CORRAL_INSECURE=1` (or `true`/`yes`) opts in to an empty key.
@@ -104,6 +109,11 @@ impl Cli {
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
             curve,
+            python: self.python.clone().or_else(|| {
+                env("CORRAL_PYTHON")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            }),
             ..ControllerConfig::default()
         })
     }
@@ -244,6 +254,19 @@ mod tests {
             .unwrap();
         assert_eq!(cfg.key, None);
         assert!(!cfg.insecure);
+        assert_eq!(cfg.python(), PathBuf::from("python3"));
+        let python_env = |name: &str| (name == "CORRAL_PYTHON").then(|| "/env/py".to_string());
+        let cli = parse(Vec::<String>::new()).unwrap();
+        assert_eq!(
+            cli.config_with_env(python_env).unwrap().python(),
+            PathBuf::from("/env/py")
+        );
+        let cli = parse(["--python", "/opt/py"].map(String::from)).unwrap();
+        assert_eq!(
+            cli.config_with_env(python_env).unwrap().python(),
+            PathBuf::from("/opt/py"),
+            "the option wins over the variable"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct ControllerConfig {
     /// and engines a CURVE server with these keys and writes the public key into both
     /// connection files. Off (`None`) by default, as in ipyparallel.
     pub curve: Option<CurveKeys>,
+    /// The Python that runs the dask.distributed scheduler of `become_dask_request`
+    /// (it needs `dask[distributed]`); `None` means `python3` from `PATH`.
+    pub python: Option<std::path::PathBuf>,
 }
 
 impl Default for ControllerConfig {
@@ -65,11 +68,17 @@ impl Default for ControllerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
             curve: None,
+            python: None,
         }
     }
 }
 
 impl ControllerConfig {
+    /// The Python for the dask scheduler process.
+    pub fn python(&self) -> std::path::PathBuf {
+        self.python.clone().unwrap_or_else(|| "python3".into())
+    }
+
     /// ipyparallel's `registration_timeout`, `max(30 s, 5 periods)`, unless configured.
     /// Past it a registration still waiting for its first heartbeat is logged and no
     /// longer pinged fast; it still goes live when its heart answers.

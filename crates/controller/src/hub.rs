@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+use crate::dask::Requester;
 use crate::events::{EngineEvent, HubEvent};
 use crate::queues::Queues;
 use crate::record_queries;
@@ -31,6 +32,21 @@ pub(crate) enum Action {
     Shutdown,
     /// Send `msg` into the task scheduler (a resubmitted task).
     Resubmit(Message),
+    /// Start (or report) the dask.distributed scheduler (`become_dask_request`); the hub
+    /// loop owns that process (see [`crate::dask`]).
+    BecomeDask {
+        to: Requester,
+        scheduler_args: Value,
+    },
+    /// Stop the dask.distributed scheduler (`stop_distributed_request`).
+    StopDask(Requester),
+}
+
+fn requester(ident: &[u8], parent: &Header) -> Requester {
+    Requester {
+        ident: ident.to_vec(),
+        parent: parent.clone(),
+    }
 }
 
 /// Everything the hub knows.
@@ -68,7 +84,13 @@ impl HubState {
         self.registry.pending_count()
     }
 
-    fn reply(&self, ident: &[u8], parent: &Header, msg_type: &str, content: Value) -> Action {
+    pub(crate) fn reply(
+        &self,
+        ident: &[u8],
+        parent: &Header,
+        msg_type: &str,
+        content: Value,
+    ) -> Action {
         self.reply_with(ident, parent, msg_type, content, Vec::new())
     }
 
@@ -170,6 +192,15 @@ impl HubState {
                     ),
                     Action::Shutdown,
                 ]
+            }
+            Content::Unknown { msg_type, content } if msg_type == "become_dask_request" => {
+                vec![Action::BecomeDask {
+                    to: requester(ident, parent),
+                    scheduler_args: content.get("scheduler_args").cloned().unwrap_or_default(),
+                }]
+            }
+            Content::Unknown { msg_type, .. } if msg_type == "stop_distributed_request" => {
+                vec![Action::StopDask(requester(ident, parent))]
             }
             // Engine control requests and unknown ones: corral's hub implements neither.
             other if other.message_type().ends_with("_request") => {
@@ -445,7 +476,7 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const KINDS: [&str; 15] = [
+        const KINDS: [&str; 17] = [
             "registration_request",
             "unregistration_request",
             "connection_request",
@@ -458,6 +489,8 @@ mod tests {
             "purge_request",
             "shutdown_request",
             "become_dask_request",
+            "stop_distributed_request",
+            "frobnicate_request",
             "apply_request",
             "status",
             "",
@@ -526,6 +559,15 @@ mod tests {
                     match kind {
                         "unregistration_request" | "apply_request" | "status" | "" => {
                             prop_assert!(got.len() <= usize::from(kind == "apply_request"));
+                        }
+                        // Answered by the hub loop's scheduler process (crate::dask).
+                        "become_dask_request" | "stop_distributed_request" => {
+                            prop_assert!(got.is_empty());
+                            let handled = matches!(
+                                acts.as_slice(),
+                                [Action::BecomeDask { .. } | Action::StopDask(_)]
+                            );
+                            prop_assert!(handled, "{acts:?}");
                         }
                         _ if kind.ends_with("_request") => {
                             prop_assert_eq!(got.len(), 1);
@@ -926,15 +968,35 @@ mod tests {
     }
 
     #[test]
+    fn dask_requests_go_to_the_hub_loops_scheduler_process() {
+        let mut hub = state();
+        let req = request(
+            "become_dask_request",
+            json!({"scheduler_args": {"port": 1}}),
+        );
+        let acts = hub.handle_query(b"c", &req, Instant::now());
+        assert_eq!(
+            acts,
+            vec![Action::BecomeDask {
+                to: requester(b"c", &req.header),
+                scheduler_args: json!({"port": 1})
+            }]
+        );
+        let req = request("stop_distributed_request", json!({}));
+        let acts = hub.handle_query(b"c", &req, Instant::now());
+        assert_eq!(acts, vec![Action::StopDask(requester(b"c", &req.header))]);
+    }
+
+    #[test]
     fn unknown_requests_get_a_not_implemented_reply() {
         let mut hub = state();
         let acts = hub.handle_query(
             b"c",
-            &request("become_dask_request", json!({})),
+            &request("frobnicate_request", json!({})),
             Instant::now(),
         );
         let reply = replies(&acts)[0];
-        assert_eq!(reply.msg_type(), "become_dask_reply");
+        assert_eq!(reply.msg_type(), "frobnicate_reply");
         assert_eq!(reply.content["status"], "error");
         assert_eq!(reply.content["ename"], "NotImplementedError");
         assert!(hub

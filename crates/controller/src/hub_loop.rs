@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
+use crate::dask::{DaskReply, DaskScheduler};
 use crate::events::{EngineEvent, HeartCommand, HubReceiver};
 use crate::hub::{Action, HubState};
 use crate::sockets::{readable, recv_frames, send_bytes, views};
@@ -37,6 +38,9 @@ pub(crate) struct HubLoop {
     /// Registrations awaiting a heartbeat: the heartbeat thread pings fast while > 0.
     pub pending: Arc<AtomicUsize>,
     pub stop: Arc<Stop>,
+    /// The dask.distributed scheduler process, if a client asked for one; stopped when
+    /// this loop ends.
+    pub dask: DaskScheduler,
 }
 
 impl HubLoop {
@@ -60,6 +64,8 @@ impl HubLoop {
                 }
             }
             while recv_frames(&self.resubmit).is_some() {}
+            let replies = self.dask.poll(Instant::now());
+            self.send_dask_replies(replies, &mut shutdown_at);
             self.apply_events(&mut shutdown_at);
             let now = Instant::now();
             if now.duration_since(last_tick) > Duration::from_secs(1) {
@@ -68,6 +74,18 @@ impl HubLoop {
                 self.perform(actions, &mut shutdown_at);
             }
         }
+        self.dask.shutdown();
+    }
+
+    fn send_dask_replies(&mut self, replies: Vec<DaskReply>, shutdown_at: &mut Option<Instant>) {
+        let actions = replies
+            .into_iter()
+            .map(|r| {
+                self.state
+                    .reply(&r.to.ident, &r.to.parent, r.msg_type, r.content)
+            })
+            .collect();
+        self.perform(actions, shutdown_at);
     }
 
     /// Applies every event the other threads have sent so far.
@@ -130,6 +148,14 @@ impl HubLoop {
                 }
                 Action::Shutdown => {
                     shutdown_at.get_or_insert(Instant::now() + SHUTDOWN_GRACE);
+                }
+                Action::BecomeDask { to, scheduler_args } => {
+                    let replies = self.dask.become_dask(to, &scheduler_args);
+                    self.send_dask_replies(replies, shutdown_at);
+                }
+                Action::StopDask(to) => {
+                    let replies = self.dask.stop(to);
+                    self.send_dask_replies(replies, shutdown_at);
                 }
             }
         }

@@ -25,6 +25,7 @@
 //! - `dependency`: the task scheduler's rules: after/follow, retries, timeouts.
 //! - `broadcast`: the broadcast scheduler (root and leaves in one thread).
 //! - `coalesce`: combines a coalescing broadcast's replies into one.
+//! - `dask`: the dask.distributed scheduler process of `become_dask_request`.
 //!
 //! The wiring, all of it in [`Controller::start`]: sockets bound on `config.ip`, one
 //! thread each (`corral-*`), `==>` a crossbeam channel between threads.
@@ -50,6 +51,7 @@ pub mod error;
 
 mod broadcast;
 mod coalesce;
+mod dask;
 mod dependency;
 mod events;
 mod heartbeat;
@@ -257,6 +259,7 @@ impl Controller {
             heart: heart_tx,
             pending: pending.clone(),
             stop: stop.clone(),
+            dask: dask::DaskScheduler::new(config.python(), config.ip.clone()),
         };
         let monitors = vec![
             (

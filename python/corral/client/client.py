@@ -218,6 +218,24 @@ class Client:
         """Undo ``use_dill``/``use_cloudpickle``, here and on every engine."""
         self.direct_view(block=True).use_pickle()
 
+    def become_dask(self, targets="all", port=0, nanny=False, scheduler_args=None,
+                    **worker_args):
+        """Turn the engines into a dask.distributed cluster: a scheduler run by the
+        controller, a worker on each engine; returns a ``distributed.Client`` connected
+        to it (see ``corral.client.dask.become_dask``)."""
+        from corral.client.dask import become_dask
+
+        return become_dask(self, targets, port, nanny, scheduler_args, **worker_args)
+
+    def stop_dask(self, targets="all"):
+        """Stop the dask workers ``become_dask`` started, and the scheduler."""
+        from corral.client.dask import stop_dask
+
+        stop_dask(self, targets)
+
+    become_distributed = become_dask
+    stop_distributed = stop_dask
+
     def wait_for_engines(self, n=None, timeout=-1, block=True):
         """Wait until at least ``n`` engines are registered (``TimeoutError`` if not)."""
         if n is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
         from corral import _core
 
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        # The dask scheduler of `become_dask()` runs with this interpreter unless told
+        # otherwise (--python or $CORRAL_PYTHON).
+        if not (os.environ.get("CORRAL_PYTHON")
+                or any(a == "--python" or a.startswith("--python=") for a in rest)):
+            rest = ["--python", sys.executable, *rest]
         # The controller is pure Rust; its own clap parser reads the options.
         try:
             code = _core.controller_main(rest)

@@ -6,7 +6,10 @@ do not pay for importing ipyparallel up front:
   ipykernel shell a corral engine does not have);
 - `ipyparallel.serialize.uncan` also uncans corral's stand-ins for ipyparallel's canned
   objects (`corral.serialize.canning`): a stock client's `@require(f)` runs ipyparallel's
-  `_require` on the engine, which uncans `f` itself.
+  `_require` on the engine, which uncans `f` itself;
+- `ipyparallel.util.become_dask_worker` and `stop_distributed_worker`, which a stock
+  client's `become_dask()` / `stop_dask()` send, are corral's (`engine.dask_worker`):
+  ipyparallel's need an ipykernel kernel and its running event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import sys
 
 DATAPUB = ("ipyparallel.engine.datapub", "ipyparallel.datapub")
 CANNING = ("ipyparallel.serialize.canning", "ipyparallel.serialize")
-TARGETS = DATAPUB + CANNING
+UTIL = ("ipyparallel.util",)
+TARGETS = DATAPUB + CANNING + UTIL
 
 
 def _patch(module) -> None:
@@ -24,6 +28,13 @@ def _patch(module) -> None:
         from corral.datapub import publish_data
 
         module.publish_data = publish_data
+    elif module.__name__ in UTIL:
+        from corral.engine import dask_worker
+
+        # Stock clients send these canned (as code, not by name): `corral_replaces_stock`
+        # tells corral's uncanning to run the module's attribute instead.
+        module.become_dask_worker = dask_worker.start_worker
+        module.stop_distributed_worker = dask_worker.stop_worker
     elif getattr(module, "uncan", None) is not None:
         module.uncan = _uncan_also_corral(module.uncan)
 
