@@ -9,7 +9,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.deps: requirements-dev.txt
+# `mpi` comes first: pip builds mpi4py against Open MPI's headers (libopenmpi-dev).
+$(VENV)/.deps: requirements-dev.txt | mpi
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
@@ -26,6 +27,19 @@ sodium:  ## install libsodium-dev (for CurveZMQ) if this Debian/Ubuntu machine l
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libsodium-dev \
 	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libsodium-dev; } \
 	    || echo "WARNING: could not install libsodium-dev: corral is built without CurveZMQ"; \
+	fi
+
+# The MPI launcher (`Cluster(engines='mpi')`) runs engines as the ranks of one `mpiexec`
+# world; mpi4py (requirements-dev.txt) compiles against libopenmpi-dev, so this target runs
+# before pip installs the requirements.
+.PHONY: mpi
+mpi:  ## install Open MPI (openmpi-bin, libopenmpi-dev) if this Debian/Ubuntu machine lacks it
+	@if command -v dpkg >/dev/null 2>&1 && ! { dpkg -s openmpi-bin && dpkg -s libopenmpi-dev; } >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  echo "installing openmpi-bin and libopenmpi-dev (the MPI launcher, mpi4py)"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q openmpi-bin libopenmpi-dev \
+	    || { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q openmpi-bin libopenmpi-dev; } \
+	    || echo "WARNING: could not install Open MPI: the MPI launcher and its tests cannot run"; \
 	fi
 
 .PHONY: install
