@@ -48,6 +48,16 @@ pub struct ControllerConfig {
     /// and engines a CURVE server with these keys and writes the public key into both
     /// connection files. Off (`None`) by default, as in ipyparallel.
     pub curve: Option<CurveKeys>,
+    /// The `location` written into the connection files (ipyparallel's `--location`): the
+    /// host name or IP that engines and clients on other machines use; `None` is this
+    /// machine's host name.
+    pub advertised_location: Option<String>,
+    /// Fixed ports (ipyparallel's `--ports`), one per socket in binding order; sockets
+    /// beyond the list (or all, when empty) bind to random ports.
+    pub ports: Vec<u16>,
+    /// Start on the key and ports of existing connection files, and leave the files on
+    /// stop (ipyparallel's `--reuse`), so a restarted controller is found again.
+    pub reuse_files: bool,
 }
 
 impl Default for ControllerConfig {
@@ -65,6 +75,9 @@ impl Default for ControllerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
             curve: None,
+            advertised_location: None,
+            ports: Vec::new(),
+            reuse_files: false,
         }
     }
 }
