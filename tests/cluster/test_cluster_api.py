@@ -217,3 +217,36 @@ def test_launchers_and_controllers_by_name():
     assert find_engine_launcher("Local") is LocalEngineSetLauncher
     assert find_engine_launcher("mpi") is MPIEngineSetLauncher
     assert find_engine_launcher("mpiexec") is MPIEngineSetLauncher
+
+
+def test_controller_reuse_ports_and_location(profile_dir, clusters):
+    """`--reuse`: a controller restarted on the same files has the same key and ports, so a
+    client holding the old file connects; `--location` is written into the files."""
+    cluster = corral.Cluster(n=1, profile_dir=profile_dir, cluster_id="re",
+                             controller_args=["--reuse"], controller_location="head.example")
+    clusters.append(cluster)
+    rc = cluster.start_and_connect_sync()
+    rc.close()
+    before = json.loads(cluster.client_file.read_text())
+    assert before["location"] == "head.example"
+    cluster.stop_cluster_sync()
+    assert cluster.client_file.exists(), "--reuse leaves the connection files"
+    rc = cluster.start_and_connect_sync()
+    assert json.loads(cluster.client_file.read_text()) == before
+    assert rc[:].apply_sync(lambda: 8) == [8]
+    rc.close()
+    cluster.stop_cluster_sync()
+    cluster.client_file.unlink()
+    cluster.engine_file.unlink()
+
+    # Below Linux's ephemeral range (32768-), where random ports come from.
+    base = 20000 + (os.getpid() * 15) % 10000
+    fixed = list(range(base, base + 15))
+    pinned = corral.Cluster(n=1, profile_dir=profile_dir, cluster_id="ports",
+                            controller_args=["--ports", f"{fixed[0]}-{fixed[-1]}"])
+    clusters.append(pinned)
+    rc = pinned.start_and_connect_sync()
+    info = json.loads(pinned.client_file.read_text())
+    assert info["registration"] == fixed[0]
+    assert {info[k] for k in ("mux", "control", "task", "iopub", "notification", "broadcast")} <= set(fixed)
+    assert rc[:].apply_sync(lambda: 9) == [9]

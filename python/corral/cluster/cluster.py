@@ -74,6 +74,7 @@ class Cluster:
         profile_dir: str | os.PathLike | None = None,
         cluster_id: str | None = None,
         controller_ip: str = "127.0.0.1",
+        controller_location: str | None = None,
         log_level: str | int = "warning",
         engine_timeout: float = 60.0,
         controller_timeout: float = 30.0,
@@ -97,6 +98,9 @@ class Cluster:
         self.profile_dir = profiles.resolve_profile_dir(profile, profile_dir)
         self.cluster_id = _new_cluster_id() if cluster_id is None else cluster_id
         self.controller_ip = controller_ip
+        #: The host name or IP written into the connection files (`--location`), for
+        #: engines on other machines; default: this machine's host name.
+        self.controller_location = controller_location
         self.log_level = _level_name(log_level)
         self.engine_timeout = engine_timeout
         self.controller_timeout = controller_timeout
@@ -148,8 +152,9 @@ class Cluster:
     def start_controller_sync(self) -> None:
         if self.controller and self.controller.running():
             raise RuntimeError(f"the controller of {self} is already running")
-        for stale in (self.client_file, self.engine_file):
-            stale.unlink(missing_ok=True)
+        if not self.reuse_files:
+            for stale in (self.client_file, self.engine_file):
+                stale.unlink(missing_ok=True)
         args = corral_command(
             "controller",
             "--profile-dir", str(self.profile_dir),
@@ -157,6 +162,7 @@ class Cluster:
             "--ip", self.controller_ip,
             "--log-level", self.log_level,
             *(["--enable-curve"] if self.enable_curve else []),
+            *(["--location", self.controller_location] if self.controller_location else []),
             *self.controller_args,
         )
         controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
@@ -178,12 +184,19 @@ class Cluster:
             time.sleep(0.005)
         self.update_cluster_file()
 
+    @property
+    def reuse_files(self) -> bool:
+        """`controller_args=["--reuse"]`: the controller starts on the key and ports of the
+        existing connection files and leaves them when it stops."""
+        return "--reuse" in self.controller_args
+
     def stop_controller_sync(self) -> None:
         if self.controller:
             self.controller.stop()
             self.controller = None
-        for leftover in (self.client_file, self.engine_file):
-            leftover.unlink(missing_ok=True)
+        if not self.reuse_files:
+            for leftover in (self.client_file, self.engine_file):
+                leftover.unlink(missing_ok=True)
         self.update_cluster_file()
 
     # -- engine sets -----------------------------------------------------------------
@@ -372,6 +385,8 @@ class Cluster:
                 "profile_dir": str(self.profile_dir),
                 "n": self.n,
                 "controller_ip": self.controller_ip,
+                "controller_location": self.controller_location,
+                "controller_args": self.controller_args,
                 "log_level": self.log_level,
                 "enable_curve": self.enable_curve,
                 "engine_timeout": self.engine_timeout,
@@ -390,8 +405,8 @@ class Cluster:
         """A Cluster for a recorded one, able to stop, signal and restart it."""
         info = d.get("cluster", {})
         kwargs.setdefault("shutdown_atexit", False)
-        for key in ("cluster_id", "profile_dir", "n", "controller_ip", "log_level",
-                    "enable_curve", "engine_timeout"):
+        for key in ("cluster_id", "profile_dir", "n", "controller_ip", "controller_location",
+                    "controller_args", "log_level", "enable_curve", "engine_timeout"):
             if key in info:
                 kwargs.setdefault(key, info[key])
         engines = d.get("engines") or {}

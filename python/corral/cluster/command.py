@@ -50,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
         "--enable-curve", action="store_true",
         help="encrypt every connection with CurveZMQ (ipyparallel's enable_curve)",
     )
+    start.add_argument("--location", default=None,
+                       help="host name or IP written into the connection files (default: this host's name)")
+    start.add_argument("--ports", default=None,
+                       help="fixed controller ports, taken in order, e.g. 10101-10115")
+    start.add_argument("--reuse", action="store_true",
+                       help="reuse the key and ports of existing connection files, and leave them on stop")
     _location_options(start)
     engines = sub.add_parser("engines", help="start more engines for a running cluster")
     _engine_options(engines)
@@ -119,6 +125,8 @@ def start(args) -> int:
         detach=args.daemonize,
         shutdown_atexit=not args.daemonize,
         enable_curve=args.enable_curve,
+        controller_location=args.location,
+        controller_args=(["--ports", args.ports] if args.ports else []) + (["--reuse"] if args.reuse else []),
     )
     try:
         client = cluster.start_and_connect_sync()
