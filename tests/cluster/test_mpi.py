@@ -147,3 +147,34 @@ def test_stop_leaves_no_mpiexec_or_engine_process(tmp_path):
     wait_for(lambda: not [p for p in pids if psutil.pid_exists(p)
                           and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 15, "processes to exit")
     assert _processes_of(cluster, key) == []
+
+
+def test_cli_start_engines_mpi_daemonized_then_stop_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    profile = tmp_path / "profile_default"
+
+    def corral_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "corral", "cluster", *args, "--profile-dir", str(profile)],
+                              capture_output=True, text=True, timeout=120)
+
+    started = corral_cmd("start", "-n", "2", "--engines", "mpi", "--daemonize")
+    assert started.returncode == 0, started.stderr
+    record = json.loads((profile / "security" / "cluster-.json").read_text())
+    (engine_set,) = record["engines"]["sets"].values()
+    assert record["engines"]["class"] == "mpi" and len(engine_set["ranks"]) == 2
+    pids = [record["controller"]["state"]["pid"], engine_set["mpiexec"]["pid"],
+            *(r["pid"] for r in engine_set["ranks"])]
+    key = json.loads((profile / "security" / "ipcontroller-engine.json").read_text())["key"]
+    c = corral.Client(profile_dir=str(profile))
+    try:
+        assert sorted(c[:]["mpi_rank"]) == [0, 1]
+    finally:
+        c.close()
+        stopped = corral_cmd("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: not [p for p in pids if psutil.pid_exists(p)
+                          and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 15, "processes to exit")
+    cluster = corral.Cluster(profile_dir=profile, cluster_id="", shutdown_atexit=False)
+    assert _processes_of(cluster, key) == []

@@ -52,6 +52,15 @@ def _launcher_name(launcher: str | type) -> str:
     return f"{launcher.__module__}:{launcher.__name__}"
 
 
+def _load_launcher(name_or_class: str | type) -> type[EngineSetLauncher]:
+    """`find_engine_launcher`, with an ImportError (a launcher's module or its optional
+    dependency missing) told as such."""
+    try:
+        return find_engine_launcher(name_or_class)
+    except ImportError as e:
+        raise ValueError(f"engine launcher {name_or_class!r} could not be loaded: {e}") from e
+
+
 class Cluster:
     """A corral cluster: one local controller and engine sets started by a launcher.
 
@@ -93,7 +102,7 @@ class Cluster:
             )
         self.n = n
         self.engine_launcher = engine_launcher_class or engines
-        find_engine_launcher(self.engine_launcher)  # an unknown name fails here, not later
+        _load_launcher(self.engine_launcher)  # an unknown name fails here, not later
         self.engine_launcher_options = dict(engine_launcher_options or {})
         self.profile_dir = profiles.resolve_profile_dir(profile, profile_dir)
         self.cluster_id = _new_cluster_id() if cluster_id is None else cluster_id
@@ -210,7 +219,7 @@ class Cluster:
 
     def new_engine_set(self) -> EngineSetLauncher:
         """The configured launcher, ready to `start(n)` engines of this cluster."""
-        cls = find_engine_launcher(self.engine_launcher)
+        cls = _load_launcher(self.engine_launcher)
         options = dict(self.engine_launcher_options)
         options.setdefault("detach", self.detach)
         launcher = cls(
@@ -418,8 +427,8 @@ class Cluster:
         if controller:
             state = controller.get("state", controller)
             self.controller = RecordedProcess.from_dict(state)
-        launcher_cls = find_engine_launcher(launcher_name)
         for set_id, record in engines.get("sets", {}).items():
+            launcher_cls = _load_launcher(record.get("kind") or launcher_name)
             self.engines[set_id] = launcher_cls.from_dict(record)
         return self
 
