@@ -161,9 +161,13 @@ class Cluster:
     def start_controller_sync(self) -> None:
         if self.controller and self.controller.running():
             raise RuntimeError(f"the controller of {self} is already running")
+        # With --reuse the old files stay until the controller rewrites them (same key
+        # and ports): wait for new modification times instead of for the files.
+        old_files = {p: p.stat().st_mtime_ns for p in (self.client_file, self.engine_file) if p.exists()}
         if not self.reuse_files:
-            for stale in (self.client_file, self.engine_file):
-                stale.unlink(missing_ok=True)
+            for stale in old_files:
+                stale.unlink()
+            old_files = {}
         args = corral_command(
             "controller",
             "--profile-dir", str(self.profile_dir),
@@ -177,7 +181,13 @@ class Cluster:
         controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
         self.controller = controller
         deadline = time.monotonic() + self.controller_timeout
-        while not (self.client_file.exists() and self.engine_file.exists()):
+        def written(path: Path) -> bool:
+            try:
+                return path.stat().st_mtime_ns != old_files.get(path)
+            except FileNotFoundError:
+                return False
+
+        while not (written(self.client_file) and written(self.engine_file)):
             if not controller.running():
                 raise RuntimeError(
                     f"the controller exited with code {controller.process.returncode} before "
@@ -234,8 +244,8 @@ class Cluster:
     def start_engines_sync(self, n: int | None = None, engine_set_id: str | None = None) -> str:
         """Launch `n` engines (default: the cluster's `n`, else one per CPU core) as one
         engine set; return its id for `stop_engines`, `signal_engines`, `restart_engines`."""
-        n = self.n if n is None else n
-        n = os.cpu_count() or 1 if n is None else n
+        if n is None:
+            n = self.n if self.n is not None else (os.cpu_count() or 1)
         if n < 1:
             raise ValueError(f"cannot start {n} engines: pass n >= 1")
         if not self.engine_file.exists():
