@@ -131,6 +131,46 @@ def test_seed_flow_on_mpi_engines(mpi_cluster):
     assert all(d == {} for e, d in by_engine.items() if e != root), "only rank 0 publishes"
 
 
+def test_sigint_interrupts_tasks_on_mpi_engines_and_restart_makes_a_new_world(mpi_cluster):
+    """SIGINT goes to the ranks (mpiexec would end the job on it): tasks are interrupted,
+    the world lives on; restart_engines replaces the whole mpiexec job."""
+    import signal
+
+    from corral.error import RemoteError
+
+    cluster, rc = mpi_cluster
+
+    def nap():
+        import time
+
+        from corral.datapub import publish_data
+
+        publish_data({"started": True})
+        time.sleep(60)
+
+    ar = rc[:].apply_async(nap)
+    wait_for(lambda: all(d.get("started") for d in ar.data), 30, "the tasks to start")
+    cluster.signal_engines_sync(signal.SIGINT)
+    with pytest.raises(RemoteError, match="KeyboardInterrupt"):
+        ar.get(timeout=30)
+    (launcher,) = cluster.engines.values()
+    assert launcher.mpiexec.running()
+    assert sorted(rc[:]["mpi_rank"]) == list(range(N))
+
+    old_job = launcher.mpiexec.pid
+    old_ids = set(rc.ids)
+    cluster.restart_engines_sync()
+    (launcher,) = cluster.engines.values()
+    assert launcher.mpiexec.pid != old_job and not psutil.pid_exists(old_job)
+
+    def new_world():
+        ids = set(k for k in rc.queue_status() if isinstance(k, int))
+        return len(ids) == N and not ids & old_ids
+
+    wait_for(new_world, 90, "the restarted world's engines")
+    assert sorted(rc[:]["mpi_rank"]) == list(range(N))
+
+
 def test_stop_leaves_no_mpiexec_or_engine_process(tmp_path):
     cluster = corral.Cluster(n=2, engines="mpi", profile_dir=tmp_path / "profile_default",
                              cluster_id="mpistop", engine_timeout=90)
