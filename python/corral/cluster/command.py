@@ -172,7 +172,7 @@ def engines(args) -> int:
             cluster.stop_engines_sync(set_id)
         print(f"could not start the engines: {e}", file=sys.stderr)
         return 1
-    print(f"engine set {set_id!r} of cluster {cluster.cluster_id!r}: {cluster.engines[set_id].n} engines")
+    print(f"engine set {set_id!r} of cluster {cluster.cluster_id!r}: {cluster.engines[set_id].n} engine(s)")
     if args.daemonize:
         return 0
     _wait_for_signal()
