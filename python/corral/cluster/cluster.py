@@ -242,19 +242,23 @@ class Cluster:
         return launcher
 
     def start_engines_sync(self, n: int | None = None, engine_set_id: str | None = None) -> str:
-        """Launch `n` engines (default: the cluster's `n`, else one per CPU core) as one
-        engine set; return its id for `stop_engines`, `signal_engines`, `restart_engines`."""
-        if n is None:
-            n = self.n if self.n is not None else (os.cpu_count() or 1)
-        if n < 1:
-            raise ValueError(f"cannot start {n} engines: pass n >= 1")
+        """Launch `n` engines as one engine set; return its id for `stop_engines`,
+        `signal_engines`, `restart_engines`. Default: the cluster's `n`, else the launcher's
+        own `engine_count` if it has one (e.g. the hosts of an SSH launcher), else one
+        engine per CPU core."""
         if not self.engine_file.exists():
             raise RuntimeError(
                 f"no controller for {self}: {self.engine_file} does not exist; "
                 "start_controller() first (or start_cluster())"
             )
-        set_id = self._new_engine_set_id() if engine_set_id is None else engine_set_id
         launcher = self.new_engine_set()
+        if n is None:
+            n = self.n
+        if n is None:
+            n = getattr(launcher, "engine_count", None) or os.cpu_count() or 1
+        if n < 1:
+            raise ValueError(f"cannot start {n} engines: pass n >= 1")
+        set_id = self._new_engine_set_id() if engine_set_id is None else engine_set_id
         launcher.start(n)
         self.engines[set_id] = launcher
         self.update_cluster_file()
