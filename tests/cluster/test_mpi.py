@@ -58,7 +58,7 @@ def test_engines_are_the_ranks_of_one_world(mpi_cluster):
     cluster, rc = mpi_cluster
     dv = rc[:]
     ranks = dv["mpi_rank"]
-    assert sorted(ranks) == list(range(N))
+    assert ranks == rc.ids == list(range(N)), "each engine asked for its rank as its id"
     assert dv["mpi_size"] == [N] * N
 
     def world():

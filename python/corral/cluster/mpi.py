@@ -1,9 +1,10 @@
 """Engines as the ranks of one MPI world: `Cluster(engines='mpi')`.
 
 One `mpiexec -n N corral engine --mpi` starts every engine, so tasks can use mpi4py between
-engines (rank, size, collectives). The controller stays outside the MPI job. Engine ids
-are given by the controller in registration order, not by rank: each engine's namespace has
-`mpi_rank` and `mpi_size` (as ipengine's `--mpi` gives), so `dv['mpi_rank']` maps ids to ranks.
+engines (rank, size, collectives). The controller stays outside the MPI job. Each engine
+asks for its rank as engine id, as ipengine's `--mpi` does; the controller grants it when
+that id is free (not after a restart, or next to other engines that took it), so each
+namespace also has `mpi_rank` and `mpi_size`: `dv['mpi_rank']` maps ids to ranks always.
 """
 
 from __future__ import annotations

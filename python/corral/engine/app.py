@@ -64,7 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--mpi", action="store_true",
         help="run as one rank of an MPI world (ipengine's --mpi): MPI is initialized by "
-        "mpi4py before registering, and the namespace gets MPI, mpi_rank and mpi_size",
+        "mpi4py before registering, the engine asks for its rank as engine id, and the "
+        "namespace gets MPI, mpi_rank and mpi_size",
     )
     p.add_argument(
         "--insecure", action="store_true",
@@ -199,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                     )
                     return 1
+            # Under MPI, ask for the rank as engine id (as ipengine --mpi does), so engine
+            # ids and ranks agree when the controller can grant them.
+            rank = mpi_names.get("mpi_rank") if mpi_names.get("mpi_size", 1) > 1 else None
             rt = _core.EngineRuntime.connect(
                 str(path), timeout=args.timeout, insecure=insecure,
-                lost_grace=args.controller_grace,
+                lost_grace=args.controller_grace, requested_id=rank,
             )
     except PermissionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
