@@ -118,6 +118,19 @@ class MPIEngineSetLauncher(EngineSetLauncher):
 
     def stop(self, timeout: float = 5.0) -> None:
         ranks = self.local_ranks()
+        if ranks and len(ranks) == self.n:
+            # Every rank runs here: SIGTERM them all at once. Each engine unregisters and
+            # finalizes MPI, and mpiexec, its job done, exits cleanly within a fraction of a
+            # second, where SIGTERM to mpiexec makes Open MPI take ~2 s to tear the job
+            # down. (With ranks elsewhere, the local ones would wait in MPI_Finalize for
+            # the others, so mpiexec is asked instead.)
+            for rank in ranks:
+                rank.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for rank in ranks:
+                rank.wait(max(0.0, deadline - time.monotonic()))
+            if self.mpiexec is not None:
+                self.mpiexec.wait(min(1.0, timeout))
         if self.mpiexec is not None:
             self.mpiexec.stop(timeout)
         # mpiexec kills its ranks as it goes; make sure none is left on this host.
