@@ -9,7 +9,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.deps: requirements-dev.txt
+# `mpi` comes first: pip builds mpi4py against Open MPI's headers (libopenmpi-dev).
+$(VENV)/.deps: requirements-dev.txt | mpi
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
@@ -47,6 +48,13 @@ slurm:  ## install Slurm (slurmctld, slurmd, client) and munge for the batch-lau
 .PHONY: openssh
 openssh:  ## install openssh-server (sshd for the SSH tests) if this Debian/Ubuntu machine lacks it
 	$(call debian_packages,openssh-server openssh-client,sshd for the SSH tests,the SSH tests will fail saying so)
+
+# The MPI launcher (`Cluster(engines='mpi')`) runs engines as the ranks of one `mpiexec`
+# world; mpi4py (requirements-dev.txt) compiles against libopenmpi-dev, so this target runs
+# before pip installs the requirements. (Open MPI's mpiexec looks for ssh even on one host.)
+.PHONY: mpi
+mpi:  ## install Open MPI (openmpi-bin, libopenmpi-dev) if this Debian/Ubuntu machine lacks it
+	$(call debian_packages,openmpi-bin libopenmpi-dev openssh-client,the MPI launcher and mpi4py,the MPI launcher and its tests cannot run)
 
 .PHONY: install
 install: $(VENV)/.deps sodium slurm openssh  ## create .venv with corral built in release mode and installed

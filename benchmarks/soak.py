@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[dict] = []
     try:
         procs = {"controller": cluster.controller.pid}
-        for i, e in enumerate(cluster.engines):
-            procs[f"engine{i}"] = e.pid
+        for i, pid in enumerate(cluster.engine_pids()):
+            procs[f"engine{i}"] = pid
         procs["client"] = os.getpid()
         view = client.load_balanced_view()
         view.map_sync(lambda x: x, range(100))  # warm-up: first pickles, sockets

@@ -25,6 +25,12 @@ LOWER_IS_BETTER = {
     "client_loop_slowdown": True,
     "seed_flow_s": True,
     "final_data_steps_behind": True,
+
+
+    "mpi_ready_s_2": True,
+    "mpi_stop_s_2": True,
+    "mpi_ready_s_4": True,
+    "mpi_stop_s_4": True,
 }
 
 
@@ -49,6 +55,33 @@ def W1(ipp, impl: str, profile_dir: str) -> dict:
         t0 = time.perf_counter()
         cluster.stop_cluster_sync()
         out[f"stop_s_{n}"] = time.perf_counter() - t0
+    return out
+
+
+def W1mpi(ipp, impl: str, profile_dir: str) -> dict:
+    """W1 with MPI engines (`Cluster(engines="mpi")`: one `mpiexec -n N` world) of 2 and 4.
+
+    Open MPI is told through its environment, for both implementations alike, to run as
+    root if need be and to place more ranks than cores.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    out = {}
+    for n in (2, 4):
+        cluster = ipp.Cluster(n=n, engines="mpi", profile_dir=profile_dir,
+                              cluster_id=f"benchmpi{time.monotonic_ns()}", log_level=logging.ERROR)
+        t0 = time.perf_counter()
+        client = cluster.start_and_connect_sync()
+        assert len(client.ids) == n, client.ids
+        assert sorted(client[:]["mpi_rank"]) == list(range(n))
+        out[f"mpi_ready_s_{n}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cluster.stop_cluster_sync()
+        out[f"mpi_stop_s_{n}"] = time.perf_counter() - t0
     return out
 
 

@@ -25,7 +25,7 @@ from corral.dependency import (
     interactive,
     require,
 )
-from corral.cluster import Cluster
+from corral.cluster import Cluster, ClusterManager
 from corral.error import (
     CompositeError,
     ControllerLost,
@@ -45,6 +45,7 @@ __all__ = [
     "BroadcastView",
     "Client",
     "Cluster",
+    "ClusterManager",
     "CompositeError",
     "ControllerLost",
     "Dependency",

@@ -63,6 +63,7 @@ class EngineRuntime:
         queue_capacity: int = 65536,
         insecure: bool = False,
         lost_grace: float = 3.0,
+        requested_id: int | None = None,
     ) -> EngineRuntime: ...
     @property
     def uuid(self) -> str: ...

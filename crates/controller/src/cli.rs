@@ -62,6 +62,45 @@ pub struct Cli {
     /// controller` passes its own interpreter; default: python3 from PATH.
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// The host name or IP that the connection files give as `location` (ipyparallel's
+    /// `--location`), for engines and clients on other machines; default: this host's name.
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Fixed ports for the controller's sockets, taken in order (ipyparallel's `--ports`),
+    /// e.g. `10101-10115` or `10101,10103-10116`; 15 cover every socket, the rest bind to
+    /// random ports.
+    #[arg(long, value_parser = parse_ports)]
+    pub ports: Option<PortList>,
+    /// Reuse the connection files of an earlier controller of this profile and cluster id
+    /// (its key and ports) and leave them on exit (ipyparallel's `--reuse`), so engines and
+    /// clients holding them find this controller again.
+    #[arg(long)]
+    pub reuse: bool,
+}
+
+/// `--ports`: ports and inclusive ranges, comma-separated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortList(pub Vec<u16>);
+
+fn parse_ports(text: &str) -> std::result::Result<PortList, String> {
+    let mut ports = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let port = |s: &str| match s.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(format!("{s:?} is not a port (1-65535)")),
+        };
+        match part.split_once('-') {
+            Some((start, end)) => {
+                let (start, end) = (port(start)?, port(end)?);
+                if start > end {
+                    return Err(format!("port range {part:?} runs backwards"));
+                }
+                ports.extend(start..=end);
+            }
+            None => ports.push(port(part)?),
+        }
+    }
+    Ok(PortList(ports))
 }
 
 /// `CORRAL_INSECURE=1` (or `true`/`yes`) opts in to an empty key.
@@ -114,6 +153,9 @@ impl Cli {
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from)
             }),
+            advertised_location: self.location.clone(),
+            ports: self.ports.clone().map(|p| p.0).unwrap_or_default(),
+            reuse_files: self.reuse,
             ..ControllerConfig::default()
         })
     }
@@ -279,6 +321,39 @@ mod tests {
         let cfg = cli.config_with_env(|_| None).unwrap();
         assert!(cfg.insecure);
         assert_eq!(cfg.max_message_size, -1);
+    }
+
+    #[test]
+    fn location_ports_and_reuse_options() {
+        let cfg = parse(Vec::<String>::new())
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(
+            (cfg.advertised_location, cfg.ports.len(), cfg.reuse_files),
+            (None, 0, false)
+        );
+        let args = [
+            "--location",
+            "head.example",
+            "--ports",
+            "10101,10103-10105",
+            "--reuse",
+        ];
+        let cfg = parse(args.map(String::from))
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(cfg.advertised_location.as_deref(), Some("head.example"));
+        assert_eq!(cfg.ports, vec![10101, 10103, 10104, 10105]);
+        assert!(cfg.reuse_files);
+        for bad in ["0", "70000", "5-3", "x"] {
+            assert_eq!(
+                parse(["--ports".to_string(), bad.to_string()]).unwrap_err(),
+                2,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,16 @@ pub struct ControllerConfig {
     /// The Python that runs the dask.distributed scheduler of `become_dask_request`
     /// (it needs `dask[distributed]`); `None` means `python3` from `PATH`.
     pub python: Option<std::path::PathBuf>,
+    /// The `location` written into the connection files (ipyparallel's `--location`): the
+    /// host name or IP that engines and clients on other machines use; `None` is this
+    /// machine's host name.
+    pub advertised_location: Option<String>,
+    /// Fixed ports (ipyparallel's `--ports`), one per socket in binding order; sockets
+    /// beyond the list (or all, when empty) bind to random ports.
+    pub ports: Vec<u16>,
+    /// Start on the key and ports of existing connection files, and leave the files on
+    /// stop (ipyparallel's `--reuse`), so a restarted controller is found again.
+    pub reuse_files: bool,
 }
 
 impl Default for ControllerConfig {
@@ -69,6 +79,9 @@ impl Default for ControllerConfig {
             write_files: true,
             curve: None,
             python: None,
+            advertised_location: None,
+            ports: Vec::new(),
+            reuse_files: false,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`cli`]: the `corral controller` command line, shared by the binary and Python.
 //! - [`error`]: [`ControllerError`], what can stop a controller from starting.
 //! - [`curve`]: [`CurveKeys`], CurveZMQ encryption (`--enable-curve`) of every socket.
-//! - `sockets`: binding on random ports, zero-copy multipart receive, signature checks.
+//! - `sockets`: binding on random (or fixed) ports, zero-copy multipart receive, signature checks.
+//! - `reuse`: `--reuse`, the key and ports of the connection files of a previous run.
 //! - `stop`: the stop signal every thread polls.
 //! - `events`: what the threads tell the hub, and what the hub tells them.
 //! - `hub`: registration and query logic, socket-free: takes requests and events,
@@ -63,6 +64,7 @@ mod record_queries;
 mod records;
 mod registry;
 mod relay;
+mod reuse;
 mod sockets;
 mod stop;
 mod task;
@@ -92,6 +94,8 @@ pub struct Controller {
     client: ClientConnection,
     engine: EngineConnection,
     files: Vec<PathBuf>,
+    /// `--reuse`: the files stay on stop, for the next controller.
+    keep_files: bool,
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -100,7 +104,16 @@ impl Controller {
     /// Binds every socket on random ports of `config.ip`, writes both connection files
     /// (mode 0600) and starts the threads. Errors only for local problems (bind, files).
     pub fn start(config: ControllerConfig) -> Result<Controller> {
-        let key = config.key.clone().unwrap_or_else(new_id);
+        let reused = if config.reuse_files {
+            reuse::read(&config.location)
+        } else {
+            None
+        };
+        let key = match &reused {
+            Some(r) => r.key.clone(),
+            None => config.key.clone().unwrap_or_else(new_id),
+        };
+        let ports = reused.map_or_else(|| config.ports.clone(), |r| r.ports);
         if key.is_empty() {
             if config.curve.is_some() {
                 // ipyparallel's own `enable_curve` mode: CURVE encrypts, signing is off.
@@ -121,6 +134,7 @@ impl Controller {
         let at = Listen {
             ip,
             curve: config.curve.as_ref(),
+            ports: std::cell::RefCell::new(ports.into()),
         };
         let ctx = zmq::Context::new();
         use zmq::SocketType::{PUB, ROUTER, SUB};
@@ -152,7 +166,11 @@ impl Controller {
         let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
         let (leaf1, leaf1_port) = relay("broadcast_leaf", b"sub_scheduler_01")?;
 
-        let location = hostname().unwrap_or_else(|| ip.to_string());
+        let location = config
+            .advertised_location
+            .clone()
+            .or_else(hostname)
+            .unwrap_or_else(|| ip.to_string());
         let interface = format!("tcp://{ip}");
         let client = ClientConnection {
             ssh: String::new(),
@@ -330,6 +348,7 @@ impl Controller {
             client,
             engine,
             files,
+            keep_files: config.reuse_files,
             stop,
             threads: Vec::new(),
         };
@@ -398,7 +417,9 @@ impl Controller {
                 warn!("a controller thread panicked");
             }
         }
-        remove_files(&self.files);
+        if !self.keep_files {
+            remove_files(&self.files);
+        }
         self.files.clear();
     }
 }

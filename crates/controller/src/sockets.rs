@@ -13,6 +13,9 @@ use crate::error::{ControllerError, Result};
 pub(crate) struct Listen<'a> {
     pub ip: &'a str,
     pub curve: Option<&'a CurveKeys>,
+    /// Fixed ports (`--ports`, `--reuse`), taken one per bound socket in binding order;
+    /// once none is left, sockets bind to random ports.
+    pub ports: std::cell::RefCell<std::collections::VecDeque<u16>>,
 }
 
 /// Linger on close: long enough to flush a last reply, short enough for a prompt stop.
@@ -34,7 +37,7 @@ pub(crate) fn socket(
     Ok(sock)
 }
 
-/// Binds to a random port of `at.ip` (a CURVE server first, when CURVE is on) and
+/// Binds to the next fixed port, else a random port, of `at.ip` (a CURVE server first, when CURVE is on) and
 /// returns the port. Every socket that clients and engines reach is bound here.
 pub(crate) fn bind_port(sock: &zmq::Socket, at: &Listen, name: &'static str) -> Result<u16> {
     let err = |action| {
@@ -48,7 +51,12 @@ pub(crate) fn bind_port(sock: &zmq::Socket, at: &Listen, name: &'static str) -> 
         curve.serve(sock).map_err(err("enable CURVE on"))?;
     }
     let ip = at.ip;
-    sock.bind(&format!("tcp://{ip}:*")).map_err(err("bind"))?;
+    let port = match at.ports.borrow_mut().pop_front() {
+        Some(port) => port.to_string(),
+        None => "*".to_string(),
+    };
+    sock.bind(&format!("tcp://{ip}:{port}"))
+        .map_err(err("bind"))?;
     let endpoint = sock
         .get_last_endpoint()
         .map_err(err("get endpoint"))?

@@ -32,7 +32,10 @@ pub const CONNECTED_PATIENCE: Duration = Duration::from_secs(120);
 /// while no controller accepts the connection; once one has, the engine waits up to
 /// `patience` (by default [`CONNECTED_PATIENCE`]; or `timeout`, if longer) for the reply. The socket is returned so
 /// that a clean exit can send `unregistration_request` on it. With `curve`, the socket is a
-/// CURVE client of the controller.
+/// CURVE client of the controller. `requested_id` asks the controller for an engine id
+/// (an MPI rank, as ipengine's `--mpi` asks), which it grants when that id is free.
+// `requested_id` made this an eighth argument; each caller names every one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn register(
     ctx: &zmq::Context,
     conn: &EngineConnection,
@@ -41,6 +44,7 @@ pub(crate) fn register(
     timeout: Duration,
     patience: Duration,
     curve: Option<&CurveClient>,
+    requested_id: Option<u64>,
 ) -> Result<(zmq::Socket, Registered)> {
     let sock = ctx
         .socket(zmq::DEALER)
@@ -61,7 +65,15 @@ pub(crate) fn register(
         None => None,
     };
     let result = wait_for_reply(
-        &sock, &url, session, file_hint, timeout, patience, curve, &mut watch,
+        &sock,
+        &url,
+        session,
+        file_hint,
+        timeout,
+        patience,
+        curve,
+        &mut watch,
+        requested_id,
     );
     if let Some(watch) = watch {
         watch.stop(&sock);
@@ -82,6 +94,7 @@ fn wait_for_reply(
     patience: Duration,
     curve: Option<&CurveClient>,
     watch: &mut Option<HandshakeWatch>,
+    requested_id: Option<u64>,
 ) -> Result<Registered> {
     let url = url.to_string();
     sock.connect(&url).map_err(zerr("registration connect"))?;
@@ -89,6 +102,7 @@ fn wait_for_reply(
         "registration_request",
         RegistrationRequest {
             uuid: Some(session.id.clone()),
+            id: requested_id,
             ..Default::default()
         }
         .to_content(),
@@ -342,6 +356,45 @@ mod tests {
     }
 
     #[test]
+    fn a_requested_id_goes_into_the_registration_request() {
+        let ctx = zmq::Context::new();
+        let hub = ctx.socket(zmq::ROUTER).unwrap();
+        hub.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = hub.get_last_endpoint().unwrap().unwrap();
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let session = Session::new(b"k");
+        let hub_session = Session::new(b"k");
+        let answer = std::thread::spawn(move || {
+            let mut frames = hub.recv_multipart(0).unwrap();
+            let content = frames
+                .iter()
+                .filter_map(|f| serde_json::from_slice::<Value>(f).ok())
+                .find(|v| v.get("uuid").is_some())
+                .expect("a content frame with the uuid");
+            let mut reply = hub_session.msg(
+                "registration_reply",
+                json!({"status": "ok", "id": content["id"], "hb_period": 3000}),
+            );
+            reply.idents = vec![frames.remove(0)];
+            hub.send_multipart(hub_session.encode(&reply), 0).unwrap();
+            content
+        });
+        let (_sock, reg) = register(
+            &ctx,
+            &connection(port),
+            &session,
+            "test",
+            Duration::from_secs(5),
+            CONNECTED_PATIENCE,
+            None,
+            Some(3),
+        )
+        .unwrap();
+        assert_eq!(answer.join().unwrap()["id"], 3);
+        assert_eq!(reg.id, 3);
+    }
+
+    #[test]
     fn a_slow_reply_from_a_listening_controller_is_waited_for() {
         let ctx = zmq::Context::new();
         let hub = ctx.socket(zmq::ROUTER).unwrap();
@@ -370,6 +423,7 @@ mod tests {
             Duration::from_millis(200),
             CONNECTED_PATIENCE,
             None,
+            None,
         )
         .unwrap();
         assert_eq!(reg.id, 7);
@@ -395,6 +449,7 @@ mod tests {
             "test",
             Duration::from_secs(30),
             CONNECTED_PATIENCE,
+            None,
             None,
         ) else {
             panic!("registered with a CURVE controller without CURVE");
@@ -432,6 +487,7 @@ mod tests {
             Duration::from_secs(30),
             CONNECTED_PATIENCE,
             Some(&wrong),
+            None,
         ) else {
             panic!("registered with a wrong server key");
         };
@@ -457,6 +513,7 @@ mod tests {
             Duration::from_secs(5),
             CONNECTED_PATIENCE,
             Some(&right),
+            None,
         )
         .unwrap();
         assert_eq!(reg.id, 1);
@@ -477,6 +534,7 @@ mod tests {
             "test",
             Duration::from_millis(300),
             CONNECTED_PATIENCE,
+            None,
             None,
         ) else {
             panic!("registered with nobody listening");

@@ -45,6 +45,9 @@ pub struct EngineOptions {
     /// Run with an empty cluster key (no message signing) when the connection file has
     /// one. Off by default: an empty key is refused.
     pub insecure: bool,
+    /// The engine id to ask the controller for (an MPI rank, as ipengine's `--mpi` asks);
+    /// the controller grants it when free, else gives another.
+    pub requested_id: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -57,6 +60,7 @@ impl Default for EngineOptions {
             iopub_hwm: 32,
             lost_grace: Duration::from_secs(3),
             insecure: false,
+            requested_id: None,
         }
     }
 }
@@ -133,7 +137,15 @@ impl EngineRuntime {
             opts.registration_timeout,
             opts.registration_patience,
             curve.as_ref(),
+            opts.requested_id,
         )?;
+        if let Some(wanted) = opts.requested_id.filter(|&w| w != reg.id) {
+            tracing::warn!(
+                requested = wanted,
+                engine_id = reg.id,
+                "did not get the requested engine id"
+            );
+        }
         if curve.is_some() {
             tracing::info!("using CurveZMQ encryption");
         }

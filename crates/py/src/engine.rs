@@ -111,8 +111,9 @@ impl PyEngineRuntime {
     /// seconds for the controller) and starts the I/O threads. An empty key in the file
     /// is refused (`PermissionError`) unless `insecure`. `lost_grace`: seconds the
     /// heartbeat connection may stay down before the controller counts as gone.
+    /// `requested_id`: the engine id to ask for (an MPI rank), granted when free.
     #[staticmethod]
-    #[pyo3(signature = (path, timeout = 5.0, queue_capacity = 65536, insecure = false, lost_grace = 3.0))]
+    #[pyo3(signature = (path, timeout = 5.0, queue_capacity = 65536, insecure = false, lost_grace = 3.0, requested_id = None))]
     fn connect(
         py: Python<'_>,
         path: &str,
@@ -120,6 +121,7 @@ impl PyEngineRuntime {
         queue_capacity: usize,
         insecure: bool,
         lost_grace: f64,
+        requested_id: Option<u64>,
     ) -> PyResult<Self> {
         let conn = EngineConnection::read(Path::new(path))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -129,6 +131,7 @@ impl PyEngineRuntime {
             file_hint: path.to_string(),
             lost_grace: Duration::from_secs_f64(lost_grace.max(0.0)),
             insecure,
+            requested_id,
             ..EngineOptions::default()
         };
         let rt = py

@@ -1,12 +1,20 @@
-"""`corral.Cluster`: start a controller and engines as local processes, connect a client.
+"""`corral.Cluster`: a controller and sets of engines, started by launchers, and a client.
 
-The API is ipyparallel's (`start_cluster_sync`, `connect_client_sync`,
-`start_and_connect_sync`, `stop_cluster_sync`, `with Cluster(n=4) as rc:`), so code and the
-benchmark runner drive either implementation the same way.
+The API is ipyparallel's (8+): `await cluster.start_cluster()`, `start_engines(n)` returning
+an engine-set id, `stop_engines`/`signal_engines`/`restart_engines` per set, `async with
+Cluster(...) as rc`, each with a `_sync` twin (`start_and_connect_sync`, `with Cluster(n=4)
+as rc:`), `to_dict`/`from_file`. Where engines run is a launcher chosen by name:
+`Cluster(engines='local'|'mpi'|'ssh'|'slurm'|...)`, configured by
+`engine_launcher_options={...}` (see `corral.cluster.launcher`).
+
+Every started cluster is recorded in `<profile_dir>/security/cluster-<cluster_id>.json`
+(pids with start times, launcher state), which `Cluster.from_file`, `ClusterManager`
+and `corral cluster stop|list|clean` read back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
@@ -17,7 +25,8 @@ import weakref
 from pathlib import Path
 
 from corral import connection as profiles
-from corral.cluster.local import LocalProcess, corral_command, stop_pids
+from corral.cluster.launcher import ENGINE_LAUNCHERS, EngineSetLauncher, find_engine_launcher
+from corral.cluster.local import LocalProcess, RecordedProcess, corral_command, process_record
 
 
 def _level_name(level: str | int) -> str:
@@ -33,17 +42,48 @@ def _new_cluster_id() -> str:
     return f"{int(time.time())}-{suffix}"
 
 
+def _launcher_name(launcher: str | type) -> str:
+    """How a launcher is written in a cluster file: its short name, else "module:Class"."""
+    if isinstance(launcher, str):
+        return launcher.lower() if launcher.lower() in ENGINE_LAUNCHERS else launcher
+    kind = getattr(launcher, "kind", None)
+    if kind and ENGINE_LAUNCHERS.get(kind, "").endswith(f":{launcher.__name__}"):
+        return kind
+    return f"{launcher.__module__}:{launcher.__name__}"
+
+
+def _load_launcher(name_or_class: str | type) -> type[EngineSetLauncher]:
+    """`find_engine_launcher`, with an ImportError (a launcher's module or its optional
+    dependency missing) told as such."""
+    try:
+        return find_engine_launcher(name_or_class)
+    except ImportError as e:
+        raise ValueError(f"engine launcher {name_or_class!r} could not be loaded: {e}") from e
+
+
 class Cluster:
-    """A local corral cluster: one controller process and `n` engine processes."""
+    """A corral cluster: one local controller and engine sets started by a launcher.
+
+    `n=None` starts one engine per CPU core (`os.cpu_count()`), as ipyparallel does.
+    `engines` (or ipyparallel's `engine_launcher_class`) names the launcher; its options go
+    in `engine_launcher_options`. `controller` is 'local' (the controller runs here).
+    `send_engines_connection_env` (default True, as in ipyparallel) hands engines their
+    connection info in `$IPP_CONNECTION_INFO` rather than a file path.
+    """
 
     def __init__(
         self,
         n: int | None = None,
         *,
+        engines: str | type = "local",
+        controller: str = "local",
+        engine_launcher_class: str | type | None = None,
+        engine_launcher_options: dict | None = None,
         profile: str | None = None,
         profile_dir: str | os.PathLike | None = None,
         cluster_id: str | None = None,
         controller_ip: str = "127.0.0.1",
+        controller_location: str | None = None,
         log_level: str | int = "warning",
         engine_timeout: float = 60.0,
         controller_timeout: float = 30.0,
@@ -52,15 +92,29 @@ class Cluster:
         controller_args: list[str] | tuple = (),
         engine_args: list[str] | tuple = (),
         enable_curve: bool = False,
+        send_engines_connection_env: bool = True,
     ):
+        if controller != "local":
+            raise ValueError(
+                f"controller={controller!r}: corral starts its controller on this machine "
+                "only (controller='local'); engines may run elsewhere (engines='mpi', 'ssh', "
+                "'slurm', ...)"
+            )
         self.n = n
+        self.engine_launcher = engine_launcher_class or engines
+        _load_launcher(self.engine_launcher)  # an unknown name fails here, not later
+        self.engine_launcher_options = dict(engine_launcher_options or {})
         self.profile_dir = profiles.resolve_profile_dir(profile, profile_dir)
         self.cluster_id = _new_cluster_id() if cluster_id is None else cluster_id
         self.controller_ip = controller_ip
+        #: The host name or IP written into the connection files (`--location`), for
+        #: engines on other machines; default: this machine's host name.
+        self.controller_location = controller_location
         self.log_level = _level_name(log_level)
         self.engine_timeout = engine_timeout
         self.controller_timeout = controller_timeout
         self.detach = detach
+        self.shutdown_atexit = shutdown_atexit
         #: Extra command-line options, e.g. `controller_args=["--hb-period", "500"]`.
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
@@ -68,15 +122,19 @@ class Cluster:
         #: controller runs with `--enable-curve` and writes its public key into the
         #: connection files, from which engines and clients take it.
         self.enable_curve = enable_curve
-        self.controller: LocalProcess | None = None
-        self.engines: list[LocalProcess] = []
+        self.send_engines_connection_env = send_engines_connection_env
+        self.controller: LocalProcess | RecordedProcess | None = None
+        #: Engine sets by id, as `start_engines` returned them.
+        self.engines: dict[str, EngineSetLauncher] = {}
         self._clients: list = []
         if shutdown_atexit and not detach:
             atexit.register(_stop_at_exit, weakref.ref(self))
 
     def __repr__(self) -> str:
         state = "running" if self.controller and self.controller.running() else "stopped"
-        return f"<Cluster(cluster_id={self.cluster_id!r}, profile_dir={str(self.profile_dir)!r}, {state}, engines={len(self.engines)})>"
+        return (f"<Cluster(cluster_id={self.cluster_id!r}, profile_dir={str(self.profile_dir)!r}, "
+                f"engines={_launcher_name(self.engine_launcher)!r}, controller=<{state}>, "
+                f"engine_sets={list(self.engines)})>")
 
     # -- files -----------------------------------------------------------------------
     @property
@@ -91,16 +149,25 @@ class Cluster:
     def cluster_file(self) -> Path:
         return profiles.cluster_file(self.profile_dir, self.cluster_id)
 
+    @property
+    def log_dir(self) -> Path:
+        return profiles.log_dir(self.profile_dir)
+
     def _log_path(self, role: str) -> Path:
         tag = self.cluster_id or "default"
-        return profiles.log_dir(self.profile_dir) / f"corral-{role}-{tag}-{os.getpid()}-{time.monotonic_ns()}.log"
+        return self.log_dir / f"corral-{role}-{tag}-{os.getpid()}-{time.monotonic_ns()}.log"
 
-    # -- start -----------------------------------------------------------------------
+    # -- controller ------------------------------------------------------------------
     def start_controller_sync(self) -> None:
         if self.controller and self.controller.running():
             raise RuntimeError(f"the controller of {self} is already running")
-        for stale in (self.client_file, self.engine_file):
-            stale.unlink(missing_ok=True)
+        # With --reuse the old files stay until the controller rewrites them (same key
+        # and ports): wait for new modification times instead of for the files.
+        old_files = {p: p.stat().st_mtime_ns for p in (self.client_file, self.engine_file) if p.exists()}
+        if not self.reuse_files:
+            for stale in old_files:
+                stale.unlink()
+            old_files = {}
         args = corral_command(
             "controller",
             "--profile-dir", str(self.profile_dir),
@@ -108,44 +175,146 @@ class Cluster:
             "--ip", self.controller_ip,
             "--log-level", self.log_level,
             *(["--enable-curve"] if self.enable_curve else []),
+            *(["--location", self.controller_location] if self.controller_location else []),
             *self.controller_args,
         )
-        self.controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
+        controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
+        self.controller = controller
         deadline = time.monotonic() + self.controller_timeout
-        while not (self.client_file.exists() and self.engine_file.exists()):
-            if not self.controller.running():
+        def written(path: Path) -> bool:
+            try:
+                return path.stat().st_mtime_ns != old_files.get(path)
+            except FileNotFoundError:
+                return False
+
+        while not (written(self.client_file) and written(self.engine_file)):
+            if not controller.running():
                 raise RuntimeError(
-                    f"the controller exited with code {self.controller.process.returncode} before "
-                    f"writing {self.client_file}; its log ({self.controller.log_path}) ends with:\n"
-                    + self.controller.log_tail()
+                    f"the controller exited with code {controller.process.returncode} before "
+                    f"writing {self.client_file}; its log ({controller.log_path}) ends with:\n"
+                    + controller.log_tail()
                 )
             if time.monotonic() > deadline:
-                self.controller.stop()
+                controller.stop()
                 raise TimeoutError(
                     f"the controller did not write {self.client_file} within "
-                    f"{self.controller_timeout:.0f} s; see its log {self.controller.log_path}"
+                    f"{self.controller_timeout:.0f} s; see its log {controller.log_path}"
                 )
             time.sleep(0.005)
+        self.update_cluster_file()
 
-    def start_engines_sync(self, n: int | None = None) -> list[LocalProcess]:
-        n = self.n if n is None else n
-        if not n:
-            raise ValueError("how many engines? pass n to Cluster(n=...) or start_engines_sync(n)")
-        started = []
-        for _ in range(n):
-            args = corral_command(
-                "engine", "--file", str(self.engine_file), "--log-level", self.log_level,
-                *self.engine_args,
+    @property
+    def reuse_files(self) -> bool:
+        """`controller_args=["--reuse"]`: the controller starts on the key and ports of the
+        existing connection files and leaves them when it stops."""
+        return "--reuse" in self.controller_args
+
+    def stop_controller_sync(self) -> None:
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+        if not self.reuse_files:
+            for leftover in (self.client_file, self.engine_file):
+                leftover.unlink(missing_ok=True)
+        self.update_cluster_file()
+
+    # -- engine sets -----------------------------------------------------------------
+    def _new_engine_set_id(self) -> str:
+        base = set_id = str(int(time.time()))
+        i = 1
+        while set_id in self.engines:
+            set_id = f"{base}-{i}"
+            i += 1
+        return set_id
+
+    def new_engine_set(self) -> EngineSetLauncher:
+        """The configured launcher, ready to `start(n)` engines of this cluster."""
+        cls = _load_launcher(self.engine_launcher)
+        options = dict(self.engine_launcher_options)
+        options.setdefault("detach", self.detach)
+        launcher = cls(
+            engine_file=self.engine_file, profile_dir=self.profile_dir,
+            cluster_id=self.cluster_id, log_dir=self.log_dir, log_level=self.log_level,
+            engine_args=self.engine_args, **options,
+        )
+        if self.send_engines_connection_env and self.engine_file.exists():
+            launcher.environment["IPP_CONNECTION_INFO"] = self.engine_file.read_text()
+        return launcher
+
+    def start_engines_sync(self, n: int | None = None, engine_set_id: str | None = None) -> str:
+        """Launch `n` engines as one engine set; return its id for `stop_engines`,
+        `signal_engines`, `restart_engines`. Default: the cluster's `n`, else the launcher's
+        own `engine_count` if it has one (e.g. the hosts of an SSH launcher), else one
+        engine per CPU core."""
+        if not self.engine_file.exists():
+            raise RuntimeError(
+                f"no controller for {self}: {self.engine_file} does not exist; "
+                "start_controller() first (or start_cluster())"
             )
-            started.append(LocalProcess(args, self._log_path("engine"), detach=self.detach).start())
-        self.engines.extend(started)
-        return started
+        launcher = self.new_engine_set()
+        if n is None:
+            n = self.n
+        if n is None:
+            n = getattr(launcher, "engine_count", None) or os.cpu_count() or 1
+        if n < 1:
+            raise ValueError(f"cannot start {n} engines: pass n >= 1")
+        set_id = self._new_engine_set_id() if engine_set_id is None else engine_set_id
+        launcher.start(n)
+        self.engines[set_id] = launcher
+        self.update_cluster_file()
+        return set_id
 
-    def start_cluster_sync(self, n: int | None = None) -> None:
-        self.start_controller_sync()
+    def _engine_sets(self, engine_set_id: str | None) -> list[str]:
+        if engine_set_id is None:
+            return list(self.engines)
+        if engine_set_id not in self.engines:
+            raise KeyError(f"no engine set {engine_set_id!r}; this cluster has {list(self.engines)}")
+        return [engine_set_id]
+
+    def stop_engines_sync(self, engine_set_id: str | None = None) -> None:
+        """Stop one engine set, or every set when no id is given."""
+        for set_id in self._engine_sets(engine_set_id):
+            self.engines[set_id].stop()
+            del self.engines[set_id]
+        self.update_cluster_file()
+
+    def signal_engines_sync(self, sig: int, engine_set_id: str | None = None) -> None:
+        """Send `sig` (e.g. `signal.SIGINT`: interrupt the running task) to one set's
+        engines, or to every set's."""
+        for set_id in self._engine_sets(engine_set_id):
+            self.engines[set_id].signal(sig)
+
+    def restart_engines_sync(self, engine_set_id: str | None = None) -> None:
+        """Stop a set (or every set) and start as many engines again under the same id;
+        they register under new engine ids."""
+        for set_id in self._engine_sets(engine_set_id):
+            n = self.engines[set_id].n
+            self.stop_engines_sync(set_id)
+            self.start_engines_sync(n, set_id)
+
+    def engine_pids(self) -> list[int]:
+        """Pids of the engine processes on this machine that this cluster started."""
+        pids = []
+        for launcher in self.engines.values():
+            pids += [p for p in getattr(launcher, "pids", []) if p]
+        return pids
+
+    # -- cluster ---------------------------------------------------------------------
+    def start_cluster_sync(self, n: int | None = None) -> "Cluster":
+        if self.controller is None or not self.controller.running():
+            self.start_controller_sync()
         self.start_engines_sync(n)
-        if self.detach:
-            self.write_cluster_file()
+        return self
+
+    def stop_cluster_sync(self) -> None:
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:  # a client of a dying cluster may already be closed
+                pass
+        self._clients = []
+        self.stop_engines_sync()
+        self.stop_controller_sync()
 
     def connect_client_sync(self, **kwargs):
         from corral.client import Client
@@ -155,15 +324,22 @@ class Cluster:
         return client
 
     def wait_for_engines_sync(self, client, n: int | None = None) -> None:
-        n = len(self.engines) if n is None else n
+        n = sum(s.n for s in self.engines.values()) if n is None else n
         try:
             client.wait_for_engines(n, timeout=self.engine_timeout)
         except TimeoutError as e:
-            dead = [e for e in self.engines if not e.running()]
-            hint = ""
-            if dead:
-                hint = f"; {len(dead)} engine(s) exited, e.g. {dead[0].log_path}:\n{dead[0].log_tail()}"
-            raise TimeoutError(f"{e}{hint}") from None
+            raise TimeoutError(f"{e}{self._engine_failure_hint()}") from None
+        self.update_cluster_file()  # now with every engine's pid (mpiexec's ranks)
+
+    def _engine_failure_hint(self) -> str:
+        for set_id, launcher in self.engines.items():
+            dead = [p for p in getattr(launcher, "processes", []) if not p.running()]
+            if dead and isinstance(dead[0], LocalProcess):
+                return f"; {len(dead)} engine(s) exited, e.g. {dead[0].log_path}:\n{dead[0].log_tail()}"
+            job = getattr(launcher, "mpiexec", None)
+            if isinstance(job, LocalProcess) and not job.running():
+                return f"; mpiexec exited (engine set {set_id}); {job.log_path}:\n{job.log_tail()}"
+        return f"; engine logs are in {self.log_dir}"
 
     def start_and_connect_sync(self, n: int | None = None, activate: bool = False):
         """Start the controller and engines, connect a client, wait for every engine;
@@ -175,69 +351,156 @@ class Cluster:
             client.activate()
         return client
 
-    # -- stop ------------------------------------------------------------------------
-    def stop_engines_sync(self) -> None:
-        stop_all(self.engines)
-        self.engines = []
+    # -- the async API of ipyparallel 8+ --------------------------------------------------
+    # Each runs its `_sync` twin in a worker thread, so awaiting it never blocks the loop.
+    async def start_controller(self) -> None:
+        await asyncio.to_thread(self.start_controller_sync)
 
-    def stop_controller_sync(self) -> None:
-        if self.controller:
-            self.controller.stop()
-            self.controller = None
-        for leftover in (self.client_file, self.engine_file):
-            leftover.unlink(missing_ok=True)
+    async def start_engines(self, n: int | None = None, engine_set_id: str | None = None) -> str:
+        return await asyncio.to_thread(self.start_engines_sync, n, engine_set_id)
 
-    def stop_cluster_sync(self) -> None:
-        for client in self._clients:
-            try:
-                client.close()
-            except Exception:  # a client of a dying cluster may already be closed
-                pass
-        self._clients = []
-        self.stop_engines_sync()
-        self.stop_controller_sync()
-        self.cluster_file.unlink(missing_ok=True)
+    async def start_cluster(self, n: int | None = None) -> "Cluster":
+        return await asyncio.to_thread(self.start_cluster_sync, n)
 
-    # -- the file `corral cluster stop` reads ----------------------------------------------
-    def write_cluster_file(self) -> Path:
-        record = {
-            "cluster_id": self.cluster_id,
-            "profile_dir": str(self.profile_dir),
-            "controller": {"pid": self.controller.pid, "log": str(self.controller.log_path)},
-            "engines": [{"pid": e.pid, "log": str(e.log_path)} for e in self.engines],
+    async def connect_client(self, **kwargs):
+        return await asyncio.to_thread(lambda: self.connect_client_sync(**kwargs))
+
+    async def wait_for_engines(self, client, n: int | None = None) -> None:
+        await asyncio.to_thread(self.wait_for_engines_sync, client, n)
+
+    async def start_and_connect(self, n: int | None = None, activate: bool = False):
+        await self.start_cluster(n)
+        client = await self.connect_client()
+        await self.wait_for_engines(client)
+        if activate:
+            client.activate()
+        return client
+
+    async def stop_engines(self, engine_set_id: str | None = None) -> None:
+        await asyncio.to_thread(self.stop_engines_sync, engine_set_id)
+
+    async def signal_engines(self, sig: int, engine_set_id: str | None = None) -> None:
+        await asyncio.to_thread(self.signal_engines_sync, sig, engine_set_id)
+
+    async def restart_engines(self, engine_set_id: str | None = None) -> None:
+        await asyncio.to_thread(self.restart_engines_sync, engine_set_id)
+
+    async def stop_controller(self) -> None:
+        await asyncio.to_thread(self.stop_controller_sync)
+
+    async def stop_cluster(self) -> None:
+        await asyncio.to_thread(self.stop_cluster_sync)
+
+    # -- the cluster file ----------------------------------------------------------------
+    def is_running(self) -> bool:
+        """Whether the controller or any engine set still runs."""
+        return bool(self.controller and self.controller.running()) or any(
+            s.running() for s in self.engines.values()
+        )
+
+    def to_dict(self) -> dict:
+        """What `from_dict` needs to find, signal and stop this cluster from another
+        process (ipyparallel's layout: `cluster`, `controller`, `engines.sets`)."""
+        d: dict = {
+            "cluster": {
+                "class": f"{type(self).__module__}:{type(self).__name__}",
+                "cluster_id": self.cluster_id,
+                "profile_dir": str(self.profile_dir),
+                "n": self.n,
+                "controller_ip": self.controller_ip,
+                "controller_location": self.controller_location,
+                "controller_args": self.controller_args,
+                "log_level": self.log_level,
+                "enable_curve": self.enable_curve,
+                "engine_timeout": self.engine_timeout,
+            },
+            "engines": {
+                "class": _launcher_name(self.engine_launcher),
+                "sets": {set_id: s.to_dict() for set_id, s in self.engines.items()},
+            },
         }
+        if self.controller is not None:
+            d["controller"] = {"class": "local", "state": process_record(self.controller)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, **kwargs) -> "Cluster":
+        """A Cluster for a recorded one, able to stop, signal and restart it."""
+        info = d.get("cluster", {})
+        kwargs.setdefault("shutdown_atexit", False)
+        for key in ("cluster_id", "profile_dir", "n", "controller_ip", "controller_location",
+                    "controller_args", "log_level", "enable_curve", "engine_timeout"):
+            if key in info:
+                kwargs.setdefault(key, info[key])
+        engines = d.get("engines") or {}
+        if isinstance(engines, list):  # the layout before engine sets: local pids
+            engines = {"class": "local", "sets": {"0": _old_local_set(d, engines)}}
+        launcher_name = engines.get("class", "local")
+        self = cls(engines=launcher_name, **kwargs)
+        controller = d.get("controller")
+        if controller:
+            state = controller.get("state", controller)
+            self.controller = RecordedProcess.from_dict(state)
+        for set_id, record in engines.get("sets", {}).items():
+            launcher_cls = _load_launcher(record.get("kind") or launcher_name)
+            self.engines[set_id] = launcher_cls.from_dict(record)
+        return self
+
+    @classmethod
+    def from_file(
+        cls,
+        cluster_file: str | os.PathLike | None = None,
+        *,
+        profile: str | None = None,
+        profile_dir: str | os.PathLike | None = None,
+        cluster_id: str = "",
+        **kwargs,
+    ) -> "Cluster":
+        """The cluster recorded in `cluster_file`, or in the profile's file for
+        `cluster_id` (default: the one `corral cluster start` makes)."""
+        if cluster_file is None:
+            cluster_file = profiles.cluster_file(profiles.resolve_profile_dir(profile, profile_dir), cluster_id)
+        path = Path(cluster_file)
+        if not path.exists():
+            raise FileNotFoundError(f"no cluster file {path}: is a cluster running there? (`corral cluster list`)")
+        return cls.from_dict(json.loads(path.read_text()), **kwargs)
+
+    def write_cluster_file(self) -> Path:
         self.cluster_file.parent.mkdir(parents=True, exist_ok=True)
-        self.cluster_file.write_text(json.dumps(record, indent=2))
+        tmp = self.cluster_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        os.replace(tmp, self.cluster_file)
         return self.cluster_file
 
-    @staticmethod
-    def stop_from_file(path: Path, timeout: float = 5.0) -> dict:
-        """Stop the processes a detached cluster recorded, engines first."""
-        record = json.loads(Path(path).read_text())
-        stop_pids([e["pid"] for e in record.get("engines", [])], timeout)
-        stop_pids([record["controller"]["pid"]], timeout)
-        Path(path).unlink(missing_ok=True)
-        return record
+    def update_cluster_file(self) -> None:
+        """Record the cluster while anything runs; remove the record once all stopped."""
+        if self.controller is not None or self.engines:
+            self.write_cluster_file()
+        else:
+            self.cluster_file.unlink(missing_ok=True)
 
-    # -- context manager: `with Cluster(n=4) as rc:` ------------------------------------
+    # -- context managers: `with Cluster(n=4) as rc:`, `async with Cluster() as rc:` -------
     def __enter__(self):
         return self.start_and_connect_sync()
 
     def __exit__(self, *exc) -> None:
         self.stop_cluster_sync()
 
+    async def __aenter__(self):
+        return await self.start_and_connect()
 
-def stop_all(processes: list[LocalProcess], timeout: float = 5.0) -> None:
-    """SIGTERM every process at once, then wait (and SIGKILL stragglers)."""
-    import signal
+    async def __aexit__(self, *exc) -> None:
+        await self.stop_cluster()
 
-    for p in processes:
-        p.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in processes:
-        if not p.wait(max(0.0, deadline - time.monotonic())):
-            p.signal(signal.SIGKILL)
-            p.wait(timeout)
+
+def _old_local_set(d: dict, engines: list[dict]) -> dict:
+    return {
+        "kind": "local", "n": len(engines), "cluster_id": d.get("cluster_id", ""),
+        "profile_dir": d.get("profile_dir", ""), "engine_file": "", "log_dir": "",
+        "processes": engines,
+    }
 
 
 def _stop_at_exit(ref) -> None:

@@ -17,6 +17,7 @@ from corral.cluster.local import corral_command
 ENGINE_LAUNCHERS: dict[str, str] = {
     "local": "corral.cluster.local_launcher:LocalEngineSetLauncher",
     "mpi": "corral.cluster.mpi:MPIEngineSetLauncher",
+    "mpiexec": "corral.cluster.mpi:MPIEngineSetLauncher",
     "ssh": "corral.cluster.ssh:SSHEngineSetLauncher",
     "slurm": "corral.cluster.batch:SlurmEngineSetLauncher",
     "pbs": "corral.cluster.batch:PBSEngineSetLauncher",
@@ -56,6 +57,11 @@ class EngineSetLauncher(abc.ABC):
         self.options = options
         #: How many engines the last `start` launched.
         self.n = 0
+        #: Variables for the engines' environment, set by `Cluster` before `start`; e.g.
+        #: `IPP_CONNECTION_INFO` (the engine connection file's JSON, which engines read
+        #: instead of a file, as ipyparallel's launchers pass it). A launcher that cannot
+        #: pass them on may ignore them: its engines then read `--file`.
+        self.environment: dict[str, str] = {}
 
     def engine_command(self, *extra: str) -> list[str]:
         """`corral engine` for this cluster, run by this interpreter."""

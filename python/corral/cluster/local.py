@@ -75,6 +75,79 @@ class LocalProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class RecordedProcess:
+    """A process that another command started, known from a cluster file by pid.
+
+    The start time recorded with it tells a reused pid from the original process, so a
+    stale cluster file never makes `stop` signal a stranger.
+    """
+
+    def __init__(self, pid: int, log_path: str | Path | None = None, create_time: float | None = None):
+        self.pid = int(pid)
+        self.log_path = Path(log_path) if log_path else None
+        self.create_time = create_time
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "RecordedProcess":
+        return cls(record["pid"], record.get("log"), record.get("create_time"))
+
+    def to_dict(self) -> dict:
+        return {"pid": self.pid, "log": str(self.log_path) if self.log_path else None,
+                "create_time": self.create_time}
+
+    def running(self) -> bool:
+        return _same_process_alive(self.pid, self.create_time)
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            _signal_pid(self.pid, sig)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.running():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.running():
+            return
+        self.signal(signal.SIGTERM)
+        if not self.wait(timeout):
+            self.signal(signal.SIGKILL)
+            self.wait(timeout)
+
+
+def process_record(proc: "LocalProcess | RecordedProcess") -> dict:
+    """pid, log and start time of a process, for a cluster file."""
+    return {"pid": proc.pid, "log": str(proc.log_path) if proc.log_path else None,
+            "create_time": create_time(proc.pid)}
+
+
+def create_time(pid: int | None) -> float | None:
+    """When `pid` started (psutil's clock), or None if it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() if pid else None
+    except psutil.Error:
+        return None
+
+
+def _same_process_alive(pid: int, started: float | None) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _exists(pid)  # reap it if it is our child
+            return False
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.Error:
+        return False
+
+
 def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
     """Stop processes this tool started earlier (read back from a cluster file)."""
     alive = [pid for pid in pids if _signal_pid(pid, signal.SIGTERM)]

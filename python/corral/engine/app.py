@@ -62,6 +62,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "same ports within it is kept); 50 missed heartbeats remain the bound otherwise",
     )
     p.add_argument(
+        "--mpi", action="store_true",
+        help="run as one rank of an MPI world (ipengine's --mpi): MPI is initialized by "
+        "mpi4py before registering, the engine asks for its rank as engine id, and the "
+        "namespace gets MPI, mpi_rank and mpi_size",
+    )
+    p.add_argument(
         "--insecure", action="store_true",
         help="accept a connection file with an empty key (no message signing); "
         "also CORRAL_INSECURE=1",
@@ -141,6 +147,15 @@ def wait_for(path: Path, timeout: float) -> bool:
     return True
 
 
+def init_mpi() -> dict:
+    """Initialize MPI in this process (mpi4py's import does) and return what ipengine's
+    `--mpi` puts in the user namespace: `MPI`, `mpi_rank`, `mpi_size`."""
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    return {"MPI": MPI, "mpi_rank": world.Get_rank(), "mpi_size": world.Get_size()}
+
+
 def _terminate(signum, frame):
     from corral.engine.executor import Terminate
 
@@ -161,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     name = logging.getLevelName(level).lower()
     _core.engine_init_logging({"warning": "warn", "critical": "error"}.get(name, name))
 
+    mpi_names: dict = {}
+    if args.mpi:
+        try:
+            mpi_names = init_mpi()
+        except ImportError as e:
+            print(f"corral engine: --mpi needs mpi4py ({e}); pip install mpi4py", file=sys.stderr)
+            return 1
+        log.info("MPI rank %d of %d", mpi_names["mpi_rank"], mpi_names["mpi_size"])
     insecure = args.insecure or os.environ.get("CORRAL_INSECURE", "") == "1"
     info = os.environ.get("IPP_CONNECTION_INFO", "")
     try:
@@ -177,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                     )
                     return 1
+            # Under MPI, ask for the rank as engine id (as ipengine --mpi does), so engine
+            # ids and ranks agree when the controller can grant them.
+            rank = mpi_names.get("mpi_rank") if mpi_names.get("mpi_size", 1) > 1 else None
             rt = _core.EngineRuntime.connect(
                 str(path), timeout=args.timeout, insecure=insecure,
-                lost_grace=args.controller_grace,
+                lost_grace=args.controller_grace, requested_id=rank,
             )
     except PermissionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
@@ -198,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     # ipengine's own words: operators and ipyparallel's tests look for this line.
     log.info("Completed registration with id %d (uuid %s)", rt.id, rt.uuid)
 
-    # IPython is imported once registered: the Rust heart answers pings meanwhile.
-    from corral.engine import compat
-    from corral.engine.shell import create_shell, run_startup_files
-
-    compat.install()
     try:
+        # IPython is imported once registered: the Rust heart answers pings meanwhile. A
+        # SIGTERM during the import (a cluster stopped right after its engines registered)
+        # must still unregister the engine, so the imports are inside this `try`.
+        from corral.engine import compat
+        from corral.engine.shell import create_shell, run_startup_files
+
+        compat.install()
         shell = create_shell(new_user_module(), profile_dir(args), args.shell_config)
+        shell.user_ns.update(mpi_names)
         run_startup_files(shell)
     except Terminate:
         log.info("SIGTERM while starting: exiting")
