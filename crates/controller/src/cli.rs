@@ -44,6 +44,11 @@ pub struct Cli {
     /// a bigger frame drops the sender's connection.
     #[arg(long, default_value_t = crate::config::DEFAULT_MAX_MESSAGE_SIZE, allow_negative_numbers = true)]
     pub max_message_size: i64,
+    /// Per corral client (`corral_iopub`): bytes of IOPub output queued for a client that
+    /// stopped reading before it is cut off and told what it lost. Published data is
+    /// conflated (the latest update per task and engine), so only other output piles up.
+    #[arg(long, default_value_t = crate::config::DEFAULT_IOPUB_BUDGET)]
+    pub iopub_budget: usize,
     /// CurveZMQ encryption of every connection (ipyparallel's `enable_curve`; also
     /// `--IPController.enable_curve=True` or IPP_ENABLE_CURVE=1). The key pair comes from
     /// IPP_CURVE_PUBLICKEY/IPP_CURVE_SECRETKEY, else is generated; the public key is
@@ -103,6 +108,7 @@ impl Cli {
             hb_period_ms: self.hb_period_ms.max(1),
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
+            iopub_budget: self.iopub_budget,
             curve,
             ..ControllerConfig::default()
         })

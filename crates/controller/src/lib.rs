@@ -20,7 +20,10 @@
 //! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
 //! - `heartbeat`: ping PUB / pong ROUTER; new and stopped hearts.
 //! - `relay`: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
-//! - `iopub`: engines' IOPub → clients, unchanged.
+//! - `iopub`: engines' IOPub → clients, unchanged: a PUB for stock clients, and
+//!   - `iopub_subscribers`: the `corral_iopub` ROUTER, one credit-limited queue per corral client;
+//!   - `conflate`: that queue: published data conflated, other output kept up to a budget;
+//!   - `frame`: frames shared between sockets without copying (`zmq_msg_copy`).
 //! - `task`: the load-balancing task scheduler (leastload).
 //! - `dependency`: the task scheduler's rules: after/follow, retries, timeouts.
 //! - `broadcast`: the broadcast scheduler (root and leaves in one thread).
@@ -41,6 +44,7 @@
 //!  task_in ROUTER      <----> corral-task    <--> task_out ROUTER  (+ the hub's resubmit DEALER)
 //!  broadcast ROUTER    <----> corral-bcast   <--> 2 leaf ROUTERs
 //!  iopub PUB           <----- corral-iopub   <--- iopub SUB
+//!  corral_iopub ROUTER <---->  (one queue per corral client, credits and acks)
 //! ```
 
 pub mod cli;
@@ -50,12 +54,15 @@ pub mod error;
 
 mod broadcast;
 mod coalesce;
+mod conflate;
 mod dependency;
 mod events;
+mod frame;
 mod heartbeat;
 mod hub;
 mod hub_loop;
 mod iopub;
+mod iopub_subscribers;
 mod queues;
 mod record_queries;
 mod records;
@@ -146,6 +153,12 @@ impl Controller {
         let iopub_pub = socket(&ctx, PUB, "iopub_out")?;
         opt("iopub_out", iopub_pub.set_sndhwm(hwm))?;
         let iopub_client = bind_port(&iopub_pub, &at, "iopub_out")?;
+        // corral clients' IOPub: ROUTER_MANDATORY so a departed client is an error, not a
+        // silent sink; its own credits (not this HWM) bound what each client holds.
+        let iopub_router = peer(ROUTER, "corral_iopub")?;
+        opt("corral_iopub", iopub_router.set_router_mandatory(true))?;
+        opt("corral_iopub", iopub_router.set_sndhwm(hwm))?;
+        let corral_iopub = bind_port(&iopub_router, &at, "corral_iopub")?;
         let (bcast_in, bcast_client) = relay("broadcast", b"sub_scheduler_0")?;
         let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
         let (leaf1, leaf1_port) = relay("broadcast_leaf", b"sub_scheduler_01")?;
@@ -161,6 +174,7 @@ impl Controller {
             task: task_client,
             task_scheme: "leastload".into(),
             iopub: iopub_client,
+            corral_iopub: Some(corral_iopub),
             notification,
             broadcast: bcast_client,
             key: key.clone(),
@@ -302,6 +316,14 @@ impl Controller {
         let iopub = iopub::IopubRelay {
             sub: iopub_sub,
             publisher: iopub_pub,
+            subscribers: iopub_subscribers::Subscribers::new(
+                iopub_router,
+                session.clone(),
+                iopub_subscribers::Limits {
+                    window: config.iopub_window,
+                    budget: config.iopub_budget,
+                },
+            ),
             signer,
             hub: hub_tx.clone(),
             stop: stop.clone(),
