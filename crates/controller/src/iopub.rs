@@ -19,9 +19,8 @@ use crate::stop::Stop;
 const POLL_MS: i64 = 50;
 /// Poll period while a subscriber's send must be retried on a timer.
 const RETRY_POLL_MS: i64 = 5;
-/// Subscribers' queues are flushed at least every this many relayed messages, so a burst
-/// is conflated and sent as it comes rather than all queued first.
-const FLUSH_EVERY: usize = 64;
+/// During a burst, subscribers' acks (their credits) are read every this many messages.
+const ACKS_EVERY: usize = 64;
 
 pub(crate) struct IopubRelay {
     pub sub: zmq::Socket,
@@ -65,10 +64,11 @@ impl IopubRelay {
                 let mut n = 0;
                 while let Some(frames) = recv_message(&mut self.sub) {
                     self.forward(frames);
+                    // Send at once what credits allow: only a reader that lags sees conflation.
+                    self.subscribers.flush();
                     n += 1;
-                    if n % FLUSH_EVERY == 0 {
+                    if n % ACKS_EVERY == 0 {
                         self.subscribers.on_requests();
-                        self.subscribers.flush();
                     }
                 }
             }
