@@ -49,6 +49,10 @@ pub struct Cli {
     /// conflated (the latest update per task and engine), so only other output piles up.
     #[arg(long, default_value_t = crate::config::DEFAULT_IOPUB_BUDGET)]
     pub iopub_budget: usize,
+    /// Per corral client: bytes of IOPub sent and not yet acknowledged by it; what a client
+    /// that stopped reading holds in flight (on top of `--iopub-budget`).
+    #[arg(long, default_value_t = crate::config::DEFAULT_IOPUB_WINDOW)]
+    pub iopub_window: usize,
     /// CurveZMQ encryption of every connection (ipyparallel's `enable_curve`; also
     /// `--IPController.enable_curve=True` or IPP_ENABLE_CURVE=1). The key pair comes from
     /// IPP_CURVE_PUBLICKEY/IPP_CURVE_SECRETKEY, else is generated; the public key is
@@ -109,6 +113,7 @@ impl Cli {
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
             iopub_budget: self.iopub_budget,
+            iopub_window: self.iopub_window.max(1),
             curve,
             ..ControllerConfig::default()
         })

@@ -10,9 +10,9 @@ use crate::curve::CurveKeys;
 /// `--max-message-size`. (ipyparallel sets no limit.)
 pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 2 << 30;
 
-/// Unacknowledged bytes per corral IOPub subscriber: a few 8 MB arrays in flight keep a
+/// Unacknowledged bytes per corral IOPub subscriber: two 8 MB arrays in flight keep a
 /// reading client busy; more only adds memory for a stuck one.
-pub const DEFAULT_IOPUB_WINDOW: usize = 32 << 20;
+pub const DEFAULT_IOPUB_WINDOW: usize = 16 << 20;
 /// Queued bytes per corral IOPub subscriber before a cut-off: published data is conflated
 /// to one update per (task, engine), so this is reached only by a client that stopped
 /// reading while output (or many tasks' data) kept coming.
