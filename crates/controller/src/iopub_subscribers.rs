@@ -367,3 +367,168 @@ fn notice(session: &Session, report: &CutOff, budget: usize) -> Queued<Frame> {
         kind: Kind::Notice,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conflate::DataMeta;
+
+    struct Rig {
+        subs: Subscribers,
+        client: zmq::Socket,
+        session: Arc<Session>,
+        _ctx: zmq::Context,
+    }
+
+    fn rig(limits: Limits) -> Rig {
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER).unwrap();
+        router.set_router_mandatory(true).unwrap();
+        router.bind("tcp://127.0.0.1:*").unwrap();
+        let url = router.get_last_endpoint().unwrap().unwrap();
+        let session = Arc::new(Session::new(b"key"));
+        let client = ctx.socket(zmq::DEALER).unwrap();
+        client.connect(&url).unwrap();
+        let mut rig = Rig {
+            subs: Subscribers::new(router, session.clone(), limits),
+            client,
+            session,
+            _ctx: ctx,
+        };
+        rig.request("iopub_subscribe_request", json!({}));
+        let reply = rig.recv().expect("subscribe reply");
+        assert_eq!(reply.msg_type(), "iopub_subscribe_reply");
+        rig.request("iopub_ack", json!({"messages": 1}));
+        rig
+    }
+
+    impl Rig {
+        fn request(&mut self, msg_type: &str, content: Value) {
+            let msg = self.session.msg(msg_type, content);
+            self.client
+                .send_multipart(self.session.encode(&msg), 0)
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // Wait until the request arrived, then handle it and send what may be sent.
+            while Instant::now() < deadline {
+                let mut items = [self.subs.socket().as_poll_item(zmq::POLLIN)];
+                if zmq::poll(&mut items, 50).unwrap() > 0 {
+                    self.subs.on_requests();
+                    self.subs.flush();
+                    return;
+                }
+            }
+            panic!("request {msg_type} never arrived");
+        }
+
+        fn recv(&self) -> Option<Message> {
+            let mut items = [self.client.as_poll_item(zmq::POLLIN)];
+            if zmq::poll(&mut items, 500).unwrap() == 0 {
+                return None;
+            }
+            let frames = self.client.recv_multipart(0).unwrap();
+            Some(Message::decode(&frames, &self.session.signer).unwrap())
+        }
+
+        /// An engine message: `data` keys make it a data_message of (task, engine e0).
+        fn publish(&mut self, task: &str, label: &str, size: usize, data: Option<&[&str]>) {
+            let msg_type = if data.is_some() {
+                "data_message"
+            } else {
+                "stream"
+            };
+            let mut msg = self.session.msg(msg_type, json!({"label": label}));
+            msg.parent_header = json!({"msg_id": task});
+            msg.buffers = vec![vec![0; size]];
+            let frames: Vec<Frame> = std::iter::once(Frame::copy_of(b"topic"))
+                .chain(self.session.encode(&msg).iter().map(|f| Frame::copy_of(f)))
+                .collect();
+            let meta = Arc::new(Meta {
+                parent: Some(task.into()),
+                data: data.map(|keys| DataMeta {
+                    engine: "e0".into(),
+                    keys: keys.iter().map(|k| k.to_string()).collect(),
+                }),
+            });
+            self.subs.fan_out(&frames, &meta);
+            self.subs.flush();
+        }
+
+        fn labels(&self) -> Vec<String> {
+            std::iter::from_fn(|| self.recv())
+                .map(|m| match m.msg_type() {
+                    "iopub_cutoff" => format!("cutoff {}", m.content["lost_msg_ids"]),
+                    _ => m.content["label"].as_str().unwrap_or("?").to_owned(),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn without_acks_only_the_window_is_sent_and_the_rest_is_conflated() {
+        let mut rig = rig(Limits {
+            window: 10_000,
+            budget: 1 << 20,
+        });
+        rig.publish("t", "d0", 6000, Some(&["a"]));
+        rig.publish("t", "d1", 6000, Some(&["a"]));
+        rig.publish("t", "out", 10, None);
+        rig.publish("t", "d2", 6000, Some(&["a"]));
+        rig.publish("t", "d3", 6000, Some(&["a"]));
+        // d0 and d1 fill the window (the second may overshoot); d2 was conflated into d3.
+        assert_eq!(rig.labels(), ["d0", "d1"]);
+        rig.request("iopub_ack", json!({"messages": 2}));
+        assert_eq!(rig.labels(), ["out", "d3"]);
+        rig.request("iopub_ack", json!({"messages": 2}));
+        rig.request("iopub_stats_request", json!({}));
+        let stats = rig.recv().unwrap();
+        assert_eq!(stats.msg_type(), "iopub_stats_reply");
+        assert_eq!(stats.content["forwarded"], 4);
+        assert_eq!(stats.content["conflated"], 1);
+        assert_eq!(stats.content["queued"], 0);
+    }
+
+    #[test]
+    fn a_reader_past_its_budget_gets_a_cut_off_notice_then_complete_output() {
+        let mut rig = rig(Limits {
+            window: 1000,
+            budget: 5000,
+        });
+        rig.publish("t0", "first", 2000, None); // in flight: the window is full
+        rig.publish("t1", "x1", 2000, None);
+        rig.publish("t2", "x2", 2000, None);
+        rig.publish("t3", "x3", 2000, None); // queue past 5000: cut off
+        rig.request("iopub_ack", json!({"messages": 1}));
+        rig.request("iopub_ack", json!({"messages": 1}));
+        rig.request("iopub_ack", json!({"messages": 1}));
+        assert_eq!(
+            rig.labels(),
+            ["first", r#"cutoff ["t1","t2"]"#, "x3"],
+            "the notice names the tasks that lost output, and what follows it is intact"
+        );
+    }
+
+    #[test]
+    fn invalid_requests_are_dropped_and_unknown_peers_are_forgotten() {
+        let mut rig = rig(Limits {
+            window: 1 << 20,
+            budget: 1 << 20,
+        });
+        // Unsigned: dropped, the subscriber is unaffected.
+        rig.client
+            .send_multipart([&b"<IDS|MSG>"[..], b"", b"{}", b"{}", b"{}", b"{}"], 0)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        rig.subs.on_requests();
+        assert_eq!(rig.subs.subs.len(), 1);
+        // The client goes away: the next send notices it and drops its state.
+        let rig_client = std::mem::replace(&mut rig.client, rig._ctx.socket(zmq::DEALER).unwrap());
+        drop(rig_client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !rig.subs.is_empty() && Instant::now() < deadline {
+            rig.publish("t", "x", 10, None);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(rig.subs.is_empty(), "a departed subscriber is forgotten");
+    }
+}
