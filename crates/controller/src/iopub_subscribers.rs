@@ -99,11 +99,11 @@ impl Subscribers {
         self.subs.is_empty()
     }
 
-    /// True when a send must be retried on a timer (no event will say when).
+    /// True when a send must be retried on a timer: the socket refused one (its own
+    /// high-water mark), and no event will say when it has room again. A subscriber out of
+    /// credit needs no timer: its ack arrives as a readable event.
     pub(crate) fn needs_retry(&self) -> bool {
-        self.subs
-            .values()
-            .any(|s| s.blocked || (!s.queue.is_empty() && s.in_flight_bytes >= self.limits.window))
+        self.subs.values().any(|s| s.blocked)
     }
 
     /// Handles every request waiting on the ROUTER: subscribe, ack, stats, unsubscribe.
