@@ -52,15 +52,15 @@ def publish(seconds, wait=0.5):
 
 
 def chatter(lines, wait=0.5):
-    """Prints `lines` lines of about 110 bytes, pausing every 1000 lines so the engine
-    sends them as many stream messages of ~110 KB rather than a few huge ones."""
+    """Prints `lines` lines of about 1 KB, pausing every 100 lines so the engine sends
+    them as many stream messages of ~100 KB rather than a few huge ones."""
     import time
 
     time.sleep(wait)
     for i in range(lines):
-        print("line", i, "x" * 100)
-        if i % 1000 == 999:
-            time.sleep(0.005)
+        print("line", i, "x" * 1000)
+        if i % 100 == 99:
+            time.sleep(0.002)
     return lines
 
 
@@ -207,6 +207,7 @@ def finished(client, msg_id: str) -> bool:
         return False
 
 
+@pytest.mark.timeout(300)
 def test_stuck_readers_leave_the_controller_bounded_and_get_the_newest_data(start_cluster, helpers):
     cluster, client = start_cluster(3)
     url = str(cluster.client_file)
@@ -256,19 +257,19 @@ def test_stuck_readers_leave_the_controller_bounded_and_get_the_newest_data(star
     assert raw.poll() is None
 
 
+@pytest.mark.timeout(300)
 def test_a_reader_stuck_past_its_budget_is_cut_off_and_told(start_cluster, helpers):
     cluster, client = start_cluster(
         2, controller_args=["--iopub-budget", str(8 * MB), "--iopub-window", str(2 * MB)])
     url = str(cluster.client_file)
-    # About 55 MB of output (in few large stream messages): well past what the stuck
-    # client's window and budget hold together.
-    stuck = helpers("stuck_client", STUCK_CLIENT, url, "1", "chatter", "500000")
+    # About 50 MB of output: well past what the stuck client's window and budget hold.
+    stuck = helpers("stuck_client", STUCK_CLIENT, url, "1", "chatter", "50000")
     stuck_task = read_line(stuck, "SUBMITTED", 60).split()[1]
     os.kill(stuck.pid, signal.SIGSTOP)
     # The live client gets all of its own output meanwhile.
-    ar = client[0].apply_async(chatter, 20000)
-    assert ar.get(timeout=120) == 20000
-    assert len(ar.stdout.splitlines()) == 20000
+    ar = client[0].apply_async(chatter, 2000)
+    assert ar.get(timeout=120) == 2000
+    assert len(ar.stdout.splitlines()) == 2000
     stats = client.iopub_stats()
     assert stats["cut_offs"] == 0 and stats["dropped"] == 0
     wait_for(lambda: finished(client, stuck_task), 120, "the stuck client's task to end")
