@@ -143,8 +143,11 @@ impl<F> SubscriberQueue<F> {
             self.conflate(key, &data.keys);
         }
         if self.live > 0 && self.bytes + msg.bytes > self.budget {
-            let report = self.cut_off();
+            let (report, replies) = self.cut_off();
             self.append(notice(&report));
+            for reply in replies {
+                self.append(reply);
+            }
         }
         self.compact_if_sparse();
         if let Some(key) = data_key {
@@ -255,11 +258,19 @@ impl<F> SubscriberQueue<F> {
     }
 
     /// Drops everything queued and reports every loss since the last delivered notice.
-    fn cut_off(&mut self) -> CutOff {
+    /// Replies to the subscriber's own requests (tiny) are handed back, to be queued after
+    /// the notice: someone waits for them.
+    fn cut_off(&mut self) -> (CutOff, Vec<Queued<F>>) {
         self.stats.cut_offs += 1;
+        let mut replies = Vec::new();
         for msg in self.entries.drain(..).flatten() {
-            if msg.kind != Kind::Relayed {
-                continue;
+            match msg.kind {
+                Kind::Relayed => {}
+                Kind::Reply => {
+                    replies.push(msg);
+                    continue;
+                }
+                Kind::Notice => continue,
             }
             self.lost_messages += 1;
             self.lost_bytes += msg.bytes as u64;
@@ -282,12 +293,13 @@ impl<F> SubscriberQueue<F> {
             self.lost.iter().cloned().collect()
         };
         lost_msg_ids.sort();
-        CutOff {
+        let report = CutOff {
             lost_msg_ids,
             lost_all: self.lost_all,
             dropped_messages: self.lost_messages,
             dropped_bytes: self.lost_bytes,
-        }
+        };
+        (report, replies)
     }
 }
 
@@ -472,6 +484,26 @@ mod tests {
         q.push(relayed("d", "d1", 30), notice);
         assert_eq!(drain(&mut q), [r#"notice 1 lost ["c"] all=false"#, "d1"]);
         assert_eq!(q.stats.dropped, 3);
+    }
+
+    #[test]
+    fn replies_survive_a_cut_off_behind_the_notice() {
+        let mut q = SubscriberQueue::new(50);
+        q.push(relayed("a", "a1", 30), no_notice);
+        q.push(
+            Queued {
+                frames: vec!["stats reply".into()],
+                bytes: 5,
+                meta: Arc::new(Meta::default()),
+                kind: Kind::Reply,
+            },
+            no_notice,
+        );
+        q.push(relayed("b", "b1", 30), notice);
+        assert_eq!(
+            drain(&mut q),
+            [r#"notice 1 lost ["a"] all=false"#, "stats reply", "b1"]
+        );
     }
 
     #[test]
