@@ -128,6 +128,7 @@ impl<F> SubscriberQueue<F> {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.live == 0
     }
