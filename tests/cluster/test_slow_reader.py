@@ -314,3 +314,93 @@ def test_stock_controller_has_no_iopub_stats(tmp_path):
     finally:
         client.close()
         cluster.stop_cluster_sync()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to `target`; `cut()` closes every current connection (as
+    a network failure would), and new ones are forwarded again."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self._socket = socket
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = self._socket.create_connection(self.target)
+            with self._lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        with self._lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_dropped_iopub_connection_subscribes_again_and_fails_what_it_may_have_missed(
+        start_cluster, tmp_path):
+    import corral
+
+    cluster, _ = start_cluster(1)
+    info = json.loads(cluster.client_file.read_text())
+    proxy = TcpProxy(info["corral_iopub"])
+    info["corral_iopub"] = proxy.port
+    via_proxy = tmp_path / "via-proxy.json"
+    via_proxy.write_text(json.dumps(info))
+    client = corral.Client(url_file=str(via_proxy))
+    try:
+        assert client[0].apply_sync(lambda: 1) == 1
+
+        def slow():
+            import time
+
+            time.sleep(3)
+            print("done")
+            return 2
+
+        ar = client[0].apply_async(slow)
+        time.sleep(0.5)
+        proxy.cut()
+        with pytest.raises(RemoteError, match="dropped and was re-established"):
+            ar.get(timeout=60)
+        # Subscribed again: later output is complete.
+        ar = client[0].apply_async(lambda: print("after") or 3)
+        assert ar.get(timeout=60) == 3 and ar.stdout == "after\n"
+        assert client.iopub_stats()["forwarded"] > 0
+    finally:
+        client.close()
+        proxy.close()

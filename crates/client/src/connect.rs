@@ -46,6 +46,9 @@ pub struct Sockets {
     /// `iopub` is a DEALER on the controller's `corral_iopub` endpoint (not a SUB on its
     /// PUB): the I/O thread acknowledges every message it receives there.
     pub corral_iopub: bool,
+    /// Monitor events (connection lost / handshake done) of `iopub` on `corral_iopub`: a
+    /// reconnected DEALER is a new peer to the controller and must subscribe again.
+    pub iopub_events: Option<zmq::Socket>,
     pub notification: zmq::Socket,
     /// Monitor events of `query`: connection lost / handshake done.
     pub query_events: zmq::Socket,
@@ -253,16 +256,18 @@ pub(crate) fn handshake(
         });
     }
     let engines = connection.engines();
-    let (iopub, corral_iopub) = match conn.corral_iopub {
+    let (iopub, iopub_events) = match conn.corral_iopub {
         Some(port) => {
-            let s = subscribe_corral_iopub(ctx, &conn.url(port), session, timeout, curve)?;
-            (s, true)
+            let (s, events) =
+                subscribe_corral_iopub(ctx, &conn.url(port), session, timeout, curve)?;
+            (s, Some(events))
         }
         None => (
             connected(ctx, zmq::SUB, "iopub", &conn.url(conn.iopub), curve)?,
-            false,
+            None,
         ),
     };
+    let corral_iopub = iopub_events.is_some();
     let sockets = Sockets {
         query,
         mux: connected(ctx, zmq::DEALER, "mux", &conn.url(conn.mux), curve)?,
@@ -277,6 +282,7 @@ pub(crate) fn handshake(
         )?,
         iopub,
         corral_iopub,
+        iopub_events,
         notification,
         query_events,
         notification_events,
@@ -287,14 +293,24 @@ pub(crate) fn handshake(
 /// Connects a DEALER to the controller's `corral_iopub` endpoint and subscribes; returns
 /// once the controller has answered (so every later task's output is queued for us).
 /// Its answer is the first message on the socket, and is acknowledged right here.
+/// Also returns the socket's monitor (see [`Sockets::iopub_events`]).
 fn subscribe_corral_iopub(
     ctx: &zmq::Context,
     url: &str,
     session: &Session,
     timeout: Duration,
     curve: Option<&CurveClient>,
-) -> Result<zmq::Socket> {
+) -> Result<(zmq::Socket, zmq::Socket)> {
     let s = peer(ctx, zmq::DEALER, "iopub", curve)?;
+    let events = monitored(
+        ctx,
+        &s,
+        "iopub",
+        &[
+            zmq::SocketEvent::DISCONNECTED,
+            zmq::SocketEvent::HANDSHAKE_SUCCEEDED,
+        ],
+    )?;
     // The controller's credits bound what is in flight; this only must not be smaller.
     s.set_rcvhwm(100_000).map_err(ClientError::zmq("iopub"))?;
     s.connect(url).map_err(ClientError::zmq("iopub"))?;
@@ -322,7 +338,7 @@ fn subscribe_corral_iopub(
         match Message::decode(&frames, &session.signer) {
             Ok(m) if m.parent_msg_id() == Some(request.header.msg_id.as_str()) => {
                 tracing::debug!(reply = %m.content, "subscribed to the controller's corral_iopub");
-                return Ok(s);
+                return Ok((s, events));
             }
             Ok(m) => tracing::debug!(
                 msg_type = m.msg_type(),

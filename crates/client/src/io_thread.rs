@@ -113,6 +113,7 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
         broadcast,
         iopub,
         corral_iopub,
+        iopub_events,
         notification,
         query_events,
         notification_events,
@@ -121,6 +122,8 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
     let mut outboxes: [Outbox; 6] = Default::default();
     // corral IOPub messages received and not acknowledged yet.
     let mut unacked: u64 = 0;
+    // The corral IOPub connection dropped: its next handshake needs a new subscription.
+    let mut iopub_down = false;
     let inputs: [(&zmq::Socket, Source); 7] = [
         (&mux, Source::Reply),
         (&task, Source::Reply),
@@ -237,6 +240,20 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
             }
         }
 
+        if let Some(events) = &iopub_events {
+            // Polled by draining (at least every POLL_MS): reconnections are rare.
+            for event in drain_events(events, true) {
+                match event {
+                    LinkEvent::Down => iopub_down = true,
+                    LinkEvent::Up if iopub_down => {
+                        iopub_down = false;
+                        unacked = 0;
+                        resubscribe(&cx, &iopub, now);
+                    }
+                    LinkEvent::Up => {}
+                }
+            }
+        }
         if corral_iopub && unacked > 0 {
             // Credit for what we took: the controller sends more only when we acknowledge.
             let ack = cx.session.msg("iopub_ack", json!({ "messages": unacked }));
@@ -470,4 +487,19 @@ fn on_corral_iopub(store: &mut Store, m: Message, now: Instant) {
         "iopub_subscribe_reply" | "iopub_probe" => {}
         _ => store.on_iopub(m, now),
     }
+}
+
+/// The corral IOPub connection came back: the controller sees a new peer, so subscribe
+/// again, and fail every unfinished task, since output sent while the connection was down
+/// is lost (never a silent gap).
+fn resubscribe(cx: &Context, iopub: &zmq::Socket, now: Instant) {
+    let request = cx.session.msg("iopub_subscribe_request", json!({}));
+    if let Err(e) = iopub.send_multipart(cx.session.encode(&request), zmq::DONTWAIT) {
+        tracing::error!(error = %e, "could not subscribe again to the controller's IOPub");
+    }
+    let why = "the IOPub connection to the controller dropped and was re-established; \
+               output sent in between is lost";
+    let failed = cx.shared.store.lock().output_lost(None, why, now);
+    tracing::warn!(failed = failed.len(), "IOPub reconnected: subscribed again");
+    cx.shared.wake_all();
 }
