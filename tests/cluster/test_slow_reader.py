@@ -30,7 +30,7 @@ MB = 1 << 20
 RSS_LIMIT_MB = 200
 PUBLISH_SECONDS = 6.0
 
-def publish(seconds, wait=0.5):
+def publish(seconds, wait=1.0):
     """Publishes an 8 MB array (and a counter) at full rate for `seconds`, one printed line
     per publication; returns the last counter."""
     import time
@@ -51,7 +51,7 @@ def publish(seconds, wait=0.5):
         i += 1
 
 
-def chatter(lines, wait=0.5):
+def chatter(lines, wait=1.0):
     """Prints `lines` lines of about 1 KB, pausing every 100 lines so the engine sends
     them as many stream messages of ~100 KB rather than a few huge ones."""
     import time
@@ -199,6 +199,22 @@ def read_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
     return found[0]
 
 
+def known(client, msg_id: str) -> bool:
+    """The controller has recorded `msg_id` (another client's task), so it was sent."""
+    try:
+        client.result_status([msg_id])
+        return True
+    except RemoteError:  # not in the controller's records yet
+        return False
+
+
+def stop_once_sent(client, proc: subprocess.Popen, msg_id: str) -> None:
+    """SIGSTOPs the helper `proc` (started by this test) once its task left it: apply_async
+    only queues a request for the client's I/O thread, which SIGSTOP stops too."""
+    wait_for(lambda: known(client, msg_id), 60, "the stuck client's task to be sent")
+    os.kill(proc.pid, signal.SIGSTOP)
+
+
 def finished(client, msg_id: str) -> bool:
     """The controller has the result of `msg_id` (a task of another client)."""
     try:
@@ -218,7 +234,7 @@ def test_stuck_readers_leave_the_controller_bounded_and_get_the_newest_data(star
     read_line(raw, "SUBSCRIBED", 30)
     stuck = helpers("stuck_client", STUCK_CLIENT, url, "1", "publish", str(PUBLISH_SECONDS))
     stuck_task = read_line(stuck, "SUBMITTED", 60).split()[1]
-    os.kill(stuck.pid, signal.SIGSTOP)  # the helper this test started: its I/O thread stops too
+    stop_once_sent(client, stuck, stuck_task)
     wait_for(lambda: client.iopub_stats()["subscribers"] == 3, 10, "three IOPub subscribers")
 
     # The live client publishes from engine 0 while engine 1 publishes for the stuck one.
@@ -265,7 +281,7 @@ def test_a_reader_stuck_past_its_budget_is_cut_off_and_told(start_cluster, helpe
     # About 50 MB of output: well past what the stuck client's window and budget hold.
     stuck = helpers("stuck_client", STUCK_CLIENT, url, "1", "chatter", "50000")
     stuck_task = read_line(stuck, "SUBMITTED", 60).split()[1]
-    os.kill(stuck.pid, signal.SIGSTOP)
+    stop_once_sent(client, stuck, stuck_task)
     # The live client gets all of its own output meanwhile.
     ar = client[0].apply_async(chatter, 2000)
     assert ar.get(timeout=120) == 2000
