@@ -17,6 +17,13 @@
 //! controller that is not there, so the user learns which it is.
 //!
 //! When the controller uses CurveZMQ, every socket here is a CURVE client of it.
+//!
+//! IOPub: a corral controller's file names `corral_iopub`, an endpoint with a queue per
+//! client that conflates published data and never drops other output silently
+//! (docs/PROTOCOL.md §11). There the client connects a DEALER, subscribes, and waits for
+//! the answer, so no task output can precede its subscription; the I/O thread then
+//! acknowledges what it receives. Without that key (a stock controller) it subscribes to
+//! the PUB as ipyparallel does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +43,12 @@ pub struct Sockets {
     pub task: zmq::Socket,
     pub broadcast: zmq::Socket,
     pub iopub: zmq::Socket,
+    /// `iopub` is a DEALER on the controller's `corral_iopub` endpoint (not a SUB on its
+    /// PUB): the I/O thread acknowledges every message it receives there.
+    pub corral_iopub: bool,
+    /// Monitor events (connection lost / handshake done) of `iopub` on `corral_iopub`: a
+    /// reconnected DEALER is a new peer to the controller and must subscribe again.
+    pub iopub_events: Option<zmq::Socket>,
     pub notification: zmq::Socket,
     /// Monitor events of `query`: connection lost / handshake done.
     pub query_events: zmq::Socket,
@@ -243,6 +256,18 @@ pub(crate) fn handshake(
         });
     }
     let engines = connection.engines();
+    let (iopub, iopub_events) = match conn.corral_iopub {
+        Some(port) => {
+            let (s, events) =
+                subscribe_corral_iopub(ctx, &conn.url(port), session, timeout, curve)?;
+            (s, Some(events))
+        }
+        None => (
+            connected(ctx, zmq::SUB, "iopub", &conn.url(conn.iopub), curve)?,
+            None,
+        ),
+    };
+    let corral_iopub = iopub_events.is_some();
     let sockets = Sockets {
         query,
         mux: connected(ctx, zmq::DEALER, "mux", &conn.url(conn.mux), curve)?,
@@ -255,10 +280,71 @@ pub(crate) fn handshake(
             &conn.url(conn.broadcast),
             curve,
         )?,
-        iopub: connected(ctx, zmq::SUB, "iopub", &conn.url(conn.iopub), curve)?,
+        iopub,
+        corral_iopub,
+        iopub_events,
         notification,
         query_events,
         notification_events,
     };
     Ok((sockets, engines))
+}
+
+/// Connects a DEALER to the controller's `corral_iopub` endpoint and subscribes; returns
+/// once the controller has answered (so every later task's output is queued for us).
+/// Its answer is the first message on the socket, and is acknowledged right here.
+/// Also returns the socket's monitor (see [`Sockets::iopub_events`]).
+fn subscribe_corral_iopub(
+    ctx: &zmq::Context,
+    url: &str,
+    session: &Session,
+    timeout: Duration,
+    curve: Option<&CurveClient>,
+) -> Result<(zmq::Socket, zmq::Socket)> {
+    let s = peer(ctx, zmq::DEALER, "iopub", curve)?;
+    let events = monitored(
+        ctx,
+        &s,
+        "iopub",
+        &[
+            zmq::SocketEvent::DISCONNECTED,
+            zmq::SocketEvent::HANDSHAKE_SUCCEEDED,
+        ],
+    )?;
+    // The controller's credits bound what is in flight; this only must not be smaller.
+    s.set_rcvhwm(100_000).map_err(ClientError::zmq("iopub"))?;
+    s.connect(url).map_err(ClientError::zmq("iopub"))?;
+    let request = session.msg("iopub_subscribe_request", json!({}));
+    s.send_multipart(session.encode(&request), 0)
+        .map_err(ClientError::zmq("iopub"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::NoController {
+                url: url.to_owned(),
+                timeout_s: timeout.as_secs_f64(),
+            });
+        }
+        let mut items = [s.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, left.as_millis().max(1) as i64).map_err(ClientError::zmq("iopub"))?;
+        if !items[0].is_readable() {
+            continue;
+        }
+        let frames = s.recv_multipart(0).map_err(ClientError::zmq("iopub"))?;
+        let ack = session.msg("iopub_ack", json!({"messages": 1}));
+        s.send_multipart(session.encode(&ack), zmq::DONTWAIT)
+            .map_err(ClientError::zmq("iopub"))?;
+        match Message::decode(&frames, &session.signer) {
+            Ok(m) if m.parent_msg_id() == Some(request.header.msg_id.as_str()) => {
+                tracing::debug!(reply = %m.content, "subscribed to the controller's corral_iopub");
+                return Ok((s, events));
+            }
+            Ok(m) => tracing::debug!(
+                msg_type = m.msg_type(),
+                "unexpected IOPub message while subscribing"
+            ),
+            Err(e) => tracing::warn!(error = %e, "bad message on corral_iopub dropped"),
+        }
+    }
 }

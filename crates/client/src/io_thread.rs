@@ -12,6 +12,11 @@
 //! Three duties besides:
 //! * sends never block ([`Outbox`]): one socket at its high-water mark cannot stall the rest;
 //! * the controller's liveness ([`Liveness`]): a lost controller fails every wait;
+//! * corral IOPub (a corral controller's `corral_iopub` endpoint, docs/PROTOCOL.md §11):
+//!   every message received there is acknowledged once per round (`iopub_ack`), which is
+//!   what lets the controller send more; a cut-off notice fails the tasks whose output the
+//!   controller dropped; `iopub_stats_request` queries go to that endpoint, which answers
+//!   them in line with the output (`Client.iopub_stats()`);
 //! * engine-list re-sync: after the notification subscription is (re)connected, and when a
 //!   message names an engine we do not know, the Hub is asked for its engine list again,
 //!   so a registration announced before our subscription was live is not missed.
@@ -72,8 +77,18 @@ enum Source {
     Hub,
 }
 
-/// The outgoing sockets, in the order of [`OUT_NAMES`].
-const OUT_NAMES: [&[u8]; 5] = [b"mux", b"task", b"control", b"broadcast", b"query"];
+/// The outgoing sockets, in the order of [`OUT_NAMES`]. `iopub` takes only the queries
+/// that the corral IOPub endpoint answers (see [`is_iopub_query`]).
+const OUT_NAMES: [&[u8]; 6] = [
+    b"mux",
+    b"task",
+    b"control",
+    b"broadcast",
+    b"query",
+    b"iopub",
+];
+const QUERY: usize = 4;
+const IOPUB: usize = 5;
 
 /// What the thread needs besides the sockets.
 pub(crate) struct Context {
@@ -97,12 +112,18 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
         task,
         broadcast,
         iopub,
+        corral_iopub,
+        iopub_events,
         notification,
         query_events,
         notification_events,
     } = sockets;
-    let outputs: [&zmq::Socket; 5] = [&mux, &task, &control, &broadcast, &query];
-    let mut outboxes: [Outbox; 5] = Default::default();
+    let outputs: [&zmq::Socket; 6] = [&mux, &task, &control, &broadcast, &query, &iopub];
+    let mut outboxes: [Outbox; 6] = Default::default();
+    // corral IOPub messages received and not acknowledged yet.
+    let mut unacked: u64 = 0;
+    // The corral IOPub connection dropped: its next handshake needs a new subscription.
+    let mut iopub_down = false;
     let inputs: [(&zmq::Socket, Source); 7] = [
         (&mux, Source::Reply),
         (&task, Source::Reply),
@@ -158,12 +179,19 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                     tracing::debug!("client I/O thread stopping");
                     return;
                 }
-                let Some(k) = OUT_NAMES.iter().position(|n| *n == channel) else {
+                let Some(mut k) = OUT_NAMES.iter().position(|n| *n == channel) else {
                     tracing::error!(channel = ?String::from_utf8_lossy(channel), "unknown channel");
                     continue;
                 };
                 if frames.len() < 3 {
                     continue;
+                }
+                if k == QUERY && is_iopub_query(&frames[2..]) {
+                    if !corral_iopub {
+                        answer_no_corral_iopub(&cx, &frames[2..]);
+                        continue;
+                    }
+                    k = IOPUB;
                 }
                 // [channel, task ids, message frames..]: keep the frames without copying them.
                 let tasks = task_ids(&frames[1]);
@@ -200,12 +228,38 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                     break;
                 };
                 bytes += frames.iter().map(Vec::len).sum::<usize>();
+                if matches!(source, Source::Iopub) {
+                    unacked += 1;
+                }
                 match Message::decode(&frames, &cx.session.signer) {
                     Ok(m) => decoded.push((*source, m)),
                     // ipykernel's iopub_welcome and similar arrive signed; anything that
                     // fails here is malformed or forged.
                     Err(e) => tracing::warn!(error = %e, "invalid message dropped"),
                 }
+            }
+        }
+
+        if let Some(events) = &iopub_events {
+            // Polled by draining (at least every POLL_MS): reconnections are rare.
+            for event in drain_events(events, true) {
+                match event {
+                    LinkEvent::Down => iopub_down = true,
+                    LinkEvent::Up if iopub_down => {
+                        iopub_down = false;
+                        unacked = 0;
+                        resubscribe(&cx, &iopub, now);
+                    }
+                    LinkEvent::Up => {}
+                }
+            }
+        }
+        if corral_iopub && unacked > 0 {
+            // Credit for what we took: the controller sends more only when we acknowledge.
+            let ack = cx.session.msg("iopub_ack", json!({ "messages": unacked }));
+            match iopub.send_multipart(cx.session.encode(&ack), zmq::DONTWAIT) {
+                Ok(()) => unacked = 0,
+                Err(e) => tracing::debug!(error = %e, "iopub ack not sent; retried next round"),
             }
         }
 
@@ -234,12 +288,22 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
             let mut store = shared.store.lock();
             for (source, m) in decoded.drain(..) {
                 match source {
-                    Source::Iopub if m.msg_type() == "status" => readiness = true,
+                    // Status, and the corral endpoint's cut-off notices and stats replies,
+                    // can end waits.
+                    Source::Iopub
+                        if matches!(
+                            m.msg_type(),
+                            "status" | "iopub_cutoff" | "iopub_stats_reply"
+                        ) =>
+                    {
+                        readiness = true
+                    }
                     Source::Iopub => output = true,
                     _ => readiness = true,
                 }
                 match source {
                     Source::Reply => store.on_reply(m, now),
+                    Source::Iopub if corral_iopub => on_corral_iopub(&mut store, m, now),
                     Source::Iopub => store.on_iopub(m, now),
                     Source::Notification => {
                         store.on_notification(&m, now);
@@ -343,4 +407,99 @@ fn resync_if_due(
         tasks: Vec::new(),
     };
     send(&cx.shared, outbox, query, outgoing, b"query");
+}
+
+/// True for a query the corral IOPub endpoint answers instead of the Hub.
+fn is_iopub_query(frames: &[Vec<u8>]) -> bool {
+    // [<IDS|MSG>, signature, header, ...]: only the header's msg_type matters.
+    frames.get(2).is_some_and(|h| {
+        let needle = b"\"iopub_stats_request\"";
+        h.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+/// A stock controller has no corral IOPub endpoint: answer its statistics query here.
+fn answer_no_corral_iopub(cx: &Context, frames: &[Vec<u8>]) {
+    let Ok(request) = Message::decode(frames, &cx.session.signer) else {
+        return;
+    };
+    let reply = cx
+        .session
+        .msg(
+            "iopub_stats_reply",
+            json!({
+                "status": "error",
+                "ename": "NotAvailable",
+                "evalue": "this controller has no corral IOPub endpoint (`corral_iopub` is not in \
+                           its connection file: a stock ipyparallel controller?), so there are \
+                           no per-client IOPub statistics",
+            }),
+        )
+        .with_parent(&request.header);
+    cx.shared.store.lock().on_hub_reply(reply);
+    cx.shared.wake_all();
+}
+
+/// Files a message from the corral IOPub endpoint: engine output as from a PUB, plus the
+/// endpoint's own messages.
+fn on_corral_iopub(store: &mut Store, m: Message, now: Instant) {
+    match m.msg_type() {
+        "iopub_cutoff" => {
+            let lost_all = m
+                .content
+                .get("lost_all")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
+            let ids: Vec<String> = m
+                .content
+                .get("lost_msg_ids")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let why = format!(
+                "this client stopped reading its IOPub while {} MB of output waited for it \
+                 (the controller's budget per client, `corral controller --iopub-budget`, \
+                 is {} MB), so the controller dropped {} messages of output; results \
+                 submitted from now on are complete again",
+                m.content
+                    .get("dropped_bytes")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+                    >> 20,
+                m.content
+                    .get("budget_bytes")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+                    >> 20,
+                m.content
+                    .get("dropped_messages")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+            );
+            let failed = store.output_lost((!lost_all).then_some(ids.as_slice()), &why, now);
+            tracing::error!(failed = failed.len(), reason = %why, "IOPub cut off by the controller");
+        }
+        "iopub_stats_reply" => store.on_hub_reply(m),
+        "iopub_subscribe_reply" | "iopub_probe" => {}
+        _ => store.on_iopub(m, now),
+    }
+}
+
+/// The corral IOPub connection came back: the controller sees a new peer, so subscribe
+/// again, and fail every unfinished task, since output sent while the connection was down
+/// is lost (never a silent gap).
+fn resubscribe(cx: &Context, iopub: &zmq::Socket, now: Instant) {
+    let request = cx.session.msg("iopub_subscribe_request", json!({}));
+    if let Err(e) = iopub.send_multipart(cx.session.encode(&request), zmq::DONTWAIT) {
+        tracing::error!(error = %e, "could not subscribe again to the controller's IOPub");
+    }
+    let why = "the IOPub connection to the controller dropped and was re-established; \
+               output sent in between is lost";
+    let failed = cx.shared.store.lock().output_lost(None, why, now);
+    tracing::warn!(failed = failed.len(), "IOPub reconnected: subscribed again");
+    cx.shared.wake_all();
 }

@@ -310,6 +310,39 @@ impl Store {
         }
     }
 
+    /// The controller cut this client's IOPub off (it stopped reading for too long, see
+    /// docs/PROTOCOL.md §11): output and data of the `lost` tasks (every task with `None`)
+    /// were dropped. Each of them not finished yet fails with `OutputLost`, so no result is
+    /// released with a silent gap in its output. Returns the msg_ids that failed.
+    pub fn output_lost(&mut self, lost: Option<&[String]>, why: &str, now: Instant) -> Vec<String> {
+        let ids: Vec<String> = match lost {
+            Some(ids) => ids.to_vec(),
+            None => self.tasks.keys().cloned().collect(),
+        };
+        let mut failed = Vec::new();
+        for msg_id in ids {
+            let Some(task) = self.tasks.get_mut(&msg_id) else {
+                continue;
+            };
+            if task.idle {
+                continue;
+            }
+            let evalue = format!("output of task '{msg_id}' was lost: {why}");
+            let engine = task.engine.clone();
+            task.reply = Some(local_error_reply(
+                "OutputLost",
+                &evalue,
+                json!({}),
+                engine.as_deref(),
+            ));
+            task.reply_at = Some(now);
+            task.idle = true;
+            self.touch(&msg_id);
+            failed.push(msg_id);
+        }
+        failed
+    }
+
     /// Records a request before it is sent, so no reply can arrive for an unknown task.
     pub fn add_task(&mut self, msg_id: String, engine: Option<String>, submitted: String) {
         self.tasks.insert(

@@ -53,6 +53,7 @@ impl FakeHub {
             task: port_of(&task),
             task_scheme: "leastload".into(),
             iopub: port_of(&iopub),
+            corral_iopub: None,
             notification: port_of(&notification),
             broadcast: port_of(&broadcast),
             key: String::from_utf8(KEY.to_vec()).unwrap(),

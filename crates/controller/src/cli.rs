@@ -44,6 +44,15 @@ pub struct Cli {
     /// a bigger frame drops the sender's connection.
     #[arg(long, default_value_t = crate::config::DEFAULT_MAX_MESSAGE_SIZE, allow_negative_numbers = true)]
     pub max_message_size: i64,
+    /// Per corral client (`corral_iopub`): bytes of IOPub output queued for a client that
+    /// stopped reading before it is cut off and told what it lost. Published data is
+    /// conflated (the latest update per task and engine), so only other output piles up.
+    #[arg(long, default_value_t = crate::config::DEFAULT_IOPUB_BUDGET)]
+    pub iopub_budget: usize,
+    /// Per corral client: bytes of IOPub sent and not yet acknowledged by it; what a client
+    /// that stopped reading holds in flight (on top of `--iopub-budget`).
+    #[arg(long, default_value_t = crate::config::DEFAULT_IOPUB_WINDOW)]
+    pub iopub_window: usize,
     /// CurveZMQ encryption of every connection (ipyparallel's `enable_curve`; also
     /// `--IPController.enable_curve=True` or IPP_ENABLE_CURVE=1). The key pair comes from
     /// IPP_CURVE_PUBLICKEY/IPP_CURVE_SECRETKEY, else is generated; the public key is
@@ -67,7 +76,8 @@ pub struct Cli {
     #[arg(long)]
     pub location: Option<String>,
     /// Fixed ports for the controller's sockets, taken in order (ipyparallel's `--ports`),
-    /// e.g. `10101-10115` or `10101,10103-10116`; 15 cover every socket, the rest bind to
+    /// e.g. `10101-10115` or `10101,10103-10116`; 15 cover ipyparallel's sockets (a 16th, corral
+    /// clients' conflating IOPub, binds to a random port unless given), the rest bind to
     /// random ports.
     #[arg(long, value_parser = parse_ports)]
     pub ports: Option<PortList>,
@@ -147,6 +157,8 @@ impl Cli {
             hb_period_ms: self.hb_period_ms.max(1),
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
+            iopub_budget: self.iopub_budget,
+            iopub_window: self.iopub_window.max(1),
             curve,
             python: self.python.clone().or_else(|| {
                 env("CORRAL_PYTHON")

@@ -10,6 +10,14 @@ use crate::curve::CurveKeys;
 /// `--max-message-size`. (ipyparallel sets no limit.)
 pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 2 << 30;
 
+/// Unacknowledged bytes per corral IOPub subscriber: two 8 MB arrays in flight keep a
+/// reading client busy; more only adds memory for a stuck one.
+pub const DEFAULT_IOPUB_WINDOW: usize = 16 << 20;
+/// Queued bytes per corral IOPub subscriber before a cut-off: published data is conflated
+/// to one update per (task, engine), so this is reached only by a client that stopped
+/// reading while output (or many tasks' data) kept coming.
+pub const DEFAULT_IOPUB_BUDGET: usize = 64 << 20;
+
 /// Settings of one controller. `Default` gives ipyparallel's defaults on 127.0.0.1 with
 /// the `default` profile.
 #[derive(Debug, Clone)]
@@ -42,6 +50,12 @@ pub struct ControllerConfig {
     /// bursts are queued; past it a peer that does not read has messages refused or
     /// dropped (never waited for).
     pub hwm: i32,
+    /// Per corral IOPub subscriber: bytes sent and not acknowledged (see
+    /// `iopub_subscribers`). Bounds what a stuck client holds in flight.
+    pub iopub_window: usize,
+    /// Per corral IOPub subscriber: bytes queued (published data conflated) before a client
+    /// that stopped reading is cut off with a notice. Bounds the controller's memory.
+    pub iopub_budget: usize,
     /// Write `ipcontroller-{client,engine}.json` (and delete them on stop).
     pub write_files: bool,
     /// CurveZMQ (ipyparallel's `enable_curve`): `Some` makes every socket facing clients
@@ -76,6 +90,8 @@ impl Default for ControllerConfig {
             insecure: false,
             hwm: 100_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            iopub_window: DEFAULT_IOPUB_WINDOW,
+            iopub_budget: DEFAULT_IOPUB_BUDGET,
             write_files: true,
             curve: None,
             python: None,

@@ -1,41 +1,88 @@
 //! The IOPub relay: engines' XPUB/PUB sockets connect to a SUB here; everything valid is
-//! re-published unchanged to clients. The hub hears about `shutdown_reply`s, which mean
-//! an engine is leaving.
+//! re-published unchanged to stock clients on a PUB, and queued for each corral client on
+//! the `corral_iopub` endpoint ([`crate::iopub_subscribers`]), which conflates published
+//! data and never drops other output silently. Frames are shared between the two, not
+//! copied. The hub hears about `shutdown_reply`s, which mean an engine is leaving.
 
 use corral_wire::Signer;
+use serde::Deserialize;
 use std::sync::Arc;
 use tracing::warn;
 
+use crate::conflate::{DataMeta, Meta};
 use crate::events::{HubEvent, HubSender, RecordEvent};
-use crate::sockets::{checked, parse, readable, recv_frames, HeaderIds};
+use crate::frame::{recv_message, send_message, Frame};
+use crate::iopub_subscribers::Subscribers;
+use crate::sockets::{parse, readable, HeaderIds, ParentIds};
 use crate::stop::Stop;
 
 const POLL_MS: i64 = 50;
+/// Poll period while a subscriber's send must be retried on a timer.
+const RETRY_POLL_MS: i64 = 5;
+/// During a burst, subscribers' acks (their credits) are read every this many messages.
+const ACKS_EVERY: usize = 64;
 
 pub(crate) struct IopubRelay {
     pub sub: zmq::Socket,
     pub publisher: zmq::Socket,
+    pub subscribers: Subscribers,
     pub signer: Signer,
     pub hub: HubSender,
     pub stop: Arc<Stop>,
 }
 
+/// What conflation reads of a `data_message` besides its parent.
+#[derive(Deserialize)]
+struct DataFields {
+    #[serde(default)]
+    engine: Option<String>,
+}
+#[derive(Deserialize)]
+struct DataKeys {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
 impl IopubRelay {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         while !self.stop.is_set() {
-            let mut items = [self.sub.as_poll_item(zmq::POLLIN)];
-            if !readable(&mut items, POLL_MS) {
-                continue;
+            let timeout = if self.subscribers.needs_retry() {
+                RETRY_POLL_MS
+            } else {
+                POLL_MS
+            };
+            let mut items = [
+                self.sub.as_poll_item(zmq::POLLIN),
+                self.subscribers.socket().as_poll_item(zmq::POLLIN),
+            ];
+            let any = readable(&mut items, timeout);
+            let (from_engines, from_clients) = (items[0].is_readable(), items[1].is_readable());
+            if any && from_clients {
+                self.subscribers.on_requests();
             }
-            while let Some(frames) = recv_frames(&self.sub) {
-                self.forward(frames);
+            if any && from_engines {
+                let mut n = 0;
+                while let Some(frames) = recv_message(&mut self.sub) {
+                    self.forward(frames);
+                    // Send at once what credits allow: only a reader that lags sees conflation.
+                    self.subscribers.flush();
+                    n += 1;
+                    if n % ACKS_EVERY == 0 {
+                        self.subscribers.on_requests();
+                    }
+                }
             }
+            self.subscribers.flush();
         }
     }
 
-    fn forward(&self, frames: Vec<zmq::Message>) {
-        let Some(d) = checked(&frames, &self.signer, "iopub") else {
-            return;
+    fn forward(&mut self, mut frames: Vec<Frame>) {
+        let d = match corral_wire::verify_frames(&frames, &self.signer) {
+            Ok(d) => d,
+            Err(error) => {
+                warn!(socket = "iopub", %error, frames = frames.len(), "dropped invalid message");
+                return;
+            }
         };
         let header = &frames[d + 2];
         // Cheap pre-check before parsing: only shutdown replies interest the hub.
@@ -61,8 +108,33 @@ impl IopubRelay {
                 parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
             }));
         }
-        if let Err(error) = self.publisher.send_multipart(frames, 0) {
+        if !self.subscribers.is_empty() {
+            let meta = Arc::new(meta_of(&frames, d));
+            self.subscribers.fan_out(&frames, &meta);
+        }
+        if let Err(error) = send_message(&mut self.publisher, &mut frames) {
             warn!(socket = "iopub", %error, "publish failed");
         }
     }
+}
+
+/// The parent msg_id, and for a `data_message` its engine and keys: what a subscriber's
+/// queue needs to conflate. Only small JSON frames are parsed, once per message.
+fn meta_of(frames: &[Frame], d: usize) -> Meta {
+    let parent = serde_json::from_slice::<ParentIds>(&frames[d + 3])
+        .ok()
+        .and_then(|p| p.msg_id);
+    let header = &frames[d + 2];
+    let is_data = header.windows(14).any(|w| w == b"\"data_message\"")
+        && serde_json::from_slice::<HeaderIds>(header).is_ok_and(|h| h.msg_type == "data_message");
+    let data = is_data.then(|| DataMeta {
+        engine: serde_json::from_slice::<DataFields>(&frames[d + 4])
+            .ok()
+            .and_then(|m| m.engine)
+            .unwrap_or_default(),
+        keys: serde_json::from_slice::<DataKeys>(&frames[d + 5])
+            .map(|c| c.keys)
+            .unwrap_or_default(),
+    });
+    Meta { parent, data }
 }

@@ -21,7 +21,10 @@
 //! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
 //! - `heartbeat`: ping PUB / pong ROUTER; new and stopped hearts.
 //! - `relay`: MUX and control relays (ROUTER ↔ ROUTER, routing frames swapped).
-//! - `iopub`: engines' IOPub → clients, unchanged.
+//! - `iopub`: engines' IOPub → clients, unchanged: a PUB for stock clients, and
+//!   - `iopub_subscribers`: the `corral_iopub` ROUTER, one credit-limited queue per corral client;
+//!   - `conflate`: that queue: published data conflated, other output kept up to a budget;
+//!   - `frame`: frames shared between sockets without copying (`zmq_msg_copy`).
 //! - `task`: the load-balancing task scheduler (leastload).
 //! - `dependency`: the task scheduler's rules: after/follow, retries, timeouts.
 //! - `broadcast`: the broadcast scheduler (root and leaves in one thread).
@@ -43,6 +46,7 @@
 //!  task_in ROUTER      <----> corral-task    <--> task_out ROUTER  (+ the hub's resubmit DEALER)
 //!  broadcast ROUTER    <----> corral-bcast   <--> 2 leaf ROUTERs
 //!  iopub PUB           <----- corral-iopub   <--- iopub SUB
+//!  corral_iopub ROUTER <---->  (one queue per corral client, credits and acks)
 //! ```
 
 pub mod cli;
@@ -52,13 +56,16 @@ pub mod error;
 
 mod broadcast;
 mod coalesce;
+mod conflate;
 mod dask;
 mod dependency;
 mod events;
+mod frame;
 mod heartbeat;
 mod hub;
 mod hub_loop;
 mod iopub;
+mod iopub_subscribers;
 mod queues;
 mod record_queries;
 mod records;
@@ -165,6 +172,13 @@ impl Controller {
         let (bcast_in, bcast_client) = relay("broadcast", b"sub_scheduler_0")?;
         let (leaf0, leaf0_port) = relay("broadcast_leaf", b"sub_scheduler_00")?;
         let (leaf1, leaf1_port) = relay("broadcast_leaf", b"sub_scheduler_01")?;
+        // Bound last, so that ipyparallel's 15 `--ports` keep their meaning.
+        // corral clients' IOPub: ROUTER_MANDATORY so a departed client is an error, not a
+        // silent sink; its own credits (not this HWM) bound what each client holds.
+        let iopub_router = peer(ROUTER, "corral_iopub")?;
+        opt("corral_iopub", iopub_router.set_router_mandatory(true))?;
+        opt("corral_iopub", iopub_router.set_sndhwm(hwm))?;
+        let corral_iopub = bind_port(&iopub_router, &at, "corral_iopub")?;
 
         let location = config
             .advertised_location
@@ -181,6 +195,7 @@ impl Controller {
             task: task_client,
             task_scheme: "leastload".into(),
             iopub: iopub_client,
+            corral_iopub: Some(corral_iopub),
             notification,
             broadcast: bcast_client,
             key: key.clone(),
@@ -323,6 +338,14 @@ impl Controller {
         let iopub = iopub::IopubRelay {
             sub: iopub_sub,
             publisher: iopub_pub,
+            subscribers: iopub_subscribers::Subscribers::new(
+                iopub_router,
+                session.clone(),
+                iopub_subscribers::Limits {
+                    window: config.iopub_window,
+                    budget: config.iopub_budget,
+                },
+            ),
             signer,
             hub: hub_tx.clone(),
             stop: stop.clone(),

@@ -41,7 +41,7 @@ pub(crate) fn read(location: &ProfileLocation) -> Option<Reused> {
 
 /// The files' ports in the order `Controller::start` binds: registration, notification,
 /// hb_ping, hb_pong, mux (client, engine), control (client, engine), task (client,
-/// engine), iopub (engine, client), broadcast (client), broadcast leaves.
+/// engine), iopub (engine, client), broadcast (client), broadcast leaves, corral_iopub.
 pub(crate) fn ports_in_bind_order(c: &ClientConnection, e: &EngineConnection) -> Vec<u16> {
     let mut ports = vec![
         c.registration,
@@ -59,5 +59,6 @@ pub(crate) fn ports_in_bind_order(c: &ClientConnection, e: &EngineConnection) ->
         c.broadcast,
     ];
     ports.extend(&e.broadcast);
+    ports.extend(c.corral_iopub);
     ports
 }

@@ -20,6 +20,10 @@ pub struct ClientConnection {
     #[serde(default = "default_scheme")]
     pub task_scheme: String,
     pub iopub: u16,
+    /// corral's own IOPub endpoint (a ROUTER with a conflating queue per subscriber, see
+    /// docs/PROTOCOL.md §11); absent in stock files, and stock clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corral_iopub: Option<u16>,
     pub notification: u16,
     pub broadcast: u16,
     pub key: String,

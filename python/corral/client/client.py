@@ -356,6 +356,16 @@ class Client:
             return status[targets]
         return status
 
+    def iopub_stats(self) -> dict:
+        """This client's IOPub queue on a corral controller: ``forwarded`` (engine messages
+        sent to it), ``conflated`` (published-data updates it did not need because newer
+        ones re-sent their keys), ``cut_offs`` and ``dropped`` (output lost because it
+        stopped reading past the controller's budget), ``queued``/``queued_bytes`` (waiting
+        now). Raises on a stock controller, which has no such queue."""
+        stats = self._hub.request("iopub_stats_request", {})[0]
+        stats.pop("status", None)
+        return stats
+
     def shutdown(self, targets="all", restart=False, hub=False, block=None):
         """Stop engines (control ``shutdown_request``) and, with ``hub=True``, the controller."""
         if hub:
