@@ -57,6 +57,13 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub enable_curve: bool,
+    /// Earlier published-data updates each task record keeps per engine, beside the
+    /// latest snapshot (clients read them as `ar.data_history`); 0 keeps none.
+    #[arg(long, default_value_t = crate::config::HistoryLimits::default().updates)]
+    pub data_history: usize,
+    /// Bytes of those earlier updates kept per task and engine.
+    #[arg(long, default_value_t = crate::config::HistoryLimits::default().bytes)]
+    pub data_history_bytes: usize,
 }
 
 /// `CORRAL_INSECURE=1` (or `true`/`yes`) opts in to an empty key.
@@ -104,6 +111,10 @@ impl Cli {
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
             curve,
+            data_history: crate::config::HistoryLimits {
+                updates: self.data_history,
+                bytes: self.data_history_bytes,
+            },
             ..ControllerConfig::default()
         })
     }
@@ -256,6 +267,22 @@ mod tests {
         let cfg = cli.config_with_env(|_| None).unwrap();
         assert!(cfg.insecure);
         assert_eq!(cfg.max_message_size, -1);
+    }
+
+    #[test]
+    fn data_history_options() {
+        let cfg = parse(Vec::<String>::new())
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(cfg.data_history, crate::config::HistoryLimits::default());
+        let args = ["--data-history", "3", "--data-history-bytes", "1000"];
+        let cfg = parse(args.map(String::from))
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(cfg.data_history.updates, 3);
+        assert_eq!(cfg.data_history.bytes, 1000);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use corral_wire::ProfileLocation;
 
 use crate::curve::CurveKeys;
+pub use crate::published::HistoryLimits;
 
 /// 2 GiB per frame. Frames are one pickled object or one out-of-band buffer (a numpy
 /// array), so this admits arrays of up to 2 GiB each while capping what an unauthenticated
@@ -48,6 +49,9 @@ pub struct ControllerConfig {
     /// and engines a CURVE server with these keys and writes the public key into both
     /// connection files. Off (`None`) by default, as in ipyparallel.
     pub curve: Option<CurveKeys>,
+    /// How many earlier published-data updates, and how many bytes of them, each task
+    /// record keeps per engine beside the latest snapshot (docs/PROTOCOL.md §11.1).
+    pub data_history: HistoryLimits,
 }
 
 impl Default for ControllerConfig {
@@ -65,6 +69,7 @@ impl Default for ControllerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
             curve: None,
+            data_history: HistoryLimits::default(),
         }
     }
 }
