@@ -182,10 +182,12 @@ impl Published {
     }
 
     /// The engine entries of a `data_reply` (PROTOCOL.md §11.2) and their frames, in the
-    /// order the entries list them.
+    /// order the entries list them (none when `with_frames` is false: a reader that only
+    /// wants the sequence numbers and times).
     pub(crate) fn entries(
         &self,
         history: bool,
+        with_frames: bool,
         facts: &dyn Fn(&str) -> EngineFacts,
     ) -> (Value, Vec<Vec<u8>>) {
         let mut entries = Vec::new();
@@ -199,8 +201,10 @@ impl Published {
                 Vec::new()
             };
             let snapshot: Vec<&Arc<Update>> = e.snapshot.iter().map(|(u, _)| u).collect();
-            for u in snapshot.iter().chain(kept_history.iter()) {
-                frames.extend(u.frames.iter().cloned());
+            if with_frames {
+                for u in snapshot.iter().chain(kept_history.iter()) {
+                    frames.extend(u.frames.iter().cloned());
+                }
             }
             entries.push(json!({
                 "engine_uuid": e.engine,
@@ -257,11 +261,11 @@ mod tests {
         let l = HistoryLimits::default();
         add(&mut p, "e", &["a", "b"], b"1", l);
         add(&mut p, "e", &["b", "c"], b"2", l); // 1 still holds the only `a`
-        let (v, frames) = p.entries(false, &alive);
+        let (v, frames) = p.entries(false, true, &alive);
         assert_eq!(seqs(&v[0]["updates"]), vec![1, 2]);
         assert_eq!(frames, vec![b"1".to_vec(), b"2".to_vec()]);
         add(&mut p, "e", &["a"], b"3", l); // 1's keys are all carried later now
-        let (v, _) = p.entries(false, &alive);
+        let (v, _) = p.entries(false, true, &alive);
         assert_eq!(seqs(&v[0]["updates"]), vec![2, 3]);
         assert_eq!(
             v[0]["updates"][0]["keys"],
@@ -269,7 +273,7 @@ mod tests {
             "as published"
         );
         add(&mut p, "e", &["a", "b", "c"], b"4", l);
-        let (v, frames) = p.entries(false, &alive);
+        let (v, frames) = p.entries(false, true, &alive);
         assert_eq!(seqs(&v[0]["updates"]), vec![4]);
         assert_eq!(frames, vec![b"4".to_vec()]);
         assert_eq!(v[0]["seq"], 4);
@@ -286,7 +290,7 @@ mod tests {
         for i in 0..10u8 {
             add(&mut p, "e", &["i"], &[i], l);
         }
-        let (v, frames) = p.entries(true, &alive);
+        let (v, frames) = p.entries(true, true, &alive);
         assert_eq!(seqs(&v[0]["updates"]), vec![10]);
         assert_eq!(seqs(&v[0]["history"]), vec![7, 8, 9]);
         assert_eq!(v[0]["history_dropped"], 6);
@@ -301,7 +305,7 @@ mod tests {
         for _ in 0..10 {
             add(&mut p, "e", &["i"], &[0; 10], l);
         }
-        let (v, _) = p.entries(true, &alive);
+        let (v, _) = p.entries(true, true, &alive);
         assert_eq!(
             seqs(&v[0]["history"]),
             vec![8, 9],
@@ -314,7 +318,7 @@ mod tests {
         let mut p = Published::default();
         add(&mut p, "e", &["i"], b"x", none);
         add(&mut p, "e", &["i"], b"y", none);
-        let (v, _) = p.entries(true, &alive);
+        let (v, _) = p.entries(true, true, &alive);
         assert_eq!(v[0]["history"], json!([]));
         assert_eq!(v[0]["history_dropped"], 1);
     }
@@ -331,7 +335,7 @@ mod tests {
             alive: uuid == "e1",
             died: (uuid == "e2").then(|| "D".to_string()),
         };
-        let (v, frames) = p.entries(false, &facts);
+        let (v, frames) = p.entries(false, true, &facts);
         assert_eq!(v[0]["engine_uuid"], "e1");
         assert_eq!(v[0]["seq"], 2);
         assert_eq!(v[1]["engine_uuid"], "e2");
@@ -343,7 +347,7 @@ mod tests {
         for i in 0..(SNAPSHOT_UPDATES + 5) {
             add(&mut p, "e", &[&format!("k{i}")], b"x", l);
         }
-        let (v, _) = p.entries(false, &alive);
+        let (v, _) = p.entries(false, true, &alive);
         assert_eq!(v[0]["updates"].as_array().unwrap().len(), SNAPSHOT_UPDATES);
         assert_eq!(v[0]["incomplete"], true);
     }

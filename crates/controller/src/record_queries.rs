@@ -139,7 +139,7 @@ pub(crate) fn db_query(
             obj.remove("buffers");
             obj.remove("result_buffers");
             if let Some(lens) = &mut data_buffer_lens {
-                let (entries, frames) = rec.published.entries(false, facts);
+                let (entries, frames) = rec.published.entries(false, true, facts);
                 lens.push(frames.len());
                 data_frames.extend(frames);
                 obj.insert("data".into(), entries);
@@ -171,7 +171,8 @@ pub(crate) fn db_query(
 }
 
 /// corral's `data_request` (PROTOCOL.md §11.2): the published data each msg_id's record
-/// keeps, per engine, with the earlier updates when `history` is true. An unknown msg_id
+/// keeps, per engine, with the earlier updates when `history` is true, without frames when
+/// `buffers` is false. An unknown msg_id
 /// is a `KeyError`, as in `result_request`.
 pub(crate) fn data(
     records: &Records,
@@ -188,6 +189,10 @@ pub(crate) fn data(
         .get("history")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let with_frames = content
+        .get("buffers")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let mut tasks = Map::new();
     let mut buffers = Vec::new();
     for id in ids {
@@ -199,7 +204,7 @@ pub(crate) fn data(
             let evalue = format!("'No such message: {id}'");
             return (error_content("KeyError", &evalue), Vec::new());
         };
-        let (entries, frames) = rec.published.entries(history, facts);
+        let (entries, frames) = rec.published.entries(history, with_frames, facts);
         tasks.insert(id.to_string(), entries);
         buffers.extend(frames);
     }

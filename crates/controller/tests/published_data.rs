@@ -125,6 +125,14 @@ fn data_request_returns_the_latest_snapshot_history_and_engine_state() {
         "snapshot frames, then history frames"
     );
 
+    // Sequence numbers and times only, no frames.
+    let r = client.query(
+        "data_request",
+        json!({"msg_ids": [msg_id], "buffers": false}),
+    );
+    assert!(r.buffers.is_empty());
+    assert_eq!(seqs(&r.content["tasks"][&msg_id][0]["updates"]), vec![1, 3]);
+
     // Without history, and through db_request: data frames after the other buffers.
     let r = client.query(
         "db_request",
