@@ -30,7 +30,7 @@ impl Default for HistoryLimits {
     fn default() -> Self {
         HistoryLimits {
             updates: 10,
-            bytes: 16 << 20,
+            bytes: 4 << 20,
         }
     }
 }

@@ -97,7 +97,14 @@ def data_history(client, msg_ids: list[str]) -> list[list[dict]]:
     """Per msg_id, the updates the controller still holds (its bounded history and the
     latest snapshot), oldest first, each ``{seq, engine_id, engine_uuid, published,
     received, data}`` with ``data`` the dict that update published."""
-    tasks, frames = client._hub.data(msg_ids, history=True)
+    try:
+        tasks, frames = client._hub.data(msg_ids, history=True)
+    except error.RemoteError as e:
+        if "data_request" in str(e):
+            raise RuntimeError(
+                "this controller keeps no published data (a stock ipyparallel controller?): "
+                "data_history needs corral's controller (`corral controller`)") from None
+        raise
     out = []
     for m in msg_ids:
         entries = []
