@@ -697,6 +697,40 @@ mod tests {
     }
 
     #[test]
+    fn published_data_is_kept_with_the_record_and_counted_in_its_size() {
+        let mut s = Records::default();
+        request(&mut s, "m1", "2026");
+        let base = s.bytes;
+        let data = |keys: Value, engine: &str, payload: &[u8]| {
+            let mut p = parts(
+                json!({"msg_type": "data_message", "date": "D", "session": engine}),
+                json!({"msg_id": "m1"}),
+                json!({}),
+                json!({ "keys": keys }),
+            );
+            p.push(payload.to_vec());
+            RecordEvent::Iopub { parts: p }
+        };
+        s.apply(data(json!(["a"]), "e0", &[0; 100]), "R1");
+        s.apply(data(json!(["a"]), "e0", &[0; 50]), "R2");
+        assert_eq!(s.bytes, base + 150, "latest 50 + one earlier update of 100");
+        s.apply(data(json!(["a"]), "e1", &[0; 10]), "R3");
+        let facts = |_: &str| crate::published::EngineFacts {
+            id: None,
+            alive: true,
+            died: None,
+        };
+        let (v, frames) = s.get("m1").unwrap().published.entries(false, true, &facts);
+        assert_eq!(v[0]["engine_uuid"], "e0");
+        assert_eq!(v[0]["seq"], 2);
+        assert_eq!(v[0]["received"], "R2");
+        assert_eq!(v[1]["engine_uuid"], "e1");
+        assert_eq!(frames, vec![vec![0; 50], vec![0; 10]]);
+        s.remove("m1");
+        assert_eq!(s.bytes, 0);
+    }
+
+    #[test]
     fn bad_copies_are_dropped() {
         let mut s = Records::default();
         s.apply(
