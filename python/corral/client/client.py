@@ -648,13 +648,14 @@ class Client:
         return dicts
 
     def _metadata(self, msg_id) -> dict:
-        if msg_id in self._hub_md and not self._is_local(msg_id):
+        task = self._core.task(msg_id)
+        foreign = task is None or task.foreign
+        if foreign and msg_id in self._hub_md:
+            # Another client's finished task: its record, as the controller has it.
             md = dict(self._hub_md[msg_id])
-            md["data"] = self._read_data([msg_id])[0]
-            task = self._core.task(msg_id)
+            md["data"] = self._hub_data.take([msg_id])[0]
             md["data_messages"] = task.data_received if task else 0
             return md
-        task = self._core.task(msg_id)
         md = {
             "msg_id": msg_id, "submitted": None, "started": None, "completed": None,
             "received": None, "engine_uuid": None, "engine_id": None, "status": None,
@@ -677,7 +678,7 @@ class Client:
                 md["execute_input"] = content.get("code")
             else:
                 md[kind] = content
-        md["data"] = self._read_data([msg_id])[0]
+        md["data"] = (self._hub_data.take if foreign else self._take_data)([msg_id])[0]
         reply = self._core.reply(msg_id)
         if reply is not None:
             header, metadata = json.loads(reply.header), json.loads(reply.metadata)
