@@ -46,7 +46,7 @@ pub(crate) struct HubState {
     queues: Queues,
     /// Task records: requests, replies and output (result/db/resubmit queries).
     records: Records,
-    /// Engines unregistered, uuid → (id, when), newest last: readers of published data
+    /// Engines unregistered, `(uuid, id, when)`, newest last: readers of published data
     /// are told that an engine died and when. At most [`REMEMBERED_DEATHS`].
     deaths: VecDeque<(String, u32, String)>,
 }
