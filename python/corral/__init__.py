@@ -8,6 +8,7 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from corral._core import __version__
 from corral import error
 from corral.client import (
+    AsyncHubResult,
     AsyncMapResult,
     AsyncResult,
     BroadcastView,
@@ -40,6 +41,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "AsyncHubResult",
     "AsyncMapResult",
     "AsyncResult",
     "BroadcastView",

@@ -83,8 +83,12 @@ pub struct TaskView {
     pub stderr: String,
     pub outputs: Vec<Value>,
     pub data_received: u64,
+    /// Updates replaced by later ones before they were read.
+    pub data_conflated: u64,
     /// An engine has started running it.
     pub started: bool,
+    /// Followed, not sent by this client ([`ClientCore::follow`]).
+    pub foreign: bool,
 }
 
 pub struct ClientCore {
@@ -466,8 +470,16 @@ impl ClientCore {
             stderr: t.stderr.clone(),
             outputs: t.outputs.clone(),
             data_received: t.data_received,
+            data_conflated: t.data_conflated,
             started: t.started,
+            foreign: t.foreign,
         })
+    }
+
+    /// Files the IOPub of tasks this client did not send from now on (another client's,
+    /// or ours from before a reconnect), so their output and data update live.
+    pub fn follow(&self, msg_ids: &[String]) {
+        self.shared.store.lock().follow(msg_ids);
     }
 
     /// Takes the pending (conflated) data updates of each task, oldest first.

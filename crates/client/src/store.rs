@@ -41,10 +41,13 @@ pub struct Reply {
     pub buffers: Vec<Vec<u8>>,
 }
 
-/// One `data_message` not yet read: its keys (for conflation) and its payload frames.
+/// One `data_message` not yet read: its keys (for conflation), its header date (the
+/// engine's clock: a reader that also fetched the controller's snapshot skips updates it
+/// already holds) and its payload frames.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingData {
     pub keys: Vec<String>,
+    pub published: String,
     pub buffers: Vec<Vec<u8>>,
 }
 
@@ -70,6 +73,11 @@ pub struct TaskRecord {
     pub pending: Vec<PendingData>,
     /// How many `data_message`s arrived in total (conflated or not).
     pub data_received: u64,
+    /// How many of those were replaced by a later update before anyone read them.
+    pub data_conflated: u64,
+    /// Another client's task (or one from before a reconnect) that we follow: its IOPub
+    /// is filed here whatever its session, and no reply will come on our sockets.
+    pub foreign: bool,
 }
 
 impl TaskRecord {
@@ -355,6 +363,20 @@ impl Store {
         );
     }
 
+    /// Follows tasks this client did not send (or sent before it reconnected): their
+    /// IOPub (output, published data, status) is filed from now on. Tasks already known
+    /// are left as they are. Forgetting them ends it.
+    pub fn follow(&mut self, msg_ids: &[String]) {
+        for msg_id in msg_ids {
+            self.tasks
+                .entry(msg_id.clone())
+                .or_insert_with(|| TaskRecord {
+                    foreign: true,
+                    ..TaskRecord::default()
+                });
+        }
+    }
+
     /// Files a reply from mux, task, broadcast or control.
     pub fn on_reply(&mut self, msg: Message, now: Instant) {
         let Some(msg_id) = msg.parent_msg_id().map(str::to_owned) else {
@@ -415,15 +437,16 @@ impl Store {
         let sender = SenderMetadata::read(&msg.metadata).engine;
         self.note_engine(sender.as_deref());
         let parent_session = HeaderFields::read(&msg.parent_header).session;
-        if parent_session.as_deref() != Some(self.session.as_str()) {
-            return;
-        }
+        let ours = parent_session.as_deref() == Some(self.session.as_str());
         let Some(msg_id) = msg.parent_msg_id() else {
             return;
         };
         let Some(task) = self.tasks.get_mut(msg_id) else {
             return;
         };
+        if !ours && !task.foreign {
+            return;
+        }
         task.last_iopub = Some(now);
         if task.engine.is_none() {
             if let Some(uuid) = sender {
@@ -451,10 +474,11 @@ impl Store {
             "data_message" => {
                 let keys = DataMessageContent::read(&msg.content).keys;
                 task.data_received += 1;
-                push_conflated(
+                task.data_conflated += push_conflated(
                     &mut task.pending,
                     PendingData {
                         keys,
+                        published: msg.header.date.clone(),
                         buffers: msg.buffers,
                     },
                 );
@@ -493,6 +517,11 @@ impl Store {
         let mut failed = Vec::new();
         for (msg_id, task) in self.tasks.iter_mut() {
             if task.engine.as_deref() != Some(uuid) {
+                continue;
+            }
+            if task.foreign {
+                // Not ours to fail: the controller records its outcome for every reader.
+                task.idle = true;
                 continue;
             }
             if self.watched.contains(msg_id) {
@@ -539,7 +568,9 @@ impl Store {
     pub fn outstanding(&mut self, msg_ids: &[String], now: Instant) -> Vec<String> {
         msg_ids
             .iter()
-            .filter(|m| self.tasks.contains_key(m.as_str()) && !self.is_ready(m, now))
+            .filter(|m| {
+                self.tasks.get(m.as_str()).is_some_and(|t| !t.foreign) && !self.is_ready(m, now)
+            })
             .cloned()
             .collect()
     }
@@ -549,7 +580,8 @@ impl Store {
     pub fn forget(&mut self, msg_ids: &[String], now: Instant) -> Vec<String> {
         let mut kept = Vec::new();
         for msg_id in msg_ids {
-            if self.tasks.contains_key(msg_id) && !self.is_ready(msg_id, now) {
+            let foreign = self.tasks.get(msg_id).is_some_and(|t| t.foreign);
+            if self.tasks.contains_key(msg_id) && !foreign && !self.is_ready(msg_id, now) {
                 kept.push(msg_id.clone());
             } else {
                 self.tasks.remove(msg_id);
@@ -565,7 +597,7 @@ impl Store {
     pub fn forget_finished(&mut self, now: Instant) -> usize {
         let release_after = self.release_after;
         self.tasks
-            .retain(|msg_id, task| !task.is_ready(msg_id, release_after, now));
+            .retain(|msg_id, task| !task.foreign && !task.is_ready(msg_id, release_after, now));
         self.shrink_tasks();
         self.tasks.len()
     }
@@ -676,10 +708,14 @@ fn local_error_reply(ename: &str, evalue: &str, engine_info: Value, engine: Opti
     }
 }
 
-/// Appends `update`, dropping older pending updates whose keys it covers.
-fn push_conflated(pending: &mut Vec<PendingData>, update: PendingData) {
+/// Appends `update`, dropping older pending updates whose keys it covers; returns how
+/// many were dropped.
+fn push_conflated(pending: &mut Vec<PendingData>, update: PendingData) -> u64 {
+    let before = pending.len();
     pending.retain(|old| !old.keys.iter().all(|k| update.keys.contains(k)));
+    let dropped = (before - pending.len()) as u64;
     pending.push(update);
+    dropped
 }
 
 #[cfg(test)]
@@ -866,6 +902,35 @@ mod tests {
         m.parent_header = request_header("m", "someone-else");
         s.on_iopub(m, Instant::now());
         assert!(s.tasks["m"].pending.is_empty());
+    }
+
+    #[test]
+    fn followed_tasks_of_other_sessions_get_their_iopub_and_are_never_outstanding() {
+        let mut s = Store::new(SESSION.into());
+        s.add_engine(0, ENGINE.into());
+        let t0 = Instant::now();
+        let mut theirs = data("x", &["a"], 1);
+        theirs.parent_header = request_header("x", "someone-else");
+        s.on_iopub(theirs.clone(), t0);
+        assert!(s.task("x").is_none(), "not followed: dropped");
+        s.follow(&["x".into()]);
+        s.on_iopub(theirs.clone(), t0);
+        let mut second = theirs.clone();
+        second.buffers = vec![vec![2]];
+        second.header.date = "2026-12-01T00:00:00.000001Z".into();
+        s.on_iopub(second, t0);
+        let t = s.task("x").unwrap();
+        assert!(t.foreign);
+        assert_eq!(t.engine.as_deref(), Some(ENGINE));
+        assert_eq!((t.data_received, t.data_conflated), (2, 1));
+        let pending = s.take_data("x");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].buffers, vec![vec![2]]);
+        assert_eq!(pending[0].published, "2026-12-01T00:00:00.000001Z");
+        assert!(s.outstanding(&["x".into()], t0).is_empty());
+        s.engine_died(0, ENGINE, t0);
+        assert!(s.task("x").unwrap().reply.is_none(), "not ours to fail");
+        assert_eq!(s.forget_finished(t0), 0, "followed tasks are forgotten too");
     }
 
     #[test]

@@ -66,6 +66,13 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub enable_curve: bool,
+    /// Earlier published-data updates each task record keeps per engine, beside the
+    /// latest snapshot (clients read them as `ar.data_history`); 0 keeps none.
+    #[arg(long, default_value_t = crate::config::HistoryLimits::default().updates)]
+    pub data_history: usize,
+    /// Bytes of those earlier updates kept per task and engine.
+    #[arg(long, default_value_t = crate::config::HistoryLimits::default().bytes)]
+    pub data_history_bytes: usize,
     /// The Python that runs the dask.distributed scheduler when a client calls
     /// `become_dask()` (it needs dask[distributed]); also CORRAL_PYTHON. `corral
     /// controller` passes its own interpreter; default: python3 from PATH.
@@ -160,6 +167,10 @@ impl Cli {
             iopub_budget: self.iopub_budget,
             iopub_window: self.iopub_window.max(1),
             curve,
+            data_history: crate::config::HistoryLimits {
+                updates: self.data_history,
+                bytes: self.data_history_bytes,
+            },
             python: self.python.clone().or_else(|| {
                 env("CORRAL_PYTHON")
                     .filter(|p| !p.is_empty())
@@ -333,6 +344,22 @@ mod tests {
         let cfg = cli.config_with_env(|_| None).unwrap();
         assert!(cfg.insecure);
         assert_eq!(cfg.max_message_size, -1);
+    }
+
+    #[test]
+    fn data_history_options() {
+        let cfg = parse(Vec::<String>::new())
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(cfg.data_history, crate::config::HistoryLimits::default());
+        let args = ["--data-history", "3", "--data-history-bytes", "1000"];
+        let cfg = parse(args.map(String::from))
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(cfg.data_history.updates, 3);
+        assert_eq!(cfg.data_history.bytes, 1000);
     }
 
     #[test]

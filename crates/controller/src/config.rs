@@ -3,6 +3,7 @@
 use corral_wire::ProfileLocation;
 
 use crate::curve::CurveKeys;
+pub use crate::published::HistoryLimits;
 
 /// 2 GiB per frame. Frames are one pickled object or one out-of-band buffer (a numpy
 /// array), so this admits arrays of up to 2 GiB each while capping what an unauthenticated
@@ -75,6 +76,9 @@ pub struct ControllerConfig {
     /// Start on the key and ports of existing connection files, and leave the files on
     /// stop (ipyparallel's `--reuse`), so a restarted controller is found again.
     pub reuse_files: bool,
+    /// How many earlier published-data updates, and how many bytes of them, each task
+    /// record keeps per engine beside the latest snapshot (docs/PROTOCOL.md §12.1).
+    pub data_history: HistoryLimits,
 }
 
 impl Default for ControllerConfig {
@@ -98,6 +102,7 @@ impl Default for ControllerConfig {
             advertised_location: None,
             ports: Vec::new(),
             reuse_files: false,
+            data_history: HistoryLimits::default(),
         }
     }
 }

@@ -6,11 +6,13 @@
 
 use corral_wire::{Header, Message, Session};
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::dask::Requester;
 use crate::events::{EngineEvent, HubEvent};
+use crate::published::{EngineFacts, HistoryLimits};
 use crate::queues::Queues;
 use crate::record_queries;
 use crate::records::Records;
@@ -60,7 +62,13 @@ pub(crate) struct HubState {
     queues: Queues,
     /// Task records: requests, replies and output (result/db/resubmit queries).
     records: Records,
+    /// Engines unregistered, `(uuid, id, when)`, newest last: readers of published data
+    /// are told that an engine died and when. At most [`REMEMBERED_DEATHS`].
+    deaths: VecDeque<(String, u32, String)>,
 }
+
+/// How many dead engines the hub remembers for readers of published data.
+const REMEMBERED_DEATHS: usize = 4096;
 
 impl HubState {
     pub(crate) fn new(
@@ -76,6 +84,37 @@ impl HubState {
             registry: Registry::new(registration_timeout),
             queues: Queues::default(),
             records: Records::default(),
+            deaths: VecDeque::new(),
+        }
+    }
+
+    /// Sets how much published-data history each task record keeps per engine.
+    pub(crate) fn with_data_history(mut self, limits: HistoryLimits) -> Self {
+        self.records.set_data_history(limits);
+        self
+    }
+
+    /// What a reader of published data is told about an engine.
+    fn engine_facts(&self, uuid: &str) -> EngineFacts {
+        if let Some(id) = self.registry.id_of(uuid) {
+            let alive = self.registry.get(id).is_some_and(|e| e.live);
+            return EngineFacts {
+                id: Some(id),
+                alive,
+                died: None,
+            };
+        }
+        match self.deaths.iter().rev().find(|(u, _, _)| u == uuid) {
+            Some((_, id, when)) => EngineFacts {
+                id: Some(*id),
+                alive: false,
+                died: Some(when.clone()),
+            },
+            None => EngineFacts {
+                id: None,
+                alive: false,
+                died: None,
+            },
         }
     }
 
@@ -118,6 +157,12 @@ impl HubState {
         now: Instant,
     ) -> Vec<Action> {
         let parent = &msg.header;
+        if msg.msg_type() == "data_request" {
+            // corral's extension (PROTOCOL.md §12.2): no stock type to read it as.
+            let facts = |uuid: &str| self.engine_facts(uuid);
+            let (content, buffers) = record_queries::data(&self.records, &msg.content, &facts);
+            return vec![self.reply_with(ident, parent, "data_reply", content, buffers)];
+        }
         match Content::read(msg.msg_type(), &msg.content) {
             Content::RegistrationRequest(request) => self.register(ident, &request, now),
             Content::UnregistrationRequest(request) => match request.id {
@@ -158,7 +203,8 @@ impl HubState {
                 vec![self.reply_with(ident, parent, "result_reply", content, buffers)]
             }
             Content::DbRequest(request) => {
-                let (content, buffers) = record_queries::db_query(&self.records, &request);
+                let facts = |uuid: &str| self.engine_facts(uuid);
+                let (content, buffers) = record_queries::db_query(&self.records, &request, &facts);
                 vec![self.reply_with(ident, parent, "db_reply", content, buffers)]
             }
             Content::ResubmitRequest(request) => {
@@ -297,6 +343,11 @@ impl HubState {
             self.record_stranded(id, &e.uuid, &msg_id);
         }
         info!(engine_id = id, uuid = %e.uuid, why, "engine unregistered");
+        self.deaths
+            .push_back((e.uuid.clone(), id, corral_wire::iso_now()));
+        if self.deaths.len() > REMEMBERED_DEATHS {
+            self.deaths.pop_front();
+        }
         let mut out = vec![Action::ForgetHeart(e.uuid.clone())];
         if e.live {
             out.push(Action::Notify(self.session.msg(

@@ -93,12 +93,13 @@ impl IopubRelay {
                 }
             }
         }
-        // Output the task records keep; parsed on the hub thread.
-        let recorded: [&[u8]; 4] = [
+        // Output and published data the task records keep; parsed on the hub thread.
+        let recorded: [&[u8]; 5] = [
             b"\"stream\"",
             b"\"error\"",
             b"\"execute_input\"",
             b"\"execute_result\"",
+            b"\"data_message\"",
         ];
         if recorded
             .iter()

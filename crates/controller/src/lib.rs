@@ -16,6 +16,7 @@
 //!   - `registry`: engine ids, uuids and liveness (pending until the first pong);
 //!   - `queues`: queue accounting (outstanding, completed, unassigned, history);
 //!   - `records`: the in-memory task records, filled from the relays' copies;
+//!   - `published`: the published data a record keeps (latest snapshot, history);
 //!   - `record_queries`: purge, result, db and resubmit queries over those records.
 //! - `reply`: reply types and ipyparallel's error content, shared by every thread.
 //! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
@@ -66,6 +67,7 @@ mod hub;
 mod hub_loop;
 mod iopub;
 mod iopub_subscribers;
+mod published;
 mod queues;
 mod record_queries;
 mod records;
@@ -284,7 +286,8 @@ impl Controller {
                 config.hb_period_ms,
                 config.registration_timeout(),
                 connection_info,
-            ),
+            )
+            .with_data_history(config.data_history),
             signer: signer.clone(),
             digests: corral_wire::DigestHistory::default(),
             events: hub_rx,

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashSet};
 use tracing::warn;
 
+use crate::published::EngineFacts;
 use crate::queues::Queues;
 use crate::records::{project, Records};
 use corral_wire::error_content;
@@ -99,8 +100,14 @@ pub(crate) fn results(
 }
 
 /// ipyparallel's `db_query`: matching records reduced to `keys`; the request and
-/// result buffers of each record follow in order when `keys` names them.
-pub(crate) fn db_query(records: &Records, request: &DbRequest) -> (Value, Vec<Vec<u8>>) {
+/// result buffers of each record follow in order when `keys` names them. A `data` key
+/// (corral's, PROTOCOL.md §12.3) adds each record's published data, its frames after all
+/// the others, counted in `data_buffer_lens`.
+pub(crate) fn db_query(
+    records: &Records,
+    request: &DbRequest,
+    facts: &dyn Fn(&str) -> EngineFacts,
+) -> (Value, Vec<Vec<u8>>) {
     let keys = &request.keys;
     let found = match records.find(&request.query) {
         Ok(found) => found,
@@ -111,7 +118,12 @@ pub(crate) fn db_query(records: &Records, request: &DbRequest) -> (Value, Vec<Ve
     };
     let mut buffer_lens: Option<Vec<usize>> = None;
     let mut result_buffer_lens: Option<Vec<usize>> = None;
+    let mut data_buffer_lens: Option<Vec<usize>> = None;
+    let mut data_frames = Vec::new();
     if let Some(keys) = keys {
+        if keys.iter().any(|k| k == "data") {
+            data_buffer_lens = Some(Vec::new());
+        }
         if keys.iter().any(|k| k == "buffers") {
             buffer_lens = Some(Vec::new());
         }
@@ -126,6 +138,12 @@ pub(crate) fn db_query(records: &Records, request: &DbRequest) -> (Value, Vec<Ve
         if let Some(obj) = value.as_object_mut() {
             obj.remove("buffers");
             obj.remove("result_buffers");
+            if let Some(lens) = &mut data_buffer_lens {
+                let (entries, frames) = rec.published.entries(false, true, facts);
+                lens.push(frames.len());
+                data_frames.extend(frames);
+                obj.insert("data".into(), entries);
+            }
         }
         out.push(value);
         if let Some(lens) = &mut buffer_lens {
@@ -139,13 +157,58 @@ pub(crate) fn db_query(records: &Records, request: &DbRequest) -> (Value, Vec<Ve
             buffers.extend(rb.iter().cloned());
         }
     }
-    let content = json!({
+    let mut content = json!({
         "status": "ok",
         "records": out,
         "buffer_lens": buffer_lens,
         "result_buffer_lens": result_buffer_lens,
     });
+    if let Some(lens) = data_buffer_lens {
+        content["data_buffer_lens"] = json!(lens);
+        buffers.extend(data_frames);
+    }
     (content, buffers)
+}
+
+/// corral's `data_request` (PROTOCOL.md §12.2): the published data each msg_id's record
+/// keeps, per engine, with the earlier updates when `history` is true, without frames when
+/// `buffers` is false. An unknown msg_id
+/// is a `KeyError`, as in `result_request`.
+pub(crate) fn data(
+    records: &Records,
+    content: &Value,
+    facts: &dyn Fn(&str) -> EngineFacts,
+) -> (Value, Vec<Vec<u8>>) {
+    let Some(ids) = content.get("msg_ids").and_then(Value::as_array) else {
+        return (
+            error_content("TypeError", "data_request needs msg_ids, a list of str"),
+            Vec::new(),
+        );
+    };
+    let history = content
+        .get("history")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let with_frames = content
+        .get("buffers")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut tasks = Map::new();
+    let mut buffers = Vec::new();
+    for id in ids {
+        let Some(id) = id.as_str() else {
+            let evalue = format!("msg_ids must be str, not {id}");
+            return (error_content("TypeError", &evalue), Vec::new());
+        };
+        let Some(rec) = records.get(id) else {
+            let evalue = format!("'No such message: {id}'");
+            return (error_content("KeyError", &evalue), Vec::new());
+        };
+        let (entries, frames) = rec.published.entries(history, with_frames, facts);
+        tasks.insert(id.to_string(), entries);
+        buffers.extend(frames);
+    }
+    (json!({"status": "ok", "tasks": tasks}), buffers)
 }
 
 /// ipyparallel's `resubmit_task`: each request is built again for the task scheduler

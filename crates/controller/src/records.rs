@@ -5,7 +5,8 @@
 //! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
 
 use corral_wire::{
-    EchoedMetadata, ExecuteInputContent, HeaderFields, ReplyMetadata, StreamContent,
+    DataMessageContent, EchoedMetadata, ExecuteInputContent, HeaderFields, ReplyMetadata,
+    SenderMetadata, StreamContent,
 };
 use serde_json::{json, Map, Value};
 use std::cmp::Ordering;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use tracing::warn;
 
 use crate::events::RecordEvent;
+use crate::published::{HistoryLimits, Published};
 
 /// The JSON keys of a record, as ipyparallel names them (buffers are held apart).
 const KEYS: [&str; 21] = [
@@ -46,6 +48,8 @@ pub(crate) struct Record {
     fields: Map<String, Value>,
     pub buffers: Vec<Vec<u8>>,
     pub result_buffers: Option<Vec<Vec<u8>>>,
+    /// What engines published for this task (`data_message`s), which ipyparallel drops.
+    pub published: Published,
 }
 
 impl Record {
@@ -62,6 +66,7 @@ impl Record {
             fields,
             buffers: Vec::new(),
             result_buffers: None,
+            published: Published::default(),
         }
     }
 
@@ -148,12 +153,14 @@ fn size(buffers: &[Vec<u8>]) -> usize {
     buffers.iter().map(Vec::len).sum()
 }
 
-/// Bytes of a record's kept output, counted with its buffers against the size limit.
+/// Bytes of a record's kept output and published data, counted with its buffers against
+/// the size limit.
 fn output_size(rec: &Record) -> usize {
     ["stdout", "stderr"]
         .iter()
         .map(|k| rec.get(k).as_str().map_or(0, str::len))
-        .sum()
+        .sum::<usize>()
+        + rec.published.bytes()
 }
 
 /// Appends `text` to an output field in place (no copy of what is already there), up to
@@ -190,6 +197,8 @@ pub(crate) struct Records {
     bytes: usize,
     record_limit: usize,
     size_limit: usize,
+    /// Bounds of each (task, engine)'s history of published updates.
+    data_history: HistoryLimits,
 }
 
 impl Default for Records {
@@ -206,7 +215,13 @@ impl Records {
             bytes: 0,
             record_limit,
             size_limit,
+            data_history: HistoryLimits::default(),
         }
+    }
+
+    /// Sets the bounds of the published-data history kept per (task, engine).
+    pub(crate) fn set_data_history(&mut self, limits: HistoryLimits) {
+        self.data_history = limits;
     }
 
     /// Drops the oldest records (insertion order) once a limit is exceeded, down to
@@ -372,8 +387,11 @@ impl Records {
                 let Some(msg_id) = HeaderFields::read(&p.parent).msg_id else {
                     return;
                 };
-                let msg_type = HeaderFields::read(&p.header).msg_type.unwrap_or_default();
+                let header = HeaderFields::read(&p.header);
+                let msg_type = header.msg_type.unwrap_or_default();
                 let mut added = 0;
+                let mut freed = 0;
+                let limits = self.data_history;
                 let rec = self.entry(&msg_id);
                 match msg_type.as_str() {
                     "stream" => {
@@ -394,9 +412,23 @@ impl Records {
                             .unwrap_or_default(),
                     ),
                     "execute_result" | "display_data" => rec.set(&msg_type, p.content),
+                    "data_message" => {
+                        // The engine is its session; stock engines also name it in metadata.
+                        let Some(engine) =
+                            SenderMetadata::read(&p.metadata).engine.or(header.session)
+                        else {
+                            warn!(%msg_id, "data_message copy naming no engine; dropped");
+                            return;
+                        };
+                        let keys = DataMessageContent::read(&p.content).keys;
+                        let published = header.date.unwrap_or(Value::Null);
+                        (freed, added) = rec
+                            .published
+                            .add(&engine, keys, published, now, p.buffers, limits);
+                    }
                     _ => {}
                 }
-                self.bytes += added;
+                self.bytes = self.bytes.saturating_sub(freed) + added;
                 self.maybe_cull();
             }
         }
@@ -660,6 +692,40 @@ mod tests {
         assert!(out.starts_with(&chunk), "the head is kept");
         assert_eq!(r.get("stderr"), "oops");
         assert_eq!(s.bytes, base + out.len() + 4);
+        s.remove("m1");
+        assert_eq!(s.bytes, 0);
+    }
+
+    #[test]
+    fn published_data_is_kept_with_the_record_and_counted_in_its_size() {
+        let mut s = Records::default();
+        request(&mut s, "m1", "2026");
+        let base = s.bytes;
+        let data = |keys: Value, engine: &str, payload: &[u8]| {
+            let mut p = parts(
+                json!({"msg_type": "data_message", "date": "D", "session": engine}),
+                json!({"msg_id": "m1"}),
+                json!({}),
+                json!({ "keys": keys }),
+            );
+            p.push(payload.to_vec());
+            RecordEvent::Iopub { parts: p }
+        };
+        s.apply(data(json!(["a"]), "e0", &[0; 100]), "R1");
+        s.apply(data(json!(["a"]), "e0", &[0; 50]), "R2");
+        assert_eq!(s.bytes, base + 150, "latest 50 + one earlier update of 100");
+        s.apply(data(json!(["a"]), "e1", &[0; 10]), "R3");
+        let facts = |_: &str| crate::published::EngineFacts {
+            id: None,
+            alive: true,
+            died: None,
+        };
+        let (v, frames) = s.get("m1").unwrap().published.entries(false, true, &facts);
+        assert_eq!(v[0]["engine_uuid"], "e0");
+        assert_eq!(v[0]["seq"], 2);
+        assert_eq!(v[0]["received"], "R2");
+        assert_eq!(v[1]["engine_uuid"], "e1");
+        assert_eq!(frames, vec![vec![0; 50], vec![0; 10]]);
         s.remove("m1");
         assert_eq!(s.bytes, 0);
     }

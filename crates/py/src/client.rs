@@ -73,8 +73,12 @@ struct PyTaskInfo {
     /// JSON list of `{msg_type, content}` outputs.
     outputs: String,
     data_received: u64,
+    /// Updates replaced by later ones before they were read.
+    data_conflated: u64,
     /// An engine has started running it (`status: busy` arrived).
     started: bool,
+    /// Followed (another client's task), not sent by this client.
+    foreign: bool,
 }
 
 /// The Hub's answer to a query.
@@ -277,7 +281,9 @@ impl PyClientCore {
             stderr: t.stderr,
             outputs: serde_json::Value::from(t.outputs).to_string(),
             data_received: t.data_received,
+            data_conflated: t.data_conflated,
             started: t.started,
+            foreign: t.foreign,
         })
     }
 
@@ -289,6 +295,31 @@ impl PyClientCore {
             .iter()
             .map(|updates| updates.iter().map(|u| bytes_list(py, &u.buffers)).collect())
             .collect()
+    }
+
+    /// Like `take_data`, each update as `(published, frames)`: its header date (the
+    /// engine's clock) tells a reader which updates a controller snapshot already holds.
+    fn take_data_dated(
+        &self,
+        py: Python<'_>,
+        msg_ids: Vec<String>,
+    ) -> Vec<Vec<(String, Vec<Py<PyBytes>>)>> {
+        self.core
+            .take_data(&msg_ids)
+            .iter()
+            .map(|updates| {
+                updates
+                    .iter()
+                    .map(|u| (u.published.clone(), bytes_list(py, &u.buffers)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Files the IOPub of tasks this client did not send (another client's, or its own
+    /// from before a reconnect) from now on: their output and data update live.
+    fn follow(&self, msg_ids: Vec<String>) {
+        self.core.follow(&msg_ids);
     }
 
     /// Live engines, id → uuid.

@@ -269,6 +269,26 @@ class AsyncResult(Future):
         return self._per_task(self._client._take_data(self.msg_ids))
 
     @property
+    def data_meta(self):
+        """Per engine (one dict per task, a single one for one engine): the sequence
+        number, time and age (s) of the latest published snapshot, whether the engine is
+        alive (else when it died), and counters of updates published (as the controller
+        recorded them), received here and conflated here. See
+        ``corral.client.hubresult.data_meta``."""
+        from corral.client.hubresult import data_meta
+
+        return self._per_task(data_meta(self._client, self.msg_ids))
+
+    @property
+    def data_history(self):
+        """Per task, the published updates the controller still holds (a bounded
+        history, then the latest), oldest first: ``{seq, engine_id, engine_uuid,
+        published, received, data}`` each, ``data`` being what that update published."""
+        from corral.client.hubresult import data_history
+
+        return self._per_task(data_history(self._client, self.msg_ids))
+
+    @property
     def stdout(self):
         return self._per_task([md["stdout"] for md in self._metadata_list()])
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 from corral import error
@@ -23,6 +24,7 @@ from corral.client import arguments
 from corral.client.asyncresult import AsyncResult, msg_ids_of
 from corral.client.execute_reply import ExecuteReply
 from corral.client.hub import Hub
+from corral.client.hubresult import AsyncHubResult, HubData, record_metadata
 from corral.client.replies import decode_reply, parse_date
 from corral.client.targets import resolve_targets
 from corral.client.view import BroadcastView, DirectView, LoadBalancedView
@@ -135,6 +137,10 @@ class Client:
         self._hub = Hub(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
+        #: Metadata of other clients' tasks, from the controller's records.
+        self._hub_md: dict[str, dict] = {}
+        #: Published data of other clients' tasks: the controller's snapshot, then live.
+        self._hub_data = HubData(self)
         #: msg_ids of every apply and execute request sent, oldest first.
         self.history: list[str] = []
         self._outstanding: set[str] = set()
@@ -283,6 +289,130 @@ class Client:
             raise failures[0]
         return content
 
+    def get_result(self, indices_or_msg_ids=None, block=None, owner=True):
+        """An ``AsyncHubResult`` over tasks by msg_id, history index or ``AsyncResult``
+        (a list of them for several; the last task sent by default), whoever sent them:
+        this client, another one, or this one before it reconnected. Results and output
+        come from the controller when this client does not hold them, and ``data`` from
+        the controller's snapshot, then live while the task runs. ``owner`` (as
+        ipyparallel): the result, once fetched, is held by the ``AsyncHubResult`` and
+        dropped from ``Client.results``/``metadata``."""
+        if indices_or_msg_ids is None:
+            indices_or_msg_ids = -1
+        single = isinstance(indices_or_msg_ids, (str, int))
+        msg_ids = msg_ids_of(indices_or_msg_ids, self.history)
+        if not msg_ids:
+            raise ValueError("get_result needs at least one msg_id")
+        # Output and data of others' tasks are filed from now on, not only once read.
+        self._core.follow([m for m in msg_ids if not self._is_local(m)])
+        ar = AsyncHubResult(self, msg_ids, single=single and len(msg_ids) == 1, owner=owner)
+        if block:
+            ar.wait()
+        return ar
+
+    def resubmit(self, indices_or_msg_ids=None, metadata=None, block=None):
+        """Run finished tasks again (the controller sends copies of their requests to
+        the task scheduler under new msg_ids); an ``AsyncHubResult`` over the copies.
+        Tasks still running cannot be resubmitted."""
+        if metadata is not None:
+            raise TypeError("resubmit(metadata=...) is not supported: ipyparallel ignores "
+                            "it too; the copies keep the original requests' metadata")
+        if indices_or_msg_ids is None:
+            indices_or_msg_ids = -1
+        msg_ids = msg_ids_of(indices_or_msg_ids, self.history)
+        mapping = self._hub.resubmit(msg_ids)
+        new_ids = [mapping[m] for m in msg_ids]
+        self._core.follow(new_ids)
+        ar = AsyncHubResult(self, new_ids, fname="resubmit")
+        if block:
+            ar.wait()
+        return ar
+
+    def db_query(self, query, keys=None) -> list[dict]:
+        """Task records of the controller matching ``query`` (MongoDB-like:
+        ``{key: value}`` or ``{key: {'$in': [...]}}``, ``$nin $eq $ne $gt $gte $lt
+        $lte``), reduced to ``keys`` (all but buffers by default; ``msg_id`` always).
+        Dates come back as datetimes, ``buffers``/``result_buffers`` as lists of frames;
+        ``data`` (corral's key, named explicitly) is each task's published data, merged as
+        ``ar.data`` has it."""
+        from corral.client.hubresult import _merge_updates
+
+        if isinstance(keys, str):
+            keys = [keys]
+        content, buffers = self._hub.db_query(query, keys)
+        records = content["records"]
+        buffer_lens = content.get("buffer_lens")
+        result_buffer_lens = content.get("result_buffer_lens")
+        data_lens = content.get("data_buffer_lens")
+        for i, rec in enumerate(records):
+            for key in ("submitted", "started", "completed", "received"):
+                if key in rec:
+                    rec[key] = parse_date(rec[key])
+            if buffer_lens is not None:
+                rec["buffers"], buffers = buffers[:buffer_lens[i]], buffers[buffer_lens[i]:]
+            if result_buffer_lens is not None:
+                n = result_buffer_lens[i]
+                rec["result_buffers"], buffers = buffers[:n], buffers[n:]
+        if data_lens is not None:
+            for rec in records:
+                merged: dict = {}
+                for entry in rec.get("data") or []:
+                    part, buffers = _merge_updates(entry["updates"], buffers)
+                    merged.update(part)
+                rec["data"] = merged
+        return records
+
+    @property
+    def results(self) -> "_Results":
+        """Results by msg_id (ipyparallel's ``Client.results``): this client's finished
+        tasks and those fetched from the controller (``get_result``)."""
+        return _Results(self)
+
+    @property
+    def metadata(self) -> "_Metadata":
+        """Metadata by msg_id (ipyparallel's ``Client.metadata``) of the tasks this
+        client sent or follows."""
+        return _Metadata(self)
+
+    def _is_local(self, msg_id: str) -> bool:
+        """Whether this client sent the task (its reply comes to this client)."""
+        task = self._core.task(msg_id)
+        return task is not None and not task.foreign
+
+    def _fetch_hub_results(self, msg_ids) -> None:
+        """Results and metadata of finished tasks from the controller's records, cached."""
+        ids = sorted(set(msg_ids))
+        content, buffers = self._hub.results(ids, status_only=False)
+        for msg_id in ids:  # sorted: the controller sends their buffers in this order
+            if msg_id not in content["completed"]:
+                continue
+            record = content[msg_id]
+            md = record_metadata(self, msg_id, record)
+            value, buffers = self._record_result(msg_id, record, buffers)
+            header = record.get("result_header") or {}
+            if header.get("msg_type") == "execute_reply" and md["status"] == "ok":
+                rc = record.get("result_content") or {}
+                value = ExecuteReply(msg_id, json.loads(rc) if isinstance(rc, str) else rc, md)
+            self._results[msg_id] = value
+            self._hub_md[msg_id] = md
+
+    def _release_hub_results(self, msg_ids) -> None:
+        for m in msg_ids:
+            self._results.pop(m, None)
+            self._hub_md.pop(m, None)
+
+    def _read_data(self, msg_ids) -> list[dict]:
+        """Published data per msg_id: this client's tasks from its store, others' from
+        the controller's snapshot and then live (``HubData``)."""
+        msg_ids = list(msg_ids)
+        foreign = [m for m in msg_ids if not self._is_local(m)]
+        if not foreign:
+            return self._take_data(msg_ids)
+        local = [m for m in msg_ids if m not in foreign]
+        got = dict(zip(local, self._take_data(local)))
+        got.update(zip(foreign, self._hub_data.take(foreign)))
+        return [got[m] for m in msg_ids]
+
     def _record_result(self, msg_id: str, record: dict, buffers: list):
         """The value (or error) of a controller record, and the buffers left."""
         content = record.get("result_content") or {}
@@ -308,6 +438,8 @@ class Client:
             self._core.forget_finished()
             self._results.clear()
             self._data.clear()
+            self._hub_md.clear()
+            self._hub_data.forget(list(self._hub_data._snapshot_date))
             return
         msg_ids = msg_ids_of(jobs) if jobs else []
         if targets:
@@ -320,9 +452,11 @@ class Client:
         if outstanding:
             raise RuntimeError(f"Can't purge outstanding tasks: {sorted(outstanding)}")
         self._core.forget(msg_ids)
+        self._hub_data.forget(msg_ids)
         for msg_id in msg_ids:
             self._results.pop(msg_id, None)
             self._data.pop(msg_id, None)
+            self._hub_md.pop(msg_id, None)
 
     def purge_hub_results(self, jobs=(), targets=()):
         """Tell the controller to forget finished results: ``jobs`` (msg_ids,
@@ -558,6 +692,13 @@ class Client:
 
     def _metadata(self, msg_id) -> dict:
         task = self._core.task(msg_id)
+        foreign = task is None or task.foreign
+        if foreign and msg_id in self._hub_md:
+            # Another client's finished task: its record, as the controller has it.
+            md = dict(self._hub_md[msg_id])
+            md["data"] = self._hub_data.take([msg_id])[0]
+            md["data_messages"] = task.data_received if task else 0
+            return md
         md = {
             "msg_id": msg_id, "submitted": None, "started": None, "completed": None,
             "received": None, "engine_uuid": None, "engine_id": None, "status": None,
@@ -580,7 +721,7 @@ class Client:
                 md["execute_input"] = content.get("code")
             else:
                 md[kind] = content
-        md["data"] = self._take_data([msg_id])[0]
+        md["data"] = (self._hub_data.take if foreign else self._take_data)([msg_id])[0]
         reply = self._core.reply(msg_id)
         if reply is not None:
             header, metadata = json.loads(reply.header), json.loads(reply.metadata)
@@ -621,3 +762,82 @@ class Client:
             except error.ControllerLost:
                 state = "controller lost"
         return f"<corral.Client {self.url_file!r} ({state})>"
+
+
+class _Results(MutableMapping):
+    """``Client.results``: finished results by msg_id, decoded on first read."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def _known(self) -> list[str]:
+        c = self._client
+        ready = [m for m in c.history if m not in c._results and c._core.ready(m)]
+        return list(c._results) + ready
+
+    def __getitem__(self, msg_id):
+        c = self._client
+        if msg_id in c._results:
+            return c._results[msg_id]
+        if isinstance(msg_id, str) and c._is_local(msg_id) and c._core.ready(msg_id):
+            return c._result(msg_id)
+        raise KeyError(msg_id)
+
+    def __setitem__(self, msg_id, value):
+        self._client._results[msg_id] = value
+
+    def __delitem__(self, msg_id):
+        c = self._client
+        if msg_id not in self:
+            raise KeyError(msg_id)
+        c._results.pop(msg_id, None)
+        c._core.forget([msg_id])
+
+    def __contains__(self, msg_id):
+        try:
+            self[msg_id]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self):
+        return iter(self._known())
+
+    def __len__(self):
+        return len(self._known())
+
+    def __repr__(self):
+        return f"<Client.results: {len(self)} results>"
+
+
+class _Metadata(Mapping):
+    """``Client.metadata``: ipyparallel's metadata dict of each task this client sent or
+    follows (``get_result``), or fetched from the controller."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def _known(self) -> list[str]:
+        c = self._client
+        ids = [m for m in c.history if c._core.task(m) is not None]
+        seen = set(ids)
+        return ids + [m for m in c._hub_md if m not in seen]
+
+    def __getitem__(self, msg_id):
+        c = self._client
+        if msg_id in c._hub_md or c._core.task(msg_id) is not None:
+            return c._metadata(msg_id)
+        raise KeyError(msg_id)
+
+    def __contains__(self, msg_id):
+        c = self._client
+        return msg_id in c._hub_md or c._core.task(msg_id) is not None
+
+    def __iter__(self):
+        return iter(self._known())
+
+    def __len__(self):
+        return len(self._known())
+
+    def __repr__(self):
+        return f"<Client.metadata: {len(self)} tasks>"

@@ -43,6 +43,23 @@ class Hub:
         reply.pop("status", None)
         return {int(k) if k.isdigit() else k: v for k, v in reply.items()}
 
+    def data(self, msg_ids: list[str], history: bool = False,
+             buffers: bool = True) -> tuple[dict, list]:
+        """corral's ``data_request`` (docs/PROTOCOL.md §12.2): ``{msg_id: [engine entry]}``
+        and the updates' frames in the order the entries list them."""
+        content, frames = self.request(
+            "data_request",
+            {"msg_ids": list(msg_ids), "history": bool(history), "buffers": bool(buffers)})
+        return content["tasks"], frames
+
+    def db_query(self, query: dict, keys: list[str] | None) -> tuple[dict, list]:
+        """``db_request``: the reply content and its buffers."""
+        return self.request("db_request", {"query": query, "keys": keys})
+
+    def resubmit(self, msg_ids: list[str]) -> dict:
+        """``resubmit_request``: ``{old msg_id: new msg_id}``."""
+        return self.request("resubmit_request", {"msg_ids": list(msg_ids)})[0]["resubmitted"]
+
     def purge(self, msg_ids, engine_ids: list[int]) -> None:
         self.request("purge_request", {"engine_ids": engine_ids, "msg_ids": msg_ids})
 
