@@ -176,7 +176,8 @@ class ClientCore:
         content: str,
         metadata: str,
         buffers: list[bytes],
-    ) -> list[str]: ...
+        coalescing: bool = False,
+    ) -> tuple[str, list[str]]: ...
     def wait(self, msg_ids: list[str], timeout: float | None = None) -> bool: ...
     def wait_data(
         self, msg_ids: list[str], seen: int, timeout: float | None = None

@@ -43,6 +43,16 @@ def test_broadcast_view_on_a_stock_scheduler(stock):
     assert bview.pull("b", block=True) == [1] * len(c.ids)
 
 
+def test_coalescing_broadcast_view_on_a_stock_scheduler(stock):
+    c = stock.client
+    bview = c.broadcast_view(is_coalescing=True)
+    ar = bview.apply_async(lambda x: print("seen") or x * 3, 4)
+    assert ar.get(timeout=30) == [12] * len(c.ids)
+    assert ar.stdout == ["seen\n"] * len(c.ids)
+    bview.push({"coalesced": 2}, block=True)
+    assert bview.pull("coalesced", block=True) == [2] * len(c.ids)
+
+
 def test_result_status_from_a_stock_hub(stock):
     """Another client reads a finished task's result from stock ipyparallel's hub."""
     import corral

@@ -239,9 +239,11 @@ impl ClientCore {
 
     /// Sends one request through the broadcast scheduler to `targets` (`(uuid, id)`
     /// pairs) and records one task per engine, under the msg_id the scheduler gives that
-    /// engine's copy (`<msg_id>_<uuid>`); returns those msg_ids in the order of `targets`.
-    /// `metadata` gains the scheduler's fields (`targets`, `is_broadcast`,
-    /// `is_coalescing: false`): each engine's reply comes back on its own.
+    /// engine's copy (`<msg_id>_<uuid>`); returns the request's msg_id and those msg_ids,
+    /// in the order of `targets`. `metadata` gains the scheduler's fields (`targets`,
+    /// `is_broadcast`, `is_coalescing`). Each engine's reply comes back on its own, unless
+    /// `coalescing`: then one combined reply comes for the request, filed under its msg_id,
+    /// and the engines' copies collect only their output and data.
     pub fn submit_broadcast(
         &self,
         targets: &[(String, i64)],
@@ -249,30 +251,43 @@ impl ClientCore {
         content: Value,
         mut metadata: Value,
         buffers: Vec<Vec<u8>>,
-    ) -> Result<Vec<String>> {
+        coalescing: bool,
+    ) -> Result<(String, Vec<String>)> {
         if let Value::Object(md) = &mut metadata {
             md.insert("targets".into(), serde_json::json!(targets));
             md.insert("is_broadcast".into(), Value::Bool(true));
-            md.insert("is_coalescing".into(), Value::Bool(false));
+            md.insert("is_coalescing".into(), Value::Bool(coalescing));
         }
         let mut msg = self.session.msg(msg_type, content);
         msg.metadata = metadata;
         msg.buffers = buffers;
+        let original = msg.header.msg_id.clone();
         let msg_ids: Vec<String> = targets
             .iter()
-            .map(|(uuid, _)| format!("{}_{uuid}", msg.header.msg_id))
+            .map(|(uuid, _)| format!("{original}_{uuid}"))
             .collect();
+        let mut sent_as = msg_ids.clone();
         {
             let mut store = self.shared.store.lock();
             if store.is_lost() {
                 return Err(self.lost_error());
             }
-            for (msg_id, (uuid, _)) in msg_ids.iter().zip(targets) {
-                store.add_task(msg_id.clone(), Some(uuid.clone()), msg.header.date.clone());
+            if coalescing {
+                let leaves = msg_ids
+                    .iter()
+                    .zip(targets)
+                    .map(|(msg_id, (uuid, _))| (msg_id.clone(), uuid.clone()))
+                    .collect();
+                store.add_coalesced(original.clone(), leaves, msg.header.date.clone());
+                sent_as.push(original.clone());
+            } else {
+                for (msg_id, (uuid, _)) in msg_ids.iter().zip(targets) {
+                    store.add_task(msg_id.clone(), Some(uuid.clone()), msg.header.date.clone());
+                }
             }
         }
-        self.send(Channel::Broadcast.name(), &msg_ids, &msg)?;
-        Ok(msg_ids)
+        self.send(Channel::Broadcast.name(), &sent_as, &msg)?;
+        Ok((original, msg_ids))
     }
 
     /// Sends a query to the Hub; the reply is collected with [`ClientCore::take_hub_reply`],

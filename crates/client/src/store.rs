@@ -27,8 +27,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use corral_wire::{
-    iso_now, new_id, DataMessageContent, EngineNotification, ErrorContent, Header, HeaderFields,
-    Message, ReplyOutcome, SenderMetadata, StatusContent, StreamContent, PROTOCOL_VERSION,
+    iso_now, new_id, BroadcastMetadata, DataMessageContent, EngineNotification, ErrorContent,
+    Header, HeaderFields, Message, ReplyOutcome, SenderMetadata, StatusContent, StreamContent,
+    PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -78,11 +79,20 @@ pub struct TaskRecord {
     /// Another client's task (or one from before a reconnect) that we follow: its IOPub
     /// is filed here whatever its session, and no reply will come on our sockets.
     pub foreign: bool,
+    /// A coalesced broadcast (`BroadcastView(is_coalescing=True)`): the per-engine msg_ids
+    /// whose IOPub must be drained before its one combined reply is released.
+    pub leaves: Vec<String>,
+    /// For one engine's copy of a coalesced broadcast: the request whose reply it shares
+    /// (it gets no reply of its own; it is done once its engine says idle).
+    pub coalesced_into: Option<String>,
 }
 
 impl TaskRecord {
     /// The readiness rule (see the module docs); `msg_id` only names the task in the log.
     fn is_ready(&mut self, msg_id: &str, release_after: Duration, now: Instant) -> bool {
+        if self.coalesced_into.is_some() {
+            return self.idle;
+        }
         let Some(reply_at) = self.reply_at else {
             return false;
         };
@@ -363,6 +373,36 @@ impl Store {
         );
     }
 
+    /// Records a coalesced broadcast before it is sent: `original` (which gets the one
+    /// combined reply) and each engine's copy `(msg_id, engine uuid)`, whose IOPub is
+    /// filed under it.
+    pub fn add_coalesced(
+        &mut self,
+        original: String,
+        leaves: Vec<(String, String)>,
+        submitted: String,
+    ) {
+        for (msg_id, uuid) in &leaves {
+            self.tasks.insert(
+                msg_id.clone(),
+                TaskRecord {
+                    engine: Some(uuid.clone()),
+                    submitted: submitted.clone(),
+                    coalesced_into: Some(original.clone()),
+                    ..TaskRecord::default()
+                },
+            );
+        }
+        self.tasks.insert(
+            original,
+            TaskRecord {
+                submitted,
+                leaves: leaves.into_iter().map(|(msg_id, _)| msg_id).collect(),
+                ..TaskRecord::default()
+            },
+        );
+    }
+
     /// Follows tasks this client did not send (or sent before it reconnected): their
     /// IOPub (output, published data, status) is filed from now on. Tasks already known
     /// are left as they are. Forgetting them ends it.
@@ -379,7 +419,13 @@ impl Store {
 
     /// Files a reply from mux, task, broadcast or control.
     pub fn on_reply(&mut self, msg: Message, now: Instant) {
-        let Some(msg_id) = msg.parent_msg_id().map(str::to_owned) else {
+        let coalesced = BroadcastMetadata::read(&msg.metadata);
+        let parent = if coalesced.is_coalescing {
+            coalesced.original_msg_id
+        } else {
+            msg.parent_msg_id().map(str::to_owned)
+        };
+        let Some(msg_id) = parent else {
             tracing::warn!(
                 msg_type = msg.msg_type(),
                 "reply without parent msg_id dropped"
@@ -397,6 +443,18 @@ impl Store {
         let engine = SenderMetadata::read(&msg.metadata).engine;
         self.note_engine(engine.as_deref());
         let task = self.tasks.get_mut(&msg_id).expect("checked above");
+        if !task.leaves.is_empty() {
+            // One reply for every engine: readiness waits on the engines' copies.
+            task.reply = Some(Reply {
+                header: serde_json::to_value(&msg.header).expect("headers serialize"),
+                content: msg.content,
+                metadata: msg.metadata,
+                buffers: msg.buffers,
+            });
+            task.reply_at = Some(now);
+            self.touch(&msg_id);
+            return;
+        }
         match &engine {
             Some(uuid) => task.engine = Some(uuid.clone()),
             None => {
@@ -515,6 +573,7 @@ impl Store {
     /// ipyparallel's `_handle_stranded_msgs` does.
     pub fn engine_died(&mut self, id: i64, uuid: &str, now: Instant) -> Vec<String> {
         let mut failed = Vec::new();
+        let mut stranded = Vec::new();
         for (msg_id, task) in self.tasks.iter_mut() {
             if task.engine.as_deref() != Some(uuid) {
                 continue;
@@ -522,6 +581,13 @@ impl Store {
             if task.foreign {
                 // Not ours to fail: the controller records its outcome for every reader.
                 task.idle = true;
+                continue;
+            }
+            if let Some(original) = &task.coalesced_into {
+                // The controller drops a coalesced request whose engine died: its one
+                // reply will not come, so it is failed below.
+                task.idle = true;
+                stranded.push(original.clone());
                 continue;
             }
             if self.watched.contains(msg_id) {
@@ -545,6 +611,25 @@ impl Store {
             task.idle = true;
             failed.push(msg_id.clone());
         }
+        for original in stranded {
+            let Some(task) = self.tasks.get_mut(&original) else {
+                continue;
+            };
+            if task.reply.is_some() {
+                continue;
+            }
+            let evalue = format!("Engine {id} died while running task '{original}'");
+            let engine_info = json!({"engine_uuid": uuid, "engine_id": id, "method": "apply"});
+            task.reply = Some(local_error_reply(
+                "EngineError",
+                &evalue,
+                engine_info,
+                Some(uuid),
+            ));
+            task.reply_at = Some(now);
+            self.touch(&original);
+            failed.push(original);
+        }
         if !failed.is_empty() {
             tracing::warn!(
                 engine_id = id,
@@ -558,9 +643,24 @@ impl Store {
     /// The readiness rule (see the module docs).
     pub fn is_ready(&mut self, msg_id: &str, now: Instant) -> bool {
         let release_after = self.release_after;
-        self.tasks
-            .get_mut(msg_id)
-            .is_some_and(|task| task.is_ready(msg_id, release_after, now))
+        let Some(task) = self.tasks.get_mut(msg_id) else {
+            return false;
+        };
+        if task.leaves.is_empty() {
+            return task.is_ready(msg_id, release_after, now);
+        }
+        // A coalesced broadcast: its reply, and every engine's IOPub drained (or quiet
+        // for as long as a lost idle is waited for).
+        let Some(reply_at) = task.reply_at else {
+            return false;
+        };
+        if now.duration_since(reply_at) >= release_after {
+            return true;
+        }
+        let leaves = task.leaves.clone();
+        leaves
+            .iter()
+            .all(|leaf| self.tasks.get(leaf).is_none_or(|t| t.idle))
     }
 
     /// Those of `msg_ids` that are recorded and not ready yet (unknown or forgotten ids
@@ -649,6 +749,16 @@ impl Store {
     fn touch(&mut self, msg_id: &str) {
         if self.watched.contains(msg_id) {
             self.touched.push(msg_id.to_owned());
+        }
+        // An engine's copy of a coalesced broadcast finishing may complete the request.
+        let original = self
+            .tasks
+            .get(msg_id)
+            .and_then(|t| t.coalesced_into.clone());
+        if let Some(original) = original {
+            if self.watched.contains(&original) {
+                self.touched.push(original);
+            }
         }
     }
 

@@ -156,9 +156,10 @@ impl PyClientCore {
             .map_err(to_py)
     }
 
-    /// One request to every engine in `targets` through the broadcast scheduler; the
-    /// per-engine msg_ids, in the order of `targets`.
-    #[pyo3(signature = (targets, msg_type, content, metadata, buffers))]
+    /// One request to every engine in `targets` through the broadcast scheduler: its
+    /// msg_id and the per-engine msg_ids, in the order of `targets` (`coalescing`: one
+    /// combined reply, filed under the request's msg_id).
+    #[pyo3(signature = (targets, msg_type, content, metadata, buffers, coalescing=false))]
     fn submit_broadcast(
         &self,
         targets: Vec<(String, i64)>,
@@ -166,7 +167,8 @@ impl PyClientCore {
         content: &str,
         metadata: &str,
         buffers: Vec<Vec<u8>>,
-    ) -> PyResult<Vec<String>> {
+        coalescing: bool,
+    ) -> PyResult<(String, Vec<String>)> {
         self.core
             .submit_broadcast(
                 &targets,
@@ -174,6 +176,7 @@ impl PyClientCore {
                 json("content", content)?,
                 json("metadata", metadata)?,
                 buffers,
+                coalescing,
             )
             .map_err(to_py)
     }

@@ -15,7 +15,7 @@ from datetime import datetime
 from corral import error
 from corral.client.futures import WatchingWaiters, watcher_of
 
-__all__ = ["AsyncResult", "msg_ids_of"]
+__all__ = ["AsyncResult", "CoalescedResult", "msg_ids_of"]
 
 
 def msg_ids_of(jobs, history=None) -> list[str]:
@@ -69,7 +69,7 @@ class AsyncResult(Future):
         if timeout is not None and timeout < 0:
             timeout = None
         try:
-            done = self._client._wait(self.msg_ids, timeout)
+            done = self._client._wait(self._completion_ids(), timeout)
         except error.ControllerLost as e:
             self._settle(None, e, resolved=False)  # tell callbacks and futures waiters
             raise
@@ -162,6 +162,10 @@ class AsyncResult(Future):
         import asyncio
 
         return asyncio.wrap_future(self).__await__()
+
+    def _completion_ids(self) -> list[str]:
+        """The msg_ids whose readiness makes this result done (its tasks')."""
+        return self.msg_ids
 
     def _watch(self):
         if not self._settled and not self.cancelled():
@@ -444,3 +448,21 @@ class AsyncResult(Future):
     def __repr__(self):
         state = "finished" if self._resolved else "cancelled" if self.cancelled() else "pending"
         return f"<AsyncResult({self._fname}): {state}>"
+
+
+class CoalescedResult(AsyncResult):
+    """The result of a coalesced broadcast (``BroadcastView(is_coalescing=True)``): the
+    controller combines the engines' replies into one, so one reply arrives however many
+    engines ran it. ``msg_ids`` are still the engines' copies, which collect each engine's
+    output and published data as usual; the combined reply (``request_id``) holds the
+    results, which are ready once it and every engine's output have arrived."""
+
+    def __init__(self, client, request_id, msg_ids, **kwargs):
+        super().__init__(client, msg_ids, **kwargs)
+        self.request_id = request_id
+
+    def _completion_ids(self) -> list[str]:
+        return [self.request_id]
+
+    def _raw_results(self) -> list:
+        return self._client._coalesced_results(self.request_id, len(self.msg_ids))

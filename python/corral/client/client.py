@@ -635,15 +635,55 @@ class Client:
             self._outstanding = self._still_outstanding(self._outstanding)
             self._prune_outstanding_at = max(1024, 2 * len(self._outstanding))
 
-    def _submit_broadcast(self, targets, msg_type, content, metadata, buffers) -> list[str]:
+    def _submit_broadcast(self, targets, msg_type, content, metadata, buffers,
+                          coalescing=False):
+        """One request to every engine of ``targets`` through the broadcast scheduler:
+        the engines' msg_ids; with ``coalescing``, ``(request msg_id, those)``, the one
+        combined reply being filed under the request's."""
         if self._closed:
             raise RuntimeError("the client is closed")
         frames = [b if isinstance(b, bytes) else bytes(b) for b in buffers]
-        msg_ids = self._core.submit_broadcast(targets, msg_type, json.dumps(content),
-                                              json.dumps(metadata), frames)
+        request_id, msg_ids = self._core.submit_broadcast(
+            targets, msg_type, json.dumps(content), json.dumps(metadata), frames, coalescing)
+        if coalescing:
+            self.history.append(request_id)
+            self._track_outstanding([request_id])
+            return request_id, msg_ids
         self.history.extend(msg_ids)
         self._track_outstanding(msg_ids)
         return msg_ids
+
+    def _coalesced_results(self, request_id: str, n: int) -> list:
+        """The ``n`` engines' results in a coalesced broadcast's combined reply (their
+        buffers, concatenated in target order), or its error."""
+        if request_id in self._results:
+            return self._results[request_id]
+        reply = self._core.reply(request_id)
+        if reply is None:
+            raise error.TimeoutError("result not ready")
+        header, content = json.loads(reply.header), json.loads(reply.content)
+        metadata = json.loads(reply.metadata)
+        if content.get("status") != "ok":
+            value, _ = decode_reply(request_id, header, content, metadata, reply.buffers,
+                                    self._core.engine_id)
+            values = [value]
+        elif header.get("msg_type") != "apply_reply":
+            values = [None] * n
+        else:
+            values, frames = [], list(reply.buffers)
+            while frames:
+                value, frames = deserialize_object(frames)
+                values.append(value)
+            if len(values) != n:
+                # An engine's error reply has no buffers, and the combined reply keeps
+                # only the last engine's status: which engine failed is not in it.
+                values = [error.RemoteError(
+                    "CoalescedReplyError",
+                    f"{n - len(values)} of {n} engines failed in a coalesced broadcast, "
+                    "whose one reply does not say which; use "
+                    "broadcast_view(is_coalescing=False) to see each engine's error", "")]
+        self._results[request_id] = values
+        return values
 
     def _wait(self, msg_ids, timeout=None) -> bool:
         return self._core.wait(list(msg_ids), timeout)

@@ -39,13 +39,13 @@ class CompletionWatcher:
     def watch(self, ar) -> None:
         """Resolve ``ar`` as soon as its tasks are done (idempotent for done tasks)."""
         with self._lock:
-            for msg_id in ar.msg_ids:
+            for msg_id in ar._completion_ids():
                 self._waiting.setdefault(msg_id, []).append(ar)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="corral-futures",
                                                 daemon=True)
                 self._thread.start()
-        self._core.watch(list(ar.msg_ids))
+        self._core.watch(list(ar._completion_ids()))
 
     def _run(self) -> None:
         while True:

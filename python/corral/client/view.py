@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from corral import error, serialize
 from corral.client import remote_helpers
-from corral.client.asyncresult import AsyncResult
+from corral.client.asyncresult import AsyncResult, CoalescedResult
 from corral.dependency import render_dependency
 from corral.client.map import AsyncMapResult, check_dist, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
@@ -357,18 +357,16 @@ class BroadcastView(DirectView):
     the controller copies to every target engine: one send from the client however many
     engines there are. Results, data and output are per engine, as with a DirectView.
 
-    ``is_coalescing=True`` (the scheduler combining the replies into one) is not supported
-    by corral's client; corral's controller does it for stock ipyparallel clients.
+    ``is_coalescing=True``: the controller also combines the engines' replies into one,
+    so one message comes back too (for ``apply`` and what is built on it: ``push``,
+    ``pull``, ``dv['a']``); ``ar.get()`` is still one result per engine, and each
+    engine's output and data stay its own. ``execute``, ``scatter``, ``gather`` and
+    ``map`` are not coalesced (ipyparallel does not coalesce the last three either).
     """
 
     def __init__(self, client, targets="all", block=False, is_coalescing=False):
-        if is_coalescing:
-            raise NotImplementedError(
-                "corral's client does not take coalesced broadcast replies "
-                "(is_coalescing=True); use broadcast_view(is_coalescing=False), which "
-                "gives the same results")
         super().__init__(client, targets, block)
-        self.is_coalescing = False
+        self.is_coalescing = bool(is_coalescing)
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         targets = [(self.client._uuid(i), i) for i in ids]
@@ -376,6 +374,19 @@ class BroadcastView(DirectView):
                                                 buffers)
         self.history.extend(msg_ids)
         return msg_ids
+
+    def _apply(self, f, args, kwargs, block, targets=None, fname=None):
+        if not self.is_coalescing:
+            return super()._apply(f, args, kwargs, block, targets=targets, fname=fname)
+        ids, single = self._resolve(targets)
+        buffers = pack_apply_message(f, args, kwargs)
+        request_id, msg_ids = self.client._submit_broadcast(
+            [(self.client._uuid(i), i) for i in ids], "apply_request", {},
+            {"label": self.label}, buffers, coalescing=True)
+        self.history.append(request_id)
+        ar = CoalescedResult(self.client, request_id, msg_ids, single=single,
+                             fname=fname or getattr(f, "__name__", "f"), targets=ids)
+        return self._finish(ar, block)
 
 
 class LoadBalancedView(View):
