@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 import corral
+from cluster_processes import wait_for
 from corral.cluster.launcher import find_engine_launcher
 from corral.cluster.ssh import SSHEngineSetLauncher, SSHLaunchError, split_host
 
@@ -65,14 +66,6 @@ def gone(pid: int) -> bool:
     except psutil.NoSuchProcess:
         return True
 
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def simulation_loop(steps):
@@ -128,8 +121,8 @@ def test_seed_flow_on_engines_started_over_ssh(controller, sshd, tmp_path, launc
     assert not remote_file.exists(), "the copied connection file (it holds the key) stays"
     assert not my_ssh_processes()
     # sshd's per-connection processes are gone too: nothing stays connected
-    wait_until(lambda: not psutil.Process(sshd.process.pid).children(), 10, "sshd sessions to end")
-    wait_until(lambda: len(client.ids) == 0, 30, "the controller to see the engines go")
+    wait_for(lambda: not psutil.Process(sshd.process.pid).children(), 10, "sshd sessions to end")
+    wait_for(lambda: len(client.ids) == 0, 30, "the controller to see the engines go")
 
 
 def test_to_dict_from_dict_signals_and_stops_the_set(controller, sshd, tmp_path, launchers):
@@ -148,10 +141,10 @@ def test_to_dict_from_dict_signals_and_stops_the_set(controller, sshd, tmp_path,
     again = find_engine_launcher(record["kind"]).from_dict(record)
     assert again.running()
     again.signal(signal.SIGSTOP)
-    wait_until(lambda: all(psutil.Process(p).status() == psutil.STATUS_STOPPED for p in pids),
+    wait_for(lambda: all(psutil.Process(p).status() == psutil.STATUS_STOPPED for p in pids),
                10, "SIGSTOP to reach every engine")
     again.signal(signal.SIGCONT)
-    wait_until(lambda: all(psutil.Process(p).status() != psutil.STATUS_STOPPED for p in pids),
+    wait_for(lambda: all(psutil.Process(p).status() != psutil.STATUS_STOPPED for p in pids),
                10, "SIGCONT to reach every engine")
     assert sorted(engine_pids(client)) == sorted(pids)
     again.stop()

@@ -599,14 +599,7 @@ impl Store {
                 task.idle = true;
                 continue;
             }
-            let evalue = format!("Engine {id} died while running task '{msg_id}'");
-            let engine_info = json!({"engine_uuid": uuid, "engine_id": id, "method": "apply"});
-            task.reply = Some(local_error_reply(
-                "EngineError",
-                &evalue,
-                engine_info,
-                Some(uuid),
-            ));
+            task.reply = Some(engine_died_reply(id, uuid, msg_id));
             task.reply_at = Some(now);
             task.idle = true;
             failed.push(msg_id.clone());
@@ -618,14 +611,7 @@ impl Store {
             if task.reply.is_some() {
                 continue;
             }
-            let evalue = format!("Engine {id} died while running task '{original}'");
-            let engine_info = json!({"engine_uuid": uuid, "engine_id": id, "method": "apply"});
-            task.reply = Some(local_error_reply(
-                "EngineError",
-                &evalue,
-                engine_info,
-                Some(uuid),
-            ));
+            task.reply = Some(engine_died_reply(id, uuid, &original));
             task.reply_at = Some(now);
             self.touch(&original);
             failed.push(original);
@@ -791,6 +777,13 @@ impl Store {
         }
         done
     }
+}
+
+/// The `EngineError` of a task whose engine died before answering.
+fn engine_died_reply(id: i64, uuid: &str, msg_id: &str) -> Reply {
+    let evalue = format!("Engine {id} died while running task '{msg_id}'");
+    let engine_info = json!({"engine_uuid": uuid, "engine_id": id, "method": "apply"});
+    local_error_reply("EngineError", &evalue, engine_info, Some(uuid))
 }
 
 /// An `apply_reply` made here, for a task that will get no real one.

@@ -1,8 +1,8 @@
 """``Client(sshserver=...)``: the controller's ports reached through SSH local forwards.
 
 As in ipyparallel, every port of the connection file (registration, control, mux, task,
-iopub, notification, broadcast) is forwarded from a free port on this machine's 127.0.0.1
-to the controller's address as the SSH server sees it, and the client connects to the
+iopub, notification, broadcast, and a corral controller's corral_iopub) is forwarded from a
+free port on this machine's 127.0.0.1 to the controller's address as the SSH server sees it, and the client connects to the
 local ends. Unlike pyzmq's ``zmq.ssh.tunnel`` (which ipyparallel uses), all the forwards
 live in ONE ``ssh -N`` process that this client owns: ``zmq.ssh.tunnel`` runs one
 ``ssh -f ... sleep 60`` per socket, which backgrounds itself (its pid is lost, so it cannot
@@ -29,7 +29,9 @@ from pathlib import Path
 log = logging.getLogger("corral.client")
 
 #: The connection file's port fields, each forwarded (ipyparallel's list).
-CHANNELS = ("registration", "control", "mux", "task", "iopub", "notification", "broadcast")
+#: `corral_iopub` is a corral controller's per-client IOPub (docs/PROTOCOL.md §11).
+CHANNELS = ("registration", "control", "mux", "task", "iopub", "notification", "broadcast",
+            "corral_iopub")
 
 _WILDCARDS = {"0.0.0.0", "*", ""}
 
@@ -199,13 +201,13 @@ def tunnelled(info: dict, tunnel: SSHTunnel) -> dict:
     """The connection info with every channel's port replaced by its local forward."""
     out = dict(info, interface="tcp://127.0.0.1")
     for channel in CHANNELS:
-        if channel in info:
+        if info.get(channel) is not None:
             out[channel] = tunnel.local[int(info[channel])]
     return out
 
 
 def open_tunnel(info: dict, sshserver: str, sshkey: str | None) -> SSHTunnel:
     """An SSH tunnel for every channel of the connection info ``info``, started."""
-    ports = [int(info[channel]) for channel in CHANNELS if channel in info]
+    ports = [int(info[channel]) for channel in CHANNELS if info.get(channel) is not None]
     target = remote_ip(info.get("interface", ""), info.get("location") or None)
     return SSHTunnel(sshserver, target, ports, keyfile=sshkey).start()

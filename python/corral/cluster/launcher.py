@@ -63,6 +63,18 @@ class EngineSetLauncher(abc.ABC):
         #: pass them on may ignore them: its engines then read `--file`.
         self.environment: dict[str, str] = {}
 
+    def base_record(self) -> dict:
+        """What every launcher's `to_dict` starts with."""
+        return {
+            "kind": self.kind,
+            "n": self.n,
+            "cluster_id": self.cluster_id,
+            "profile_dir": str(self.profile_dir),
+            "engine_file": str(self.engine_file),
+            "log_dir": str(self.log_dir),
+            "log_level": self.log_level,
+        }
+
     def engine_command(self, *extra: str) -> list[str]:
         """`corral engine` for this cluster, run by this interpreter."""
         return corral_command(

@@ -104,13 +104,7 @@ class LocalEngineSetLauncher(EngineSetLauncher):
 
     def to_dict(self) -> dict:
         return {
-            "kind": self.kind,
-            "n": self.n,
-            "cluster_id": self.cluster_id,
-            "profile_dir": str(self.profile_dir),
-            "engine_file": str(self.engine_file),
-            "log_dir": str(self.log_dir),
-            "log_level": self.log_level,
+            **self.base_record(),
             "engine_args": self.engine_args,
             "processes": [process_record(p) for p in self.processes],
         }

@@ -144,13 +144,7 @@ class MPIEngineSetLauncher(EngineSetLauncher):
 
     def to_dict(self) -> dict:
         return {
-            "kind": self.kind,
-            "n": self.n,
-            "cluster_id": self.cluster_id,
-            "profile_dir": str(self.profile_dir),
-            "engine_file": str(self.engine_file),
-            "log_dir": str(self.log_dir),
-            "log_level": self.log_level,
+            **self.base_record(),
             "mpiexec": process_record(self.mpiexec) if self.mpiexec else None,
             "ranks": [process_record(r) for r in self.local_ranks()],
         }
