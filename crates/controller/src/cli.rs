@@ -57,6 +57,11 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub enable_curve: bool,
+    /// Most tasks the load balancer keeps outstanding on one engine (0: no limit); also
+    /// ipyparallel's `--TaskScheduler.hwm=N`. Above 1, engines get their next task while
+    /// they work, but a long task holds back the short ones queued behind it.
+    #[arg(long, alias = "TaskScheduler.hwm", default_value_t = crate::config::DEFAULT_TASK_HWM)]
+    pub hwm: usize,
 }
 
 /// `CORRAL_INSECURE=1` (or `true`/`yes`) opts in to an empty key.
@@ -104,6 +109,7 @@ impl Cli {
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
             max_message_size: self.max_message_size.max(-1),
             curve,
+            task_hwm: self.hwm,
             ..ControllerConfig::default()
         })
     }
@@ -256,6 +262,18 @@ mod tests {
         let cfg = cli.config_with_env(|_| None).unwrap();
         assert!(cfg.insecure);
         assert_eq!(cfg.max_message_size, -1);
+    }
+
+    #[test]
+    fn task_hwm_as_corral_and_ipyparallel_spell_it() {
+        let cfg = |args: &[&str]| {
+            let cli = parse(args.iter().map(|a| a.to_string())).unwrap();
+            cli.config_with_env(|_| None).unwrap().task_hwm
+        };
+        assert_eq!(cfg(&[]), crate::config::DEFAULT_TASK_HWM);
+        assert_eq!(cfg(&["--hwm", "4"]), 4);
+        assert_eq!(cfg(&["--TaskScheduler.hwm=0"]), 0);
+        assert_eq!(parse(["--hwm=-1".to_string()]).unwrap_err(), 2);
     }
 
     #[test]

@@ -10,6 +10,11 @@ use crate::curve::CurveKeys;
 /// `--max-message-size`. (ipyparallel sets no limit.)
 pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 2 << 30;
 
+/// Tasks the load balancer keeps outstanding on one engine (ipyparallel's
+/// `TaskScheduler.hwm` default): a task waits in the scheduler, not behind a long task on
+/// an engine, so any engine that frees up can take it.
+pub const DEFAULT_TASK_HWM: usize = 1;
+
 /// Settings of one controller. `Default` gives ipyparallel's defaults on 127.0.0.1 with
 /// the `default` profile.
 #[derive(Debug, Clone)]
@@ -48,6 +53,10 @@ pub struct ControllerConfig {
     /// and engines a CURVE server with these keys and writes the public key into both
     /// connection files. Off (`None`) by default, as in ipyparallel.
     pub curve: Option<CurveKeys>,
+    /// Most tasks the load balancer keeps outstanding on one engine (ipyparallel's
+    /// `TaskScheduler.hwm`; `0`: no limit). More hides each task's round trip behind the
+    /// engine's work; fewer keeps a long task from holding back short ones queued behind it.
+    pub task_hwm: usize,
 }
 
 impl Default for ControllerConfig {
@@ -65,6 +74,7 @@ impl Default for ControllerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             write_files: true,
             curve: None,
+            task_hwm: DEFAULT_TASK_HWM,
         }
     }
 }

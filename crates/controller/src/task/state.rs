@@ -27,8 +27,6 @@ use crate::events::{EngineEvent, HubEvent, RecordEvent};
 use crate::sockets::{checked, parse, ParentIds};
 use corral_wire::{error_content, reply_type, InvalidDependency, ReplyMetadata, TaskMetadata};
 
-/// Outstanding tasks per engine (ipyparallel's default `hwm`).
-const HWM: usize = 1;
 /// An engine whose shell socket is not connected yet is skipped for this long.
 pub(crate) const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -124,6 +122,8 @@ fn evalue(f: Failure) -> &'static str {
 
 pub(crate) struct SchedulerState {
     session: Arc<Session>,
+    /// Most tasks outstanding on one engine (`0`: no limit).
+    hwm: usize,
     engines: HashMap<Arc<str>, EngineSlot>,
     /// Reachable engines with room, keyed (load, last use): the first is leastload's pick.
     free: BTreeSet<(usize, u64, Arc<str>)>,
@@ -148,9 +148,11 @@ pub(crate) struct SchedulerState {
 }
 
 impl SchedulerState {
-    pub(crate) fn new(session: Arc<Session>) -> Self {
+    /// A scheduler placing at most `hwm` tasks on each engine at once (`0`: no limit).
+    pub(crate) fn new(session: Arc<Session>, hwm: usize) -> Self {
         SchedulerState {
             session,
+            hwm,
             engines: HashMap::new(),
             free: BTreeSet::new(),
             backing_off: Vec::new(),
@@ -642,7 +644,8 @@ impl SchedulerState {
             self.free.remove(&(load, used, name.clone()));
         }
         let reachable = slot.skip_until.is_none_or(|t| now >= t);
-        if slot.outstanding.len() < HWM && reachable {
+        let room = self.hwm == 0 || slot.outstanding.len() < self.hwm;
+        if room && reachable {
             let key = (slot.outstanding.len(), slot.last_used);
             self.free.insert((key.0, key.1, name.clone()));
             slot.free_key = Some(key);
