@@ -108,8 +108,12 @@ class View:
     def _apply(self, f, args, kwargs, block):
         raise NotImplementedError
 
-    def _submit_apply(self, f, args, kwargs, target) -> str:
+    def _submit_apply(self, f, args, kwargs, target=None) -> str:
         """Send one ``apply_request`` (to engine ``target``, or to the scheduler)."""
+        return self._submit_packed(pack_apply_message(f, args, kwargs), target)
+
+    def _submit_packed(self, buffers, target) -> str:
+        """``_submit_apply`` with the call already packed (``pack_apply_message``)."""
         raise NotImplementedError
 
     @staticmethod
@@ -258,8 +262,7 @@ class DirectView(View):
                            buffers)
                 for i in ids]
 
-    def _submit_apply(self, f, args, kwargs, target) -> str:
-        buffers = pack_apply_message(f, args, kwargs)
+    def _submit_packed(self, buffers, target) -> str:
         return self._send_each([target], "apply_request", {}, buffers)[0]
 
     def _apply(self, f, args, kwargs, block, targets=None, fname=None):
@@ -399,7 +402,7 @@ class LoadBalancedView(View):
         if name in ("after", "follow"):
             render_dependency(value)  # raises on what cannot be a dependency
 
-    def _submit_apply(self, f, args, kwargs, target=None) -> str:
+    def _submit_packed(self, buffers, target=None) -> str:
         if not self.client.ids:
             raise error.NoEnginesRegistered()
         if self.targets is None:
@@ -412,7 +415,6 @@ class LoadBalancedView(View):
             "timeout": float(self.timeout or 0.0), "targets": uuids,
             "retries": int(self.retries), "label": self.label,
         }
-        buffers = pack_apply_message(f, args, kwargs)
         return self._send("task", None, "apply_request", {}, metadata, buffers)
 
     def _apply(self, f, args, kwargs, block):
