@@ -50,7 +50,9 @@ def _wait_for(predicate, timeout=15):
 
 def test_a_map_packs_its_function_once_and_sends_the_same_frames():
     packer = ChunkPacker(_double)
-    for chunks in ([[1, 2, 3]], [[b"x" * 5000], list(range(3))]):
+    plain = [[1, 2.5, "s", None, True], ("t", -(2**80)), range(3, 9, 2)]
+    other = [[b"x" * 5000], [_double, 1], [[1, 2]], list(range(3))]
+    for chunks in (plain, other, [[]]):
         want = pack_apply_message(remote_helpers.map_chunk, (_double, *chunks), {})
         assert [bytes(f) for f in packer.pack(chunks)] == [bytes(f) for f in want]
 

@@ -10,6 +10,7 @@
 //! The decisions live in [`state`] (and its rules in [`crate::dependency`]); this module
 //! only receives, calls the state and performs the [`TaskAction`]s it returns.
 
+mod constrained;
 mod state;
 
 use corral_wire::Session;

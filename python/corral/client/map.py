@@ -34,9 +34,25 @@ class ChunkPacker:
     def pack(self, chunks) -> list:
         arg_frames = list(self._f)
         for chunk in chunks:
-            arg_frames.extend(serialize_object(chunk))
+            if _plain(chunk):
+                # What the chosen pickler writes for plain values, without its per-object
+                # hooks (cloudpickle's cost most of the time for small chunks).
+                arg_frames.append(pickle.dumps(chunk, protocol=5))
+            else:
+                arg_frames.extend(serialize_object(chunk))
         info = dict(nargs=1 + len(chunks), narg_bufs=len(arg_frames), kw_keys=[])
         return [*self._head, pickle.dumps(info, protocol=4), *arg_frames]
+
+
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
+
+
+def _plain(chunk) -> bool:
+    """A range, or a list or tuple of builtin scalars: every pickler pickles it the same way
+    (``partition`` of a range is a range)."""
+    if type(chunk) is range:
+        return True
+    return type(chunk) in (list, tuple) and all(type(x) in _PLAIN_TYPES for x in chunk)
 
 
 def partition(seq, p: int, q: int, n: int | None = None, dist: str = "b"):
@@ -144,6 +160,7 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         nparts = len(targets)
     msg_ids = []
     packer = None if whole_chunks else ChunkPacker(f)
+    submit = view._packed_submitter()
     for index, target in enumerate(targets):
         chunks = [partition(s, index, nparts, n, dist) for s in seqs]
         if len(chunks[0]) == 0:
@@ -151,7 +168,7 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         if whole_chunks:
             msg_ids.append(view._submit_apply(f, tuple(chunks), {}, target))
         else:
-            msg_ids.append(view._submit_packed(packer.pack(chunks), target))
+            msg_ids.append(submit(packer.pack(chunks), target))
     ar = AsyncMapResult(view.client, msg_ids, fname=_name(f), ordered=ordered,
                         return_exceptions=return_exceptions, dist=dist)
     return ar.get() if block else ar

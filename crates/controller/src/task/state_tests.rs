@@ -456,6 +456,37 @@ fn many_waiting_tasks_cost_little_per_message() {
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
 }
 
+#[test]
+fn targeted_tasks_waiting_for_a_busy_engine_are_not_rescanned_per_message() {
+    // A view with `targets=[a]` queues n tasks behind busy a while b is free and serves
+    // plain tasks. Looking at every queued task per message is n²/2 looks; grouped by
+    // constraints it is a few per message.
+    let n = 5_000;
+    let mut h = Harness::new(&["a", "b"]);
+    let mut targeted = Vec::new();
+    for _ in 0..n {
+        targeted.push(h.submit(json!({"targets": ["a"]}), 0).0.header.msg_id);
+    }
+    for _ in 0..n {
+        let (t, out) = h.submit(json!({}), 0);
+        let (engine, _) = only(&out);
+        assert_eq!(engine, "b");
+        h.answer("b", id(&t), "ok", true, 1);
+    }
+    for (i, msg_id) in targeted.iter().enumerate() {
+        let out = h.answer("a", msg_id, "ok", true, 2);
+        if i + 1 < n {
+            assert_eq!(assigned(&out), vec![("a".into(), targeted[i + 1].clone())]);
+        }
+    }
+    let messages = 4 * n as u64;
+    assert!(
+        h.st.looked_at < 4 * messages,
+        "{} looks for {messages} messages",
+        h.st.looked_at
+    );
+}
+
 // ---- generated ill-formed requests ----------------------------------------------------
 
 fn any_json() -> impl Strategy<Value = Value> {
