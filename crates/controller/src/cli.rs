@@ -66,6 +66,11 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub enable_curve: bool,
+    /// Most tasks the load balancer keeps outstanding on one engine (0: no limit); also
+    /// ipyparallel's `--TaskScheduler.hwm=N`. Above 1, engines get their next task while
+    /// they work, but a long task holds back the short ones queued behind it.
+    #[arg(long, alias = "TaskScheduler.hwm", default_value_t = crate::config::DEFAULT_TASK_HWM)]
+    pub hwm: usize,
     /// Earlier published-data updates each task record keeps per engine, beside the
     /// latest snapshot (clients read them as `ar.data_history`); 0 keeps none.
     #[arg(long, default_value_t = crate::config::HistoryLimits::default().updates)]
@@ -167,6 +172,7 @@ impl Cli {
             iopub_budget: self.iopub_budget,
             iopub_window: self.iopub_window.max(1),
             curve,
+            task_hwm: self.hwm,
             data_history: crate::config::HistoryLimits {
                 updates: self.data_history,
                 bytes: self.data_history_bytes,
@@ -393,6 +399,18 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn task_hwm_as_corral_and_ipyparallel_spell_it() {
+        let cfg = |args: &[&str]| {
+            let cli = parse(args.iter().map(|a| a.to_string())).unwrap();
+            cli.config_with_env(|_| None).unwrap().task_hwm
+        };
+        assert_eq!(cfg(&[]), crate::config::DEFAULT_TASK_HWM);
+        assert_eq!(cfg(&["--hwm", "4"]), 4);
+        assert_eq!(cfg(&["--TaskScheduler.hwm=0"]), 0);
+        assert_eq!(parse(["--hwm=-1".to_string()]).unwrap_err(), 2);
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const DEFAULT_IOPUB_WINDOW: usize = 16 << 20;
 /// to one update per (task, engine), so this is reached only by a client that stopped
 /// reading while output (or many tasks' data) kept coming.
 pub const DEFAULT_IOPUB_BUDGET: usize = 64 << 20;
+/// Tasks the load balancer keeps outstanding on one engine (ipyparallel's
+/// `TaskScheduler.hwm` default): a task waits in the scheduler, not behind a long task on
+/// an engine, so any engine that frees up can take it.
+pub const DEFAULT_TASK_HWM: usize = 1;
 
 /// Settings of one controller. `Default` gives ipyparallel's defaults on 127.0.0.1 with
 /// the `default` profile.
@@ -79,6 +83,10 @@ pub struct ControllerConfig {
     /// How many earlier published-data updates, and how many bytes of them, each task
     /// record keeps per engine beside the latest snapshot (docs/PROTOCOL.md §12.1).
     pub data_history: HistoryLimits,
+    /// Most tasks the load balancer keeps outstanding on one engine (ipyparallel's
+    /// `TaskScheduler.hwm`; `0`: no limit). More hides each task's round trip behind the
+    /// engine's work; fewer keeps a long task from holding back short ones queued behind it.
+    pub task_hwm: usize,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +111,7 @@ impl Default for ControllerConfig {
             ports: Vec::new(),
             reuse_files: false,
             data_history: HistoryLimits::default(),
+            task_hwm: DEFAULT_TASK_HWM,
         }
     }
 }

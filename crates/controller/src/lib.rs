@@ -360,6 +360,7 @@ impl Controller {
             engines_rx: task_eng_rx,
             hub: hub_tx,
             stop: stop.clone(),
+            hwm: config.task_hwm,
         };
         let bcast = broadcast::Broadcast {
             client: bcast_in,

@@ -1,4 +1,4 @@
-//! The load-balancing task scheduler (ipyparallel's `leastload`, hwm 1): a client-side
+//! The load-balancing task scheduler (ipyparallel's `leastload` with its `hwm`): a client-side
 //! ROUTER and an engine-side ROUTER (identity `task_out`). A task goes to the live
 //! engine with the fewest outstanding tasks among those its constraints allow
 //! (`metadata.targets`, `follow`, the engines it already failed on); it waits here
@@ -10,6 +10,7 @@
 //! The decisions live in [`state`] (and its rules in [`crate::dependency`]); this module
 //! only receives, calls the state and performs the [`TaskAction`]s it returns.
 
+mod constrained;
 mod state;
 
 use corral_wire::Session;
@@ -33,11 +34,13 @@ pub(crate) struct TaskScheduler {
     pub engines_rx: Receiver<EngineEvent>,
     pub hub: HubSender,
     pub stop: Arc<Stop>,
+    /// Most tasks outstanding on one engine (`0`: no limit).
+    pub hwm: usize,
 }
 
 impl TaskScheduler {
     pub(crate) fn run(self) {
-        let mut state = SchedulerState::new(self.session.clone());
+        let mut state = SchedulerState::new(self.session.clone(), self.hwm);
         while !self.stop.is_set() {
             let now = Instant::now();
             let poll_ms = state.next_wake().map_or(POLL_MS, |t| {

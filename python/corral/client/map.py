@@ -9,13 +9,50 @@ list, so the flat result is the concatenation of the task results in submission 
 
 from __future__ import annotations
 
+import pickle
 from itertools import chain, islice
 
 from corral import error
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
+from corral.serialize import serialize_object
 
-__all__ = ["AsyncMapResult", "check_dist", "join_partitions", "map_on_view", "partition"]
+__all__ = ["AsyncMapResult", "ChunkPacker", "check_dist", "join_partitions", "map_on_view",
+           "partition"]
+
+
+class ChunkPacker:
+    """The ``apply_request`` frames of ``map_chunk(f, *chunks)``, exactly as
+    ``pack_apply_message`` makes them, but with ``map_chunk`` and ``f`` pickled once per
+    map instead of once per task: pickling a function by value costs more than a small
+    chunk, and every task of one ``map`` runs the same ``f`` anyway."""
+
+    def __init__(self, f):
+        self._head = serialize_object(remote_helpers.map_chunk)
+        self._f = serialize_object(f)
+
+    def pack(self, chunks) -> list:
+        arg_frames = list(self._f)
+        for chunk in chunks:
+            if _plain(chunk):
+                # What the chosen pickler writes for plain values, without its per-object
+                # hooks (cloudpickle's cost most of the time for small chunks).
+                arg_frames.append(pickle.dumps(chunk, protocol=5))
+            else:
+                arg_frames.extend(serialize_object(chunk))
+        info = dict(nargs=1 + len(chunks), narg_bufs=len(arg_frames), kw_keys=[])
+        return [*self._head, pickle.dumps(info, protocol=4), *arg_frames]
+
+
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
+
+
+def _plain(chunk) -> bool:
+    """A range, or a list or tuple of builtin scalars: every pickler pickles it the same way
+    (``partition`` of a range is a range)."""
+    if type(chunk) is range:
+        return True
+    return type(chunk) in (list, tuple) and all(type(x) in _PLAIN_TYPES for x in chunk)
 
 
 def partition(seq, p: int, q: int, n: int | None = None, dist: str = "b"):
@@ -122,6 +159,8 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         targets = view._target_ids()
         nparts = len(targets)
     msg_ids = []
+    packer = None if whole_chunks else ChunkPacker(f)
+    submit = view._packed_submitter()
     for index, target in enumerate(targets):
         chunks = [partition(s, index, nparts, n, dist) for s in seqs]
         if len(chunks[0]) == 0:
@@ -129,8 +168,7 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         if whole_chunks:
             msg_ids.append(view._submit_apply(f, tuple(chunks), {}, target))
         else:
-            msg_ids.append(view._submit_apply(remote_helpers.map_chunk, (f, *chunks), {},
-                                              target))
+            msg_ids.append(submit(packer.pack(chunks), target))
     ar = AsyncMapResult(view.client, msg_ids, fname=_name(f), ordered=ordered,
                         return_exceptions=return_exceptions, dist=dist)
     return ar.get() if block else ar

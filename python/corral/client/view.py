@@ -108,8 +108,17 @@ class View:
     def _apply(self, f, args, kwargs, block):
         raise NotImplementedError
 
-    def _submit_apply(self, f, args, kwargs, target) -> str:
+    def _submit_apply(self, f, args, kwargs, target=None) -> str:
         """Send one ``apply_request`` (to engine ``target``, or to the scheduler)."""
+        return self._submit_packed(pack_apply_message(f, args, kwargs), target)
+
+    def _submit_packed(self, buffers, target) -> str:
+        """``_submit_apply`` with the call already packed (``pack_apply_message``)."""
+        return self._packed_submitter()(buffers, target)
+
+    def _packed_submitter(self):
+        """``submit(buffers, target) -> msg_id`` for many requests in a row (a ``map``):
+        what does not change between them (checks, metadata) is worked out once."""
         raise NotImplementedError
 
     @staticmethod
@@ -258,9 +267,9 @@ class DirectView(View):
                            buffers)
                 for i in ids]
 
-    def _submit_apply(self, f, args, kwargs, target) -> str:
-        buffers = pack_apply_message(f, args, kwargs)
-        return self._send_each([target], "apply_request", {}, buffers)[0]
+    def _packed_submitter(self):
+        return lambda buffers, target: self._send_each([target], "apply_request", {},
+                                                       buffers)[0]
 
     def _apply(self, f, args, kwargs, block, targets=None, fname=None):
         ids, single = self._resolve(targets)
@@ -410,7 +419,7 @@ class LoadBalancedView(View):
         if name in ("after", "follow"):
             render_dependency(value)  # raises on what cannot be a dependency
 
-    def _submit_apply(self, f, args, kwargs, target=None) -> str:
+    def _packed_submitter(self):
         if not self.client.ids:
             raise error.NoEnginesRegistered()
         if self.targets is None:
@@ -423,8 +432,9 @@ class LoadBalancedView(View):
             "timeout": float(self.timeout or 0.0), "targets": uuids,
             "retries": int(self.retries), "label": self.label,
         }
-        buffers = pack_apply_message(f, args, kwargs)
-        return self._send("task", None, "apply_request", {}, metadata, buffers)
+        send = self._send
+        return lambda buffers, target=None: send("task", None, "apply_request", {}, metadata,
+                                                 buffers)
 
     def _apply(self, f, args, kwargs, block):
         msg_id = self._submit_apply(f, args, kwargs)

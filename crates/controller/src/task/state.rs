@@ -9,8 +9,9 @@
 //! - tasks waiting on `after` are indexed by the msg_ids they wait for and looked at again
 //!   only when one of those finishes;
 //! - timeouts sit in a deadline heap, looked at only when the earliest is due;
-//! - tasks constrained by `targets`/`follow`/a blacklist are scanned, oldest first, when an
-//!   engine has room (as ipyparallel does); users send few of them.
+//! - tasks constrained by `targets`/`follow`/a blacklist are grouped by their constraints,
+//!   and only the oldest task of each group is looked at when an engine has room (a view
+//!   with `targets` makes one group however many tasks it sends).
 
 use corral_wire::Session;
 use serde_json::{json, Value};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+use super::constrained::{ConstrainedQueue, GroupId};
 use crate::dependency::{
     admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Failure, History, Triage,
 };
@@ -27,8 +29,6 @@ use crate::events::{EngineEvent, HubEvent, RecordEvent};
 use crate::sockets::{checked, parse, ParentIds};
 use corral_wire::{error_content, reply_type, InvalidDependency, ReplyMetadata, TaskMetadata};
 
-/// Outstanding tasks per engine (ipyparallel's default `hwm`).
-const HWM: usize = 1;
 /// An engine whose shell socket is not connected yet is skipped for this long.
 pub(crate) const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -65,6 +65,8 @@ struct Task {
     timeout: Option<Duration>,
     /// In a ready set (its `after` is met), rather than waiting on it.
     ready: bool,
+    /// Its group among the ready constrained tasks, while it is there.
+    group: Option<GroupId>,
     frames: Vec<zmq::Message>,
 }
 
@@ -89,6 +91,14 @@ fn read_metadata(md: &Value) -> Result<TaskMetadata, InvalidDependency> {
         warn!(socket = "task", field, %value, "ignored malformed metadata");
     }
     Ok(asked)
+}
+
+/// Tasks with equal keys may run on the same engines: their targets, blacklist and
+/// `follow` (the only constraints [`eligible`] reads).
+fn group_key(c: &Constraints) -> String {
+    let mut blacklist: Vec<&String> = c.blacklist.iter().collect();
+    blacklist.sort();
+    format!("{:?}|{:?}|{:?}", c.targets, blacklist, c.follow)
 }
 
 /// `msg_id` (a string, required) and `msg_type` (a string, or absent) of a task header.
@@ -124,6 +134,8 @@ fn evalue(f: Failure) -> &'static str {
 
 pub(crate) struct SchedulerState {
     session: Arc<Session>,
+    /// Most tasks outstanding on one engine (`0`: no limit).
+    hwm: usize,
     engines: HashMap<Arc<str>, EngineSlot>,
     /// Reachable engines with room, keyed (load, last use): the first is leastload's pick.
     free: BTreeSet<(usize, u64, Arc<str>)>,
@@ -133,8 +145,8 @@ pub(crate) struct SchedulerState {
     queued: HashMap<u64, Task>,
     /// Ready tasks any engine may take, oldest first.
     ready_plain: BTreeSet<u64>,
-    /// Ready tasks that only some engines may take, oldest first.
-    ready_constrained: BTreeSet<u64>,
+    /// Ready tasks that only some engines may take, grouped by their constraints.
+    ready_constrained: ConstrainedQueue,
     /// Unfinished msg_id → queued tasks that depend on it (`after` or `follow`). Entries of
     /// tasks that left the queue are skipped when the msg_id finishes.
     dependents: HashMap<String, Vec<u64>>,
@@ -145,24 +157,32 @@ pub(crate) struct SchedulerState {
     resolved: Vec<String>,
     next_seq: u64,
     assignments: u64,
+    /// Constrained tasks looked at by [`SchedulerState::dispatch`], to test that this stays
+    /// proportional to the messages, not to the tasks queued.
+    #[cfg(test)]
+    looked_at: u64,
 }
 
 impl SchedulerState {
-    pub(crate) fn new(session: Arc<Session>) -> Self {
+    /// A scheduler placing at most `hwm` tasks on each engine at once (`0`: no limit).
+    pub(crate) fn new(session: Arc<Session>, hwm: usize) -> Self {
         SchedulerState {
             session,
+            hwm,
             engines: HashMap::new(),
             free: BTreeSet::new(),
             backing_off: Vec::new(),
             queued: HashMap::new(),
             ready_plain: BTreeSet::new(),
-            ready_constrained: BTreeSet::new(),
+            ready_constrained: ConstrainedQueue::default(),
             dependents: HashMap::new(),
             deadlines: BinaryHeap::new(),
             history: History::default(),
             resolved: Vec::new(),
             next_seq: 0,
             assignments: 0,
+            #[cfg(test)]
+            looked_at: 0,
         }
     }
 
@@ -229,6 +249,7 @@ impl SchedulerState {
             retries: asked.retries,
             timeout: asked.timeout,
             ready: false,
+            group: None,
             frames,
         };
         if let Some(why) = invalid {
@@ -491,16 +512,20 @@ impl SchedulerState {
         if task.unconstrained() {
             self.ready_plain.insert(task.seq);
         } else {
-            self.ready_constrained.insert(task.seq);
+            let key = group_key(&task.constraints);
+            task.group = Some(self.ready_constrained.insert(task.seq, key));
         }
     }
 
     fn unqueue(&mut self, seq: u64) -> Option<Task> {
-        let task = self.queued.remove(&seq)?;
+        let mut task = self.queued.remove(&seq)?;
         if task.ready {
             self.ready_plain.remove(&seq);
-            self.ready_constrained.remove(&seq);
         }
+        if let Some(group) = task.group.take() {
+            self.ready_constrained.remove(seq, group);
+        }
+        task.ready = false;
         Some(task)
     }
 
@@ -522,12 +547,13 @@ impl SchedulerState {
     }
 
     /// Fails ready tasks whose targets are all gone (after a change of the engine set).
+    /// The tasks of a group share their constraints, so its oldest task speaks for all.
     fn fail_stuck(&mut self, out: &mut Vec<TaskAction>) {
         let stuck: Vec<u64> = self
             .ready_constrained
-            .iter()
-            .filter(|seq| self.queued.get(seq).is_some_and(|t| self.is_stuck(t)))
-            .copied()
+            .heads()
+            .filter(|(seq, _)| self.queued.get(seq).is_some_and(|t| self.is_stuck(t)))
+            .flat_map(|(_, group)| self.ready_constrained.members(group))
             .collect();
         for seq in stuck {
             if let Some(task) = self.unqueue(seq) {
@@ -582,9 +608,13 @@ impl SchedulerState {
         while !self.free.is_empty() {
             let plain = self.ready_plain.first().copied();
             let mut choice = None;
-            for &seq in &self.ready_constrained {
+            for (seq, _) in self.ready_constrained.heads() {
                 if plain.is_some_and(|p| p < seq) {
                     break;
+                }
+                #[cfg(test)]
+                {
+                    self.looked_at += 1;
                 }
                 let Some(task) = self.queued.get(&seq) else {
                     continue;
@@ -642,7 +672,8 @@ impl SchedulerState {
             self.free.remove(&(load, used, name.clone()));
         }
         let reachable = slot.skip_until.is_none_or(|t| now >= t);
-        if slot.outstanding.len() < HWM && reachable {
+        let room = self.hwm == 0 || slot.outstanding.len() < self.hwm;
+        if room && reachable {
             let key = (slot.outstanding.len(), slot.last_used);
             self.free.insert((key.0, key.1, name.clone()));
             slot.free_key = Some(key);

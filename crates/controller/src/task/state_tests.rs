@@ -20,8 +20,12 @@ struct Harness {
 
 impl Harness {
     fn new(engines: &[&str]) -> Harness {
+        Harness::with_hwm(engines, 1)
+    }
+
+    fn with_hwm(engines: &[&str], hwm: usize) -> Harness {
         let mut h = Harness {
-            st: SchedulerState::new(Arc::new(Session::new(KEY))),
+            st: SchedulerState::new(Arc::new(Session::new(KEY)), hwm),
             client: Session::new(KEY),
             t0: Instant::now(),
         };
@@ -326,6 +330,111 @@ fn an_unreachable_engine_is_skipped_for_a_while() {
 }
 
 #[test]
+fn hwm_above_one_pipelines_tasks_to_the_least_loaded_engine() {
+    let mut h = Harness::with_hwm(&["a", "b"], 2);
+    let mut placed = Vec::new();
+    for _ in 0..5 {
+        let (t, out) = h.submit(json!({}), 0);
+        placed.push((id(&t).to_string(), assigned(&out)));
+    }
+    // Two per engine, alternating (least load, then least recently used); the fifth waits.
+    let engines: Vec<&str> = placed[..4].iter().map(|(_, a)| a[0].0.as_str()).collect();
+    assert_eq!(engines, ["a", "b", "a", "b"]);
+    assert!(placed[4].1.is_empty(), "both engines hold 2: {placed:?}");
+    // b answers one: the waiting task goes to b, which has room again.
+    let out = h.answer("b", &placed[1].0, "ok", true, 1);
+    assert_eq!(to_client(&out).len(), 1);
+    assert_eq!(assigned(&out), vec![("b".into(), placed[4].0.clone())]);
+
+    // hwm 0: no limit, every task goes out at once.
+    let mut h = Harness::with_hwm(&["a", "b"], 0);
+    let sent: usize = (0..100)
+        .map(|_| assigned(&h.submit(json!({}), 0).1).len())
+        .sum();
+    assert_eq!(sent, 100);
+}
+
+#[test]
+fn hwm_above_one_still_holds_after_and_follow_until_their_dependency_finished() {
+    let mut h = Harness::with_hwm(&["a", "b"], 0);
+    let (x, out) = h.submit(json!({}), 0);
+    let (ex, _) = only(&out);
+    // Room everywhere, but `after` and `follow` wait for x's reply, not its placement.
+    let (after, out) = h.submit(json!({"after": [id(&x)]}), 0);
+    assert!(assigned(&out).is_empty());
+    let (follow, out) = h.submit(json!({"follow": [id(&x)]}), 0);
+    assert!(assigned(&out).is_empty());
+    let out = h.answer(&ex, id(&x), "ok", true, 1);
+    let mut got = assigned(&out);
+    got.sort();
+    let follow_to = (ex.clone(), id(&follow).to_string());
+    assert!(got.contains(&follow_to), "follow runs where x ran: {got:?}");
+    assert!(got.iter().any(|(_, m)| m == id(&after)), "{got:?}");
+    assert_eq!(got.len(), 2);
+}
+
+#[test]
+fn a_dead_engine_fails_or_retries_every_task_it_held() {
+    let mut h = Harness::with_hwm(&["a", "b"], 3);
+    let mut on_a = Vec::new();
+    for retries in [0, 0, 1, 0, 1, 0] {
+        let (t, out) = h.submit(json!({"retries": retries}), 0);
+        if only(&out).0 == "a" {
+            on_a.push((t, retries));
+        }
+    }
+    assert_eq!(on_a.len(), 3, "a holds 3 tasks");
+    let out = h.down("a", 10);
+    let replies = to_client(&out);
+    let failed: Vec<&Message> = on_a
+        .iter()
+        .filter(|(_, r)| *r == 0)
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        replies.len(),
+        failed.len(),
+        "one EngineError per task without retries"
+    );
+    for (reply, req) in replies.iter().zip(&failed) {
+        assert_error(reply, req, "EngineError");
+        assert_eq!(reply.metadata["engine"], "a");
+    }
+    // The ones with a retry wait for b (which holds 3, its hwm), then run there.
+    let retried: Vec<String> = on_a
+        .iter()
+        .filter(|(_, r)| *r == 1)
+        .map(|(t, _)| id(t).to_string())
+        .collect();
+    assert!(assigned(&out).is_empty(), "b is full");
+    let on_b: Vec<String> = h.st.engines["b"].outstanding.keys().cloned().collect();
+    let mut rerun = Vec::new();
+    for msg_id in on_b {
+        rerun.extend(assigned(&h.answer("b", &msg_id, "ok", true, 20)));
+    }
+    rerun.sort();
+    let mut want: Vec<(String, String)> = retried
+        .iter()
+        .map(|m| ("b".to_string(), m.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(rerun, want);
+    // Their retry is spent: b's death fails both.
+    let replies = to_client(&h.down("b", 30));
+    let mut parents: Vec<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.content["ename"], "EngineError");
+            r.parent_msg_id().unwrap().to_string()
+        })
+        .collect();
+    parents.sort();
+    let mut retried = retried;
+    retried.sort();
+    assert_eq!(parents, retried);
+}
+
+#[test]
 fn many_waiting_tasks_cost_little_per_message() {
     // 20,000 tasks queue behind one engine, then run one by one. With a scan of the
     // queue per message this is ~2*10^8 steps; indexed, it is a fraction of a second.
@@ -345,6 +454,37 @@ fn many_waiting_tasks_cost_little_per_message() {
     }
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+}
+
+#[test]
+fn targeted_tasks_waiting_for_a_busy_engine_are_not_rescanned_per_message() {
+    // A view with `targets=[a]` queues n tasks behind busy a while b is free and serves
+    // plain tasks. Looking at every queued task per message is n²/2 looks; grouped by
+    // constraints it is a few per message.
+    let n = 5_000;
+    let mut h = Harness::new(&["a", "b"]);
+    let mut targeted = Vec::new();
+    for _ in 0..n {
+        targeted.push(h.submit(json!({"targets": ["a"]}), 0).0.header.msg_id);
+    }
+    for _ in 0..n {
+        let (t, out) = h.submit(json!({}), 0);
+        let (engine, _) = only(&out);
+        assert_eq!(engine, "b");
+        h.answer("b", id(&t), "ok", true, 1);
+    }
+    for (i, msg_id) in targeted.iter().enumerate() {
+        let out = h.answer("a", msg_id, "ok", true, 2);
+        if i + 1 < n {
+            assert_eq!(assigned(&out), vec![("a".into(), targeted[i + 1].clone())]);
+        }
+    }
+    let messages = 4 * n as u64;
+    assert!(
+        h.st.looked_at < 4 * messages,
+        "{} looks for {messages} messages",
+        h.st.looked_at
+    );
 }
 
 // ---- generated ill-formed requests ----------------------------------------------------
