@@ -11,9 +11,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from cluster_processes import wait_for
+from corral.watch import model
+from corral.watch.render import sparkline
 
 
 def publish_slowly(n, delay):
@@ -191,3 +194,20 @@ def test_no_cluster_is_a_clear_error(tmp_path):
                           timeout=60, env=dict(os.environ, IPYTHONDIR=str(tmp_path)))
     assert done.returncode == 2
     assert "No cluster found" in done.stderr, done.stderr
+
+
+def test_sparklines_and_array_summaries():
+    assert sparkline([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([1.0, 1.0]) == "▁▁"  # flat: no division by zero
+    assert sparkline([0.0, float("nan"), 1.0]) == "▁ █"  # NaN is a gap
+    assert len(sparkline([float(i) for i in range(1000)], width=40)) == 40
+    a = model.summarize_array(np.arange(6, dtype=np.int32).reshape(2, 3))
+    assert (a.shape, a.dtype, a.min, a.mean, a.max, a.values) == ((2, 3), "int32", 0, 2.5, 5, None)
+
+
+def test_nan_values_do_not_count_as_changes():
+    row = model._row("m", {"loss": float("nan"), "x": np.array([1.0, np.nan])}, {"seq": 1})
+    again = model._row("m", {"loss": float("nan"), "x": np.array([1.0, np.nan])}, {"seq": 1})
+    assert not model.TaskFrame([again], False).changed_since(model.TaskFrame([row], False))
+    newer = model._row("m", {"loss": 0.5}, {"seq": 2})
+    assert model.TaskFrame([newer], False).changed_since(model.TaskFrame([row], False))

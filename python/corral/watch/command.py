@@ -27,7 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--plain", action="store_true",
                    help="plain lines even on a terminal (the default when stdout is not one)")
-    p.add_argument("--interval", type=float, default=0.25, help="seconds between refreshes")
+    p.add_argument("--interval", type=float, default=None,
+                   help="seconds between refreshes (default: 0.25; 1 with --cluster)")
     p.add_argument("--profile", default=None, help="IPython profile name (default: default)")
     p.add_argument("--profile-dir", default=None, help="IPython profile directory")
     p.add_argument("--cluster-id", default=None, help="cluster id (default: none)")
@@ -130,6 +131,9 @@ def watch_cluster(client, args) -> int:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.interval is None:
+        # A cluster view asks for every engine's queue lists: once a second is plenty.
+        args.interval = 1.0 if args.cluster else 0.25
     if args.cluster == bool(args.msg_ids):
         parser().print_usage(sys.stderr)
         print("corral watch: give a task's msg_id (see `corral watch --cluster` for running "

@@ -55,16 +55,14 @@ class TaskFrame:
         """Whether new data or a new state arrived (ages alone do not count)."""
         if other is None:
             return True
-        return (self.done != other.done
-                or [(r.seq, r.engine_id, r.alive, r.scalars, _arrays_key(r))
-                    for r in self.rows]
-                != [(r.seq, r.engine_id, r.alive, r.scalars, _arrays_key(r))
-                    for r in other.rows])
+        return self.done != other.done or _facts(self) != _facts(other)
 
 
-def _arrays_key(row: TaskRow):
-    return sorted((k, a.shape, a.min, a.mean, a.max) for k, a in row.arrays.items()) + \
-        sorted(row.others.items())
+def _facts(frame: TaskFrame) -> list:
+    # repr, not the values: NaN != NaN would count as a change on every refresh.
+    return [repr((r.seq, r.engine_id, r.alive, r.scalars, r.others,
+                  sorted((k, a.shape, a.min, a.mean, a.max) for k, a in r.arrays.items())))
+            for r in frame.rows]
 
 
 def summarize_array(value) -> ArraySummary:

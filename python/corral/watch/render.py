@@ -51,7 +51,7 @@ def _engine(row: TaskRow) -> str:
 
 def state_text(frame: TaskFrame) -> str:
     if not frame.done:
-        return "running"
+        return "pending"  # queued or running: a foreign task's start is not reported
     return "failed" if frame.errors else "done"
 
 
