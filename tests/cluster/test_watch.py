@@ -196,6 +196,28 @@ def test_no_cluster_is_a_clear_error(tmp_path):
     assert "No cluster found" in done.stderr, done.stderr
 
 
+def publish_fast(n, seconds):
+    import time
+
+    from corral.datapub import publish_data
+
+    for i in range(n):
+        publish_data({"i": i})
+        time.sleep(seconds / n)
+    return n
+
+
+def test_a_fast_publisher_is_shown_newest_first_without_a_line_per_update(start_cluster):
+    cluster, client = start_cluster(1)
+    ar = client.load_balanced_view().apply_async(publish_fast, 3000, 3.0)
+    done = run_watch(cluster, ar.msg_ids[0])
+    assert done.returncode == 0, done.stderr
+    frames = [line for line in done.stdout.splitlines() if line.startswith("engine 0 ")]
+    assert frames[-1].endswith(" i=2999"), done.stdout[-500:]
+    # Redraws are spaced (at most 10 a second): far fewer frames than updates.
+    assert len(frames) < 300, len(frames)
+
+
 def test_sparklines_and_array_summaries():
     assert sparkline([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]) == "▁▂▃▄▅▆▇█"
     assert sparkline([1.0, 1.0]) == "▁▁"  # flat: no division by zero

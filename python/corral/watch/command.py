@@ -11,6 +11,9 @@ import time
 from corral import error
 from corral.watch import model, render
 
+#: At most this many task redraws a second, however fast tasks publish (newest wins).
+MAX_REDRAWS_PER_SECOND = 10
+
 #: Exit codes: the task failed; nothing to watch (no cluster, unknown msg_id); the
 #: controller went away while watching.
 TASK_FAILED, CANNOT_WATCH, CONTROLLER_LOST = 1, 2, 3
@@ -28,7 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true",
                    help="plain lines even on a terminal (the default when stdout is not one)")
     p.add_argument("--interval", type=float, default=None,
-                   help="seconds between refreshes (default: 0.25; 1 with --cluster)")
+                   help="seconds between refreshes when nothing is published (ages, the "
+                        "task's end); new data is shown as it arrives (default: 0.5; 1 with "
+                        "--cluster)")
     p.add_argument("--profile", default=None, help="IPython profile name (default: default)")
     p.add_argument("--profile-dir", default=None, help="IPython profile directory")
     p.add_argument("--cluster-id", default=None, help="cluster id (default: none)")
@@ -69,6 +74,23 @@ def _outcome(frame: model.TaskFrame) -> int:
     return 0
 
 
+class _News:
+    """Waits for the next publication of the watched tasks (the client's I/O thread wakes
+    it, no polling) or ``interval`` seconds, whichever comes first, and spaces redraws."""
+
+    def __init__(self, client, ar, interval: float):
+        self.client, self.ar, self.interval = client, ar, interval
+        self.seen = 0
+        self.last = time.monotonic()
+
+    def wait(self) -> None:
+        gap = 1.0 / MAX_REDRAWS_PER_SECOND - (time.monotonic() - self.last)
+        if gap > 0:
+            time.sleep(gap)
+        self.seen, _ = self.client._wait_data(self.ar.msg_ids, self.seen, self.interval)
+        self.last = time.monotonic()
+
+
 def watch_task(client, args) -> int:
     model.check_known(client, args.msg_ids)
     ar = client.get_result(args.msg_ids[0] if len(args.msg_ids) == 1 else args.msg_ids)
@@ -81,19 +103,20 @@ def watch_task(client, args) -> int:
         else:
             _print_lines(render.task_lines(frame))
         return TASK_FAILED if frame.errors else 0
+    news = _News(client, ar, args.interval)
     if rich:
         from rich.live import Live
 
         console = _console()
         with Live(render.task_view(frame, title), console=console, auto_refresh=False) as live:
             while not frame.done:
-                time.sleep(args.interval)
+                news.wait()
                 frame = model.task_frame(ar)
                 live.update(render.task_view(frame, title), refresh=True)
     else:
         _print_lines(render.task_lines(frame))
         while not frame.done:
-            time.sleep(args.interval)
+            news.wait()
             previous, frame = frame, model.task_frame(ar)
             if frame.changed_since(previous):
                 _print_lines(render.task_lines(frame))
@@ -133,7 +156,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.interval is None:
         # A cluster view asks for every engine's queue lists: once a second is plenty.
-        args.interval = 1.0 if args.cluster else 0.25
+        args.interval = 1.0 if args.cluster else 0.5
     if args.cluster == bool(args.msg_ids):
         parser().print_usage(sys.stderr)
         print("corral watch: give a task's msg_id (see `corral watch --cluster` for running "
