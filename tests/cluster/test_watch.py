@@ -153,6 +153,27 @@ def test_a_failed_task_shows_its_error_and_exits_non_zero(start_cluster):
     assert "ValueError" in done.stdout and "the task gave up" in done.stdout, done.stdout
 
 
+def publish_k(k):
+    from corral.datapub import publish_data
+
+    publish_data({"k": k})
+    if k == 1:
+        raise KeyError("k1")
+    return k
+
+
+def test_several_tasks_are_watched_together_and_one_failure_fails_the_watch(start_cluster):
+    cluster, client = start_cluster(2)
+    ar = client[:].map_async(publish_k, [0, 1])
+    done = run_watch(cluster, *ar.msg_ids)
+    assert done.returncode == 1, done.stdout + done.stderr
+    frames = done.stdout.split("\n\n")
+    last = [f for f in frames if "engine" in f][-1].splitlines()
+    assert last[0].startswith("engine 0 ") and last[0].endswith(" k=0"), done.stdout
+    assert last[1].startswith("engine 1 ") and last[1].endswith(" k=1"), done.stdout
+    assert "task failed" in done.stdout and "KeyError: 'k1'" in done.stdout, done.stdout
+
+
 def test_cluster_shows_engines_and_running_tasks_and_ctrl_c_exits(start_cluster):
     cluster, client = start_cluster(2)
     ar = client[0].apply_async(publish_then_wait, 30)

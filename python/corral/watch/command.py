@@ -61,8 +61,9 @@ def _console():
     return Console()
 
 
-def _print_lines(lines: list[str]) -> None:
-    print("\n".join(lines), flush=True)
+def _print_lines(lines: list[str], gap: bool = False) -> None:
+    """One frame; ``gap``: a blank line after it, so frames of several rows stand apart."""
+    print("\n".join(lines + ([""] if gap else [])), flush=True)
 
 
 def _outcome(frame: model.TaskFrame) -> int:
@@ -114,12 +115,13 @@ def watch_task(client, args) -> int:
                 frame = model.task_frame(ar)
                 live.update(render.task_view(frame, title), refresh=True)
     else:
-        _print_lines(render.task_lines(frame))
+        gap = len(frame.rows) > 1
+        _print_lines(render.task_lines(frame), gap)
         while not frame.done:
             news.wait()
             previous, frame = frame, model.task_frame(ar)
             if frame.changed_since(previous):
-                _print_lines(render.task_lines(frame))
+                _print_lines(render.task_lines(frame), gap)
     return _outcome(frame)
 
 
@@ -146,7 +148,7 @@ def watch_cluster(client, args) -> int:
     while True:
         lines = render.cluster_lines(frame)
         if lines != last:
-            _print_lines(lines + [""])
+            _print_lines(lines, gap=True)
             last = lines
         time.sleep(args.interval)
         frame = model.cluster_frame(client)
