@@ -56,8 +56,13 @@ openssh:  ## install openssh-server (sshd for the SSH tests) if this Debian/Ubun
 mpi:  ## install Open MPI (openmpi-bin, libopenmpi-dev) if this Debian/Ubuntu machine lacks it
 	$(call debian_packages,openmpi-bin libopenmpi-dev openssh-client,the MPI launcher and mpi4py,the MPI launcher and its tests cannot run)
 
+# tests/cluster/test_watch.py drives `corral watch` in a real terminal: a tmux pane.
+.PHONY: tmux
+tmux:  ## install tmux (the terminal the `corral watch` tests drive) if this Debian/Ubuntu machine lacks it
+	$(call debian_packages,tmux,the terminal the corral watch tests drive,tests/cluster/test_watch.py will fail saying so)
+
 .PHONY: install
-install: $(VENV)/.deps sodium slurm openssh  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium slurm openssh tmux  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build
