@@ -63,6 +63,7 @@ class EngineRuntime:
         queue_capacity: int = 65536,
         insecure: bool = False,
         lost_grace: float = 3.0,
+        max_data_bytes: int = 16777216,
     ) -> EngineRuntime: ...
     @property
     def uuid(self) -> str: ...
