@@ -58,4 +58,16 @@ def test_fast_8mb_publications_stay_bounded_and_arrive_whole(start_cluster):
     # Unsent and in-flight publications are bounded at 16 MB each by default (plus one
     # update each and pickling); ZeroMQ's message-counted queue alone used to hold 32.
     grown = peak - before
+    print(f"engine grew {grown:.0f} MB")
     assert grown < 100, f"the engine grew {grown:.0f} MB while publishing 8 MB arrays"
+
+
+def test_the_bound_is_set_per_engine_from_the_environment(start_cluster, monkeypatch):
+    # Engines inherit it from whoever starts them (here corral.Cluster).
+    monkeypatch.setenv("CORRAL_ENGINE_MAX_DATA_MB", "1")
+    _, client = start_cluster(1)
+    before, peak = client[0].apply_sync(publish_arrays, 60, 8)
+    # 1 MB: one 8 MB update unsent, one in flight, one being copied.
+    grown = peak - before
+    print(f"engine grew {grown:.0f} MB")
+    assert grown < 48, f"the engine grew {grown:.0f} MB with a 1 MB bound"
