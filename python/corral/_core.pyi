@@ -64,6 +64,7 @@ class EngineRuntime:
         insecure: bool = False,
         lost_grace: float = 3.0,
         requested_id: int | None = None,
+        max_data_bytes: int = 16777216,
     ) -> EngineRuntime: ...
     @property
     def uuid(self) -> str: ...

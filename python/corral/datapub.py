@@ -2,8 +2,20 @@
 
 Inside a corral engine the executor installs the publisher; anywhere else calling it is
 an error. The call pickles the dict (large numpy arrays as separate frames, not copied
-into the pickle) and queues the frames to the engine's IOPub thread; it never waits for
+into the pickle) and queues the frames to the engine's IOPub thread; it does not wait for
 the network.
+
+Each array is copied once, when it is queued: what is published is the value at the
+time of the call, so a task may change the array in place right after (ZeroMQ then sends
+that copy without copying again).
+
+The engine bounds in bytes what it holds of publications (`max_data_bytes` of
+`EngineRuntime.connect`, 16 MB by default, once for updates not yet sent and once for
+those being sent). A task publishing faster than the network gets "latest wins": an unsent
+update whose keys are all published again later in the same task is dropped, so the
+client skips intermediate values but always gets the last value of every key, in order,
+before the task's result. Only when unsent updates of *different* keys exceed the bound
+does `publish_data` wait for the network. Other output (results, stdout) is never dropped.
 """
 
 from __future__ import annotations

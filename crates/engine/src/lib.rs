@@ -12,6 +12,7 @@
 //! - `signal`: `signal_request`/`interrupt_request`: signal this process (Ctrl-C a task).
 //! - `outgoing`: what the executor asks to send, and how it becomes signed frames.
 //! - `io`: the I/O thread that owns shell, control and IOPub, in one ordered loop.
+//! - `zerocopy`: large IOPub frames handed to ZeroMQ without a copy, counted until sent.
 //! - `runtime`: [`EngineRuntime`], the handle the executor (Python) holds.
 //!
 //! IOPub and replies leave through ONE queue processed by ONE thread, which is what
@@ -28,6 +29,7 @@ mod request;
 mod runtime;
 mod signal;
 mod sockopt;
+mod zerocopy;
 
 #[cfg(test)]
 mod proptests;
@@ -35,5 +37,5 @@ mod proptests;
 pub use error::{EngineError, Result};
 pub use outgoing::Outgoing;
 pub use request::{Channel, Request};
-pub use runtime::{EngineOptions, EngineRuntime, Next};
+pub use runtime::{EngineOptions, EngineRuntime, Next, DEFAULT_DATA_BYTES_LIMIT};
 pub use signal::before_kill;

@@ -43,10 +43,33 @@ pub enum Outgoing {
     Status { state: &'static str },
 }
 
+impl Outgoing {
+    /// Bytes of a `Data` update's frames: what the engine's byte bound on queued
+    /// publications counts (other output is never dropped, so never counted there).
+    pub fn data_bytes(&self) -> usize {
+        match self {
+            Outgoing::Data { buffers, .. } => buffers.iter().map(Vec::len).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Whether this is IOPub output carrying buffers, which waits while too many bytes are
+    /// already in flight toward the controller.
+    pub(crate) fn carries_payload(&self) -> bool {
+        match self {
+            Outgoing::Data { buffers, .. } | Outgoing::Publish { buffers, .. } => {
+                !buffers.is_empty()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Drops every `Data` update whose keys are all published again later in the same task
 /// (between the same `Begin`/`End`), keeping order. The last value of every key survives,
 /// so a reader's merged `data` ends the same; only intermediate states are skipped.
-pub(crate) fn conflate(ops: &mut Vec<Outgoing>) {
+/// Returns the [`Outgoing::data_bytes`] dropped.
+pub(crate) fn conflate(ops: &mut Vec<Outgoing>) -> usize {
     use std::collections::HashSet;
     let mut later: HashSet<String> = HashSet::new();
     let mut keep = vec![true; ops.len()];
@@ -63,8 +86,15 @@ pub(crate) fn conflate(ops: &mut Vec<Outgoing>) {
             _ => {}
         }
     }
+    let dropped = ops
+        .iter()
+        .zip(&keep)
+        .filter(|(_, keep)| !**keep)
+        .map(|(op, _)| op.data_bytes())
+        .sum();
     let mut flags = keep.into_iter();
     ops.retain(|_| flags.next().unwrap_or(true));
+    dropped
 }
 
 /// Where encoded frames go.
@@ -238,7 +268,8 @@ mod tests {
             data(&["a"], 5), // a new task: never merged with the previous one
             Outgoing::End { parent },
         ];
-        conflate(&mut ops);
+        // Updates 1 and 2 are dropped: one byte of buffers each.
+        assert_eq!(conflate(&mut ops), 2);
         assert_eq!(
             tags(&ops),
             ["begin", "other", "3", "4", "end", "begin", "5", "end"]

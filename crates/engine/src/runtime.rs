@@ -32,6 +32,12 @@ pub struct EngineOptions {
     pub registration_patience: Duration,
     /// Bound of the outgoing queue: a producer faster than the network blocks here.
     pub queue_capacity: usize,
+    /// Bytes of published data (`publish_data`) the engine holds in each of two places:
+    /// queued and not yet handed to ZeroMQ, and handed to ZeroMQ but not yet written. A
+    /// publisher faster than the network first has its unsent updates replaced by newer
+    /// ones of the same keys (latest wins, no waiting); only when the unsent updates
+    /// themselves exceed this (ever-new keys) does `publish_data` wait.
+    pub data_bytes_limit: usize,
     /// The connection file the settings came from, named in errors.
     pub file_hint: String,
     /// IOPub high-water mark: messages ZeroMQ queues toward the controller before the
@@ -50,12 +56,20 @@ pub struct EngineOptions {
     pub requested_id: Option<u64>,
 }
 
+/// Default of [`EngineOptions::data_bytes_limit`]: two 8 MB arrays in flight keep a
+/// loopback link busy (W6), while the engine stays within tens of MB of its own size.
+pub const DEFAULT_DATA_BYTES_LIMIT: usize = 16 << 20;
+
+/// How often a publisher waiting for the byte bound looks again.
+const BYTES_WAIT_SLICE: Duration = Duration::from_millis(1);
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             registration_timeout: Duration::from_secs(5),
             registration_patience: registration::CONNECTED_PATIENCE,
             queue_capacity: 65_536,
+            data_bytes_limit: DEFAULT_DATA_BYTES_LIMIT,
             file_hint: "<unknown>".into(),
             iopub_hwm: 32,
             lost_grace: Duration::from_secs(3),
@@ -213,7 +227,7 @@ impl EngineRuntime {
         let (out_tx, out_rx) = bounded(opts.queue_capacity.max(1));
         let (shell_tx, shell_rx) = unbounded();
         let (control_tx, control_rx) = unbounded();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(opts.data_bytes_limit));
         let io = IoThread {
             shell,
             control,
@@ -225,6 +239,7 @@ impl EngineRuntime {
             encoder: Encoder::new(session.clone(), reg.id),
             blocked: None,
             pending: Vec::new(),
+            pending_bytes: 0,
             intake: Intake::new(session.signer.clone()),
             session: session.clone(),
             engine_id: reg.id,
@@ -279,29 +294,62 @@ impl EngineRuntime {
         self.publish_op(name, "stream", content, false, Vec::new())
     }
 
-    /// Queues without blocking; gives the operation back when the queue is full (or closed).
+    /// Queues without blocking; gives the operation back when the queue is full (or closed),
+    /// or when it is a `Data` update and the unsent updates already exceed
+    /// [`EngineOptions::data_bytes_limit`].
     // The "error" is the operation itself, handed back to be retried: boxing it would cost
     // an allocation on the publish path for nothing.
     #[allow(clippy::result_large_err)]
     pub fn try_queue(&self, op: Outgoing) -> std::result::Result<(), Outgoing> {
+        let bytes = op.data_bytes();
+        if bytes > 0 && self.queued_bytes_full() {
+            return Err(op);
+        }
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         match self.out_tx.try_send(op) {
             Ok(()) => {
                 self.wake();
                 Ok(())
             }
-            Err(TrySendError::Full(op)) | Err(TrySendError::Disconnected(op)) => Err(op),
+            Err(TrySendError::Full(op)) | Err(TrySendError::Disconnected(op)) => {
+                self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                Err(op)
+            }
         }
     }
 
-    /// Queues, waiting while the queue is full (the network is slower than the producer).
+    /// Queues, waiting while the queue is full (the network is slower than the producer),
+    /// or, for a `Data` update, while the unsent updates exceed the byte bound.
     pub fn queue(&self, op: Outgoing) -> Result<()> {
         let op = match self.try_queue(op) {
             Ok(()) => return Ok(()),
             Err(op) => op,
         };
-        self.out_tx.send(op).map_err(|_| EngineError::Closed)?;
+        let bytes = op.data_bytes();
+        if bytes > 0 {
+            // The I/O thread takes updates off the channel as fast as it can drop
+            // superseded ones or send; only ever-new keys at a slow network keep it full.
+            while self.queued_bytes_full() {
+                if self.shared.stop.load(Ordering::Acquire) {
+                    return Err(EngineError::Closed);
+                }
+                self.wake();
+                std::thread::sleep(BYTES_WAIT_SLICE);
+            }
+        }
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if self.out_tx.send(op).is_err() {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(EngineError::Closed);
+        }
         self.wake();
         Ok(())
+    }
+
+    /// Whether the unsent `Data` updates hold as many bytes as allowed. One update always
+    /// fits, however big, so a single large publication is never refused.
+    fn queued_bytes_full(&self) -> bool {
+        self.shared.queued_bytes.load(Ordering::Acquire) >= self.shared.data_bytes_limit
     }
 
     fn wake(&self) {

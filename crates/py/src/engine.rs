@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_engine::{Channel, EngineError, EngineOptions, EngineRuntime, Next, Outgoing, Request};
+use corral_engine::{
+    Channel, EngineError, EngineOptions, EngineRuntime, Next, Outgoing, Request,
+    DEFAULT_DATA_BYTES_LIMIT,
+};
 use corral_wire::EngineConnection;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyConnectionError, PyPermissionError, PyRuntimeError, PyValueError};
@@ -93,6 +96,9 @@ fn json_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     }
 }
 
+// The signature above spells the default as a literal, so Python sees its value.
+const _: () = assert!(DEFAULT_DATA_BYTES_LIMIT == 16_777_216);
+
 impl PyEngineRuntime {
     /// Queues; when the queue is full, waits for room without the GIL.
     fn queue(&self, py: Python<'_>, op: Outgoing) -> PyResult<()> {
@@ -112,8 +118,13 @@ impl PyEngineRuntime {
     /// is refused (`PermissionError`) unless `insecure`. `lost_grace`: seconds the
     /// heartbeat connection may stay down before the controller counts as gone.
     /// `requested_id`: the engine id to ask for (an MPI rank), granted when free.
+    /// `max_data_bytes`: bytes of `publish_data` updates held unsent, and again in flight
+    /// (see `EngineOptions::data_bytes_limit`).
     #[staticmethod]
-    #[pyo3(signature = (path, timeout = 5.0, queue_capacity = 65536, insecure = false, lost_grace = 3.0, requested_id = None))]
+    #[pyo3(signature = (
+        path, timeout = 5.0, queue_capacity = 65536, insecure = false, lost_grace = 3.0,
+        requested_id = None, max_data_bytes = 16_777_216,
+    ))]
     fn connect(
         py: Python<'_>,
         path: &str,
@@ -122,12 +133,19 @@ impl PyEngineRuntime {
         insecure: bool,
         lost_grace: f64,
         requested_id: Option<u64>,
+        max_data_bytes: usize,
     ) -> PyResult<Self> {
+        if max_data_bytes == 0 {
+            return Err(PyValueError::new_err(
+                "max_data_bytes must be at least 1 (it bounds the bytes of unsent publications)",
+            ));
+        }
         let conn = EngineConnection::read(Path::new(path))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let opts = EngineOptions {
             registration_timeout: Duration::from_secs_f64(timeout.max(0.0)),
             queue_capacity,
+            data_bytes_limit: max_data_bytes,
             file_hint: path.to_string(),
             lost_grace: Duration::from_secs_f64(lost_grace.max(0.0)),
             insecure,

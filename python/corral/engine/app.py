@@ -72,7 +72,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="accept a connection file with an empty key (no message signing); "
         "also CORRAL_INSECURE=1",
     )
+    p.add_argument(
+        "--max-data-mb", type=float, metavar="MB",
+        default=float(os.environ.get("CORRAL_ENGINE_MAX_DATA_MB") or 16),
+        help="megabytes of publish_data updates the engine holds unsent, and again in "
+        "flight; a task publishing faster has superseded updates dropped (latest wins) "
+        "and waits only for ever-new keys (default 16, or $CORRAL_ENGINE_MAX_DATA_MB)",
+    )
     args, rest = p.parse_known_args(argv)
+    if not args.max_data_mb > 0:
+        p.error(f"--max-data-mb must be more than 0, not {args.max_data_mb}")
     try:
         args.shell_config = shell_config(rest)
     except ValueError as e:
@@ -206,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             rt = _core.EngineRuntime.connect(
                 str(path), timeout=args.timeout, insecure=insecure,
                 lost_grace=args.controller_grace, requested_id=rank,
+                max_data_bytes=max(1, int(args.max_data_mb * 2**20)),
             )
     except PermissionError as e:
         print(f"corral engine: {e}", file=sys.stderr)
