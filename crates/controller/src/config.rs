@@ -3,6 +3,7 @@
 use corral_wire::ProfileLocation;
 
 use crate::curve::CurveKeys;
+pub use crate::db::DbMode;
 pub use crate::published::HistoryLimits;
 
 /// 2 GiB per frame. Frames are one pickled object or one out-of-band buffer (a numpy
@@ -79,6 +80,13 @@ pub struct ControllerConfig {
     /// How many earlier published-data updates, and how many bytes of them, each task
     /// record keeps per engine beside the latest snapshot (docs/PROTOCOL.md §12.1).
     pub data_history: HistoryLimits,
+    /// Where task records are kept. `corral controller` uses an SQLite file by default
+    /// ([`DbMode::default_file`]); the library default is memory, so embedded and test
+    /// controllers leave no files behind.
+    pub db: DbMode,
+    /// `--restore`: reload the task records (results and published data) from `db`
+    /// written by an earlier controller of this cluster, instead of starting empty.
+    pub restore: bool,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +111,8 @@ impl Default for ControllerConfig {
             ports: Vec::new(),
             reuse_files: false,
             data_history: HistoryLimits::default(),
+            db: DbMode::Memory,
+            restore: false,
         }
     }
 }
