@@ -1,4 +1,4 @@
-"""The `corral` command: `controller`, `engine`, `cluster start|stop`."""
+"""The `corral` command: `controller`, `engine`, `cluster start|stop`, `export`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ commands:
   engine       run one engine that connects to a controller
   cluster      start or stop a local cluster: `corral cluster start -n 4 --daemonize`,
                `corral cluster stop`
+  export       write a task's published data history to a file:
+               `corral export MSG_ID --to data.npz`
 """
 
 
@@ -47,5 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         from corral.cluster.command import main as cluster_main
 
         sys.exit(cluster_main(rest))
+    if command == "export":
+        from corral.export import main as export_main
+
+        sys.exit(export_main(rest))
     print(USAGE, file=sys.stderr, end="")
     sys.exit(0 if command in ("-h", "--help") else 2)
