@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
 
 #: Figures where smaller is better (times); the rest are rates.
@@ -37,9 +39,16 @@ LOWER_IS_BETTER = {
 def _cluster(ipp, profile_dir: str, n: int):
     import logging
 
+    # corral's controller options for a comparison run, e.g. `--db memory` against the
+    # default SQLite task database (stock ipyparallel takes none of them).
+    extra = {}
+    controller_args = os.environ.get("CORRAL_BENCH_CONTROLLER_ARGS", "")
+    if controller_args and ipp.__name__.startswith("corral"):
+        extra["controller_args"] = shlex.split(controller_args)
     # Stock ipyparallel wants a number here; corral takes both forms.
     return ipp.Cluster(
-        n=n, profile_dir=profile_dir, cluster_id=f"bench{time.monotonic_ns()}", log_level=logging.ERROR
+        n=n, profile_dir=profile_dir, cluster_id=f"bench{time.monotonic_ns()}", log_level=logging.ERROR,
+        **extra,
     )
 
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
-use crate::config::ControllerConfig;
+use crate::config::{ControllerConfig, DbMode};
 use crate::curve::CurveKeys;
 use crate::error::Result;
 use crate::Controller;
@@ -98,6 +98,33 @@ pub struct Cli {
     /// clients holding them find this controller again.
     #[arg(long)]
     pub reuse: bool,
+    /// Where task records are kept: `sqlite` (a file, by default
+    /// `<profile>/db/corral-tasks-<cluster_id>.sqlite`, so `--restore` finds them after a
+    /// restart) or `memory` (nothing survives the controller). ipyparallel's `--nodb` and
+    /// `--sqlitedb` are accepted too.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub db: DbKind,
+    /// ipyparallel's spelling of `--db memory`.
+    #[arg(long, conflicts_with = "sqlitedb")]
+    pub nodb: bool,
+    /// ipyparallel's spelling of `--db sqlite`.
+    #[arg(long)]
+    pub sqlitedb: bool,
+    /// The SQLite file of `--db sqlite` (default in the profile's `db` folder).
+    #[arg(long)]
+    pub db_file: Option<PathBuf>,
+    /// Start again after a crash or restart (ipyparallel's `--restore`): reuse the
+    /// connection files (as `--reuse`) and reload the task records and published data from
+    /// the task database, so clients reconnect and find their results.
+    #[arg(long)]
+    pub restore: bool,
+}
+
+/// `--db`: where task records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbKind {
+    Sqlite,
+    Memory,
 }
 
 /// `--ports`: ports and inclusive ranges, comma-separated.
@@ -158,13 +185,10 @@ impl Cli {
         } else {
             None
         };
+        let location =
+            ProfileLocation::resolve(profile_dir.as_deref(), Some(&self.profile), &cluster_id);
         Ok(ControllerConfig {
             ip: self.ip.clone(),
-            location: ProfileLocation::resolve(
-                profile_dir.as_deref(),
-                Some(&self.profile),
-                &cluster_id,
-            ),
             key: env("IPP_SESSION_KEY"),
             hb_period_ms: self.hb_period_ms.max(1),
             insecure: self.insecure || truthy(env("CORRAL_INSECURE")),
@@ -184,9 +208,27 @@ impl Cli {
             }),
             advertised_location: self.location.clone(),
             ports: self.ports.clone().map(|p| p.0).unwrap_or_default(),
-            reuse_files: self.reuse,
+            reuse_files: self.reuse || self.restore,
+            db: self.db_mode(&location),
+            restore: self.restore,
+            location,
             ..ControllerConfig::default()
         })
+    }
+}
+
+impl Cli {
+    fn db_mode(&self, location: &ProfileLocation) -> DbMode {
+        let memory = self.nodb || (self.db == DbKind::Memory && !self.sqlitedb);
+        if memory {
+            DbMode::Memory
+        } else {
+            DbMode::Sqlite(
+                self.db_file
+                    .clone()
+                    .unwrap_or_else(|| DbMode::default_file(location)),
+            )
+        }
     }
 }
 
@@ -366,6 +408,35 @@ mod tests {
             .unwrap();
         assert_eq!(cfg.data_history.updates, 3);
         assert_eq!(cfg.data_history.bytes, 1000);
+    }
+
+    #[test]
+    fn task_database_options() {
+        let cfg_of = |args: &[&str]| {
+            parse(args.iter().map(|a| a.to_string()))
+                .unwrap()
+                .config_with_env(|_| None)
+                .unwrap()
+        };
+        let base = ["--profile-dir", "/p", "--cluster-id", "c1"];
+        let cfg = cfg_of(&base);
+        assert_eq!(
+            cfg.db,
+            DbMode::Sqlite(PathBuf::from("/p/db/corral-tasks-c1.sqlite")),
+            "SQLite in the profile's folder by default"
+        );
+        assert!(!cfg.restore && !cfg.reuse_files);
+        for memory in [&["--db", "memory"][..], &["--nodb"]] {
+            assert_eq!(cfg_of(&[&base[..], memory].concat()).db, DbMode::Memory);
+        }
+        let cfg = cfg_of(&[&base[..], &["--db-file", "/x/t.sqlite", "--restore"]].concat());
+        assert_eq!(cfg.db, DbMode::Sqlite(PathBuf::from("/x/t.sqlite")));
+        assert!(cfg.restore && cfg.reuse_files, "--restore reuses the files");
+        assert!(matches!(cfg_of(&["--sqlitedb"]).db, DbMode::Sqlite(_)));
+        assert_eq!(
+            parse(["--db".to_string(), "mongo".to_string()]).unwrap_err(),
+            2
+        );
     }
 
     #[test]

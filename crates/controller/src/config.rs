@@ -3,6 +3,7 @@
 use corral_wire::ProfileLocation;
 
 use crate::curve::CurveKeys;
+pub use crate::db::DbMode;
 pub use crate::published::HistoryLimits;
 
 /// 2 GiB per frame. Frames are one pickled object or one out-of-band buffer (a numpy
@@ -87,6 +88,13 @@ pub struct ControllerConfig {
     /// `TaskScheduler.hwm`; `0`: no limit). More hides each task's round trip behind the
     /// engine's work; fewer keeps a long task from holding back short ones queued behind it.
     pub task_hwm: usize,
+    /// Where task records are kept. `corral controller` uses an SQLite file by default
+    /// ([`DbMode::default_file`]); the library default is memory, so embedded and test
+    /// controllers leave no files behind.
+    pub db: DbMode,
+    /// `--restore`: reload the task records (results and published data) from `db`
+    /// written by an earlier controller of this cluster, instead of starting empty.
+    pub restore: bool,
 }
 
 impl Default for ControllerConfig {
@@ -112,6 +120,8 @@ impl Default for ControllerConfig {
             reuse_files: false,
             data_history: HistoryLimits::default(),
             task_hwm: DEFAULT_TASK_HWM,
+            db: DbMode::Memory,
+            restore: false,
         }
     }
 }

@@ -27,6 +27,12 @@ pub enum ControllerError {
     EmptyKey,
     #[error("cannot enable CurveZMQ encryption: {reason}")]
     Curve { reason: String },
+    #[error("cannot open the task database {path}: {source} (use --db memory to run without one)")]
+    Database {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error(transparent)]
     Wire(#[from] corral_wire::WireError),
 }

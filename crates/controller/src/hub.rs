@@ -88,6 +88,11 @@ impl HubState {
         }
     }
 
+    /// The task records, for wiring a task database (`db`) before the hub starts.
+    pub(crate) fn records_mut(&mut self) -> &mut Records {
+        &mut self.records
+    }
+
     /// Sets how much published-data history each task record keeps per engine.
     pub(crate) fn with_data_history(mut self, limits: HistoryLimits) -> Self {
         self.records.set_data_history(limits);

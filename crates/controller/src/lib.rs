@@ -15,9 +15,11 @@
 //!   returns actions. Its state is split by job:
 //!   - `registry`: engine ids, uuids and liveness (pending until the first pong);
 //!   - `queues`: queue accounting (outstanding, completed, unassigned, history);
-//!   - `records`: the in-memory task records, filled from the relays' copies;
+//!   - `records`: the task records, filled from the relays' copies, queried in memory;
 //!   - `published`: the published data a record keeps (latest snapshot, history);
 //!   - `record_queries`: purge, result, db and resubmit queries over those records.
+//! - `db`: the durable task database (SQLite), written by its own thread in batches,
+//!   read back by `--restore`.
 //! - `reply`: reply types and ipyparallel's error content, shared by every thread.
 //! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
 //! - `heartbeat`: ping PUB / pong ROUTER; new and stopped hearts.
@@ -59,6 +61,7 @@ mod broadcast;
 mod coalesce;
 mod conflate;
 mod dask;
+mod db;
 mod dependency;
 mod events;
 mod frame;
@@ -94,6 +97,40 @@ use tracing::{info, warn};
 
 use crate::sockets::{bind_port, bind_random, opt, socket, Listen};
 use crate::stop::Stop;
+
+/// Opens the task database of `config.db` (reloading its records into `records` on
+/// `--restore`) and starts its writer thread; `None` for an in-memory database.
+fn open_task_db(
+    config: &ControllerConfig,
+    records: &mut records::Records,
+) -> Result<Option<JoinHandle<()>>> {
+    let db::DbMode::Sqlite(path) = &config.db else {
+        if config.restore {
+            warn!("--restore with --db memory: there is nothing to restore");
+        }
+        return Ok(None);
+    };
+    let failed = |source| ControllerError::Database {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = db::open(path).map_err(failed)?;
+    if config.restore {
+        let stored = db::load(&conn).map_err(failed)?;
+        info!(records = stored.len(), path = %path.display(), "restored task records");
+        records.restore(stored);
+    } else {
+        // A fresh controller starts with empty records, as the database must then too.
+        conn.execute("DELETE FROM tasks", []).map_err(failed)?;
+    }
+    info!(path = %path.display(), "task records kept in SQLite");
+    let (store, thread) = db::start_writer(conn).map_err(|source| ControllerError::Spawn {
+        thread: "corral-db",
+        source,
+    })?;
+    records.set_store(store);
+    Ok(Some(thread))
+}
 
 /// The body of one controller thread.
 type ThreadMain = Box<dyn FnOnce() + Send>;
@@ -277,17 +314,19 @@ impl Controller {
                 action: "connect",
                 source,
             })?;
+        let mut hub_state = hub::HubState::new(
+            Session::new(key.as_bytes()),
+            config.hb_period_ms,
+            config.registration_timeout(),
+            connection_info,
+        )
+        .with_data_history(config.data_history);
+        let db_writer = open_task_db(&config, hub_state.records_mut())?;
         let hub = hub_loop::HubLoop {
             resubmit,
             query,
             notify,
-            state: hub::HubState::new(
-                Session::new(key.as_bytes()),
-                config.hb_period_ms,
-                config.registration_timeout(),
-                connection_info,
-            )
-            .with_data_history(config.data_history),
+            state: hub_state,
             signer: signer.clone(),
             digests: corral_wire::DigestHistory::default(),
             events: hub_rx,
@@ -377,7 +416,7 @@ impl Controller {
             files,
             keep_files: config.reuse_files,
             stop,
-            threads: Vec::new(),
+            threads: db_writer.into_iter().collect(),
         };
         let spawns: Vec<(&'static str, ThreadMain)> = vec![
             ("corral-hub", Box::new(move || hub.run())),

@@ -224,6 +224,88 @@ impl Published {
     }
 }
 
+/// How [`Published`] is written to the task database: one JSON description (engines,
+/// updates, which updates form the snapshot and the history) and the updates' frames in
+/// the order the description lists the updates. Each update is stored once, however many
+/// lists share it.
+impl Published {
+    pub(crate) fn to_stored(&self) -> (Value, Vec<Vec<u8>>) {
+        let mut frames = Vec::new();
+        let engines: Vec<Value> = self
+            .engines
+            .iter()
+            .map(|e| {
+                let mut seen = HashSet::new();
+                let updates: Vec<Value> = e
+                    .snapshot
+                    .iter()
+                    .map(|(u, _)| u)
+                    .chain(e.history.iter())
+                    .filter(|u| seen.insert(u.seq))
+                    .map(|u| {
+                        frames.extend(u.frames.iter().cloned());
+                        u.meta()
+                    })
+                    .collect();
+                json!({
+                    "engine": e.engine,
+                    "seq": e.seq,
+                    "incomplete": e.incomplete,
+                    "history_dropped": e.history_dropped,
+                    "updates": updates,
+                    "snapshot": e.snapshot.iter().map(|(u, left)| json!([u.seq, left])).collect::<Vec<_>>(),
+                    "history": e.history.iter().map(|u| u.seq).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        (Value::Array(engines), frames)
+    }
+
+    /// The inverse of [`Published::to_stored`]; `None` when the description does not
+    /// match its frames (a damaged row), which the caller logs.
+    pub(crate) fn from_stored(desc: &Value, frames: Vec<Vec<u8>>) -> Option<Published> {
+        let mut frames = frames.into_iter();
+        let mut engines = Vec::new();
+        for e in desc.as_array()? {
+            let mut updates = std::collections::HashMap::new();
+            for u in e["updates"].as_array()? {
+                let n = u["nbuffers"].as_u64()? as usize;
+                let taken: Vec<Vec<u8>> = frames.by_ref().take(n).collect();
+                if taken.len() != n {
+                    return None;
+                }
+                let seq = u["seq"].as_u64()?;
+                let update = Update {
+                    seq,
+                    keys: serde_json::from_value(u["keys"].clone()).ok()?,
+                    published: u["published"].clone(),
+                    received: u["received"].as_str()?.to_string(),
+                    frames: taken,
+                };
+                updates.insert(seq, Arc::new(update));
+            }
+            let mut snapshot = Vec::new();
+            for s in e["snapshot"].as_array()? {
+                let left: Vec<String> = serde_json::from_value(s[1].clone()).ok()?;
+                snapshot.push((updates.get(&s[0].as_u64()?)?.clone(), left));
+            }
+            let mut history = VecDeque::new();
+            for seq in e["history"].as_array()? {
+                history.push_back(updates.get(&seq.as_u64()?)?.clone());
+            }
+            engines.push(EngineData {
+                engine: e["engine"].as_str()?.to_string(),
+                seq: e["seq"].as_u64()?,
+                snapshot,
+                incomplete: e["incomplete"].as_bool()?,
+                history,
+                history_dropped: e["history_dropped"].as_u64()?,
+            });
+        }
+        frames.next().is_none().then_some(Published { engines })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +432,23 @@ mod tests {
         let (v, _) = p.entries(false, true, &alive);
         assert_eq!(v[0]["updates"].as_array().unwrap().len(), SNAPSHOT_UPDATES);
         assert_eq!(v[0]["incomplete"], true);
+    }
+
+    #[test]
+    fn stored_and_read_back_it_answers_the_same() {
+        let mut p = Published::default();
+        let l = HistoryLimits::default();
+        add(&mut p, "e1", &["a", "b"], b"1", l);
+        add(&mut p, "e1", &["b"], b"2", l);
+        add(&mut p, "e2", &["a"], b"3", l);
+        let (desc, frames) = p.to_stored();
+        assert_eq!(frames.len(), 3, "each update once");
+        let back = Published::from_stored(&desc, frames.clone()).expect("reads back");
+        assert_eq!(
+            back.entries(true, true, &alive),
+            p.entries(true, true, &alive)
+        );
+        assert_eq!(back.bytes(), p.bytes());
+        assert!(Published::from_stored(&desc, frames[..2].to_vec()).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! The task record store: one record per request that went through the MUX relay or the
-//! task scheduler, with its reply and the IOPub output parented to it. In memory only,
-//! like ipyparallel's default `DictDB`. Record keys and query semantics follow
+//! task scheduler, with its reply and the IOPub output parented to it. Queried in memory,
+//! like ipyparallel's default `DictDB`; with a task database ([`crate::db`]) each finished
+//! record is also handed to its writer thread, and `--restore` reloads them. Record keys and query semantics follow
 //! ipyparallel (docs/PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
 //! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
 
@@ -13,6 +14,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use tracing::warn;
 
+use crate::db::{DbCommand, StoredRecord};
 use crate::events::RecordEvent;
 use crate::published::{HistoryLimits, Published};
 
@@ -72,6 +74,18 @@ impl Record {
 
     pub(crate) fn get(&self, key: &str) -> &Value {
         self.fields.get(key).unwrap_or(&Value::Null)
+    }
+
+    pub(crate) fn msg_id(&self) -> &str {
+        self.get("msg_id").as_str().unwrap_or_default()
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(crate) fn fields(&self) -> &Map<String, Value> {
+        &self.fields
     }
 
     fn set(&mut self, key: &str, value: Value) {
@@ -199,6 +213,8 @@ pub(crate) struct Records {
     size_limit: usize,
     /// Bounds of each (task, engine)'s history of published updates.
     data_history: HistoryLimits,
+    /// The task database writer, when records are durable.
+    store: Option<crossbeam_channel::Sender<DbCommand>>,
 }
 
 impl Default for Records {
@@ -216,7 +232,47 @@ impl Records {
             record_limit,
             size_limit,
             data_history: HistoryLimits::default(),
+            store: None,
         }
+    }
+
+    /// Hands finished records, and later changes to them, to a task database writer.
+    pub(crate) fn set_store(&mut self, store: crossbeam_channel::Sender<DbCommand>) {
+        self.store = Some(store);
+    }
+
+    /// Sends a finished record to the task database (a copy: the writer encodes it off
+    /// this thread). Unfinished records wait for their reply, so a task costs one write.
+    fn persist(&self, msg_id: &str) {
+        let (Some(store), Some(rec)) = (&self.store, self.records.get(msg_id)) else {
+            return;
+        };
+        if rec.is_completed() && store.send(DbCommand::Put(Box::new(rec.clone()))).is_err() {
+            warn!(%msg_id, "the task database writer has stopped; record kept in memory only");
+        }
+    }
+
+    /// Adds records read back from the task database (`--restore`), keeping their order.
+    pub(crate) fn restore(&mut self, stored: Vec<StoredRecord>) {
+        for s in stored {
+            let Some(msg_id) = s.fields.get("msg_id").and_then(Value::as_str) else {
+                continue;
+            };
+            let msg_id = msg_id.to_string();
+            let rec = Record {
+                seq: s.seq,
+                fields: s.fields,
+                buffers: s.buffers,
+                result_buffers: s.result_buffers,
+                published: s.published,
+            };
+            self.seq = self.seq.max(s.seq);
+            self.bytes += size(&rec.buffers)
+                + rec.result_buffers.as_deref().map_or(0, size)
+                + output_size(&rec);
+            self.records.insert(msg_id, rec);
+        }
+        self.maybe_cull();
     }
 
     /// Sets the bounds of the published-data history kept per (task, engine).
@@ -269,6 +325,9 @@ impl Records {
                 + rec.result_buffers.as_deref().map_or(0, size)
                 + output_size(&rec);
             self.bytes = self.bytes.saturating_sub(freed);
+            if let Some(store) = &self.store {
+                let _ = store.send(DbCommand::Delete(msg_id.to_string()));
+            }
         }
     }
 
@@ -311,6 +370,7 @@ impl Records {
         let (old, new) = (size(&rec.buffers), size(&buffers));
         rec.buffers = buffers;
         self.bytes = self.bytes.saturating_sub(old) + new;
+        self.persist(&msg_id);
         self.maybe_cull();
     }
 
@@ -318,12 +378,14 @@ impl Records {
         if let Some(rec) = self.records.get_mut(msg_id) {
             rec.set("engine_uuid", json!(engine));
         }
+        self.persist(msg_id);
     }
 
     pub(crate) fn set_resubmitted(&mut self, msg_id: &str, new_id: &str) {
         if let Some(rec) = self.records.get_mut(msg_id) {
             rec.set("resubmitted", json!(new_id));
         }
+        self.persist(msg_id);
     }
 
     /// Applies one copy sent by a relay; bad input is logged and dropped.
@@ -378,6 +440,7 @@ impl Records {
                 let new = size(&p.buffers);
                 rec.result_buffers = Some(p.buffers);
                 self.bytes = self.bytes.saturating_sub(old) + new;
+                self.persist(&msg_id);
                 self.maybe_cull();
             }
             RecordEvent::Iopub { parts } => {
@@ -429,6 +492,7 @@ impl Records {
                     _ => {}
                 }
                 self.bytes = self.bytes.saturating_sub(freed) + added;
+                self.persist(&msg_id);
                 self.maybe_cull();
             }
         }
@@ -795,5 +859,77 @@ mod tests {
         );
         assert_eq!(b.unwrap().len(), 1);
         assert!(rb.is_none());
+    }
+
+    #[test]
+    fn finished_records_reach_the_database_in_batches_and_restore_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db").join("tasks.sqlite");
+        let (store, writer) = crate::db::start_writer(crate::db::open(&path).unwrap()).unwrap();
+        let mut s = Records::with_limits(10_000, SIZE_LIMIT);
+        s.set_store(store);
+        let data = |msg_id: &str, payload: &[u8]| {
+            let mut p = parts(
+                json!({"msg_type": "data_message", "date": "D", "session": "e0"}),
+                json!({ "msg_id": msg_id }),
+                json!({}),
+                json!({ "keys": ["a"] }),
+            );
+            p.push(payload.to_vec());
+            RecordEvent::Iopub { parts: p }
+        };
+        for i in 0..2500 {
+            let m = format!("m{i}");
+            request(&mut s, &m, "2026");
+            s.apply(data(&m, b"first"), "R1");
+            s.apply(data(&m, &[i as u8; 3]), "R2");
+            reply(&mut s, &m, "2027");
+        }
+        request(&mut s, "pending", "2026");
+        s.remove("m0");
+        // Reading while the writer runs: the file fills in batches, never blocking us.
+        let reader = crate::db::open(&path).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !crate::db::contains(&reader, "m2499") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never caught up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(s); // the hub ending: the writer commits the rest and exits
+        writer.join().unwrap();
+
+        let stored = crate::db::load(&reader).unwrap();
+        assert_eq!(
+            stored.len(),
+            2499,
+            "finished records only, the removed one gone"
+        );
+        let mut back = Records::with_limits(10_000, SIZE_LIMIT);
+        back.restore(stored);
+        assert!(!back.contains("m0") && !back.contains("pending"));
+        let r = back.get("m7").expect("restored");
+        assert_eq!(r.get("completed"), &json!("2027"));
+        assert_eq!(r.get("engine_uuid"), &json!("e0"));
+        assert_eq!(r.buffers, vec![b"buf".to_vec()]);
+        assert_eq!(r.result_buffers, Some(vec![b"result".to_vec()]));
+        let facts = |_: &str| crate::published::EngineFacts {
+            id: None,
+            alive: false,
+            died: None,
+        };
+        let (v, frames) = r.published.entries(true, true, &facts);
+        assert_eq!(v[0]["seq"], 2);
+        assert_eq!(v[0]["received"], "R2");
+        assert_eq!(frames, vec![vec![7u8; 3], b"first".to_vec()]);
+        assert_eq!(
+            back.history().first().map(String::as_str),
+            Some("m1"),
+            "order kept"
+        );
+        // New records continue after the restored ones.
+        request(&mut back, "new", "2028");
+        assert!(back.get("new").unwrap().seq() > back.get("m2499").unwrap().seq());
     }
 }

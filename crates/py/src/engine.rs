@@ -125,6 +125,8 @@ impl PyEngineRuntime {
         path, timeout = 5.0, queue_capacity = 65536, insecure = false, lost_grace = 3.0,
         requested_id = None, max_data_bytes = 16_777_216,
     ))]
+    // Python keyword arguments, one per option, as the signature above lists them.
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
         path: &str,

@@ -1,4 +1,4 @@
-"""The `corral` command: `controller`, `engine`, `cluster start|stop`, `watch`."""
+"""The `corral` command: `controller`, `engine`, `cluster start|stop`, `watch`, `export`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ commands:
                `corral cluster stop`
   watch        follow a task's published data live: `corral watch MSG_ID`, or the
                engines: `corral watch --cluster`
+  export       write a task's published data history to a file:
+               `corral export MSG_ID --to data.npz`
 """
 
 
@@ -53,5 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         from corral.watch import main as watch_main
 
         sys.exit(watch_main(rest))
+    if command == "export":
+        from corral.export import main as export_main
+
+        sys.exit(export_main(rest))
     print(USAGE, file=sys.stderr, end="")
     sys.exit(0 if command in ("-h", "--help") else 2)

@@ -207,7 +207,7 @@ class Cluster:
     def reuse_files(self) -> bool:
         """`controller_args=["--reuse"]`: the controller starts on the key and ports of the
         existing connection files and leaves them when it stops."""
-        return "--reuse" in self.controller_args
+        return "--reuse" in self.controller_args or "--restore" in self.controller_args
 
     def stop_controller_sync(self) -> None:
         if self.controller:

@@ -1,0 +1,271 @@
+//! The durable task database (SQLite, one file per cluster in the profile's `db`
+//! folder), so `corral controller --restore` finds finished results and their published
+//! data after a crash or restart.
+//!
+//! The hub never waits on the disk: [`Records`](crate::records::Records) hands each
+//! finished (or later changed) record to a [`DbWriter`] thread over a channel, and that
+//! thread encodes and commits them in one transaction per batch (every
+//! [`BATCH_INTERVAL`] or [`BATCH_RECORDS`] records, whichever comes first).
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::{params, Connection};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+use crate::published::Published;
+use crate::records::Record;
+
+/// A batch is committed at most this long after its first record arrived...
+pub(crate) const BATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// ...or as soon as it holds this many records.
+pub(crate) const BATCH_RECORDS: usize = 1000;
+
+/// Where task records are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbMode {
+    /// In memory only (ipyparallel's `DictDB`): nothing survives a restart.
+    Memory,
+    /// An SQLite file; records are written off the hub thread in batches.
+    Sqlite(PathBuf),
+}
+
+impl DbMode {
+    /// The default database file of a cluster: `<profile>/db/corral-tasks-<cluster_id>.sqlite`
+    /// (`corral-tasks.sqlite` without a cluster id), beside the profile's `security` folder.
+    pub fn default_file(location: &corral_wire::ProfileLocation) -> PathBuf {
+        let name = if location.cluster_id.is_empty() {
+            "corral-tasks.sqlite".to_string()
+        } else {
+            format!("corral-tasks-{}.sqlite", location.cluster_id)
+        };
+        location.profile_dir.join("db").join(name)
+    }
+}
+
+/// What the hub sends the writer.
+#[derive(Debug)]
+pub(crate) enum DbCommand {
+    /// Insert or replace this record.
+    Put(Box<Record>),
+    /// Forget a record (purged or culled).
+    Delete(String),
+}
+
+/// A record read back from the database.
+pub(crate) struct StoredRecord {
+    pub seq: u64,
+    pub fields: Map<String, Value>,
+    pub buffers: Vec<Vec<u8>>,
+    pub result_buffers: Option<Vec<Vec<u8>>>,
+    pub published: Published,
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tasks (
+    msg_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    buffers BLOB NOT NULL,
+    result_buffers BLOB,
+    published TEXT NOT NULL,
+    published_frames BLOB NOT NULL
+)";
+
+/// Opens (creating when needed) the database file and its table.
+pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            warn!(dir = %dir.display(), error = %e, "cannot create the task database folder");
+        }
+    }
+    let conn = Connection::open(path)?;
+    // WAL: a crash loses at most the batch being written, never the file.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute(SCHEMA, [])?;
+    Ok(conn)
+}
+
+/// Frames packed into one BLOB: per frame, its length (u64 LE) then its bytes.
+fn pack(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frames.iter().map(|f| f.len() + 8).sum());
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn unpack(mut blob: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut frames = Vec::new();
+    while !blob.is_empty() {
+        let (len, rest) = blob.split_at_checked(8)?;
+        let len = usize::try_from(u64::from_le_bytes(len.try_into().ok()?)).ok()?;
+        let (frame, rest) = rest.split_at_checked(len)?;
+        frames.push(frame.to_vec());
+        blob = rest;
+    }
+    Some(frames)
+}
+
+fn put(conn: &Connection, rec: &Record) -> rusqlite::Result<()> {
+    let (desc, frames) = rec.published.to_stored();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO tasks
+         (msg_id, seq, fields, buffers, result_buffers, published, published_frames)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        rec.msg_id(),
+        rec.seq() as i64,
+        Value::Object(rec.fields().clone()).to_string(),
+        pack(&rec.buffers),
+        rec.result_buffers.as_deref().map(pack),
+        desc.to_string(),
+        pack(&frames),
+    ])?;
+    Ok(())
+}
+
+/// Every record in the database, oldest first; damaged rows are logged and skipped.
+pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Vec<StoredRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT msg_id, seq, fields, buffers, result_buffers, published, published_frames
+         FROM tasks ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, Vec<u8>>(3)?,
+            row.get::<_, Option<Vec<u8>>>(4)?,
+            row.get::<_, String>(5)?,
+            row.get::<_, Vec<u8>>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (msg_id, seq, fields, buffers, result_buffers, published, frames) = row?;
+        let decoded = (|| {
+            let Value::Object(fields) = serde_json::from_str(&fields).ok()? else {
+                return None;
+            };
+            let result_buffers = match result_buffers {
+                Some(b) => Some(unpack(&b)?),
+                None => None,
+            };
+            let desc: Value = serde_json::from_str(&published).ok()?;
+            Some(StoredRecord {
+                seq: seq as u64,
+                fields,
+                buffers: unpack(&buffers)?,
+                result_buffers,
+                published: Published::from_stored(&desc, unpack(&frames)?)?,
+            })
+        })();
+        match decoded {
+            Some(r) => out.push(r),
+            None => warn!(%msg_id, "damaged task record in the database; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the database already holds a record (tests and diagnostics).
+#[cfg(test)]
+pub(crate) fn contains(conn: &Connection, msg_id: &str) -> bool {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT 1 FROM tasks WHERE msg_id = ?1",
+        [msg_id],
+        |_| Ok(()),
+    )
+    .optional()
+    .ok()
+    .flatten()
+    .is_some()
+}
+
+/// Starts the writer thread on an open database. Dropping every sender (the hub thread
+/// ending) makes it commit what it holds and exit, so joining it flushes the database.
+pub(crate) fn start_writer(
+    conn: Connection,
+) -> std::io::Result<(Sender<DbCommand>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("corral-db".into())
+        .spawn(move || write_loop(conn, rx))?;
+    Ok((tx, thread))
+}
+
+fn write_loop(mut conn: Connection, rx: Receiver<DbCommand>) {
+    loop {
+        // Wait for the first command of a batch, then gather more until the batch is
+        // due; the latest command per msg_id wins.
+        let first = match rx.recv() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let due = Instant::now() + BATCH_INTERVAL;
+        let mut batch: HashMap<String, DbCommand> = HashMap::new();
+        let add = |c: DbCommand, batch: &mut HashMap<String, DbCommand>| {
+            let id = match &c {
+                DbCommand::Put(r) => r.msg_id().to_string(),
+                DbCommand::Delete(id) => id.clone(),
+            };
+            batch.insert(id, c);
+        };
+        add(first, &mut batch);
+        let mut closed = false;
+        while batch.len() < BATCH_RECORDS {
+            match rx.recv_deadline(due) {
+                Ok(c) => add(c, &mut batch),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if let Err(e) = commit(&mut conn, batch.into_values()) {
+            error!(error = %e, "task database write failed; these records are only in memory");
+        }
+        if closed {
+            info!("task database writer done");
+            return;
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: impl Iterator<Item = DbCommand>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for c in batch {
+        match c {
+            DbCommand::Put(rec) => put(&tx, &rec)?,
+            DbCommand::Delete(id) => {
+                tx.prepare_cached("DELETE FROM tasks WHERE msg_id = ?1")?
+                    .execute([id])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_pack_and_unpack_and_damage_is_refused() {
+        let frames = vec![b"abc".to_vec(), vec![], vec![0; 1000]];
+        let blob = pack(&frames);
+        assert_eq!(unpack(&blob), Some(frames));
+        assert_eq!(unpack(&[]), Some(vec![]));
+        assert_eq!(unpack(&blob[..blob.len() - 1]), None);
+        assert_eq!(unpack(&[1, 2, 3]), None);
+    }
+}
