@@ -4,8 +4,10 @@
 //! Into the hub, two kinds of events share one ordered channel (a record copy must reach
 //! the hub before the accounting event that refers to it):
 //! - copies of relayed messages ([`RecordEvent`]) are a cache for queries and can be big:
-//!   they are capped by bytes in flight ([`RECORD_BYTES`]) and by the channel; past either
-//!   they are dropped with a warning (ipyparallel's own record store culls too);
+//!   they are capped by bytes in flight ([`RECORD_BYTES`], and [`IOPUB_RECORD_BYTES`] of
+//!   them for IOPub copies: published arrays can come at GB/s while the hub is busy, and a
+//!   later update mostly supersedes a dropped one) and by the channel; past either they
+//!   are dropped with a warning (ipyparallel's own record store culls too);
 //! - liveness and queue-accounting events are tiny, and the hub applies millions a second,
 //!   so the channel ([`HUB_EVENTS`]) fills only if the hub thread is wedged: then they are
 //!   dropped with an error log each, never silently and never by blocking the relay that
@@ -21,6 +23,8 @@ use tracing::{error, warn};
 pub(crate) const HUB_EVENTS: usize = 1 << 16;
 /// Bytes of message copies allowed on their way to the hub.
 pub(crate) const RECORD_BYTES: usize = 256 << 20;
+/// Of those, bytes of IOPub copies (output, published data).
+pub(crate) const IOPUB_RECORD_BYTES: usize = 32 << 20;
 /// Capacity of the hub's channels to the heartbeat and the schedulers (engine events, one
 /// or two per registration or death).
 pub(crate) const ENGINE_EVENTS: usize = 1 << 14;
@@ -89,6 +93,10 @@ pub(crate) enum HeartCommand {
 }
 
 impl RecordEvent {
+    fn is_iopub(&self) -> bool {
+        matches!(self, RecordEvent::Iopub { .. })
+    }
+
     fn bytes(&self) -> usize {
         let parts = match self {
             RecordEvent::Request { parts, .. }
@@ -105,6 +113,8 @@ pub(crate) struct HubSender {
     tx: Sender<HubEvent>,
     record_bytes: Arc<AtomicUsize>,
     byte_limit: usize,
+    iopub_bytes: Arc<AtomicUsize>,
+    iopub_limit: usize,
     dropped_records: Arc<AtomicU64>,
 }
 
@@ -113,19 +123,27 @@ pub(crate) struct HubSender {
 pub(crate) struct HubReceiver {
     rx: Receiver<HubEvent>,
     record_bytes: Arc<AtomicUsize>,
+    iopub_bytes: Arc<AtomicUsize>,
 }
 
 pub(crate) fn hub_channel(capacity: usize, byte_limit: usize) -> (HubSender, HubReceiver) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let record_bytes = Arc::new(AtomicUsize::new(0));
+    let iopub_bytes = Arc::new(AtomicUsize::new(0));
     (
         HubSender {
             tx,
             record_bytes: record_bytes.clone(),
             byte_limit,
+            iopub_bytes: iopub_bytes.clone(),
+            iopub_limit: IOPUB_RECORD_BYTES.min(byte_limit),
             dropped_records: Arc::new(AtomicU64::new(0)),
         },
-        HubReceiver { rx, record_bytes },
+        HubReceiver {
+            rx,
+            record_bytes,
+            iopub_bytes,
+        },
     )
 }
 
@@ -133,14 +151,19 @@ impl HubSender {
     /// Queues `event` for the hub without waiting; see the module doc for what is
     /// dropped when the hub falls behind. True when queued.
     pub(crate) fn send(&self, event: HubEvent) -> bool {
-        let bytes = match &event {
-            HubEvent::Record(r) => r.bytes(),
-            _ => 0,
+        let (bytes, iopub) = match &event {
+            HubEvent::Record(r) => (r.bytes(), r.is_iopub()),
+            _ => (0, false),
         };
         if bytes > 0 {
-            let before = self.record_bytes.fetch_add(bytes, Ordering::SeqCst);
-            if before + bytes > self.byte_limit {
-                self.record_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            if iopub && !reserve(&self.iopub_bytes, bytes, self.iopub_limit) {
+                self.record_dropped("IOPub copies over their byte limit");
+                return false;
+            }
+            if !reserve(&self.record_bytes, bytes, self.byte_limit) {
+                if iopub {
+                    self.iopub_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                }
                 self.record_dropped("copies over their byte limit");
                 return false;
             }
@@ -149,6 +172,9 @@ impl HubSender {
             Ok(()) => true,
             Err(TrySendError::Full(event)) | Err(TrySendError::Disconnected(event)) => {
                 self.record_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                if iopub {
+                    self.iopub_bytes.fetch_sub(bytes, Ordering::SeqCst);
+                }
                 match event {
                     HubEvent::Record(_) => self.record_dropped("hub channel full"),
                     other => error!(event = ?other, "hub event lost: the hub is not keeping up"),
@@ -169,12 +195,54 @@ impl HubSender {
     }
 }
 
+/// Adds `bytes` to `counter` unless that would pass `limit`; true when added.
+fn reserve(counter: &AtomicUsize, bytes: usize, limit: usize) -> bool {
+    let before = counter.fetch_add(bytes, Ordering::SeqCst);
+    if before + bytes > limit {
+        counter.fetch_sub(bytes, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
 impl HubReceiver {
     pub(crate) fn try_recv(&self) -> Result<HubEvent, TryRecvError> {
         let event = self.rx.try_recv()?;
         if let HubEvent::Record(r) = &event {
             self.record_bytes.fetch_sub(r.bytes(), Ordering::SeqCst);
+            if r.is_iopub() {
+                self.iopub_bytes.fetch_sub(r.bytes(), Ordering::SeqCst);
+            }
         }
         Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iopub(bytes: usize) -> HubEvent {
+        HubEvent::Record(RecordEvent::Iopub {
+            parts: vec![vec![0; bytes]],
+        })
+    }
+
+    #[test]
+    fn iopub_copies_have_their_own_smaller_byte_limit_and_free_it_when_taken() {
+        let (tx, rx) = hub_channel(16, 256 << 20);
+        let big = IOPUB_RECORD_BYTES / 2;
+        assert!(tx.send(iopub(big)));
+        assert!(tx.send(iopub(big)));
+        assert!(!tx.send(iopub(big)), "past the IOPub limit the copy is dropped");
+        let request = HubEvent::Record(RecordEvent::Request {
+            queue: "mux",
+            client: vec![],
+            engine: None,
+            parts: vec![vec![0; big]],
+        });
+        assert!(tx.send(request), "requests are not held back by IOPub copies");
+        rx.try_recv().unwrap();
+        assert!(tx.send(iopub(big)), "taking a copy frees its bytes");
     }
 }
