@@ -79,6 +79,17 @@ pub struct ControllerConfig {
     /// How many earlier published-data updates, and how many bytes of them, each task
     /// record keeps per engine beside the latest snapshot (docs/PROTOCOL.md §12.1).
     pub data_history: HistoryLimits,
+    /// The web dashboard (`--dashboard-port`): off (`None`) by default.
+    pub dashboard: Option<DashboardConfig>,
+}
+
+/// Where the web dashboard listens (on `ip`, like every socket) and its access token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// The token a browser must present (`?token=` or the cookie); `None` draws a random one.
+    pub token: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +114,7 @@ impl Default for ControllerConfig {
             ports: Vec::new(),
             reuse_files: false,
             data_history: HistoryLimits::default(),
+            dashboard: None,
         }
     }
 }

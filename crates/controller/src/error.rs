@@ -27,6 +27,8 @@ pub enum ControllerError {
     EmptyKey,
     #[error("cannot enable CurveZMQ encryption: {reason}")]
     Curve { reason: String },
+    #[error("cannot serve the dashboard on {addr}: {reason} (choose another --dashboard-port, or 0 for a free one)")]
+    Dashboard { addr: String, reason: String },
     #[error(transparent)]
     Wire(#[from] corral_wire::WireError),
 }
