@@ -72,8 +72,9 @@ impl HubLoop {
             self.apply_events(&mut shutdown_at);
             let now = Instant::now();
             if let Some(shared) = &self.dashboard {
-                if last_view.is_none_or(|t| now.duration_since(t) >= crate::dashboard::VIEW_PERIOD)
-                {
+                let due = last_view
+                    .is_none_or(|t| now.duration_since(t) >= crate::dashboard::VIEW_PERIOD);
+                if due && shared.wanted() {
                     last_view = Some(now);
                     let view = self.state.dashboard_view(&shared.watched());
                     shared.publish(view.to_string());

@@ -80,6 +80,11 @@ fn requests_without_the_token_are_refused_and_the_routes_answer_with_it() {
     let cookie = format!("Cookie: corral_dashboard_token={TOKEN}\r\n");
     let (status, _, _) = get(&addr, "/", &cookie);
     assert_eq!(status, 200);
+    let (status, _, body) = get(&addr, "/api/view", &cookie);
+    assert_eq!(status, 200);
+    let view: Value = serde_json::from_str(&body).expect("a JSON view");
+    assert_eq!(view["engines"], json!([]));
+    assert_eq!(view["tasks"], json!([]));
     let (status, _, _) = get(&addr, "/nope", &cookie);
     assert_eq!(status, 404);
     let (status, _, _) = get(&addr, "/ws", &cookie);

@@ -17,7 +17,7 @@ mod auth;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tiny_http::{Header, Request, Response, StatusCode};
@@ -44,12 +44,19 @@ pub(crate) struct Shared {
     /// What each open WebSocket watches (a task msg_id, or nothing).
     watched: Mutex<HashMap<u64, Option<String>>>,
     next_socket: AtomicU64,
+    /// Set by a `/api/view` request: build a view even though no WebSocket is open.
+    asked: AtomicBool,
 }
 
 impl Shared {
     /// The msg_ids some browser watches: their published data goes into the view.
     pub(crate) fn watched(&self) -> HashSet<String> {
         self.watched.lock().values().flatten().cloned().collect()
+    }
+
+    /// Whether anyone looks: the hub builds no view for nobody.
+    pub(crate) fn wanted(&self) -> bool {
+        self.asked.swap(false, Ordering::Relaxed) || !self.watched.lock().is_empty()
     }
 
     /// Called by the hub with a new view.
@@ -145,7 +152,7 @@ impl Dashboard {
                 respond(request, response);
             }
             "/api/view" => {
-                let (_, view) = self.shared.latest();
+                let view = self.fresh_view();
                 respond(request, text_response(200, &view, "application/json"));
             }
             "/ws" => {
@@ -167,6 +174,21 @@ impl Dashboard {
                 }
             }
             _ => respond(request, text_response(404, "not found\n", "text/plain")),
+        }
+    }
+
+    /// A view built after this request arrived (waiting for the hub's next one, at most
+    /// a second; then the latest there is).
+    fn fresh_view(&self) -> Arc<String> {
+        let (before, _) = self.shared.latest();
+        self.shared.asked.store(true, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let (version, view) = self.shared.latest();
+            if version != before || std::time::Instant::now() > deadline {
+                return view;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
