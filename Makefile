@@ -56,8 +56,15 @@ openssh:  ## install openssh-server (sshd for the SSH tests) if this Debian/Ubun
 mpi:  ## install Open MPI (openmpi-bin, libopenmpi-dev) if this Debian/Ubuntu machine lacks it
 	$(call debian_packages,openmpi-bin libopenmpi-dev openssh-client,the MPI launcher and mpi4py,the MPI launcher and its tests cannot run)
 
+# The dashboard test (tests/cluster/test_dashboard.py) drives Debian's headless Chromium
+# through Selenium and Debian's chromedriver (a test tool's own browser download fails
+# without network).
+.PHONY: chromium
+chromium:  ## install chromium and chromium-driver (the dashboard's browser test) if missing
+	$(call debian_packages,chromium chromium-driver,the dashboard's headless browser test,tests/cluster/test_dashboard.py will fail)
+
 .PHONY: install
-install: $(VENV)/.deps sodium slurm openssh  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium slurm openssh chromium  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build

@@ -59,10 +59,13 @@ impl Shared {
         self.asked.swap(false, Ordering::Relaxed) || !self.watched.lock().is_empty()
     }
 
-    /// Called by the hub with a new view.
+    /// Called by the hub with a new view; one equal to the last is no news (browsers
+    /// are not sent it).
     pub(crate) fn publish(&self, view: String) {
         let mut v = self.view.lock();
-        *v = (v.0 + 1, Arc::new(view));
+        if v.0 == 0 || *v.1 != view {
+            *v = (v.0 + 1, Arc::new(view));
+        }
     }
 
     fn latest(&self) -> (u64, Arc<String>) {
