@@ -72,12 +72,19 @@ fn requests_without_the_token_are_refused_and_the_routes_answer_with_it() {
     let (status, head, body) = get(&addr, &format!("/?token={TOKEN}"), "");
     assert_eq!(status, 200);
     assert!(body.contains("<title>corral dashboard</title>"));
+    let port = addr.rsplit(':').next().unwrap();
     assert!(
-        head.contains(&format!("corral_dashboard_token={TOKEN}")),
+        head.contains(&format!("corral_dashboard_token_{port}={TOKEN}")),
         "{head}"
     );
     // The cookie alone is enough (how the page's WebSocket is let in).
-    let cookie = format!("Cookie: corral_dashboard_token={TOKEN}\r\n");
+    let cookie = format!("Cookie: corral_dashboard_token_{port}={TOKEN}\r\n");
+    let other_port = format!("Cookie: corral_dashboard_token_1={TOKEN}\r\n");
+    assert_eq!(
+        get(&addr, "/", &other_port).0,
+        403,
+        "another dashboard's cookie"
+    );
     let (status, _, _) = get(&addr, "/", &cookie);
     assert_eq!(status, 200);
     let (status, _, body) = get(&addr, "/api/view", &cookie);

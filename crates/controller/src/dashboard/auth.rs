@@ -4,8 +4,12 @@
 
 use subtle::ConstantTimeEq;
 
-/// The cookie the page sets so later requests (the WebSocket) carry the token.
-pub(crate) const COOKIE: &str = "corral_dashboard_token";
+/// The cookie the page sets so later requests (the WebSocket) carry the token. Cookies
+/// are not kept apart by port, so each dashboard's name has its port: two controllers on
+/// one host do not overwrite each other's.
+pub(crate) fn cookie_name(port: u16) -> String {
+    format!("corral_dashboard_token_{port}")
+}
 
 /// A fresh random token: 24 bytes as hex, like Jupyter's.
 pub(crate) fn new_token() -> String {
@@ -16,10 +20,15 @@ pub(crate) fn new_token() -> String {
 }
 
 /// True when the request presents `token`, in its query or its cookie.
-pub(crate) fn authorized(token: &str, query: &str, cookie_header: Option<&str>) -> bool {
+pub(crate) fn authorized(
+    token: &str,
+    cookie_name: &str,
+    query: &str,
+    cookie_header: Option<&str>,
+) -> bool {
     let given = query_param(query, "token")
         .into_iter()
-        .chain(cookie_header.and_then(|c| cookie(c, COOKIE)));
+        .chain(cookie_header.and_then(|c| cookie(c, cookie_name)));
     let mut ok = false;
     for candidate in given {
         ok |= bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
@@ -93,19 +102,46 @@ mod tests {
     #[test]
     fn the_token_is_accepted_from_the_query_or_the_cookie_only() {
         let t = "abc123";
-        assert!(authorized(t, "token=abc123", None));
-        assert!(authorized(t, "watch=x&token=abc123", None));
         assert!(authorized(
             t,
+            "corral_dashboard_token",
+            "token=abc123",
+            None
+        ));
+        assert!(authorized(
+            t,
+            "corral_dashboard_token",
+            "watch=x&token=abc123",
+            None
+        ));
+        assert!(authorized(
+            t,
+            "corral_dashboard_token",
             "",
             Some("a=b; corral_dashboard_token=abc123")
         ));
-        assert!(!authorized(t, "", None));
-        assert!(!authorized(t, "token=abc12", None));
-        assert!(!authorized(t, "token=abc1234", None));
-        assert!(!authorized(t, "token=", Some("other=abc123")));
+        assert!(!authorized(t, "corral_dashboard_token", "", None));
+        assert!(!authorized(
+            t,
+            "corral_dashboard_token",
+            "token=abc12",
+            None
+        ));
+        assert!(!authorized(
+            t,
+            "corral_dashboard_token",
+            "token=abc1234",
+            None
+        ));
+        assert!(!authorized(
+            t,
+            "corral_dashboard_token",
+            "token=",
+            Some("other=abc123")
+        ));
         assert!(authorized(
             t,
+            "corral_dashboard_token",
             "token=wrong",
             Some("corral_dashboard_token=abc123")
         ));

@@ -133,7 +133,8 @@ impl Dashboard {
                 .map(|h| h.value.as_str().to_string())
         };
         let cookie = header("Cookie");
-        if !auth::authorized(&self.token, query, cookie.as_deref()) {
+        let cookie_name = auth::cookie_name(self.port());
+        if !auth::authorized(&self.token, &cookie_name, query, cookie.as_deref()) {
             debug!(%path, "dashboard: request without the token refused");
             let text = "403 Forbidden: this dashboard needs its token. Open the URL that the \
                         controller logged, or the client connection file's corral_dashboard_url.\n";
@@ -147,8 +148,7 @@ impl Dashboard {
             "/" => {
                 let cookie = format!(
                     "{}={}; Path=/; HttpOnly; SameSite=Strict",
-                    auth::COOKIE,
-                    self.token
+                    cookie_name, self.token
                 );
                 let response = text_response(200, PAGE, "text/html; charset=utf-8")
                     .with_header(header_of("Set-Cookie", &cookie));
