@@ -61,8 +61,15 @@ mpi:  ## install Open MPI (openmpi-bin, libopenmpi-dev) if this Debian/Ubuntu ma
 tmux:  ## install tmux (the terminal the `corral watch` tests drive) if this Debian/Ubuntu machine lacks it
 	$(call debian_packages,tmux,the terminal the corral watch tests drive,tests/cluster/test_watch.py will fail saying so)
 
+# The dashboard test (tests/cluster/test_dashboard.py) drives Debian's headless Chromium
+# through Selenium and Debian's chromedriver (a test tool's own browser download fails
+# without network).
+.PHONY: chromium
+chromium:  ## install chromium and chromium-driver (the dashboard's browser test) if missing
+	$(call debian_packages,chromium chromium-driver,the dashboard's headless browser test,tests/cluster/test_dashboard.py will fail)
+
 .PHONY: install
-install: $(VENV)/.deps sodium slurm openssh tmux  ## create .venv with corral built in release mode and installed
+install: $(VENV)/.deps sodium slurm openssh tmux chromium  ## create .venv with corral built in release mode and installed
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 .PHONY: build

@@ -54,6 +54,7 @@ impl FakeHub {
             task_scheme: "leastload".into(),
             iopub: port_of(&iopub),
             corral_iopub: None,
+            corral_dashboard_url: None,
             notification: port_of(&notification),
             broadcast: port_of(&broadcast),
             key: String::from_utf8(KEY.to_vec()).unwrap(),

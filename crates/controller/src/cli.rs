@@ -78,6 +78,14 @@ pub struct Cli {
     /// Bytes of those earlier updates kept per task and engine.
     #[arg(long, default_value_t = crate::config::HistoryLimits::default().bytes)]
     pub data_history_bytes: usize,
+    /// Serve the web dashboard on this port of --ip (0: a free port); off when not given.
+    /// Its URL, with the access token, is logged and written to the client connection
+    /// file (`corral_dashboard_url`).
+    #[arg(long)]
+    pub dashboard_port: Option<u16>,
+    /// The dashboard's access token (default: a random one at each start).
+    #[arg(long, requires = "dashboard_port")]
+    pub dashboard_token: Option<String>,
     /// The Python that runs the dask.distributed scheduler when a client calls
     /// `become_dask()` (it needs dask[distributed]); also CORRAL_PYTHON. `corral
     /// controller` passes its own interpreter; default: python3 from PATH.
@@ -212,6 +220,12 @@ impl Cli {
             db: self.db_mode(&location),
             restore: self.restore,
             location,
+            dashboard: self
+                .dashboard_port
+                .map(|port| crate::config::DashboardConfig {
+                    port,
+                    token: self.dashboard_token.clone(),
+                }),
             ..ControllerConfig::default()
         })
     }
@@ -392,6 +406,30 @@ mod tests {
         let cfg = cli.config_with_env(|_| None).unwrap();
         assert!(cfg.insecure);
         assert_eq!(cfg.max_message_size, -1);
+    }
+
+    #[test]
+    fn dashboard_options() {
+        let cfg = parse(Vec::<String>::new())
+            .unwrap()
+            .config_with_env(|_| None)
+            .unwrap();
+        assert_eq!(cfg.dashboard, None, "off by default");
+        let cli = parse(["--dashboard-port", "0"].map(String::from)).unwrap();
+        let d = cli.config_with_env(|_| None).unwrap().dashboard.unwrap();
+        assert_eq!((d.port, d.token), (0, None));
+        let args = ["--dashboard-port", "8787", "--dashboard-token", "tok"];
+        let d = parse(args.map(String::from))
+            .unwrap()
+            .config()
+            .unwrap()
+            .dashboard;
+        assert_eq!(d.unwrap().token.as_deref(), Some("tok"));
+        assert_eq!(
+            parse(["--dashboard-token", "tok"].map(String::from)).unwrap_err(),
+            2,
+            "a token without the port is a usage error"
+        );
     }
 
     #[test]

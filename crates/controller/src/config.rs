@@ -95,6 +95,17 @@ pub struct ControllerConfig {
     /// `--restore`: reload the task records (results and published data) from `db`
     /// written by an earlier controller of this cluster, instead of starting empty.
     pub restore: bool,
+    /// The web dashboard (`--dashboard-port`): off (`None`) by default.
+    pub dashboard: Option<DashboardConfig>,
+}
+
+/// Where the web dashboard listens (on `ip`, like every socket) and its access token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// The token a browser must present (`?token=` or the cookie); `None` draws a random one.
+    pub token: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -122,6 +133,7 @@ impl Default for ControllerConfig {
             task_hwm: DEFAULT_TASK_HWM,
             db: DbMode::Memory,
             restore: false,
+            dashboard: None,
         }
     }
 }

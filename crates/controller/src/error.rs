@@ -33,6 +33,8 @@ pub enum ControllerError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot serve the dashboard on {addr}: {reason} (choose another --dashboard-port, or 0 for a free one)")]
+    Dashboard { addr: String, reason: String },
     #[error(transparent)]
     Wire(#[from] corral_wire::WireError),
 }

@@ -234,14 +234,20 @@ mod tests {
         let big = IOPUB_RECORD_BYTES / 2;
         assert!(tx.send(iopub(big)));
         assert!(tx.send(iopub(big)));
-        assert!(!tx.send(iopub(big)), "past the IOPub limit the copy is dropped");
+        assert!(
+            !tx.send(iopub(big)),
+            "past the IOPub limit the copy is dropped"
+        );
         let request = HubEvent::Record(RecordEvent::Request {
             queue: "mux",
             client: vec![],
             engine: None,
             parts: vec![vec![0; big]],
         });
-        assert!(tx.send(request), "requests are not held back by IOPub copies");
+        assert!(
+            tx.send(request),
+            "requests are not held back by IOPub copies"
+        );
         rx.try_recv().unwrap();
         assert!(tx.send(iopub(big)), "taking a copy frees its bytes");
     }

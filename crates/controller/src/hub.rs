@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod dashboard_view;
+
 use crate::dask::Requester;
 use crate::events::{EngineEvent, HubEvent};
 use crate::published::{EngineFacts, HistoryLimits};

@@ -41,12 +41,15 @@ pub(crate) struct HubLoop {
     /// The dask.distributed scheduler process, if a client asked for one; stopped when
     /// this loop ends.
     pub dask: DaskScheduler,
+    /// The web dashboard's shared view, when `--dashboard-port` is on.
+    pub dashboard: Option<Arc<crate::dashboard::Shared>>,
 }
 
 impl HubLoop {
     pub(crate) fn run(mut self) {
         let mut shutdown_at: Option<Instant> = None;
         let mut last_tick = Instant::now();
+        let mut last_view: Option<Instant> = None;
         while !self.stop.is_set() {
             if shutdown_at.is_some_and(|t| Instant::now() >= t) {
                 info!("controller shutting down");
@@ -68,6 +71,15 @@ impl HubLoop {
             self.send_dask_replies(replies, &mut shutdown_at);
             self.apply_events(&mut shutdown_at);
             let now = Instant::now();
+            if let Some(shared) = &self.dashboard {
+                let due = last_view
+                    .is_none_or(|t| now.duration_since(t) >= crate::dashboard::VIEW_PERIOD);
+                if due && shared.wanted() {
+                    last_view = Some(now);
+                    let view = self.state.dashboard_view(&shared.watched());
+                    shared.publish(view.to_string());
+                }
+            }
             if now.duration_since(last_tick) > Duration::from_secs(1) {
                 last_tick = now;
                 let actions = self.state.tick(now);

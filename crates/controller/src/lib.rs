@@ -33,6 +33,8 @@
 //! - `broadcast`: the broadcast scheduler (root and leaves in one thread).
 //! - `coalesce`: combines a coalescing broadcast's replies into one.
 //! - `dask`: the dask.distributed scheduler process of `become_dask_request`.
+//! - `dashboard`: the web dashboard (`--dashboard-port`), its own threads; the hub
+//!   hands it a view a few times a second (`hub::dashboard_view`).
 //!
 //! The wiring, all of it in [`Controller::start`]: sockets bound on `config.ip`, one
 //! thread each (`corral-*`), `==>` a crossbeam channel between threads.
@@ -60,6 +62,7 @@ pub mod error;
 mod broadcast;
 mod coalesce;
 mod conflate;
+mod dashboard;
 mod dask;
 mod db;
 mod dependency;
@@ -219,6 +222,33 @@ impl Controller {
         opt("corral_iopub", iopub_router.set_sndhwm(hwm))?;
         let corral_iopub = bind_port(&iopub_router, &at, "corral_iopub")?;
 
+        let stop = Arc::new(Stop::default());
+        let dashboard_shared = Arc::new(dashboard::Shared::default());
+        let dashboard = match &config.dashboard {
+            Some(d) => {
+                let token = d.token.clone().unwrap_or_else(dashboard::new_token);
+                let server = dashboard::Dashboard::bind(
+                    ip,
+                    d.port,
+                    token.clone(),
+                    dashboard_shared.clone(),
+                    stop.clone(),
+                )?;
+                let host = if ip == "0.0.0.0" || ip == "*" {
+                    config
+                        .advertised_location
+                        .clone()
+                        .or_else(hostname)
+                        .unwrap_or_else(|| ip.to_string())
+                } else {
+                    ip.to_string()
+                };
+                let url = format!("http://{host}:{}/?token={token}", server.port());
+                Some((server, url))
+            }
+            None => None,
+        };
+
         let location = config
             .advertised_location
             .clone()
@@ -235,6 +265,7 @@ impl Controller {
             task_scheme: "leastload".into(),
             iopub: iopub_client,
             corral_iopub: Some(corral_iopub),
+            corral_dashboard_url: dashboard.as_ref().map(|(_, url)| url.clone()),
             notification,
             broadcast: bcast_client,
             key: key.clone(),
@@ -290,7 +321,6 @@ impl Controller {
 
         let session = Arc::new(Session::new(key.as_bytes()));
         let signer = session.signer.clone();
-        let stop = Arc::new(Stop::default());
         let pending = Arc::new(AtomicUsize::new(0));
         let (hub_tx, hub_rx) = events::hub_channel(events::HUB_EVENTS, events::RECORD_BYTES);
         let (heart_tx, heart_rx) = crossbeam_channel::bounded(events::ENGINE_EVENTS);
@@ -335,6 +365,7 @@ impl Controller {
             pending: pending.clone(),
             stop: stop.clone(),
             dask: dask::DaskScheduler::new(config.python(), config.ip.clone()),
+            dashboard: dashboard.as_ref().map(|_| dashboard_shared),
         };
         let monitors = vec![
             (
@@ -418,7 +449,7 @@ impl Controller {
             stop,
             threads: db_writer.into_iter().collect(),
         };
-        let spawns: Vec<(&'static str, ThreadMain)> = vec![
+        let mut spawns: Vec<(&'static str, ThreadMain)> = vec![
             ("corral-hub", Box::new(move || hub.run())),
             ("corral-heart", Box::new(move || heart.run())),
             ("corral-mux", Box::new(move || mux.run())),
@@ -427,6 +458,11 @@ impl Controller {
             ("corral-task", Box::new(move || task.run())),
             ("corral-bcast", Box::new(move || bcast.run())),
         ];
+        if let Some((server, url)) = dashboard {
+            // Logged as Jupyter logs its URL: the token is in it, for the user to click.
+            info!("dashboard at {url}");
+            spawns.push(("corral-dashboard", Box::new(move || server.run())));
+        }
         for (name, f) in spawns {
             match std::thread::Builder::new().name(name.into()).spawn(f) {
                 Ok(h) => controller.threads.push(h),

@@ -129,11 +129,22 @@ pub(crate) struct EngineFacts {
     pub died: Option<String>,
 }
 
+/// One engine's merged preview of a task's published data (the dashboard's view).
+pub(crate) struct EnginePreview<'a> {
+    pub engine: &'a str,
+    pub seq: u64,
+    pub received: Option<&'a str>,
+    pub preview: &'a serde_json::Map<String, Value>,
+}
+
 /// The published data of one task record.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Published {
     /// In order of each engine's first publication.
     engines: Vec<EngineData>,
+    /// Per engine, the engines' `corral_preview` summaries merged key by key (newest
+    /// wins): what the dashboard shows, since the controller cannot unpickle the data.
+    previews: Vec<(String, serde_json::Map<String, Value>)>,
 }
 
 impl Published {
@@ -174,6 +185,47 @@ impl Published {
         };
         e.add(update, limits);
         (before, e.bytes())
+    }
+
+    /// Merges an update's `corral_preview` (an object of per-key summaries) into the
+    /// engine's; anything else is ignored.
+    pub(crate) fn add_preview(&mut self, engine: &str, preview: &Value) {
+        let Some(keys) = preview.as_object() else {
+            return;
+        };
+        let pos = match self.previews.iter().position(|(e, _)| e == engine) {
+            Some(pos) => pos,
+            None => {
+                self.previews.push((engine.to_string(), Default::default()));
+                self.previews.len() - 1
+            }
+        };
+        for (k, v) in keys {
+            self.previews[pos].1.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Per engine: its update count, newest receive time and merged preview.
+    pub(crate) fn previews(&self) -> Vec<EnginePreview<'_>> {
+        self.previews
+            .iter()
+            .map(|(engine, preview)| {
+                let data = self.engines.iter().find(|e| &e.engine == engine);
+                EnginePreview {
+                    engine,
+                    seq: data.map_or(0, |e| e.seq),
+                    received: data
+                        .and_then(|e| e.snapshot.last())
+                        .map(|(u, _)| u.received.as_str()),
+                    preview,
+                }
+            })
+            .collect()
+    }
+
+    /// True once any engine published for this task.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.engines.is_empty()
     }
 
     /// Bytes held over all engines.
@@ -302,7 +354,11 @@ impl Published {
                 history_dropped: e["history_dropped"].as_u64()?,
             });
         }
-        frames.next().is_none().then_some(Published { engines })
+        // Previews are for the dashboard's live view only: not stored, not restored.
+        frames.next().is_none().then_some(Published {
+            engines,
+            previews: Vec::new(),
+        })
     }
 }
 

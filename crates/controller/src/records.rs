@@ -483,6 +483,9 @@ impl Records {
                             warn!(%msg_id, "data_message copy naming no engine; dropped");
                             return;
                         };
+                        if let Some(preview) = p.content.get("corral_preview") {
+                            rec.published.add_preview(&engine, preview);
+                        }
                         let keys = DataMessageContent::read(&p.content).keys;
                         let published = header.date.unwrap_or(Value::Null);
                         (freed, added) = rec
@@ -496,6 +499,14 @@ impl Records {
                 self.maybe_cull();
             }
         }
+    }
+
+    /// The `n` newest records, newest first (the dashboard's task list).
+    pub(crate) fn newest(&self, n: usize) -> Vec<&Record> {
+        let mut v = self.ordered();
+        v.reverse();
+        v.truncate(n);
+        v
     }
 
     /// Records in insertion order.

@@ -28,6 +28,9 @@ pub enum Outgoing {
     Data {
         keys: Vec<String>,
         buffers: Vec<Vec<u8>>,
+        /// A JSON summary of the values for the controller's dashboard, sent as the
+        /// content's `corral_preview` (docs/PROTOCOL.md §13); stock peers ignore it.
+        preview: Option<serde_json::Value>,
     },
     /// A reply on the request's own socket, echoing its idents.
     Reply {
@@ -189,8 +192,16 @@ impl Encoder {
                     self.frames(vec![topic], &msg_type, self.parent(), md, &content, buffers);
                 (Target::IoPub, frames)
             }
-            Outgoing::Data { keys, buffers } => {
-                let content = serde_json::to_vec(&serde_json::json!({"keys": keys})).expect("JSON");
+            Outgoing::Data {
+                keys,
+                buffers,
+                preview,
+            } => {
+                let mut content = serde_json::json!({"keys": keys});
+                if let Some(preview) = preview {
+                    content["corral_preview"] = preview;
+                }
+                let content = serde_json::to_vec(&content).expect("JSON");
                 let frames = self.frames(
                     vec![b"datapub".to_vec()],
                     "data_message",
@@ -233,6 +244,7 @@ mod tests {
         Outgoing::Data {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             buffers: vec![vec![tag]],
+            preview: None,
         }
     }
 
@@ -294,6 +306,7 @@ mod tests {
         let (_, data) = enc.encode(Outgoing::Data {
             keys: vec!["a".into()],
             buffers: vec![b"p".to_vec()],
+            preview: None,
         });
         let data = Message::decode(&data, &session.signer).unwrap();
         assert_eq!(data.idents, vec![b"datapub".to_vec()]);

@@ -161,6 +161,7 @@ fn engine_runtime_against_fake_controller() {
     rt.queue(Outgoing::Data {
         keys: vec!["x".into()],
         buffers: vec![b"pickle".to_vec()],
+        preview: None,
     })
     .unwrap();
     rt.queue(Outgoing::Reply {

@@ -107,6 +107,7 @@ fn update(keys: &[String], i: u64, size: usize) -> Outgoing {
     Outgoing::Data {
         keys: keys.to_vec(),
         buffers: vec![buf],
+        preview: None,
     }
 }
 

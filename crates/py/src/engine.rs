@@ -285,11 +285,15 @@ impl PyEngineRuntime {
 
     /// A `data_message` for the running task: `keys` (the dict's keys, str() of each) and
     /// the frames of the pickled dict. Returns as soon as it is queued.
+    /// `preview`: the values' JSON summary for the controller's dashboard
+    /// (`corral.engine.data_preview`), sent as the content's `corral_preview`.
+    #[pyo3(signature = (keys, frames, preview = None))]
     fn publish_data(
         &self,
         py: Python<'_>,
         keys: &Bound<'_, PyAny>,
         frames: &Bound<'_, PyAny>,
+        preview: Option<&str>,
     ) -> PyResult<()> {
         let mut ks = Vec::new();
         for k in keys.try_iter()? {
@@ -300,7 +304,19 @@ impl PyEngineRuntime {
             });
         }
         let buffers = frames_from(frames)?;
-        self.queue(py, Outgoing::Data { keys: ks, buffers })
+        let preview = match preview.map(serde_json::from_str::<serde_json::Value>) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => return Err(PyValueError::new_err(format!("preview is not JSON: {e}"))),
+            None => None,
+        };
+        self.queue(
+            py,
+            Outgoing::Data {
+                keys: ks,
+                buffers,
+                preview,
+            },
+        )
     }
 
     /// Unregisters (if asked), sends what is queued, and stops the threads.

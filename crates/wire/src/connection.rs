@@ -24,6 +24,10 @@ pub struct ClientConnection {
     /// docs/PROTOCOL.md §11); absent in stock files, and stock clients ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corral_iopub: Option<u16>,
+    /// The controller's web dashboard, `http://ip:port/?token=...` (`--dashboard-port`);
+    /// absent when it is off. Stock clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corral_dashboard_url: Option<String>,
     pub notification: u16,
     pub broadcast: u16,
     pub key: String,

@@ -93,6 +93,7 @@ class Cluster:
         engine_args: list[str] | tuple = (),
         enable_curve: bool = False,
         send_engines_connection_env: bool = True,
+        dashboard_port: int | None = None,
     ):
         if controller != "local":
             raise ValueError(
@@ -123,6 +124,9 @@ class Cluster:
         #: connection files, from which engines and clients take it.
         self.enable_curve = enable_curve
         self.send_engines_connection_env = send_engines_connection_env
+        #: The controller's web dashboard (`--dashboard-port`; 0 picks a free port), off
+        #: when None; its URL with the token is `dashboard_url` once the controller runs.
+        self.dashboard_port = dashboard_port
         self.controller: LocalProcess | RecordedProcess | None = None
         #: Engine sets by id, as `start_engines` returned them.
         self.engines: dict[str, EngineSetLauncher] = {}
@@ -140,6 +144,15 @@ class Cluster:
     @property
     def client_file(self) -> Path:
         return profiles.connection_file(self.profile_dir, "client", self.cluster_id)
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The running controller's dashboard URL, token included (None when it is off)."""
+        try:
+            info = json.loads(self.client_file.read_text())
+        except FileNotFoundError:
+            return None
+        return info.get("corral_dashboard_url")
 
     @property
     def engine_file(self) -> Path:
@@ -176,6 +189,7 @@ class Cluster:
             "--log-level", self.log_level,
             *(["--enable-curve"] if self.enable_curve else []),
             *(["--location", self.controller_location] if self.controller_location else []),
+            *([] if self.dashboard_port is None else ["--dashboard-port", str(self.dashboard_port)]),
             *self.controller_args,
         )
         controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
@@ -413,6 +427,7 @@ class Cluster:
                 "log_level": self.log_level,
                 "enable_curve": self.enable_curve,
                 "engine_timeout": self.engine_timeout,
+                "dashboard_port": self.dashboard_port,
             },
             "engines": {
                 "class": _launcher_name(self.engine_launcher),
@@ -429,7 +444,8 @@ class Cluster:
         info = d.get("cluster", {})
         kwargs.setdefault("shutdown_atexit", False)
         for key in ("cluster_id", "profile_dir", "n", "controller_ip", "controller_location",
-                    "controller_args", "log_level", "enable_curve", "engine_timeout"):
+                    "controller_args", "log_level", "enable_curve", "engine_timeout",
+                    "dashboard_port"):
             if key in info:
                 kwargs.setdefault(key, info[key])
         engines = d.get("engines") or {}

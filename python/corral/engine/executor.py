@@ -27,6 +27,7 @@ from typing import Any
 import corral.datapub
 from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
+from corral.engine.data_preview import preview_json
 from corral.engine.jsonmsg import dumps
 from corral.engine.namespace import bind_sent_functions, resolve_references
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
@@ -349,7 +350,8 @@ class Executor:
             with self.lock:
                 self.stdout.flush()
                 self.stderr.flush()
-        self.rt.publish_data(list(data), pickle_frames(data, not self.stock_peer))
+        frames = pickle_frames(data, not self.stock_peer)
+        self.rt.publish_data(list(data), frames, preview_json(data))
 
 
 def _json_type(value: Any) -> str:
