@@ -24,7 +24,7 @@ pub(crate) const HUB_EVENTS: usize = 1 << 16;
 /// Bytes of message copies allowed on their way to the hub.
 pub(crate) const RECORD_BYTES: usize = 256 << 20;
 /// Of those, bytes of IOPub copies (output, published data).
-pub(crate) const IOPUB_RECORD_BYTES: usize = 32 << 20;
+pub(crate) const IOPUB_RECORD_BYTES: usize = 16 << 20;
 /// Capacity of the hub's channels to the heartbeat and the schedulers (engine events, one
 /// or two per registration or death).
 pub(crate) const ENGINE_EVENTS: usize = 1 << 14;

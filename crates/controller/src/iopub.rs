@@ -6,6 +6,7 @@
 
 use corral_wire::Signer;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tracing::warn;
 
@@ -21,6 +22,62 @@ const POLL_MS: i64 = 50;
 const RETRY_POLL_MS: i64 = 5;
 /// During a burst, subscribers' acks (their credits) are read every this many messages.
 const ACKS_EVERY: usize = 64;
+/// Bytes of published-data messages waiting for the copier thread (see [`DataCopier`]);
+/// past this a copy for the task record is dropped (a later update mostly supersedes it).
+/// One message is always accepted when none waits, however big.
+const DATA_COPY_BYTES: usize = 16 << 20;
+
+/// Copies published data for the hub's task records on a thread of its own: an 8 MB array
+/// copied on the relay thread made it fall behind engines publishing at full rate, and
+/// ZeroMQ then queued their messages (by count, not bytes) in front of it. The relay hands
+/// over shared frames (no copy) and never waits.
+struct DataCopier {
+    tx: crossbeam_channel::Sender<(Vec<Frame>, usize)>,
+    queued: Arc<AtomicUsize>,
+    dropped: u64,
+}
+
+impl DataCopier {
+    fn start(hub: HubSender) -> DataCopier {
+        let (tx, rx) = crossbeam_channel::bounded::<(Vec<Frame>, usize)>(1 << 14);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
+        let spawned = std::thread::Builder::new()
+            .name("corral-iopub-copy".into())
+            .spawn(move || {
+                for (parts, bytes) in rx {
+                    let parts = parts.iter().map(|f| f.to_vec()).collect();
+                    taken.fetch_sub(bytes, Ordering::SeqCst);
+                    hub.send(HubEvent::Record(RecordEvent::Iopub { parts }));
+                }
+            });
+        if let Err(error) = spawned {
+            warn!(%error, "cannot start the IOPub copier thread: published data is not recorded");
+        }
+        DataCopier {
+            tx,
+            queued,
+            dropped: 0,
+        }
+    }
+
+    fn copy(&mut self, parts: Vec<Frame>) {
+        let bytes: usize = parts.iter().map(|f| f.len()).sum();
+        let before = self.queued.fetch_add(bytes, Ordering::SeqCst);
+        let accepted = (before == 0 || before + bytes <= DATA_COPY_BYTES)
+            && self.tx.try_send((parts, bytes)).is_ok();
+        if !accepted {
+            self.queued.fetch_sub(bytes, Ordering::SeqCst);
+            self.dropped += 1;
+            if self.dropped == 1 || self.dropped.is_multiple_of(1000) {
+                warn!(
+                    dropped = self.dropped,
+                    "published-data copies for task records dropped: the copier is behind"
+                );
+            }
+        }
+    }
+}
 
 pub(crate) struct IopubRelay {
     pub sub: zmq::Socket,
@@ -45,6 +102,7 @@ struct DataKeys {
 
 impl IopubRelay {
     pub(crate) fn run(mut self) {
+        let mut copier = DataCopier::start(self.hub.clone());
         while !self.stop.is_set() {
             let timeout = if self.subscribers.needs_retry() {
                 RETRY_POLL_MS
@@ -63,7 +121,7 @@ impl IopubRelay {
             if any && from_engines {
                 let mut n = 0;
                 while let Some(frames) = recv_message(&mut self.sub) {
-                    self.forward(frames);
+                    self.forward(frames, &mut copier);
                     // Send at once what credits allow: only a reader that lags sees conflation.
                     self.subscribers.flush();
                     n += 1;
@@ -76,7 +134,7 @@ impl IopubRelay {
         }
     }
 
-    fn forward(&mut self, mut frames: Vec<Frame>) {
+    fn forward(&mut self, mut frames: Vec<Frame>, copier: &mut DataCopier) {
         let d = match corral_wire::verify_frames(&frames, &self.signer) {
             Ok(d) => d,
             Err(error) => {
@@ -94,12 +152,11 @@ impl IopubRelay {
             }
         }
         // Output and published data the task records keep; parsed on the hub thread.
-        let recorded: [&[u8]; 5] = [
+        let recorded: [&[u8]; 4] = [
             b"\"stream\"",
             b"\"error\"",
             b"\"execute_input\"",
             b"\"execute_result\"",
-            b"\"data_message\"",
         ];
         if recorded
             .iter()
@@ -108,6 +165,8 @@ impl IopubRelay {
             let _ = self.hub.send(HubEvent::Record(RecordEvent::Iopub {
                 parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
             }));
+        } else if header.windows(14).any(|w| w == b"\"data_message\"") {
+            copier.copy(frames[d + 2..].iter().map(Frame::share).collect());
         }
         if !self.subscribers.is_empty() {
             let meta = Arc::new(meta_of(&frames, d));
