@@ -26,6 +26,19 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+
+def caught_up(ar):
+    """Waits until the controller's store holds every update this client received: the
+    store is filled from copies that reach the hub a little after the relayed messages
+    (and after the reply, which takes another path), so right after ``get()`` it can be a
+    few milliseconds behind."""
+    def done():
+        metas = ar.data_meta
+        metas = metas if isinstance(metas, list) else [metas]
+        return all(m["seq"] >= m["received_updates"] for m in metas)
+
+    wait_for(done, 10, "the controller's store to hold every update")
+
 def publish_until(flag_path, limit=60.0):
     """Publishes an increasing ``i`` (and a constant array once) until ``flag_path``
     exists; returns the last ``i``."""
@@ -96,6 +109,7 @@ def test_a_client_started_after_the_task_ended_reads_final_data_and_history(star
     cluster, c = start_cluster(2)
     ar = c[:].apply_async(publish_five)
     assert ar.get(timeout=30) == ["done", "done"]
+    caught_up(ar)
     other = second_client(cluster)
     try:
         one = other.get_result(ar.msg_ids[1], block=True)
@@ -131,6 +145,7 @@ def test_data_meta_on_own_results_and_after_an_engine_died(start_cluster):
     cluster, c = start_cluster(2)
     ar = c[:].apply_async(publish_five)
     ar.get(timeout=30)
+    caught_up(ar)
     metas = ar.data_meta
     assert [m["engine_id"] for m in metas] == [0, 1]
     for m in metas:
@@ -150,6 +165,7 @@ def test_db_query_with_keys(start_cluster):
     cluster, c = start_cluster(2)
     ar = c[:].apply_async(publish_five)
     ar.get(timeout=30)
+    caught_up(ar)
     quiet = c[0].apply_async(np.arange, 3000)
     quiet.get(timeout=30)
     ids = ar.msg_ids + quiet.msg_ids
