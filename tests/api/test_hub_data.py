@@ -35,7 +35,7 @@ def caught_up(ar):
     def done():
         metas = ar.data_meta
         metas = metas if isinstance(metas, list) else [metas]
-        return all(m["seq"] >= m["received_updates"] for m in metas)
+        return all((m["seq"] or 0) >= m["received_updates"] for m in metas)
 
     wait_for(done, 10, "the controller's store to hold every update")
 
