@@ -30,6 +30,13 @@ def publish_and_return(i):
     return i * i
 
 
+def _wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def _wait_stored(db_file, msg_ids, timeout=30.0):
     """Until the database file holds every msg_id (the writer commits in batches)."""
     deadline = time.monotonic() + timeout
@@ -62,6 +69,8 @@ def test_a_sigkilled_controller_restored_keeps_every_finished_result_and_its_dat
         rc = cluster.start_and_connect_sync()
         ars = [rc[i % 2].apply_async(publish_and_return, i) for i in range(6)]
         assert [ar.get(timeout=60) for ar in ars] == [i * i for i in range(6)]
+        for ar in ars:  # the store catches up a few ms after the client (copies to the hub)
+            _wait_until(lambda: (ar.data_meta["seq"] or 0) >= ar.data_meta["received_updates"])
         msg_ids = [ar.msg_ids[0] for ar in ars]
         expected = {m: rc.get_result(m, block=True) for m in msg_ids}
         expected = {m: (h.get(timeout=10), h.data, h.stdout, h.data_history) for m, h in expected.items()}
@@ -70,6 +79,9 @@ def test_a_sigkilled_controller_restored_keeps_every_finished_result_and_its_dat
 
         db_file = profile_dir / "db" / "corral-tasks-rs.sqlite"
         _wait_stored(db_file, msg_ids)
+        # A record changed after it was first stored (late data) is written again in the
+        # writer's next batch (every 50 ms): give it a few.
+        time.sleep(0.5)
         pid = cluster.controller.pid
         os.kill(pid, signal.SIGKILL)
         _wait_gone(pid)
