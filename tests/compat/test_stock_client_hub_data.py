@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import time
 import pytest
 
 ipp = pytest.importorskip("ipyparallel")
@@ -70,7 +71,14 @@ def test_stock_db_query_and_get_result_with_published_data(stock_client):
 
     # Naming corral's `data` key: the data frames come after every other buffer, so the
     # stock client's relinking of buffers and result_buffers is unchanged.
-    (rec,) = c.db_query({"msg_id": msg_id}, keys=keys + ["data"])
+    # (The controller's copy of the data reaches its store a few ms after the messages it
+    # relays: ask again until it is there.)
+    deadline = time.monotonic() + 10
+    while True:
+        (rec,) = c.db_query({"msg_id": msg_id}, keys=keys + ["data"])
+        if rec["data"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ipp.serialize.deserialize_object(rec["result_buffers"])[0] == "done"
     (entry,) = rec["data"]
     assert entry["seq"] >= 1 and entry["engine_id"] == 0 and entry["engine_alive"]
