@@ -159,4 +159,7 @@ def test_a_stock_client_ignores_the_preview_and_the_dashboard_url(start_cluster)
         assert ar.data[0]["x"] == 3
         np.testing.assert_array_equal(ar.data[0]["a"], np.arange(5.0))
     finally:
+        # ipyparallel's serializer switch is process-wide: leave stock pickling for the
+        # stock clients of later tests (cloudpickle'd code has no source in tracebacks).
+        ipp.serialize.use_pickle()
         stock.close()
