@@ -443,42 +443,34 @@ impl Store {
         let engine = SenderMetadata::read(&msg.metadata).engine;
         self.note_engine(engine.as_deref());
         let task = self.tasks.get_mut(&msg_id).expect("checked above");
-        if !task.leaves.is_empty() {
-            // One reply for every engine: readiness waits on the engines' copies.
-            task.reply = Some(Reply {
-                header: serde_json::to_value(&msg.header).expect("headers serialize"),
-                content: msg.content,
-                metadata: msg.metadata,
-                buffers: msg.buffers,
-            });
-            task.reply_at = Some(now);
-            self.touch(&msg_id);
-            return;
-        }
-        match &engine {
-            Some(uuid) => task.engine = Some(uuid.clone()),
-            None => {
-                // Scheduler-generated failures carry no engine: no engine IOPub follows.
-                task.idle = true;
-                if task.engine.is_none() {
-                    task.engine = msg
-                        .idents
-                        .first()
-                        .and_then(|i| String::from_utf8(i.clone()).ok());
+        // A coalesced broadcast's one reply (`leaves` set) is filed as it is: readiness
+        // waits on the engines' copies, not on this reply's engine or status.
+        if task.leaves.is_empty() {
+            match &engine {
+                Some(uuid) => task.engine = Some(uuid.clone()),
+                None => {
+                    // Scheduler-generated failures carry no engine: no engine IOPub follows.
+                    task.idle = true;
+                    if task.engine.is_none() {
+                        task.engine = msg
+                            .idents
+                            .first()
+                            .and_then(|i| String::from_utf8(i.clone()).ok());
+                    }
                 }
             }
-        }
-        // Aborted tasks never ran, and control replies (abort, clear, shutdown) are not
-        // followed by task output: nothing is worth waiting for.
-        let is_task_reply = matches!(msg.msg_type(), "apply_reply" | "execute_reply");
-        let outcome = ReplyOutcome::read(&msg.content);
-        if !is_task_reply || outcome.status.as_deref() == Some("aborted") {
-            task.idle = true;
-        }
-        // An EngineError is written by a scheduler for an engine that died: that engine
-        // publishes nothing more, whether or not its death was announced yet.
-        if outcome.ename.as_deref() == Some("EngineError") {
-            task.idle = true;
+            // Aborted tasks never ran, and control replies (abort, clear, shutdown) are not
+            // followed by task output: nothing is worth waiting for.
+            let is_task_reply = matches!(msg.msg_type(), "apply_reply" | "execute_reply");
+            let outcome = ReplyOutcome::read(&msg.content);
+            if !is_task_reply || outcome.status.as_deref() == Some("aborted") {
+                task.idle = true;
+            }
+            // An EngineError is written by a scheduler for an engine that died: that engine
+            // publishes nothing more, whether or not its death was announced yet.
+            if outcome.ename.as_deref() == Some("EngineError") {
+                task.idle = true;
+            }
         }
         task.reply = Some(Reply {
             header: serde_json::to_value(&msg.header).expect("headers serialize"),
