@@ -5,8 +5,8 @@ b. the corral client + corral controller + STOCK ``ipengine``s.
 
 Functions for the stock client are ``@ipp.interactive`` (module ``__main__``), so engines do
 not import this module; the corral client sends them by value (cloudpickle, see
-``tests/conftest.py``), which stock engines read with plain pickle. Stock engines cannot read
-corral's out-of-band argument buffers, so (b) passes small arguments only.
+``tests/conftest.py``), which stock engines read with plain pickle. Large array arguments and
+``Reference``s reach stock engines in ipyparallel's canned form (``corral.serialize.canned_writer``).
 """
 
 from __future__ import annotations
@@ -128,3 +128,11 @@ def test_corral_client_corral_controller_stock_engines(corral_client_stock_engin
     c = corral_client_stock_engines
     _data_publication_flow(c, (corral.error.RemoteError, corral.error.CompositeError))
     assert c.broadcast_view().apply_sync(rf.double, 5) == [10] * N_ENGINES
+    # Arguments big enough for frames of their own, and names resolved on the engine.
+    big = np.arange(100_000, dtype="float64")
+    assert c[:].apply_sync(rf.double, big)[0][-1] == 2 * big[-1]
+    c[:].push({"big": big, "k": 20}, block=True)
+    np.testing.assert_array_equal(c[0].pull("big", block=True), big)
+    assert c[:].apply_sync(rf.double, corral.Reference("k")) == [40] * N_ENGINES
+    parts = c[:].scatter("part", big, block=True) or c[:].gather("part", block=True)
+    np.testing.assert_array_equal(parts, big)

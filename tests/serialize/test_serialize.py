@@ -71,3 +71,23 @@ def test_decodes_stock_ipyparallel_data_and_bytes():
     assert rest == []
     assert obj["i"] == 4 and obj["b"] == b"x" * 2000
     np.testing.assert_array_equal(obj["a"], np.arange(300.0))
+
+
+def test_top_level_arrays_and_references_are_written_as_stock_ipyparallel_cans_them():
+    """Stock engines read a corral client's large array (one frame, no copy) and Reference."""
+    from ipyparallel.serialize import deserialize_object as ipp_deserialize
+
+    import corral
+
+    a = np.arange(1000.0).reshape(10, 100)
+    frames = serialize_object(a)
+    assert len(frames) == 2 and frames[1].nbytes == a.nbytes
+    assert frames[1].obj is a or np.shares_memory(np.asarray(frames[1]), a)
+    for read in (ipp_deserialize, deserialize_object):
+        obj, rest = read([bytes(x) for x in frames])
+        assert rest == []
+        np.testing.assert_array_equal(obj, a)
+        assert read(serialize_object(corral.Reference("x")), {"x": 7})[0] == 7
+    # Arrays numpy cannot hand over as they are keep corral's own path.
+    for odd in (a.T, np.array([object()] * 300), np.zeros(300, dtype="i8,f8")):
+        assert deserialize_object(serialize_object(odd))[0].shape == odd.shape
