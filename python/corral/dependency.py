@@ -65,7 +65,17 @@ def render_dependency(dep):
 
 def interactive(f):
     """Marks ``f`` to run in the engine's namespace (its globals are the engine's names):
-    it is sent by value, as a function defined in a notebook is."""
+    it is sent by value, as a function defined in a notebook is. As in ipyparallel, ``f``
+    becomes a copy whose globals are this process's ``__main__`` (what a notebook's own
+    functions have), so ``use_cloudpickle()`` sends ``__main__``'s values along."""
+    if isinstance(f, types.FunctionType):
+        main = sys.modules["__main__"].__dict__
+        g = types.FunctionType(f.__code__, main, f.__name__, f.__defaults__, f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        g.__qualname__ = f.__qualname__
+        g.__doc__ = f.__doc__
+        g.__dict__.update(f.__dict__)
+        f = g
     f.__module__ = "__main__"
     return f
 
@@ -82,6 +92,12 @@ class Reference:
 
     def resolve(self, namespace: dict):
         return eval(self.name, namespace)
+
+    def __reduce__(self):
+        # Sent as ipyparallel's own Reference, which stock and corral engines resolve.
+        from corral.serialize.canned_writer import canned_reference
+
+        return canned_reference(self.name).__reduce__()
 
     def __repr__(self):
         return f"<Reference {self.name!r}>"

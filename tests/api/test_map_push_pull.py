@@ -68,7 +68,7 @@ def test_load_balanced_map(client4):
     assert len(ar) == 20
     assert ar.get(timeout=30) == [x * x for x in range(20)]
     chunked = lv.map_async(square, range(20), chunksize=6)
-    assert len(chunked) == 4
+    assert len(chunked) == 20 and len(chunked.msg_ids) == 4  # len counts elements
     assert list(chunked) == [x * x for x in range(20)]
     unordered = lv.map_async(square, range(10), ordered=False)
     assert sorted(unordered) == [x * x for x in range(10)]

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Run ipyparallel's OWN test suite (the one in the installed ipyparallel wheel) with the
-# stock client, against either the stock controller or corral's, and stock or corral engines.
+# stock client (or corral's, IPP_SUITE_CLIENT=corral), against either the stock controller or
+# corral's, and stock or corral engines.
 #
 #   tests/ipyparallel_suite/run.sh stock  [OUT]   # baseline: everything stock
 #   tests/ipyparallel_suite/run.sh corral [OUT]   # corral controller via ipcontroller_shim.py
 #   IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh stock|corral [OUT]
 #                                                 # ... with corral engines via ipengine_shim.py
+#   IPP_SUITE_CLIENT=corral tests/ipyparallel_suite/run.sh stock|corral [OUT]
+#                                                 # ... with corral's client as `ipyparallel.Client`
 #
 # Needs pytest-asyncio and testpath (the suite's async tests and test deps) in the venv.
 # Slow (minutes): not part of the default `pytest` run. Output goes to OUT (default
@@ -35,5 +38,5 @@ timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$py" -m pytest -c "$here/suite
   --rootdir "$work" -p corral_ipp_plugin --timeout=60 \
   "${files[@]/#/$suite/}" > "$out" 2>&1
 rc=$?
-echo "mode=$mode engines=${IPP_SUITE_ENGINES:-stock} exit=$rc wall=$(( $(date +%s) - start ))s" >> "$out"
+echo "mode=$mode engines=${IPP_SUITE_ENGINES:-stock} client=${IPP_SUITE_CLIENT:-stock} exit=$rc wall=$(( $(date +%s) - start ))s" >> "$out"
 tail -n 2 "$out"

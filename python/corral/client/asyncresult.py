@@ -8,6 +8,8 @@ only the (conflated) updates published since the previous read.
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import time
 from concurrent.futures import CancelledError, Future
 from datetime import datetime
@@ -62,8 +64,18 @@ class AsyncResult(Future):
 
     # -- waiting ---------------------------------------------------------------------
 
-    def wait(self, timeout=-1) -> bool:
-        """Wait up to ``timeout`` seconds (forever if None or negative); True if done."""
+    def wait(self, timeout=-1, return_when=None):
+        """Wait up to ``timeout`` seconds (forever if None or negative); True if done.
+
+        With ``return_when`` (``FIRST_COMPLETED``, ``FIRST_EXCEPTION``, ``ALL_COMPLETED``)
+        returns ``(done, pending)``, sets of one ``AsyncResult`` per task (``split()``),
+        as ``concurrent.futures.wait`` does and ipyparallel 8+ does.
+        """
+        if return_when is not None:
+            if timeout is not None and timeout < 0:
+                timeout = None
+            return concurrent.futures.wait(self.split(), timeout=timeout,
+                                           return_when=return_when)
         if self._resolved:
             return True
         if timeout is not None and timeout < 0:
@@ -199,6 +211,22 @@ class AsyncResult(Future):
         """Output is complete once a result is done here (see the module docs)."""
         return self.wait(timeout)
 
+    def split(self) -> tuple:
+        """One ``AsyncResult`` per task, to wait for each on its own (``(self,)`` for one
+        task). A map's pieces are plain ``AsyncResult``s whose value is their chunk."""
+        if len(self.msg_ids) == 1:
+            return (self,)
+        targets = self._targets if self._targets else [None] * len(self.msg_ids)
+        single = not hasattr(self, "_chunk_sizes")  # a map's task returns a list
+        parts = tuple(
+            AsyncResult(self._client, [m], single=single, fname=self._fname,
+                        targets=None if t is None else [t],
+                        return_exceptions=self._return_exceptions)
+            for m, t in zip(self.msg_ids, targets))
+        for part in parts:
+            part.done()  # settles the Future of a task already done, for futures.wait
+        return parts
+
     @classmethod
     def join(cls, *async_results):
         """One ``AsyncResult`` over the tasks of several (of the same client)."""
@@ -217,11 +245,15 @@ class AsyncResult(Future):
         return Future.exception(self) is None
 
     def get_dict(self, timeout=None) -> dict:
-        """``{engine_id: result}``."""
+        """``{engine_id: result}``; ``ValueError`` if an engine ran several of the tasks."""
         results = self.get(timeout)
         if self._single_result:
             results = [results]
         ids = [md["engine_id"] for md in self._metadata_list()]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"Cannot build dict: engines {repeated} ran more than one of "
+                             f"these {len(ids)} tasks")
         return dict(zip(ids, results))
 
     def _raw_results(self) -> list:
@@ -321,7 +353,10 @@ class AsyncResult(Future):
     def __getitem__(self, key):
         """An int or slice indexes the results (waiting for them); a str is a metadata key."""
         if isinstance(key, str):
-            return self.__getattr__(key)
+            mds = self._metadata_list()
+            if key not in mds[0]:
+                raise KeyError(key)
+            return self._per_task([md[key] for md in mds])
         if isinstance(key, (int, slice)):
             results = self.get()
             if self._single_result:
@@ -416,11 +451,13 @@ class AsyncResult(Future):
             raise RuntimeError("Can't abort, I am already done!")
         return self._client.abort(self.msg_ids, targets=self._targets, block=True)
 
-    def wait_interactive(self, interval=0.1, timeout=-1):
-        """Wait, printing a progress line (tqdm's if installed) every ``interval`` s."""
+    def wait_interactive(self, interval=0.1, timeout=-1, widget=None, return_when=None):
+        """Wait, printing a progress line (tqdm's if installed) every ``interval`` s;
+        with ``return_when=FIRST_EXCEPTION`` (or ``FIRST_COMPLETED``) stop as soon as that
+        happens. (``widget`` is accepted for ipyparallel's sake: the bar is tqdm's.)"""
         from corral.client.display import wait_interactive
 
-        wait_interactive(self, interval, timeout)
+        wait_interactive(self, interval, timeout, return_when=return_when)
 
     def display_data(self, max_fps=4.0, static=None):
         """Show the published data live (a ``corral.widgets.DataView``: table, plots,

@@ -8,6 +8,7 @@ merges published data.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -61,12 +62,28 @@ def _in_ipython() -> bool:
     return ipython is not None and ipython.get_ipython() is not None
 
 
+def _other_futures(jobs) -> list:
+    """The futures among ``jobs`` that are not this library's ``AsyncResult``s."""
+    if isinstance(jobs, concurrent.futures.Future):
+        jobs = [jobs]
+    if jobs is None or isinstance(jobs, (str, int)):
+        return []
+    return [j for j in jobs if isinstance(j, concurrent.futures.Future)
+            and not isinstance(j, AsyncResult)]
+
+
 class Client:
     """A connection to a running cluster (ipyparallel's ``Client``).
 
     ``c.ids`` are the live engine ids; ``c[i]``, ``c[:]``, ``c[[0, 1]]`` give direct
     views; ``c.load_balanced_view()`` a load-balanced one.
     """
+
+    def __new__(cls, *args, **kwargs):
+        # Defined so that `mock.patch.object(Client, "__new__", ...)` (as ipyparallel's own
+        # tests do) restores a working constructor: deleting a patched `__new__` from a
+        # class that had none leaves CPython calling `object.__new__` with the arguments.
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -162,6 +179,12 @@ class Client:
         """Sorted ids of the live engines."""
         return [i for i, _ in self._core.engines()]
 
+    @property
+    def _engines(self) -> dict:
+        """``{engine_id: uuid}`` of the live engines (ipyparallel's attribute of that name,
+        which code reaching for an engine's identity uses)."""
+        return dict(self._core.engines())
+
     def _uuid(self, engine_id: int) -> str:
         engines = dict(self._core.engines())
         if engine_id not in engines:
@@ -197,6 +220,10 @@ class Client:
         raise TypeError(f"engine index must be int, slice or list, not {type(key).__name__}")
 
     def direct_view(self, targets="all", **kwargs):
+        """A ``DirectView`` on ``targets``: ``"all"`` follows the engines as they come
+        and go; anything else names engines now (``-1``: the last one), as ``c[targets]``."""
+        if targets is not None and not (isinstance(targets, str) and targets == "all"):
+            targets = self[targets].targets
         return DirectView(self, targets, **kwargs)
 
     def broadcast_view(self, targets="all", is_coalescing=False, **kwargs):
@@ -205,6 +232,13 @@ class Client:
         return BroadcastView(self, targets, is_coalescing=is_coalescing, **kwargs)
 
     def load_balanced_view(self, targets=None, **kwargs):
+        """A ``LoadBalancedView`` over ``targets`` (None or ``"all"``: every engine,
+        as they come and go; otherwise a list of the engines named now)."""
+        if isinstance(targets, str) and targets == "all":
+            targets = None
+        if targets is not None:
+            named = self[targets].targets
+            targets = [named] if isinstance(named, int) else named
         return LoadBalancedView(self, targets, **kwargs)
 
     def executor(self, targets=None):
@@ -243,11 +277,28 @@ class Client:
     stop_distributed = stop_dask
 
     def wait_for_engines(self, n=None, timeout=-1, block=True):
-        """Wait until at least ``n`` engines are registered (``TimeoutError`` if not)."""
+        """Wait until at least ``n`` engines are registered (``TimeoutError`` if not).
+        With ``block=False``, a ``concurrent.futures.Future`` of that wait instead."""
         if n is None:
             n = 1
         if timeout is None or timeout < 0:
             timeout = 1e9
+        if not block:
+            from concurrent.futures import Future
+
+            future: Future = Future()
+            if self._core.wait_for_engines(int(n), 0.0) >= n:
+                future.set_result(None)  # already there: done at once, as ipyparallel's
+                return future
+
+            def wait():
+                try:
+                    future.set_result(self.wait_for_engines(n, timeout))
+                except BaseException as e:  # noqa: BLE001 - handed to the future
+                    future.set_exception(e)
+
+            threading.Thread(target=wait, name="corral-wait-for-engines", daemon=True).start()
+            return future
         count = self._core.wait_for_engines(int(n), float(timeout))
         if count < n:
             raise TimeoutError(
@@ -303,8 +354,15 @@ class Client:
         msg_ids = msg_ids_of(indices_or_msg_ids, self.history)
         if not msg_ids:
             raise ValueError("get_result needs at least one msg_id")
+        foreign = [m for m in msg_ids if not self._is_local(m)]
+        if not foreign:  # all this client's own: a plain AsyncResult, as ipyparallel's
+            ar = AsyncResult(self, msg_ids, single=single and len(msg_ids) == 1,
+                             fname="get_result")
+            if block:
+                ar.wait()
+            return ar
         # Output and data of others' tasks are filed from now on, not only once read.
-        self._core.follow([m for m in msg_ids if not self._is_local(m)])
+        self._core.follow(foreign)
         ar = AsyncHubResult(self, msg_ids, single=single and len(msg_ids) == 1, owner=owner)
         if block:
             ar.wait()
@@ -591,9 +649,21 @@ class Client:
         """Wait for ``jobs`` for up to ``timeout`` seconds (forever if negative or None);
         True if they are all done, False on timeout.
 
-        ``jobs``: a msg_id, an ``AsyncResult``, an int (an index into ``history``) or a
-        list of these; default: every request still outstanding.
+        ``jobs``: a msg_id, an ``AsyncResult``, an int (an index into ``history``), any
+        ``concurrent.futures.Future``, or a list of these; default: every request still
+        outstanding.
         """
+        if timeout is not None and timeout < 0:
+            timeout = None
+        others = _other_futures(jobs)
+        if others:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if concurrent.futures.wait(others, timeout).not_done:
+                return False
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if isinstance(jobs, concurrent.futures.Future):
+                return True
+            jobs = [j for j in jobs if not any(j is f for f in others)]
         if jobs is None:
             self._core.check_controller()
             msg_ids = list(self.outstanding)
@@ -601,8 +671,6 @@ class Client:
             msg_ids = msg_ids_of(jobs, self.history if history is None else history)
         # As ipyparallel: ids this client never sent (or purged) have nothing to wait for.
         msg_ids = self._core.outstanding(msg_ids)
-        if timeout is not None and timeout < 0:
-            timeout = None
         return self._wait(msg_ids, timeout)
 
     def wait_interactive(self, jobs=None, interval=1.0, timeout=-1):

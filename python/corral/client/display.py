@@ -60,10 +60,11 @@ def update_progress(bar, ar) -> None:
     bar.update(p.done - bar.n)
 
 
-def wait_interactive(ar, interval=0.1, timeout=-1, file=None) -> None:
+def wait_interactive(ar, interval=0.1, timeout=-1, file=None, return_when=None) -> None:
     """Wait for ``ar``, redrawing its progress every ``interval`` seconds; returns when it
-    is done or after ``timeout`` seconds (None or negative: no limit), like ipyparallel,
-    which leaves raising to ``get()``."""
+    is done (or ``return_when``, a ``concurrent.futures`` constant, says to stop sooner) or
+    after ``timeout`` seconds (None or negative: no limit), like ipyparallel, which leaves
+    raising to ``get()``."""
     if timeout is not None and timeout < 0:
         timeout = None
     file = sys.stdout if file is None else file
@@ -73,8 +74,21 @@ def wait_interactive(ar, interval=0.1, timeout=-1, file=None) -> None:
         done = ar.ready()
         while not done and (timeout is None or time.monotonic() - t0 < timeout):
             step = interval if timeout is None else min(interval, max(timeout - (time.monotonic() - t0), 0))
-            done = ar.wait(step)
+            if return_when is None or return_when == "ALL_COMPLETED":
+                done = ar.wait(step)
+            else:
+                done = _stop_early(ar, step, return_when)
             update_progress(bar, ar)
         update_progress(bar, ar)
     finally:
         bar.close()
+
+
+def _stop_early(ar, step: float, return_when: str) -> bool:
+    """Whether, after waiting up to ``step`` s, ``return_when`` says the wait is over."""
+    done, pending = ar.wait(step, return_when=return_when)
+    if not pending:
+        return True
+    if return_when == "FIRST_COMPLETED":
+        return bool(done)
+    return any(task.exception() is not None for task in done)  # FIRST_EXCEPTION

@@ -4,12 +4,23 @@ queries the client exposes. Replies that arrive after their timeout are dropped 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 from corral import error
 
 __all__ = ["Hub"]
 
 DEFAULT_TIMEOUT = 10.0
+
+
+def _json_date(value):
+    """Datetimes in a query (``db_query({'submitted': {'$lt': dt}})``) as the ISO 8601
+    strings the records hold, UTC with microseconds, so the Hub compares like with like."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class Hub:
@@ -20,7 +31,8 @@ class Hub:
                 timeout: float = DEFAULT_TIMEOUT) -> tuple[dict, list]:
         """The reply content (``status: ok``) and buffers; the Hub's error as a
         ``RemoteError``."""
-        answer = self._core.hub_request(msg_type, json.dumps(content), timeout)
+        answer = self._core.hub_request(msg_type, json.dumps(content, default=_json_date),
+                                        timeout)
         reply = json.loads(answer.content)
         if reply.get("status") != "ok":
             raise error.unwrap_exception(reply)

@@ -224,7 +224,9 @@ class AsyncHubResult(AsyncResult):
         client = self._client
         return [m for m in self.msg_ids if not client._is_local(m)]
 
-    def wait(self, timeout=-1) -> bool:
+    def wait(self, timeout=-1, return_when=None):
+        if return_when is not None:
+            return super().wait(timeout, return_when)
         if self._resolved:
             return True
         if timeout is not None and timeout < 0:

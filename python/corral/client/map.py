@@ -159,18 +159,20 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         targets = view._target_ids()
         nparts = len(targets)
     msg_ids = []
+    sizes = []
     packer = None if whole_chunks else ChunkPacker(f)
     submit = view._packed_submitter()
     for index, target in enumerate(targets):
         chunks = [partition(s, index, nparts, n, dist) for s in seqs]
         if len(chunks[0]) == 0:
             continue  # more engines than elements
+        sizes.append(len(chunks[0]))
         if whole_chunks:
             msg_ids.append(view._submit_apply(f, tuple(chunks), {}, target))
         else:
             msg_ids.append(submit(packer.pack(chunks), target))
     ar = AsyncMapResult(view.client, msg_ids, fname=_name(f), ordered=ordered,
-                        return_exceptions=return_exceptions, dist=dist)
+                        return_exceptions=return_exceptions, dist=dist, chunk_sizes=sizes)
     return ar.get() if block else ar
 
 
@@ -191,14 +193,28 @@ def _name(f) -> str:
 
 class AsyncMapResult(AsyncResult):
     """Results of a ``map``: ``get()`` is the flat list; iterating yields elements as
-    their chunks complete, in submission order (``ordered=True``) or arrival order."""
+    their chunks complete, in submission order (``ordered=True``) or arrival order.
+    ``len()`` and ``progress`` count elements, as in ipyparallel, not tasks."""
 
     def __init__(self, client, msg_ids, fname="map", ordered=True, return_exceptions=False,
-                 targets=None, dist="b"):
+                 targets=None, dist="b", chunk_sizes=None):
         super().__init__(client, msg_ids, single=False, fname=fname, targets=targets,
                          return_exceptions=return_exceptions)
         self.ordered = ordered
         self._dist = dist
+        #: Elements per task (one per msg_id); unknown (e.g. ``gather``) counts 1 each.
+        self._chunk_sizes = dict(zip(self.msg_ids, chunk_sizes or ()))
+
+    def _count_elements(self, msg_ids) -> int:
+        return sum(self._chunk_sizes.get(m, 1) for m in msg_ids)
+
+    def __len__(self):
+        return self._count_elements(self.msg_ids)
+
+    @property
+    def progress(self) -> int:
+        """How many elements are done."""
+        return self._count_elements(m for m in self.msg_ids if self._client._core.ready(m))
 
     def _reconstruct(self):
         return self._join([self._client._result(m) for m in self.msg_ids])

@@ -18,8 +18,15 @@ def _user_ns() -> dict:
 
 
 def push(**ns) -> None:
-    """Binds each keyword as a name in the user namespace (``view.push(dict)``)."""
-    _user_ns().update(ns)
+    """Binds each keyword as a name in the user namespace (``view.push(dict)``); a dotted
+    name (``"a.b"``) is assigned as the statement ``a.b = value`` would, as ipyparallel does."""
+    user_ns = _user_ns()
+    for name, value in ns.items():
+        if "." not in name:
+            user_ns[name] = value
+            continue
+        owner, _, attr = name.rpartition(".")
+        setattr(eval(owner, user_ns), attr, value)
 
 
 def pull(names):

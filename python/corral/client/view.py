@@ -85,6 +85,17 @@ class View:
         """msg_ids sent through this view that are not done yet."""
         return self.client._still_outstanding(self.history)
 
+    def get_result(self, indices_or_msg_ids=None, block=None, owner=False):
+        """``Client.get_result``, with ints indexing this view's own ``history``."""
+        if indices_or_msg_ids is None:
+            indices_or_msg_ids = -1
+        if isinstance(indices_or_msg_ids, int):
+            indices_or_msg_ids = self.history[indices_or_msg_ids]
+        elif isinstance(indices_or_msg_ids, (list, tuple, set)):
+            indices_or_msg_ids = [self.history[i] if isinstance(i, int) else i
+                                  for i in indices_or_msg_ids]
+        return self.client.get_result(indices_or_msg_ids, block=block, owner=owner)
+
     def wait(self, jobs=None, timeout=-1) -> bool:
         """Wait for ``jobs`` (msg_ids, ``AsyncResult``s, or indices into ``history``;
         default: everything this view sent) for up to ``timeout`` seconds (forever if
@@ -95,14 +106,15 @@ class View:
 
     # -- apply -----------------------------------------------------------------------
 
-    def apply(self, f, *args, **kwargs):
+    # ``f`` is positional-only, so the remote function may take a keyword named ``f``.
+    def apply(self, f, /, *args, **kwargs):
         """Call ``f(*args, **kwargs)`` remotely; blocks (returns the result) if ``self.block``."""
         return self._apply(f, args, kwargs, self.block)
 
-    def apply_async(self, f, *args, **kwargs) -> AsyncResult:
+    def apply_async(self, f, /, *args, **kwargs) -> AsyncResult:
         return self._apply(f, args, kwargs, False)
 
-    def apply_sync(self, f, *args, **kwargs):
+    def apply_sync(self, f, /, *args, **kwargs):
         return self._apply(f, args, kwargs, True)
 
     def _apply(self, f, args, kwargs, block):
@@ -232,6 +244,14 @@ class View:
 
         activate_view(self, suffix)
 
+    def __len__(self):
+        """How many engines the view may use: its targets, or every engine."""
+        if isinstance(self.targets, int):
+            return 1
+        if self.targets is None or self.targets == "all":
+            return len(self.client.ids)
+        return len(self.targets)
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.targets!r}>"
 
@@ -285,12 +305,16 @@ class DirectView(View):
     # -- code ------------------------------------------------------------------------
 
     def execute(self, code, silent=True, targets=None, block=None):
-        """Run ``code`` (a string) in each engine's namespace."""
+        """Run ``code`` (a string) in each engine's namespace. Returns the ``AsyncResult``
+        either way, as ipyparallel does; blocking waits for it (and its output) first."""
         ids, single = self._resolve(targets)
         content = {"code": code, "silent": bool(silent), "user_expressions": {}}
         msg_ids = self._send_each(ids, "execute_request", content, [])
         ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids)
-        return self._finish(ar, self._block(block))
+        if self._block(block):
+            ar.get()
+            ar.wait_for_output()
+        return ar
 
     def run(self, filename, targets=None, block=None):
         """Execute the contents of the local file ``filename`` on the engines."""
@@ -300,8 +324,9 @@ class DirectView(View):
 
     # -- namespace -------------------------------------------------------------------
 
-    def push(self, ns, targets=None, block=None):
-        """Bind each item of the dict ``ns`` as a name in the engines' namespaces."""
+    def push(self, ns, targets=None, block=None, track=None):
+        """Bind each item of the dict ``ns`` as a name in the engines' namespaces.
+        (``track`` is accepted as in ipyparallel: the buffers are copied at submission.)"""
         if not isinstance(ns, dict):
             raise TypeError(f"Must be a dict, not {type(ns)}")
         return self._apply(remote_helpers.push, (), ns, self._block(block), targets, "push")
@@ -330,7 +355,7 @@ class DirectView(View):
     def __setitem__(self, key, value):
         self.push({key: value}, block=True)
 
-    def scatter(self, key, seq, dist="b", flatten=False, targets=None, block=None):
+    def scatter(self, key, seq, dist="b", flatten=False, targets=None, block=None, track=None):
         """Cut ``seq`` into chunks, one per engine, bound to ``key`` on each: contiguous,
         or with ``dist='r'`` round robin. With ``flatten``, a one-element chunk is bound
         as the element itself."""

@@ -29,7 +29,7 @@ from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
 from corral.engine.data_preview import preview_json
 from corral.engine.jsonmsg import dumps
-from corral.engine.namespace import bind_sent_functions, resolve_references
+from corral.engine.namespace import bind_sent_functions
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
 from corral.serialize import switch
@@ -271,9 +271,8 @@ class Executor:
         try:
             f, args, kwargs = unpack_apply_message(frames, self.user_ns)
             f = switch.follow_stock_switch(f)
-            f, args, kwargs = resolve_references(f, args, kwargs, self.user_ns)
             if switch.functions_use_engine_namespace():
-                f, args = bind_sent_functions(f, args, self.user_ns)
+                f, args, kwargs = bind_sent_functions(f, args, kwargs, self.user_ns)
             result = f(*args, **kwargs)
             buffers = serialize_object(result, out_of_band=not self.stock_peer)
         except Terminate:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 import types
 
-from corral.dependency import Reference, dependent
+from corral.dependency import dependent
 
-__all__ = ["bind_sent_functions", "resolve_references"]
+__all__ = ["bind_sent_functions"]
 
 
 def _sent_by_value(f) -> bool:
@@ -48,16 +48,9 @@ def _bind(f, user_ns: dict):
     return f
 
 
-def bind_sent_functions(f, args: tuple, user_ns: dict):
-    """``f`` and the top-level ``args`` (``map`` passes the user's function as one), with
-    every function that came by value bound to ``user_ns``."""
-    return _bind(f, user_ns), tuple(_bind(a, user_ns) for a in args)
-
-
-def resolve_references(f, args: tuple, kwargs: dict, user_ns: dict) -> tuple:
-    """``f`` and the top-level arguments, each ``Reference`` among them replaced by the
-    name's value in ``user_ns`` (``view.apply(Reference('g'))`` calls the engine's ``g``)."""
-    def value(a):
-        return a.resolve(user_ns) if isinstance(a, Reference) else a
-
-    return value(f), tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
+def bind_sent_functions(f, args: tuple, kwargs: dict, user_ns: dict) -> tuple:
+    """``f`` and the top-level ``args`` and ``kwargs`` (``map`` passes the user's function
+    as an argument, ``push`` its names as keywords), with every function that came by value
+    bound to ``user_ns``."""
+    return (_bind(f, user_ns), tuple(_bind(a, user_ns) for a in args),
+            {k: _bind(v, user_ns) for k, v in kwargs.items()})

@@ -1,21 +1,25 @@
-"""Writing the two top-level arguments stock ipyparallel engines need in their own "canned"
-form: a large numpy array and a `Reference`.
+"""Writing what stock ipyparallel engines need in their own "canned" form: a large top-level
+numpy array and a `Reference` (anywhere in the arguments).
 
 corral's own format keeps large buffers out of band (pickle protocol 5), which stock
 ipyparallel cannot read: its `deserialize_object` calls `pickle.loads` without buffers and
 refills only the buffers of a top-level `CannedObject`. Written as `CannedArray` (the pickle
 holds shape and dtype, the data travels as the next frame, still without a copy) an array
-is read by both stock and corral engines (`canning.Unpickler` maps the names); a
-`Reference` written as ipyparallel's is resolved by both in the engine's namespace.
+is read by both stock and corral engines; a `Reference` written as ipyparallel's is resolved
+by both in the engine's namespace (top level, or an item of a top-level list or dict, as
+ipyparallel resolves its own).
 
-The pickles are assembled from opcodes because the class names belong to ipyparallel,
-which the client need not have installed: the `pickle` module only writes a class it can
-import. The state dict is an ordinary protocol-2 pickle spliced in; protocol 2 stores memo
-entries at explicit indices and the prefix stores none, so the splice stays consistent.
+The client need not have ipyparallel installed, and `pickle` only writes a class it can
+import, so a canned object is pickled as `copyreg._reconstructor(cls, object, None)` whose
+`cls` is itself written as `getattr(importlib.import_module(module), name)`: calls of
+importable functions. Stock engines import their own module there; corral's `Unpickler`
+answers the import with its stand-ins (see `canning`).
 """
 
 from __future__ import annotations
 
+import copyreg
+import importlib
 import pickle
 import sys
 from typing import Any
@@ -23,21 +27,36 @@ from typing import Any
 from corral.serialize.canning import CANNING_MODULE
 
 
-def _canned(class_name: str, state: dict) -> bytes:
-    """A pickle of `CANNING_MODULE.class_name` whose `__dict__` is `state`."""
-    body = pickle.dumps(state, protocol=2)
-    assert body[:2] == b"\x80\x02" and body[-1:] == pickle.STOP
-    return b"".join(
-        (
-            b"\x80\x02",
-            pickle.GLOBAL + f"{CANNING_MODULE}\n{class_name}\n".encode(),
-            pickle.EMPTY_TUPLE,
-            pickle.NEWOBJ,
-            body[2:-1],
-            pickle.BUILD,
-            pickle.STOP,
-        )
-    )
+class _ModuleByName:
+    """Pickles as `importlib.import_module(name)`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __reduce__(self):
+        return importlib.import_module, (self.name,)
+
+
+class _ClassByName:
+    """Pickles as `getattr(<module>, name)`: a class named without importing it here."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __reduce__(self):
+        return getattr, (_ModuleByName(self.module), self.name)
+
+
+class CannedAs:
+    """Pickles as an instance of ipyparallel's `canning.<name>` whose `__dict__` is
+    `state` (what ipyparallel's own pickle of that object holds)."""
+
+    def __init__(self, name: str, state: dict):
+        self.name, self.state = name, state
+
+    def __reduce__(self):
+        return copyreg._reconstructor, (_ClassByName(CANNING_MODULE, self.name), object,
+                                        None), self.state
 
 
 def plain_array(obj: Any, threshold: int):
@@ -53,10 +72,12 @@ def plain_array(obj: Any, threshold: int):
 
 def canned_array_frames(array) -> list:
     """The frames of a `CannedArray`: its pickle, then the array's memory (no copy)."""
-    state = {"shape": array.shape, "dtype": array.dtype.str, "pickled": False, "buffers": [None]}
-    return [_canned("CannedArray", state), memoryview(array).cast("B")]
+    state = {"shape": array.shape, "dtype": array.dtype.str, "pickled": False,
+             "buffers": [None]}
+    return [pickle.dumps(CannedAs("CannedArray", state), protocol=4),
+            memoryview(array).cast("B")]
 
 
-def canned_reference(name: str) -> bytes:
-    """The pickle of a `Reference` to `name` in the engine's namespace."""
-    return _canned("Reference", {"name": name, "buffers": []})
+def canned_reference(name: str) -> CannedAs:
+    """What a `Reference` to `name` pickles as (its `__reduce__`)."""
+    return CannedAs("Reference", {"name": name, "buffers": []})

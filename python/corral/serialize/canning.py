@@ -130,6 +130,20 @@ _STAND_INS = {
 _STAND_INS[(CODEUTIL_MODULE, "code_ctor")] = code_ctor
 
 
+def _import_module(name: str):
+    """`importlib.import_module` as a pickle calls it (corral's `canned_writer` names
+    ipyparallel's classes so): ipyparallel's canning modules are answered with the
+    stand-ins, so no ipyparallel install is needed to read them."""
+    if name in (CANNING_MODULE, CODEUTIL_MODULE):
+        return types.SimpleNamespace(**{n: c for (m, n), c in _STAND_INS.items() if m == name})
+    import importlib
+
+    return importlib.import_module(name)
+
+
+_STAND_INS[("importlib", "import_module")] = _import_module
+
+
 class Unpickler(pickle.Unpickler):
     """A pickle reader that resolves ipyparallel's canning names to the stand-ins."""
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pickle
 from typing import Any, Iterable, Sequence
 
-from corral.dependency import Reference
-
 from corral.serialize import canned_writer, canning, switch
 
 #: Buffers larger than this many bytes travel as their own frame (ipyparallel's MAX_BYTES).
@@ -22,14 +20,12 @@ def serialize_object(
 
     With `out_of_band=False` everything stays inside the one pickle, which any pickle
     reader (a stock ipyparallel client included) can load. Otherwise a large top-level
-    numpy array, and always a `Reference`, are written as ipyparallel cans them (see
-    `canned_writer`): stock and corral peers both read that, the array without a copy.
+    numpy array is written as ipyparallel cans it (see `canned_writer`), which stock and
+    corral peers both read, without a copy.
     """
     array = canned_writer.plain_array(obj, buffer_threshold) if out_of_band else None
     if array is not None:
         return canned_writer.canned_array_frames(array)
-    if isinstance(obj, Reference):
-        return [canned_writer.canned_reference(obj.name)]
     return pickle_to_frames(switch.current_dumps(), obj, buffer_threshold, out_of_band)
 
 
