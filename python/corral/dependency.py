@@ -50,6 +50,28 @@ class Dependency(set):
         return {"dependencies": sorted(self), "all": self.all, "success": self.success,
                 "failure": self.failure}
 
+    def _meeting(self, completed, failed) -> set:
+        """The msg_ids whose ending counts toward this dependency."""
+        meeting = set(completed) if self.success else set()
+        if self.failure and failed is not None:
+            meeting |= set(failed)
+        return meeting
+
+    def check(self, completed, failed=None) -> bool:
+        """Whether the dependency is met, given the msg_ids that succeeded and failed."""
+        if not self:
+            return True
+        meeting = self._meeting(completed, failed)
+        return self <= meeting if self.all else bool(self & meeting)
+
+    def unreachable(self, completed, failed=None) -> bool:
+        """Whether the dependency can no longer be met, given what has ended."""
+        if not self:
+            return False
+        ended = set(completed) | set(failed or ())
+        missed = (ended - self._meeting(completed, failed)) & self
+        return bool(missed) if self.all else missed == set(self)
+
     def __repr__(self):
         return (f"Dependency({sorted(self)!r}, all={self.all}, success={self.success}, "
                 f"failure={self.failure})")

@@ -645,7 +645,7 @@ class Client:
         """Those of ``msg_ids`` sent and not done (forgotten or unknown ids are not)."""
         return set(self._core.outstanding(list(msg_ids)))
 
-    def wait(self, jobs=None, timeout=-1, history=None) -> bool:
+    def wait(self, jobs=None, timeout=-1) -> bool:
         """Wait for ``jobs`` for up to ``timeout`` seconds (forever if negative or None);
         True if they are all done, False on timeout.
 
@@ -668,7 +668,7 @@ class Client:
             self._core.check_controller()
             msg_ids = list(self.outstanding)
         else:
-            msg_ids = msg_ids_of(jobs, self.history if history is None else history)
+            msg_ids = msg_ids_of(jobs, self.history)
         # As ipyparallel: ids this client never sent (or purged) have nothing to wait for.
         msg_ids = self._core.outstanding(msg_ids)
         return self._wait(msg_ids, timeout)

@@ -4,7 +4,7 @@ Unlike ``map``, which lists its inputs and submits everything at once, this read
 inputs as results are consumed, keeping at most ``max_outstanding`` tasks submitted and
 not yet yielded: a result taken makes room for the next input, submitted before the
 result is handed over so the engines keep working while the caller does. No thread: the
-generator does the reading, submitting and waiting.
+iterator does the reading, submitting and waiting.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections import deque
 
-__all__ = ["lazy_imap"]
+__all__ = ["LazyMapIterator", "lazy_imap"]
 
 
 def lazy_imap(view, f, sequences, ordered=True, max_outstanding="auto",
@@ -28,14 +28,34 @@ def lazy_imap(view, f, sequences, ordered=True, max_outstanding="auto",
     if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) \
             or max_outstanding < 0:
         raise ValueError(f"max_outstanding must be 'auto' or an int >= 0, not {max_outstanding!r}")
-    return _generate(view, f, zip(*sequences), ordered, max_outstanding, return_exceptions)
+    return LazyMapIterator(view, f, zip(*sequences), ordered, max_outstanding,
+                           return_exceptions)
 
 
-def _generate(view, f, inputs, ordered, limit, return_exceptions):
+class LazyMapIterator:
+    """The results of ``imap``, as they come; ``cancel()`` stops reading the inputs (the
+    tasks already submitted still run), as ipyparallel's iterator of that name."""
+
+    def __init__(self, view, f, inputs, ordered, limit, return_exceptions):
+        self._cancelled = False
+        self._results = _generate(view, f, inputs, ordered, limit, return_exceptions,
+                                  lambda: self._cancelled)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._results)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+
+def _generate(view, f, inputs, ordered, limit, return_exceptions, cancelled):
     pending = deque()  # ordered: in submission order; else the order does not matter
 
     def refill():
-        while not limit or len(pending) < limit:
+        while (not limit or len(pending) < limit) and not cancelled():
             args = next(inputs, None)
             if args is None:
                 return

@@ -20,6 +20,9 @@ class RemoteFunction:
         self.func = f
         self.block = block
         functools.update_wrapper(self, f, updated=())
+        # help() says what the name now stands for, then the function's own doc.
+        self.__doc__ = f"{type(self).__name__} wrapping {getattr(f, '__name__', f)!s}:\n\n" \
+            f"{getattr(f, '__doc__', None) or ''}"
 
     def _blocking(self) -> bool:
         return self.view.block if self.block is None else self.block

@@ -102,7 +102,11 @@ class View:
         negative or None). True if they are all done."""
         if jobs is None:
             jobs = self.history
-        return self.client.wait(jobs, timeout, history=self.history)
+        elif isinstance(jobs, int):
+            jobs = self.history[jobs]
+        elif isinstance(jobs, (list, tuple, set)):
+            jobs = [self.history[j] if isinstance(j, int) else j for j in jobs]
+        return self.client.wait(jobs, timeout)
 
     # -- apply -----------------------------------------------------------------------
 
