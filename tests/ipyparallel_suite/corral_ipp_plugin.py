@@ -42,7 +42,10 @@ def pytest_collection_modifyitems(session, config, items):
         return
     import ipyparallel.tests.clienttest as clienttest
 
+    # Every test module imported so far: tests inherited from another module (the broadcast
+    # view's from test_view) read that module's names.
     modules = {clienttest, *(item.module for item in items if getattr(item, "module", None))}
+    modules |= {m for name, m in sys.modules.items() if name.startswith("ipyparallel.tests.")}
     for module in modules:
         use_corral_client(module)
 

@@ -502,4 +502,5 @@ class CoalescedResult(AsyncResult):
         return [self.request_id]
 
     def _raw_results(self) -> list:
-        return self._client._coalesced_results(self.request_id, len(self.msg_ids))
+        return self._client._coalesced_results(self.request_id, len(self.msg_ids),
+                                               self._targets)

@@ -72,6 +72,18 @@ def _other_futures(jobs) -> list:
             and not isinstance(j, AsyncResult)]
 
 
+def _in_target_order(values: list, listed, targets) -> list:
+    """``values`` (one per engine, in the order of ``listed``, ``[[uuid, id], ...]``)
+    reordered to follow the engine ids ``targets``; as they are when either is unknown."""
+    if not targets or not listed:
+        return values
+    order = [entry[1] for entry in listed]
+    if sorted(order) != sorted(targets) or len(order) != len(values):
+        return values
+    by_id = dict(zip(order, values))
+    return [by_id[i] for i in targets]
+
+
 class Client:
     """A connection to a running cluster (ipyparallel's ``Client``).
 
@@ -196,7 +208,13 @@ class Client:
 
     def __getitem__(self, key):
         """``c[i]`` one engine (single results); ``c[:]``, ``c[[i, j]]`` several. A
-        negative id counts from the end, as in ipyparallel (``c[-1]``: the last engine)."""
+        negative id counts from the end, as in ipyparallel (``c[-1]``: the last engine).
+        Goes through ``direct_view``, as ipyparallel's does."""
+        return self.direct_view(self._named_targets(key))
+
+    def _named_targets(self, key):
+        """The engine id (int key) or ids (slice, list, ...) that ``key`` names now;
+        ``IndexError`` for engines that are not registered."""
         ids = self.ids
 
         def from_end(k):
@@ -208,22 +226,22 @@ class Client:
                 if not ids:
                     raise error.NoEnginesRegistered()
                 raise IndexError(f"No such engine: {key}; live engines are {ids}")
-            return DirectView(self, key)
+            return key
         if isinstance(key, slice):
-            return DirectView(self, ids[key])
+            return ids[key]
         if isinstance(key, (list, tuple, range)):
             key = [from_end(k) for k in key]
             missing = [k for k in key if k not in ids]
             if missing:
                 raise IndexError(f"No such engines: {missing}; live engines are {ids}")
-            return DirectView(self, list(key))
+            return list(key)
         raise TypeError(f"engine index must be int, slice or list, not {type(key).__name__}")
 
     def direct_view(self, targets="all", **kwargs):
         """A ``DirectView`` on ``targets``: ``"all"`` follows the engines as they come
         and go; anything else names engines now (``-1``: the last one), as ``c[targets]``."""
         if targets is not None and not (isinstance(targets, str) and targets == "all"):
-            targets = self[targets].targets
+            targets = self._named_targets(targets)
         return DirectView(self, targets, **kwargs)
 
     def broadcast_view(self, targets="all", is_coalescing=False, **kwargs):
@@ -237,7 +255,7 @@ class Client:
         if isinstance(targets, str) and targets == "all":
             targets = None
         if targets is not None:
-            named = self[targets].targets
+            named = self._named_targets(targets)
             targets = [named] if isinstance(named, int) else named
         return LoadBalancedView(self, targets, **kwargs)
 
@@ -721,9 +739,10 @@ class Client:
         self._track_outstanding(msg_ids)
         return msg_ids
 
-    def _coalesced_results(self, request_id: str, n: int) -> list:
-        """The ``n`` engines' results in a coalesced broadcast's combined reply (their
-        buffers, concatenated in target order), or its error."""
+    def _coalesced_results(self, request_id: str, n: int, targets=None) -> list:
+        """The ``n`` engines' results in a coalesced broadcast's combined reply, in the
+        order of ``targets`` (engine ids; the reply lists them in the order its
+        ``broadcast_targets`` say, ipyparallel's scheduler order), or its error."""
         if request_id in self._results:
             return self._results[request_id]
         reply = self._core.reply(request_id)
@@ -750,6 +769,8 @@ class Client:
                     f"{n - len(values)} of {n} engines failed in a coalesced broadcast, "
                     "whose one reply does not say which; use "
                     "broadcast_view(is_coalescing=False) to see each engine's error", "")]
+            else:
+                values = _in_target_order(values, metadata.get("broadcast_targets"), targets)
         self._results[request_id] = values
         return values
 
