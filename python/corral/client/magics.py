@@ -38,8 +38,9 @@ __all__ = ["ParallelMagics", "activate_first_client", "activate_view",
 
 #: How often a blocking ``%%px`` looks for new output to show while it waits.
 POLL_SECONDS = 0.1
-#: How long the engines get to finish after an interrupt before their output is shown.
-AFTER_INTERRUPT_SECONDS = 5.0
+#: How long the engines get to finish after an interrupt before their output is shown
+#: (ipyparallel's 1 s: a signal that does not stop them must not hold the prompt).
+AFTER_INTERRUPT_SECONDS = 1.0
 
 NO_LAST_RESULT = "%pxresult shows the result of the last %px, and no %px has run yet."
 
