@@ -639,12 +639,14 @@ class Client:
         """Stop queued tasks from running: each gets an ``aborted`` reply, so its
         ``get()`` raises ``TaskAborted``. A task already running is not stopped.
 
-        ``jobs``: a msg_id, an ``AsyncResult`` or a list of them; None aborts everything
-        queued on the targets so far. ``targets`` defaults to all engines, which covers
-        load-balanced tasks wherever the scheduler sent them.
+        ``jobs``: a msg_id, an ``AsyncResult`` or a list of them; None: every task of this
+        client still outstanding, as in ipyparallel (with none, the engines abort whatever
+        is queued). ``targets`` defaults to all engines, which covers load-balanced tasks
+        wherever the scheduler sent them.
         """
-        msg_ids: list[str] = []
-        if jobs is not None:
+        if jobs is None:
+            msg_ids = sorted(self.outstanding)
+        else:
             msg_ids = msg_ids_of(jobs)
             if not msg_ids:
                 return None if block else []

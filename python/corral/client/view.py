@@ -236,7 +236,12 @@ class View:
     # -- control ---------------------------------------------------------------------
 
     def abort(self, jobs=None, targets=None, block=None):
-        """Abort queued tasks (see ``Client.abort``) on this view's engines."""
+        """Abort queued tasks (see ``Client.abort``; default: those this view sent that
+        are still outstanding) on this view's engines."""
+        if jobs is None:
+            jobs = sorted(self.outstanding)
+            if not jobs:
+                return None
         return self.client.abort(jobs, targets=self.targets if targets is None else targets,
                                  block=self.block if block is None else block)
 
