@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use corral_wire::Session;
+use corral_wire::{trace, Session};
 
 use crate::control::{self, ControlAnswer};
 use crate::outgoing::{conflate, Encoder, Outgoing, Target};
@@ -188,6 +188,11 @@ impl IoThread {
                     return;
                 }
                 self.pending_bytes -= op.data_bytes();
+                let traced = if trace::enabled() {
+                    self.encoder.trace_point(&op)
+                } else {
+                    None
+                };
                 let (target, frames) = self.encoder.encode(op);
                 if target != Target::IoPub {
                     self.send(target, frames);
@@ -196,6 +201,9 @@ impl IoThread {
                     self.pending = ops.collect();
                     self.absorb_queue(self.pending_room());
                     return;
+                }
+                if let Some((point, msg_id)) = traced {
+                    trace::point(point, &msg_id);
                 }
             }
         }
@@ -305,6 +313,7 @@ impl IoThread {
                 }
             };
             tracing::debug!(?channel, msg_type = %req.header.msg_type, msg_id = %req.header.msg_id, "request");
+            trace::point("e_req_in", req.header.msg_id.as_bytes());
             match channel {
                 Channel::Shell => {
                     let _ = self.shell_tx.send(req);

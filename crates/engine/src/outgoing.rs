@@ -119,6 +119,18 @@ pub(crate) struct Encoder {
 const EMPTY: &[u8] = b"{}";
 
 impl Encoder {
+    /// The trace point (see `corral_wire::trace`) of `op` once sent, and the msg_id of the
+    /// request it answers: replies, `status: idle` and published data.
+    pub(crate) fn trace_point(&self, op: &Outgoing) -> Option<(&'static str, Vec<u8>)> {
+        let (point, parent) = match op {
+            Outgoing::Reply { parent, .. } => ("e_reply_out", &parent[..]),
+            Outgoing::End { parent } => ("e_idle_out", &parent[..]),
+            Outgoing::Data { .. } => ("e_data_out", &self.current_parent.as_ref()?[..]),
+            _ => return None,
+        };
+        Some((point, corral_wire::trace::msg_id_in(parent).to_vec()))
+    }
+
     pub(crate) fn new(session: Arc<Session>, engine_id: u64) -> Self {
         let engine_md =
             serde_json::to_vec(&serde_json::json!({"engine": session.id})).expect("JSON");
