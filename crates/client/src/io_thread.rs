@@ -293,10 +293,16 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
             continue;
         }
         let (mut readiness, mut output) = (false, false);
-        let traced: Vec<String> = if trace::enabled() {
+        let traced: Vec<(&str, String)> = if trace::enabled() {
             decoded
                 .iter()
-                .filter_map(|(_, m)| m.parent_msg_id().map(str::to_owned))
+                .filter_map(|(_, m)| {
+                    // Published data by its own msg_id (a task publishes many).
+                    match m.msg_type() {
+                        "data_message" => Some(("c_data_filed", m.header.msg_id.clone())),
+                        _ => Some(("c_filed", m.parent_msg_id()?.to_owned())),
+                    }
+                })
                 .collect()
         } else {
             Vec::new()
@@ -351,8 +357,8 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
         if output || readiness {
             shared.published.notify_all();
         }
-        for msg_id in &traced {
-            trace::point_at("c_filed", msg_id.as_bytes(), filed_ns);
+        for (point, msg_id) in &traced {
+            trace::point_at(point, msg_id.as_bytes(), filed_ns);
         }
     }
 }
@@ -365,7 +371,11 @@ fn trace_in(source: Source, m: &Message) {
         (Source::Iopub, "status") if m.content.get("execution_state") == Some(&json!("idle")) => {
             "c_idle_in"
         }
-        (Source::Iopub, "data_message") => "c_data_in",
+        (Source::Iopub, "data_message") => {
+            // By its own msg_id: a task publishes many.
+            trace::point("c_data_in", m.header.msg_id.as_bytes());
+            return;
+        }
         _ => return,
     };
     if let Some(parent) = m.parent_msg_id() {

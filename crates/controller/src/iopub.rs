@@ -155,7 +155,9 @@ impl IopubRelay {
         };
         let traced = arrived.and_then(|ns| {
             let (inp, out) = trace_points(&frames[d + 2], &frames[d + 5])?;
-            let msg_id = trace::msg_id_in(&frames[d + 3]).to_vec();
+            // Published data by its own msg_id (a task publishes many), idle by its task's.
+            let own = if inp == "k_data_in" { d + 2 } else { d + 3 };
+            let msg_id = trace::msg_id_in(&frames[own]).to_vec();
             trace::point_at(inp, &msg_id, ns);
             Some((out, msg_id))
         });

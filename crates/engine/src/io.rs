@@ -194,6 +194,10 @@ impl IoThread {
                     None
                 };
                 let (target, frames) = self.encoder.encode(op);
+                let traced = match traced {
+                    Some(("e_data_out", _)) => Some(("e_data_out", Encoder::own_msg_id(&frames))),
+                    other => other,
+                };
                 if target != Target::IoPub {
                     self.send(target, frames);
                 } else if let Err(frames) = self.try_send_iopub(frames) {
