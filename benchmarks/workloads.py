@@ -270,6 +270,42 @@ def W5(ipp, impl: str, profile_dir: str) -> dict:
         cluster.stop_cluster_sync()
 
 
+
+def W5push(ipp, impl: str, profile_dir: str) -> dict:
+    """W5 pushed instead of polled: one engine publishes every 10 ms for 5 s; the client
+    reacts to each update in an `ar.on_data(callback)` callback (woken by the client's
+    I/O thread, no polling) and records receive time minus publish time for each new i.
+    Stock ipyparallel has no `on_data`: its figure is W5's 1 ms polling loop."""
+    if not hasattr(ipp.AsyncResult, "on_data"):
+        return W5(ipp, impl, profile_dir)
+    cluster = _cluster(ipp, profile_dir, 1)
+    client = cluster.start_and_connect_sync()
+    try:
+        view = client[0]
+        view.apply_sync(timed_publisher, 0.01, 0.05, f"{impl}.datapub")  # warm-up
+        latencies = []
+        last = [None]
+
+        def seen(d):
+            now = time.time()
+            i = d.get("i")
+            if i is not None and i != last[0]:
+                latencies.append(now - d["t"])
+                last[0] = i
+
+        ar = view.apply_async(timed_publisher, 0.01, 5.0, f"{impl}.datapub")
+        watcher = ar.on_data(seen, timeout=120)
+        n = ar.get(timeout=120)
+        watcher.join(timeout=30)
+        latencies.sort()
+        return {
+            "latency_p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "latency_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+            "updates_seen_pct": 100 * len(latencies) / n,
+        }
+    finally:
+        cluster.stop_cluster_sync()
+
 def array_publisher(n, mb, datapub_module):
     """Runs on the engine: publish dict(a=a, i=i) n times, `a` one preallocated array of `mb`
     MB changed in place; returns the engine's peak RSS in MB."""

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_wire::{ClientConnection, Message, Session};
+use corral_wire::{trace, ClientConnection, Message, Session};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -221,6 +221,7 @@ impl ClientCore {
             }
         }
         let msg_id = msg.header.msg_id.clone();
+        trace::point("c_submit", msg_id.as_bytes());
         {
             // One lock for the check and the record: submitting is the hot path.
             let mut store = self.shared.store.lock();
@@ -234,6 +235,7 @@ impl ClientCore {
             );
         }
         self.send(channel.name(), std::slice::from_ref(&msg_id), &msg)?;
+        trace::point("c_pushed", msg_id.as_bytes());
         Ok(msg_id)
     }
 

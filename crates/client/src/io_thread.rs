@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_wire::{Message, Session};
+use corral_wire::{trace, Message, Session};
 use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
@@ -196,6 +196,7 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                 // [channel, task ids, message frames..]: keep the frames without copying them.
                 let tasks = task_ids(&frames[1]);
                 frames.drain(..2);
+                let traced = trace::enabled().then(|| tasks.first().cloned()).flatten();
                 let outgoing = Outgoing { frames, tasks };
                 send(
                     &shared,
@@ -204,6 +205,9 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                     outgoing,
                     OUT_NAMES[k],
                 );
+                if let Some(msg_id) = traced {
+                    trace::point("c_sent", msg_id.as_bytes());
+                }
             }
         }
 
@@ -232,7 +236,12 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                     unacked += 1;
                 }
                 match Message::decode(&frames, &cx.session.signer) {
-                    Ok(m) => decoded.push((*source, m)),
+                    Ok(m) => {
+                        if trace::enabled() {
+                            trace_in(*source, &m);
+                        }
+                        decoded.push((*source, m))
+                    }
                     // ipykernel's iopub_welcome and similar arrive signed; anything that
                     // fails here is malformed or forged.
                     Err(e) => tracing::warn!(error = %e, "invalid message dropped"),
@@ -284,6 +293,20 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
             continue;
         }
         let (mut readiness, mut output) = (false, false);
+        let traced: Vec<(&str, String)> = if trace::enabled() {
+            decoded
+                .iter()
+                .filter_map(|(_, m)| {
+                    // Published data by its own msg_id (a task publishes many).
+                    match m.msg_type() {
+                        "data_message" => Some(("c_data_filed", m.header.msg_id.clone())),
+                        _ => Some(("c_filed", m.parent_msg_id()?.to_owned())),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         {
             let mut store = shared.store.lock();
             for (source, m) in decoded.drain(..) {
@@ -322,12 +345,41 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                 resync.due = Some(now);
             }
         }
+        // Taken before waking anyone: a woken caller may run before this thread does.
+        let filed_ns = if traced.is_empty() {
+            0
+        } else {
+            trace::now_ns()
+        };
         if readiness {
             shared.changed.notify_all();
         }
         if output || readiness {
             shared.published.notify_all();
         }
+        for (point, msg_id) in &traced {
+            trace::point_at(point, msg_id.as_bytes(), filed_ns);
+        }
+    }
+}
+
+/// Trace point of a message as it arrives (see `corral_wire::trace`), by kind: a reply,
+/// the engine's `status: idle`, or published data.
+fn trace_in(source: Source, m: &Message) {
+    let point = match (source, m.msg_type()) {
+        (Source::Reply, _) => "c_reply_in",
+        (Source::Iopub, "status") if m.content.get("execution_state") == Some(&json!("idle")) => {
+            "c_idle_in"
+        }
+        (Source::Iopub, "data_message") => {
+            // By its own msg_id: a task publishes many.
+            trace::point("c_data_in", m.header.msg_id.as_bytes());
+            return;
+        }
+        _ => return,
+    };
+    if let Some(parent) = m.parent_msg_id() {
+        trace::point(point, parent.as_bytes());
     }
 }
 

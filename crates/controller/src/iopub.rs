@@ -16,6 +16,7 @@ use crate::frame::{recv_message, send_message, Frame};
 use crate::iopub_subscribers::Subscribers;
 use crate::sockets::{parse, readable, HeaderIds, ParentIds};
 use crate::stop::Stop;
+use corral_wire::trace;
 
 const POLL_MS: i64 = 50;
 /// Poll period while a subscriber's send must be retried on a timer.
@@ -121,9 +122,12 @@ impl IopubRelay {
             if any && from_engines {
                 let mut n = 0;
                 while let Some(frames) = recv_message(&mut self.sub) {
-                    self.forward(frames, &mut copier);
+                    let traced = self.forward(frames, &mut copier);
                     // Send at once what credits allow: only a reader that lags sees conflation.
                     self.subscribers.flush();
+                    if let Some((point, msg_id)) = traced {
+                        trace::point(point, &msg_id);
+                    }
                     n += 1;
                     if n % ACKS_EVERY == 0 {
                         self.subscribers.on_requests();
@@ -134,14 +138,29 @@ impl IopubRelay {
         }
     }
 
-    fn forward(&mut self, mut frames: Vec<Frame>, copier: &mut DataCopier) {
+    /// Verifies, records and forwards one engine message; with tracing on, returns the
+    /// trace point its sending completes (see [`trace_points`]).
+    fn forward(
+        &mut self,
+        mut frames: Vec<Frame>,
+        copier: &mut DataCopier,
+    ) -> Option<(&'static str, Vec<u8>)> {
+        let arrived = trace::enabled().then(trace::now_ns);
         let d = match corral_wire::verify_frames(&frames, &self.signer) {
             Ok(d) => d,
             Err(error) => {
                 warn!(socket = "iopub", %error, frames = frames.len(), "dropped invalid message");
-                return;
+                return None;
             }
         };
+        let traced = arrived.and_then(|ns| {
+            let (inp, out) = trace_points(&frames[d + 2], &frames[d + 5])?;
+            // Published data by its own msg_id (a task publishes many), idle by its task's.
+            let own = if inp == "k_data_in" { d + 2 } else { d + 3 };
+            let msg_id = trace::msg_id_in(&frames[own]).to_vec();
+            trace::point_at(inp, &msg_id, ns);
+            Some((out, msg_id))
+        });
         let header = &frames[d + 2];
         // Cheap pre-check before parsing: only shutdown replies interest the hub.
         if header.windows(14).any(|w| w == b"shutdown_reply") {
@@ -175,6 +194,20 @@ impl IopubRelay {
         if let Err(error) = send_message(&mut self.publisher, &mut frames) {
             warn!(socket = "iopub", %error, "publish failed");
         }
+        traced
+    }
+}
+
+/// The trace points (in, out) of an IOPub message worth tracing: `status: idle` and
+/// published data, found by a byte scan of its header and content.
+fn trace_points(header: &[u8], content: &[u8]) -> Option<(&'static str, &'static str)> {
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    if has(header, b"\"data_message\"") {
+        Some(("k_data_in", "k_data_out"))
+    } else if has(header, b"\"status\"") && has(content, b"\"idle\"") {
+        Some(("k_idle_in", "k_idle_out"))
+    } else {
+        None
     }
 }
 

@@ -3,7 +3,7 @@
 //! `[client, engine, msg..]` → `[engine, client, msg..]` and back. Only the header (and,
 //! for replies, the parent's msg_id) is parsed; every message's signature is checked.
 
-use corral_wire::{Session, Signer};
+use corral_wire::{trace, Session, Signer};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -86,6 +86,7 @@ impl Relay {
     }
 
     fn to_engine(&self, mut frames: Vec<zmq::Message>, held: &mut HeldRequests) {
+        let arrived = trace::enabled().then(trace::now_ns);
         let Some(d) = checked(&frames, self.signer(), self.name) else {
             return;
         };
@@ -99,6 +100,9 @@ impl Relay {
         let Some(header) = parse::<HeaderIds>(&frames[d + 2], self.name, "header") else {
             return;
         };
+        if let Some(ns) = arrived {
+            trace::point_at("k_req_in", header.msg_id.as_bytes(), ns);
+        }
         let engine = String::from_utf8_lossy(&frames[1]).into_owned();
         if let Some(hub) = &self.hub {
             let _ = hub.send(HubEvent::Record(RecordEvent::Request {
@@ -135,6 +139,7 @@ impl Relay {
         let frames = std::mem::take(&mut request.frames);
         match send_routed(&self.engine, frames) {
             Ok(()) => {
+                trace::point("k_req_out", request.msg_id.as_bytes());
                 if let Some(hub) = &self.hub {
                     let _ = hub.send(HubEvent::MuxRequest {
                         engine: request.engine,
@@ -218,6 +223,7 @@ impl Relay {
     }
 
     fn to_client(&self, mut frames: Vec<zmq::Message>) {
+        let arrived = trace::enabled().then(trace::now_ns);
         let Some(d) = checked(&frames, self.signer(), self.name) else {
             return;
         };
@@ -228,6 +234,10 @@ impl Relay {
         let Some(parent) = parse::<ParentIds>(&frames[d + 3], self.name, "parent_header") else {
             return;
         };
+        let traced = arrived.map(|ns| (ns, trace::msg_id_in(&frames[d + 3]).to_vec()));
+        if let Some((ns, msg_id)) = &traced {
+            trace::point_at("k_reply_in", msg_id, *ns);
+        }
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
         // The hub hears of the reply before the client does, so a query the client sends
         // next (queue_status, result_request) already counts it.
@@ -241,7 +251,11 @@ impl Relay {
             }
         }
         frames.swap(0, 1);
-        if let Err((error, _)) = send_routed(&self.client, frames) {
+        let sent = send_routed(&self.client, frames);
+        if let Some((_, msg_id)) = &traced {
+            trace::point("k_reply_out", msg_id);
+        }
+        if let Err((error, _)) = sent {
             if is_full(&error) {
                 warn!(
                     relay = self.name,

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use corral_wire::Session;
+use corral_wire::{trace, Session};
 
 use crate::control::{self, ControlAnswer};
 use crate::outgoing::{conflate, Encoder, Outgoing, Target};
@@ -43,6 +43,11 @@ pub(crate) struct Shared {
     pub(crate) in_flight_bytes: Arc<AtomicUsize>,
     /// The bound of each of the two counters above, in bytes.
     pub(crate) data_bytes_limit: usize,
+    /// Requests handed to the executor, and `End`s (`status: idle`) taken from its queue,
+    /// both counted by the I/O thread. `Begin` and `Reply` are queued without a wake-up,
+    /// so while a request is unfinished the I/O thread polls (see [`quiet_poll_ms`]).
+    pub(crate) dispatched: AtomicU64,
+    pub(crate) ended: AtomicU64,
 }
 
 impl Shared {
@@ -90,6 +95,19 @@ const OUT_BATCH: usize = 4096;
 /// How long the loop sleeps while output is held for bytes in flight: libzmq frees them
 /// from its own thread without waking this one. 8 MB leave in about 5 ms at 1.5 GB/s.
 const IN_FLIGHT_POLL_MS: i64 = 1;
+/// The poll period while a request is unfinished, right after something was sent; it
+/// doubles on each quiet poll up to [`IDLE_POLL_MS`]. The executor queues `status: busy`
+/// and the reply without waking this thread (the idle right after the reply wakes it), so
+/// a short task's busy, reply and idle leave in one wake-up (W2 latency), a long task's
+/// busy within about this period, and a long task costs a handful of polls, not 1,000/s.
+const BUSY_POLL_MS: i64 = 1;
+/// The poll period otherwise.
+const IDLE_POLL_MS: i64 = 100;
+
+/// The poll period after `quiet` polls in a row that found nothing to send.
+fn quiet_poll_ms(quiet: u32) -> i64 {
+    (BUSY_POLL_MS << quiet.min(7)).min(IDLE_POLL_MS)
+}
 /// How many operations may wait behind a full IOPub queue. Conflation keeps this small
 /// for a task that republishes its keys; one publishing ever-new keys fills it, and then
 /// the executor's bounded channel holds Python back instead.
@@ -101,6 +119,8 @@ const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 impl IoThread {
     pub(crate) fn run(mut self) {
         let mut stopping_since: Option<std::time::Instant> = None;
+        // Polls in a row that found nothing (see `quiet_poll_ms`).
+        let mut quiet: u32 = 0;
         loop {
             self.drain_outgoing();
             if self.shared.stop.load(Ordering::Acquire) && self.out_rx.is_empty() {
@@ -117,11 +137,16 @@ impl IoThread {
             } else {
                 zmq::POLLIN
             };
-            // Output held for bytes in flight (not for a full socket) is retried soon.
+            // Output held for bytes in flight (not for a full socket) is retried soon, and
+            // an unfinished request's busy soon (see `quiet_poll_ms`).
             let timeout = if self.blocked.is_none() && !self.pending.is_empty() {
                 IN_FLIGHT_POLL_MS
+            } else if self.shared.dispatched.load(Ordering::Relaxed)
+                > self.shared.ended.load(Ordering::Relaxed)
+            {
+                quiet_poll_ms(quiet)
             } else {
-                100
+                IDLE_POLL_MS
             };
             let mut items = [
                 self.shell.as_poll_item(zmq::POLLIN),
@@ -134,6 +159,11 @@ impl IoThread {
                 continue;
             }
             let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+            if ready.iter().any(|&r| r) {
+                quiet = 0;
+            } else {
+                quiet = quiet.saturating_add(1);
+            }
             if ready[3] {
                 while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
                 // Cleared before the drain at the top of the loop, so nothing is missed.
@@ -188,7 +218,16 @@ impl IoThread {
                     return;
                 }
                 self.pending_bytes -= op.data_bytes();
+                let traced = if trace::enabled() {
+                    self.encoder.trace_point(&op)
+                } else {
+                    None
+                };
                 let (target, frames) = self.encoder.encode(op);
+                let traced = match traced {
+                    Some(("e_data_out", _)) => Some(("e_data_out", Encoder::own_msg_id(&frames))),
+                    other => other,
+                };
                 if target != Target::IoPub {
                     self.send(target, frames);
                 } else if let Err(frames) = self.try_send_iopub(frames) {
@@ -196,6 +235,9 @@ impl IoThread {
                     self.pending = ops.collect();
                     self.absorb_queue(self.pending_room());
                     return;
+                }
+                if let Some((point, msg_id)) = traced {
+                    trace::point(point, &msg_id);
                 }
             }
         }
@@ -220,6 +262,9 @@ impl IoThread {
                 break;
             };
             let bytes = op.data_bytes();
+            if matches!(op, Outgoing::End { .. }) {
+                self.shared.ended.fetch_add(1, Ordering::Relaxed);
+            }
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.pending_bytes += bytes;
             self.pending.push(op);
@@ -305,9 +350,12 @@ impl IoThread {
                 }
             };
             tracing::debug!(?channel, msg_type = %req.header.msg_type, msg_id = %req.header.msg_id, "request");
+            trace::point("e_req_in", req.header.msg_id.as_bytes());
             match channel {
                 Channel::Shell => {
-                    let _ = self.shell_tx.send(req);
+                    if self.shell_tx.send(req).is_ok() {
+                        self.shared.dispatched.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Channel::Control => self.control(req),
             }
@@ -324,7 +372,9 @@ impl IoThread {
                 shutdown,
             } => (msg_type, content, shutdown),
             ControlAnswer::Forward => {
-                let _ = self.control_tx.send(req);
+                if self.control_tx.send(req).is_ok() {
+                    self.shared.dispatched.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
         };
@@ -360,5 +410,19 @@ impl IoThread {
                 "iopub subscription change"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_request_is_polled_soon_then_ever_less_often() {
+        assert_eq!(quiet_poll_ms(0), BUSY_POLL_MS);
+        assert_eq!(quiet_poll_ms(1), 2 * BUSY_POLL_MS);
+        assert!(quiet_poll_ms(5) < IDLE_POLL_MS);
+        assert_eq!(quiet_poll_ms(7), IDLE_POLL_MS);
+        assert_eq!(quiet_poll_ms(u32::MAX), IDLE_POLL_MS);
     }
 }

@@ -119,6 +119,28 @@ pub(crate) struct Encoder {
 const EMPTY: &[u8] = b"{}";
 
 impl Encoder {
+    /// The trace point (see `corral_wire::trace`) of `op` once sent, and the msg_id of the
+    /// request it answers: replies, `status: idle` and published data.
+    pub(crate) fn trace_point(&self, op: &Outgoing) -> Option<(&'static str, Vec<u8>)> {
+        let (point, parent) = match op {
+            Outgoing::Reply { parent, .. } => ("e_reply_out", &parent[..]),
+            Outgoing::End { parent } => ("e_idle_out", &parent[..]),
+            // Published data is traced by its own msg_id (see `data_msg_id`).
+            Outgoing::Data { .. } => ("e_data_out", &b"{}"[..]),
+            _ => return None,
+        };
+        Some((point, corral_wire::trace::msg_id_in(parent).to_vec()))
+    }
+
+    /// The msg_id of an encoded message's own header (a `data_message` is traced by it:
+    /// one task publishes many).
+    pub(crate) fn own_msg_id(frames: &[Vec<u8>]) -> Vec<u8> {
+        match corral_wire::locate_delimiter(frames) {
+            Ok(d) if frames.len() > d + 2 => corral_wire::trace::msg_id_in(&frames[d + 2]).to_vec(),
+            _ => b"-".to_vec(),
+        }
+    }
+
     pub(crate) fn new(session: Arc<Session>, engine_id: u64) -> Self {
         let engine_md =
             serde_json::to_vec(&serde_json::json!({"engine": session.id})).expect("JSON");

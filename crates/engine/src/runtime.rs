@@ -306,9 +306,15 @@ impl EngineRuntime {
             return Err(op);
         }
         self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        // `status: busy` and the reply wake nobody: the busy leaves with the task's first
+        // output or its idle (`End`, queued right after the reply), or once the I/O thread
+        // polls (see `io::quiet_poll_ms`). One thread hand-off per task instead of three.
+        let wake = !matches!(op, Outgoing::Begin { .. } | Outgoing::Reply { .. });
         match self.out_tx.try_send(op) {
             Ok(()) => {
-                self.wake();
+                if wake {
+                    self.wake();
+                }
                 Ok(())
             }
             Err(TrySendError::Full(op)) | Err(TrySendError::Disconnected(op)) => {

@@ -6,6 +6,7 @@
 //! - [`header`]: message headers, ids and dates as ipyparallel writes them.
 //! - [`session`]: a signing identity that stamps headers and encodes messages.
 //! - [`replay`]: the bounded signature history that rejects a replayed message.
+//! - [`trace`]: per-hop latency trace points, off unless `CORRAL_TRACE` is set.
 //! - [`vocab`]: shared words: `reply_type`, the error-reply content builder, typed
 //!   request contents and the task metadata the scheduler reads.
 //! - [`connection`]: the `ipcontroller-*.json` connection files and where they live.
@@ -19,6 +20,7 @@ pub mod header;
 pub mod replay;
 pub mod session;
 pub mod sign;
+pub mod trace;
 pub mod vocab;
 
 pub use connection::{curve_serverkey, ClientConnection, EngineConnection, ProfileLocation};

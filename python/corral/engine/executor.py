@@ -42,6 +42,33 @@ class Terminate(BaseException):
     """Raised by the SIGTERM handler: leave the request loop and exit cleanly."""
 
 
+def _open_trace():
+    """The engine's Python trace file when `CORRAL_TRACE` names a directory (see
+    `corral_wire::trace`: lines `<point> <msg_id> <ns>`, wall clock), else None."""
+    import os
+
+    folder = os.environ.get("CORRAL_TRACE")
+    if not folder:
+        return None
+    try:
+        return os.open(os.path.join(folder, f"engine-py-{os.getpid()}.trace"),
+                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return None
+
+
+#: Read once: with tracing off, a trace point costs one comparison.
+_TRACE_FD = _open_trace()
+
+
+def trace_point(point: str, msg_id: str) -> None:
+    if _TRACE_FD is not None:
+        import os
+        import time
+
+        os.write(_TRACE_FD, f"{point} {msg_id} {time.time_ns()}\n".encode())
+
+
 def iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -157,6 +184,8 @@ class Executor:
             "execute_request": self.do_execute,
             "clear_request": self.do_clear,
         }
+        if _TRACE_FD is not None:
+            trace_point("e_run_start", req.msg_id)
         handler = handlers.get(req.msg_type, self.do_unknown)
         # Any JSON can arrive in a signed message: metadata that is not an object reads as
         # empty (ipyparallel's kernel only looks up keys in it); handlers check content.
@@ -195,6 +224,8 @@ class Executor:
             reply_md["engine_info"] = reply.get("engine_info", self.engine_info)
         if req.channel == "control":
             reply_md = {"engine": self.rt.uuid}
+        if _TRACE_FD is not None:
+            trace_point("e_run_end", req.msg_id)
         with self.lock:
             self.stdout.flush()
             self.stderr.flush()
