@@ -50,6 +50,11 @@ class LazyMapIterator:
     def cancel(self) -> None:
         self._cancelled = True
 
+    def close(self) -> None:
+        """Stop iterating (a generator's ``close``): nothing more is read or submitted."""
+        self._cancelled = True
+        self._results.close()
+
 
 def _generate(view, f, inputs, ordered, limit, return_exceptions, cancelled):
     pending = deque()  # ordered: in submission order; else the order does not matter
