@@ -191,3 +191,36 @@ def test_engine_and_client_ports_reach_the_connection_files(tmp_path):
         assert [info[k] for k in ("control", "mux", "task", "iopub", "notification", "broadcast")] \
             == client_ports[:6]
         assert client[:].apply_sync(lambda: 42) == [42]
+
+
+def test_cli_starts_an_mpi_controller_that_list_shows_and_stop_ends(tmp_path, _mpi_installed):
+    """`corral cluster start --controller mpi --daemonize`, then `list` and `stop` from other
+    processes, which know the controller only from the cluster file."""
+    import os
+    import subprocess
+
+    profile = tmp_path / "ipython" / "profile_default"
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path / "ipython"))
+
+    def corral_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    started = corral_cmd("cluster", "start", "-n", "1", "--daemonize", "--cluster-id", "m",
+                         "--controller", "mpi", "--controller-option", "mpi_args=[]")
+    try:
+        assert started.returncode == 0, started.stderr
+        record = json.loads((profile / "security" / "cluster-m.json").read_text())
+        assert record["controller"]["class"] == "mpi"
+        mpiexec = record["controller"]["state"]["pid"]
+        controller = corral.Cluster.from_file(profile_dir=profile, cluster_id="m").controller
+        rank = controller._rank()
+        assert rank is not None
+        listing = corral_cmd("cluster", "list", "--profile-dir", str(profile)).stdout
+        row = [line.split() for line in listing.splitlines() if line.split()[1:2] == ["m"]]
+        assert row and row[0][2] == "running" and row[0][-1] == "mpi", listing
+    finally:
+        stopped = corral_cmd("cluster", "stop", "--cluster-id", "m")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: gone(mpiexec) and gone(rank.pid), 30, "mpiexec and the controller to exit")
+    assert not (profile / "security" / "cluster-m.json").exists()
