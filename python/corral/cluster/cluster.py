@@ -379,7 +379,7 @@ class Cluster:
             try:
                 client.wait_for_engines(n, timeout=max(0.0, min(self.engine_check_interval, left)))
                 break
-            except TimeoutError as e:
+            except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{len(client.ids)} engine(s) registered after "
                                        f"{self.engine_timeout:g} s, waited for {n}"
