@@ -384,6 +384,12 @@ class Cluster:
                     raise TimeoutError(f"{len(client.ids)} engine(s) registered after "
                                        f"{self.engine_timeout:g} s, waited for {n}"
                                        f"{self._engine_failure_hint()}") from None
+            except ConnectionError as lost:  # ControllerLost: say what its launcher saw
+                try:
+                    self._check_still_running(n)
+                except RuntimeError as stopped:
+                    raise stopped from lost
+                raise
             self._check_still_running(n)
         self.update_cluster_file()  # now with every engine's pid (mpiexec's ranks)
 
