@@ -64,11 +64,15 @@ class ControllerLauncher(abc.ABC):
         self.detach = bool(detach)
         self.options = options
 
-    def controller_command(self, python_cmd: list[str] | None = None, profile_dir: str | Path | None = None) -> list[str]:
-        """`corral controller` for this cluster (with this interpreter unless `python_cmd`)."""
-        args = ["controller", "--profile-dir", str(profile_dir or self.profile_dir),
+    def controller_cli_args(self, profile_dir: str | Path | None = None) -> list[str]:
+        """`controller --profile-dir ... --cluster-id ... <controller_args>`: what follows
+        `corral` for this cluster's controller, whose profile is `profile_dir` where it runs."""
+        return ["controller", "--profile-dir", str(profile_dir or self.profile_dir),
                 "--cluster-id", self.cluster_id, *self.controller_args]
-        return [*python_cmd, "-m", "corral", *args] if python_cmd else corral_command(*args)
+
+    def controller_command(self) -> list[str]:
+        """`corral controller ...` run by this interpreter (a shared install)."""
+        return corral_command(*self.controller_cli_args())
 
     def new_log_path(self) -> Path:
         tag = self.cluster_id or "default"

@@ -94,8 +94,7 @@ class SSHControllerLauncher(SSHCommands, ControllerLauncher):
         stale = "" if self.reuse or self._same_files() else (
             f" && rm -f {shlex.quote(self.remote_file('client'))} {shlex.quote(self.remote_file('engine'))}")
         program = self.controller_cmd or [self.remote_python, "-m", "corral"]
-        command = self.controller_command(python_cmd=None, profile_dir=self.remote_profile_dir)
-        command = [*program, *command[command.index("controller"):]]
+        command = [*program, *self.controller_cli_args(self.remote_profile_dir)]
         # Preparation, then the controller alone in the background (a backgrounded `a && b`
         # list would be a subshell holding the ssh session's output open).
         script = (f"mkdir -p {shlex.quote(logs)} && mkdir -p -m 700 {shlex.quote(security)}{stale} || exit 1\n"
