@@ -205,3 +205,92 @@ def test_to_dict_from_dict_keeps_the_job_and_options(tmp_path):
     assert restored.engine_file == Path("/p/security/e.json")
     with pytest.raises(ValueError, match="'lsf' engine set, not 'pbs'"):
         PBSEngineSetLauncher.from_dict(launcher.to_dict())
+
+
+# -- the controller's job (Cluster(controller='pbs'|'sge'|'lsf'|'slurm')) -------------------
+
+CONTROLLER = shlex.join([sys.executable, "-m", "corral", "controller", "--profile-dir", "/p", "--cluster-id", "abc",
+                         "--ip", "*", "--location", "head"])
+
+
+def make_controller(kind: str, **options):
+    from corral.cluster.controller_launcher import find_controller_launcher
+
+    return find_controller_launcher(kind)(profile_dir="/p", cluster_id="abc", log_dir="/p/log",
+                                          controller_args=["--ip", "*", "--location", "head"], **options)
+
+
+def test_pbs_controller_script_is_one_job_running_the_controller():
+    launcher = make_controller("pbs", queue="long", timelimit="2:00:00")
+    assert launcher.render_script() == f"""\
+#!/bin/sh
+#PBS -V
+#PBS -N corral-controller-abc
+#PBS -j oe
+#PBS -o /p/log/corral-controller-abc-pbs.log
+#PBS -q long
+#PBS -l walltime=2:00:00
+{CONTROLLER}
+"""
+    assert launcher.job.submit_argv() == ["qsub", "/p/log/corral-controller-abc.pbs"]
+
+
+def test_sge_controller_script_has_no_job_array():
+    launcher = make_controller("sge", queue="all.q")
+    assert launcher.render_script() == f"""\
+#!/bin/sh
+#$ -V
+#$ -S /bin/sh
+#$ -N corral-controller-abc
+#$ -j y
+#$ -o /p/log/corral-controller-abc-sge.log
+#$ -q all.q
+{CONTROLLER}
+"""
+
+
+def test_lsf_controller_script_goes_to_bsub_on_stdin():
+    launcher = make_controller("lsf", account="proj")
+    assert launcher.render_script() == f"""\
+#!/bin/sh
+#BSUB -env all
+#BSUB -J corral-controller-abc
+#BSUB -o /p/log/corral-controller-abc-lsf.log
+#BSUB -e /p/log/corral-controller-abc-lsf.log
+#BSUB -P proj
+{CONTROLLER}
+"""
+    assert launcher.job.submit_argv() == ["bsub"]
+
+
+def test_slurm_controller_script_is_one_task_without_srun():
+    launcher = make_controller("slurm", queue="debug", timelimit="30:00")
+    assert launcher.render_script() == f"""\
+#!/bin/sh
+#SBATCH --export=ALL
+#SBATCH --job-name=corral-controller-abc
+#SBATCH --ntasks=1
+#SBATCH --output=/p/log/corral-controller-abc-slurm.log
+#SBATCH --partition=debug
+#SBATCH --time=30:00
+{CONTROLLER}
+"""
+
+
+def test_a_controller_template_gets_controller_command_and_program_and_args():
+    launcher = make_controller("pbs", batch_template="#!/bin/sh\n#PBS -q {queue}\n{controller_command}\n# {program_and_args}\n",
+                               queue="q1")
+    assert launcher.render_script() == f"#!/bin/sh\n#PBS -q q1\n{CONTROLLER}\n# {CONTROLLER}\n"
+    with pytest.raises(ValueError, match=r"\{engine_command\}.*'controller_command'"):
+        make_controller("pbs", batch_template="{engine_command}\n").render_script()
+
+
+def test_controller_record_round_trip_keeps_job_and_options():
+    from corral.cluster.controller_launcher import find_controller_launcher
+
+    launcher = make_controller("lsf", queue="normal")
+    launcher.job.job_id = "5150"
+    record = json.loads(json.dumps(launcher.to_dict()))
+    again = find_controller_launcher(record["kind"]).from_dict(record)
+    assert again.job_id == "5150" and again.job.options["queue"] == "normal"
+    assert again.render_script() == launcher.render_script()

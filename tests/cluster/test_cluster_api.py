@@ -208,8 +208,9 @@ def test_engines_get_connection_info_in_their_environment(profile_dir, clusters)
 def test_launchers_and_controllers_by_name():
     with pytest.raises(ValueError, match="unknown engine launcher 'nosuch'"):
         corral.Cluster(engines="nosuch")
-    with pytest.raises(ValueError, match="controller='local'"):
-        corral.Cluster(controller="ssh")
+    with pytest.raises(ValueError, match="unknown controller launcher 'nosuch'"):
+        corral.Cluster(controller="nosuch")
+    assert corral.Cluster(controller="ssh", shutdown_atexit=False).controller_launcher == "ssh"
     from corral.cluster.launcher import find_engine_launcher
     from corral.cluster.local_launcher import LocalEngineSetLauncher
     from corral.cluster.mpi import MPIEngineSetLauncher

@@ -99,8 +99,18 @@ pub struct Cli {
     /// e.g. `10101-10115` or `10101,10103-10116`; 15 cover ipyparallel's sockets (a 16th, corral
     /// clients' conflating IOPub, binds to a random port unless given), the rest bind to
     /// random ports.
-    #[arg(long, value_parser = parse_ports)]
+    #[arg(long, alias = "IPController.ports", value_parser = parse_ports)]
     pub ports: Option<PortList>,
+    /// Fixed ports for the sockets engines connect to (ipyparallel's `engine_ports`), taken
+    /// in ipcontroller's order: registration, control, mux, task, iopub, hb_ping, hb_pong,
+    /// 2 broadcast leaves; sockets left over take `--ports`, then random ports.
+    #[arg(long, alias = "IPController.engine_ports", value_parser = parse_ports)]
+    pub engine_ports: Option<PortList>,
+    /// Fixed ports for the sockets clients connect to (ipyparallel's `client_ports`), in
+    /// ipcontroller's order: control, mux, task, iopub, notification, broadcast (then
+    /// corral clients' IOPub); sockets left over take `--ports`, then random ports.
+    #[arg(long, alias = "IPController.client_ports", value_parser = parse_ports)]
+    pub client_ports: Option<PortList>,
     /// Reuse the connection files of an earlier controller of this profile and cluster id
     /// (its key and ports) and leave them on exit (ipyparallel's `--reuse`), so engines and
     /// clients holding them find this controller again.
@@ -135,11 +145,17 @@ pub enum DbKind {
     Memory,
 }
 
-/// `--ports`: ports and inclusive ranges, comma-separated.
+/// `--ports`, `--engine-ports`, `--client-ports`: ports and inclusive ranges,
+/// comma-separated, optionally as a Python list (`[10101, 10102]`, as config files give it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortList(pub Vec<u16>);
 
 fn parse_ports(text: &str) -> std::result::Result<PortList, String> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
     let mut ports = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let port = |s: &str| match s.trim().parse::<u16>() {
@@ -216,6 +232,8 @@ impl Cli {
             }),
             advertised_location: self.location.clone(),
             ports: self.ports.clone().map(|p| p.0).unwrap_or_default(),
+            engine_ports: self.engine_ports.clone().map(|p| p.0).unwrap_or_default(),
+            client_ports: self.client_ports.clone().map(|p| p.0).unwrap_or_default(),
             reuse_files: self.reuse || self.restore,
             db: self.db_mode(&location),
             restore: self.restore,
@@ -507,6 +525,47 @@ mod tests {
                 2,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn engine_and_client_ports_options() {
+        let cfg = |args: &[&str]| {
+            parse(args.iter().map(|a| a.to_string()))
+                .unwrap()
+                .config_with_env(|_| None)
+                .unwrap()
+        };
+        let none = cfg(&[]);
+        assert!(none.engine_ports.is_empty() && none.client_ports.is_empty());
+        let both = cfg(&[
+            "--engine-ports",
+            "10201-10209",
+            "--client-ports",
+            "10301,10302-10303",
+            "--ports",
+            "10101",
+        ]);
+        assert_eq!(both.engine_ports, (10201..=10209).collect::<Vec<u16>>());
+        assert_eq!(both.client_ports, vec![10301, 10302, 10303]);
+        assert_eq!(both.ports, vec![10101]);
+        // ipyparallel's config spelling, with a Python list as its config files write it
+        let ipp = cfg(&[
+            "--IPController.engine_ports=[10401, 10402]",
+            "--IPController.client_ports=10501-10502",
+            "--IPController.ports=10601",
+        ]);
+        assert_eq!(ipp.engine_ports, vec![10401, 10402]);
+        assert_eq!(ipp.client_ports, vec![10501, 10502]);
+        assert_eq!(ipp.ports, vec![10601]);
+        for bad in ["0", "9-8", "[x]", "65536"] {
+            for option in ["--engine-ports", "--client-ports"] {
+                assert_eq!(
+                    parse([option.to_string(), bad.to_string()]).unwrap_err(),
+                    2,
+                    "{option} {bad}"
+                );
+            }
         }
     }
 

@@ -78,6 +78,11 @@ pub struct ControllerConfig {
     /// Fixed ports (ipyparallel's `--ports`), one per socket in binding order; sockets
     /// beyond the list (or all, when empty) bind to random ports.
     pub ports: Vec<u16>,
+    /// Fixed ports for the sockets engines reach (ipyparallel's `engine_ports`), in
+    /// ipcontroller's order; once used up, those sockets take from `ports`.
+    pub engine_ports: Vec<u16>,
+    /// Fixed ports for the sockets clients reach (ipyparallel's `client_ports`), likewise.
+    pub client_ports: Vec<u16>,
     /// Start on the key and ports of existing connection files, and leave the files on
     /// stop (ipyparallel's `--reuse`), so a restarted controller is found again.
     pub reuse_files: bool,
@@ -128,6 +133,8 @@ impl Default for ControllerConfig {
             python: None,
             advertised_location: None,
             ports: Vec::new(),
+            engine_ports: Vec::new(),
+            client_ports: Vec::new(),
             reuse_files: false,
             data_history: HistoryLimits::default(),
             task_hwm: DEFAULT_TASK_HWM,

@@ -8,6 +8,7 @@
 //! - [`error`]: [`ControllerError`], what can stop a controller from starting.
 //! - [`curve`]: [`CurveKeys`], CurveZMQ encryption (`--enable-curve`) of every socket.
 //! - `sockets`: binding on random (or fixed) ports, zero-copy multipart receive, signature checks.
+//! - `port_pools`: which fixed port (`--ports`, `--engine-ports`, `--client-ports`) each socket binds.
 //! - `reuse`: `--reuse`, the key and ports of the connection files of a previous run.
 //! - `stop`: the stop signal every thread polls.
 //! - `events`: what the threads tell the hub, and what the hub tells them.
@@ -73,6 +74,7 @@ mod hub;
 mod hub_loop;
 mod iopub;
 mod iopub_subscribers;
+mod port_pools;
 mod published;
 mod queues;
 mod record_queries;
@@ -162,7 +164,15 @@ impl Controller {
             Some(r) => r.key.clone(),
             None => config.key.clone().unwrap_or_else(new_id),
         };
-        let ports = reused.map_or_else(|| config.ports.clone(), |r| r.ports);
+        // Reused files fix every port (in binding order); else the three `--*ports` pools.
+        let ports = match reused {
+            Some(r) => port_pools::PortPools::new(r.ports, &[], &[]),
+            None => port_pools::PortPools::new(
+                config.ports.clone(),
+                &config.engine_ports,
+                &config.client_ports,
+            ),
+        };
         if key.is_empty() {
             if config.curve.is_some() {
                 // ipyparallel's own `enable_curve` mode: CURVE encrypts, signing is off.
@@ -183,7 +193,7 @@ impl Controller {
         let at = Listen {
             ip,
             curve: config.curve.as_ref(),
-            ports: std::cell::RefCell::new(ports.into()),
+            ports: std::cell::RefCell::new(ports),
         };
         let ctx = zmq::Context::new();
         use zmq::SocketType::{PUB, ROUTER, SUB};

@@ -13,9 +13,9 @@ use crate::error::{ControllerError, Result};
 pub(crate) struct Listen<'a> {
     pub ip: &'a str,
     pub curve: Option<&'a CurveKeys>,
-    /// Fixed ports (`--ports`, `--reuse`), taken one per bound socket in binding order;
-    /// once none is left, sockets bind to random ports.
-    pub ports: std::cell::RefCell<std::collections::VecDeque<u16>>,
+    /// Fixed ports (`--ports`, `--engine-ports`, `--client-ports`, `--reuse`), taken as
+    /// each socket is bound; once none is left for it, a socket binds to a random port.
+    pub ports: std::cell::RefCell<crate::port_pools::PortPools>,
 }
 
 /// Linger on close: long enough to flush a last reply, short enough for a prompt stop.
@@ -51,7 +51,7 @@ pub(crate) fn bind_port(sock: &zmq::Socket, at: &Listen, name: &'static str) -> 
         curve.serve(sock).map_err(err("enable CURVE on"))?;
     }
     let ip = at.ip;
-    let port = match at.ports.borrow_mut().pop_front() {
+    let port = match at.ports.borrow_mut().next(name) {
         Some(port) => port.to_string(),
         None => "*".to_string(),
     };

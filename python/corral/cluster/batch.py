@@ -66,6 +66,8 @@ class BatchEngineSetLauncher(EngineSetLauncher):
     #: What runs the engines, after the directives.
     default_body: ClassVar[str] = "{engine_command}\n"
     output_directive: ClassVar[str]
+    #: What the job runs, in its file names ("engines"; a controller's job: "controller").
+    role: ClassVar[str] = "engines"
 
     _GENERAL_OPTIONS = (
         "extra_options", "batch_template", "batch_template_file", "namespace",
@@ -96,8 +98,8 @@ class BatchEngineSetLauncher(EngineSetLauncher):
             self.batch_template = Path(opts["batch_template_file"]).read_text()
         #: The submitted job's id; empty until `start`.
         self.job_id = ""
-        self.output_file = self.log_dir / f"corral-engines-{self.cluster_id or 'default'}-{self.kind}.log"
-        self.script_file = self.log_dir / f"corral-engines-{self.cluster_id or 'default'}.{self.kind}"
+        self.output_file = self.log_dir / f"corral-{self.role}-{self.cluster_id or 'default'}-{self.kind}.log"
+        self.script_file = self.log_dir / f"corral-{self.role}-{self.cluster_id or 'default'}.{self.kind}"
 
     # -- the script ------------------------------------------------------------------
     def template(self) -> str:
@@ -115,7 +117,7 @@ class BatchEngineSetLauncher(EngineSetLauncher):
 
     def context(self, n: int) -> dict:
         """The fields a template can use."""
-        engine_command = shlex.join(self.engine_command())
+        engine_command = shlex.join(self.program())
         fields = dict(
             n=n,
             engine_command=engine_command,
@@ -127,6 +129,10 @@ class BatchEngineSetLauncher(EngineSetLauncher):
         )
         fields.update(self.namespace)
         return fields
+
+    def program(self) -> list[str]:
+        """The command the job runs (`{engine_command}`, `{program_and_args}`)."""
+        return self.engine_command()
 
     def render_script(self, n: int) -> str:
         fields = self.context(n)
@@ -206,6 +212,15 @@ class BatchEngineSetLauncher(EngineSetLauncher):
             return False
         result = self._run([*self.status_command, self.job_id])
         return self._job_listed(result)
+
+    def failure(self) -> str | None:
+        if not self.job_id or self.running():
+            return None
+        try:
+            tail = "\n".join(Path(self.output_file).read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            tail = "(no output file)"
+        return f"{self.scheduler} job {self.job_id} has ended; its output {self.output_file} ends with:\n{tail}"
 
     def to_dict(self) -> dict:
         return dict(

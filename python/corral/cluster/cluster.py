@@ -25,8 +25,12 @@ import weakref
 from pathlib import Path
 
 from corral import connection as profiles
-from corral.cluster.launcher import ENGINE_LAUNCHERS, EngineSetLauncher, find_engine_launcher
-from corral.cluster.local import LocalProcess, RecordedProcess, corral_command, process_record
+from corral.cluster.controller_launcher import (
+    CONTROLLER_LAUNCHERS,
+    ControllerLauncher,
+    find_controller_launcher,
+)
+from corral.cluster.launcher import ENGINE_LAUNCHERS, EngineSetLauncher, EngineSetExited, find_engine_launcher
 
 
 def _level_name(level: str | int) -> str:
@@ -42,14 +46,21 @@ def _new_cluster_id() -> str:
     return f"{int(time.time())}-{suffix}"
 
 
-def _launcher_name(launcher: str | type) -> str:
+def _launcher_name(launcher: str | type, names: dict[str, str] = ENGINE_LAUNCHERS) -> str:
     """How a launcher is written in a cluster file: its short name, else "module:Class"."""
     if isinstance(launcher, str):
-        return launcher.lower() if launcher.lower() in ENGINE_LAUNCHERS else launcher
+        return launcher.lower() if launcher.lower() in names else launcher
     kind = getattr(launcher, "kind", None)
-    if kind and ENGINE_LAUNCHERS.get(kind, "").endswith(f":{launcher.__name__}"):
+    if kind and names.get(kind, "").endswith(f":{launcher.__name__}"):
         return kind
     return f"{launcher.__module__}:{launcher.__name__}"
+
+
+def _load_controller_launcher(name_or_class: str | type) -> type[ControllerLauncher]:
+    try:
+        return find_controller_launcher(name_or_class)
+    except ImportError as e:
+        raise ValueError(f"controller launcher {name_or_class!r} could not be loaded: {e}") from e
 
 
 def _load_launcher(name_or_class: str | type) -> type[EngineSetLauncher]:
@@ -66,7 +77,9 @@ class Cluster:
 
     `n=None` starts one engine per CPU core (`os.cpu_count()`), as ipyparallel does.
     `engines` (or ipyparallel's `engine_launcher_class`) names the launcher; its options go
-    in `engine_launcher_options`. `controller` is 'local' (the controller runs here).
+    in `engine_launcher_options`. `controller` (or `controller_launcher_class`) names where
+    the controller runs: 'local' (here, the default), 'mpi', 'ssh', 'slurm', 'pbs', 'sge',
+    'lsf' (see `corral.cluster.controller_launcher`), with `controller_launcher_options`.
     `send_engines_connection_env` (default True, as in ipyparallel) hands engines their
     connection info in `$IPP_CONNECTION_INFO` rather than a file path.
     """
@@ -76,9 +89,11 @@ class Cluster:
         n: int | None = None,
         *,
         engines: str | type = "local",
-        controller: str = "local",
+        controller: str | type = "local",
         engine_launcher_class: str | type | None = None,
         engine_launcher_options: dict | None = None,
+        controller_launcher_class: str | type | None = None,
+        controller_launcher_options: dict | None = None,
         profile: str | None = None,
         profile_dir: str | os.PathLike | None = None,
         cluster_id: str | None = None,
@@ -95,13 +110,10 @@ class Cluster:
         send_engines_connection_env: bool = True,
         dashboard_port: int | None = None,
     ):
-        if controller != "local":
-            raise ValueError(
-                f"controller={controller!r}: corral starts its controller on this machine "
-                "only (controller='local'); engines may run elsewhere (engines='mpi', 'ssh', "
-                "'slurm', ...)"
-            )
         self.n = n
+        self.controller_launcher = controller_launcher_class or controller
+        _load_controller_launcher(self.controller_launcher)  # an unknown name fails here
+        self.controller_launcher_options = dict(controller_launcher_options or {})
         self.engine_launcher = engine_launcher_class or engines
         _load_launcher(self.engine_launcher)  # an unknown name fails here, not later
         self.engine_launcher_options = dict(engine_launcher_options or {})
@@ -127,7 +139,9 @@ class Cluster:
         #: The controller's web dashboard (`--dashboard-port`; 0 picks a free port), off
         #: when None; its URL with the token is `dashboard_url` once the controller runs.
         self.dashboard_port = dashboard_port
-        self.controller: LocalProcess | RecordedProcess | None = None
+        #: The controller's launcher once started (or read from a cluster file); for a
+        #: local controller it also has `pid`, `process` and `log_path`.
+        self.controller: ControllerLauncher | None = None
         #: Engine sets by id, as `start_engines` returned them.
         self.engines: dict[str, EngineSetLauncher] = {}
         self._clients: list = []
@@ -171,6 +185,20 @@ class Cluster:
         return self.log_dir / f"corral-{role}-{tag}-{os.getpid()}-{time.monotonic_ns()}.log"
 
     # -- controller ------------------------------------------------------------------
+    def new_controller(self) -> ControllerLauncher:
+        """The configured controller launcher, ready to `start()`."""
+        args = [
+            "--ip", self.controller_ip,
+            "--log-level", self.log_level,
+            *(["--enable-curve"] if self.enable_curve else []),
+            *(["--location", self.controller_location] if self.controller_location else []),
+            *([] if self.dashboard_port is None else ["--dashboard-port", str(self.dashboard_port)]),
+            *self.controller_args,
+        ]
+        cls = _load_controller_launcher(self.controller_launcher)
+        return cls(profile_dir=self.profile_dir, cluster_id=self.cluster_id, log_dir=self.log_dir,
+                   controller_args=args, detach=self.detach, **self.controller_launcher_options)
+
     def start_controller_sync(self) -> None:
         if self.controller and self.controller.running():
             raise RuntimeError(f"the controller of {self} is already running")
@@ -181,20 +209,12 @@ class Cluster:
             for stale in old_files:
                 stale.unlink()
             old_files = {}
-        args = corral_command(
-            "controller",
-            "--profile-dir", str(self.profile_dir),
-            "--cluster-id", self.cluster_id,
-            "--ip", self.controller_ip,
-            "--log-level", self.log_level,
-            *(["--enable-curve"] if self.enable_curve else []),
-            *(["--location", self.controller_location] if self.controller_location else []),
-            *([] if self.dashboard_port is None else ["--dashboard-port", str(self.dashboard_port)]),
-            *self.controller_args,
-        )
-        controller = LocalProcess(args, self._log_path("controller"), detach=self.detach).start()
+        controller = self.new_controller()
+        controller.start()
         self.controller = controller
+        self.update_cluster_file()  # recorded at once, so `cluster stop` finds a slow one
         deadline = time.monotonic() + self.controller_timeout
+
         def written(path: Path) -> bool:
             try:
                 return path.stat().st_mtime_ns != old_files.get(path)
@@ -203,18 +223,26 @@ class Cluster:
 
         while not (written(self.client_file) and written(self.engine_file)):
             if not controller.running():
+                code = getattr(controller, "exit_code", lambda: None)()
+                self.controller = None
+                controller.stop()
+                self.update_cluster_file()
                 raise RuntimeError(
-                    f"the controller exited with code {controller.process.returncode} before "
-                    f"writing {self.client_file}; its log ({controller.log_path}) ends with:\n"
+                    f"the {controller.describe()} exited"
+                    + (f" with code {code}" if code is not None else "")
+                    + f" before writing {self.client_file}; its output ends with:\n"
                     + controller.log_tail()
                 )
             if time.monotonic() > deadline:
+                self.controller = None
                 controller.stop()
+                self.update_cluster_file()
                 raise TimeoutError(
-                    f"the controller did not write {self.client_file} within "
-                    f"{self.controller_timeout:.0f} s; see its log {controller.log_path}"
+                    f"the {controller.describe()} did not write {self.client_file} within "
+                    f"{self.controller_timeout:.0f} s; its output ends with:\n{controller.log_tail()}"
                 )
-            time.sleep(0.005)
+            controller.fetch_connection_files()
+            time.sleep(controller.poll_interval)
         self.update_cluster_file()
 
     @property
@@ -337,22 +365,48 @@ class Cluster:
         self._clients.append(client)
         return client
 
+    #: Seconds between checks, while waiting for engines, that their launchers still run them.
+    engine_check_interval = 1.0
+
     def wait_for_engines_sync(self, client, n: int | None = None) -> None:
+        """Wait until `n` engines (default: all started) are registered. Fails at once, not
+        at `engine_timeout`, when a launcher sees its engines exit (`EngineSetExited`, with
+        the end of their log) or the controller has stopped."""
         n = sum(s.n for s in self.engines.values()) if n is None else n
-        try:
-            client.wait_for_engines(n, timeout=self.engine_timeout)
-        except TimeoutError as e:
-            raise TimeoutError(f"{e}{self._engine_failure_hint()}") from None
+        deadline = time.monotonic() + self.engine_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                client.wait_for_engines(n, timeout=max(0.0, min(self.engine_check_interval, left)))
+                break
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{len(client.ids)} engine(s) registered after "
+                                       f"{self.engine_timeout:g} s, waited for {n}"
+                                       f"{self._engine_failure_hint()}") from None
+            except ConnectionError as lost:  # ControllerLost: say what its launcher saw
+                try:
+                    self._check_still_running(n)
+                except RuntimeError as stopped:
+                    raise stopped from lost
+                raise
+            self._check_still_running(n)
         self.update_cluster_file()  # now with every engine's pid (mpiexec's ranks)
 
-    def _engine_failure_hint(self) -> str:
+    def _check_still_running(self, n: int) -> None:
+        if self.controller is not None and not self.controller.running():
+            raise RuntimeError(f"the {self.controller.describe()} has stopped while waiting for "
+                               f"{n} engine(s); its output ends with:\n{self.controller.log_tail()}")
         for set_id, launcher in self.engines.items():
-            dead = [p for p in getattr(launcher, "processes", []) if not p.running()]
-            if dead and isinstance(dead[0], LocalProcess):
-                return f"; {len(dead)} engine(s) exited, e.g. {dead[0].log_path}:\n{dead[0].log_tail()}"
-            job = getattr(launcher, "mpiexec", None)
-            if isinstance(job, LocalProcess) and not job.running():
-                return f"; mpiexec exited (engine set {set_id}); {job.log_path}:\n{job.log_tail()}"
+            failure = launcher.failure()
+            if failure:
+                raise EngineSetExited(f"engine set {set_id} ({launcher.kind}): {failure}")
+
+    def _engine_failure_hint(self) -> str:
+        for launcher in self.engines.values():
+            failure = launcher.failure()
+            if failure:
+                return f"; {failure}"
         return f"; engine logs are in {self.log_dir}"
 
     def start_and_connect_sync(self, n: int | None = None, activate: bool = False):
@@ -417,6 +471,7 @@ class Cluster:
         process (ipyparallel's layout: `cluster`, `controller`, `engines.sets`)."""
         d: dict = {
             "cluster": {
+                "controller_launcher_options": self.controller_launcher_options,
                 "class": f"{type(self).__module__}:{type(self).__name__}",
                 "cluster_id": self.cluster_id,
                 "profile_dir": str(self.profile_dir),
@@ -435,7 +490,10 @@ class Cluster:
             },
         }
         if self.controller is not None:
-            d["controller"] = {"class": "local", "state": process_record(self.controller)}
+            d["controller"] = {
+                "class": _launcher_name(type(self.controller), CONTROLLER_LAUNCHERS),
+                "state": self.controller.to_dict(),
+            }
         return d
 
     @classmethod
@@ -445,7 +503,7 @@ class Cluster:
         kwargs.setdefault("shutdown_atexit", False)
         for key in ("cluster_id", "profile_dir", "n", "controller_ip", "controller_location",
                     "controller_args", "log_level", "enable_curve", "engine_timeout",
-                    "dashboard_port"):
+                    "dashboard_port", "controller_launcher_options"):
             if key in info:
                 kwargs.setdefault(key, info[key])
         engines = d.get("engines") or {}
@@ -456,7 +514,9 @@ class Cluster:
         controller = d.get("controller")
         if controller:
             state = controller.get("state", controller)
-            self.controller = RecordedProcess.from_dict(state)
+            launcher_cls = _load_controller_launcher(controller.get("class") or "local")
+            self.controller = launcher_cls.from_dict(state)
+            self.controller_launcher = controller.get("class") or "local"
         for set_id, record in engines.get("sets", {}).items():
             launcher_cls = _load_launcher(record.get("kind") or launcher_name)
             self.engines[set_id] = launcher_cls.from_dict(record)

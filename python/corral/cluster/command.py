@@ -14,6 +14,7 @@ import threading
 
 from corral import connection as profiles
 from corral.cluster.cluster import Cluster
+from corral.cluster.controller_launcher import CONTROLLER_LAUNCHERS
 from corral.cluster.launcher import ENGINE_LAUNCHERS
 from corral.cluster.manager import ClusterManager, all_profile_dirs, clean_cluster_files
 
@@ -54,6 +55,19 @@ def parser() -> argparse.ArgumentParser:
                        help="host name or IP written into the connection files (default: this host's name)")
     start.add_argument("--ports", default=None,
                        help="fixed controller ports, taken in order, e.g. 10101-10115")
+    start.add_argument("--engine-ports", default=None,
+                       help="fixed ports for the sockets engines connect to, e.g. 10201-10209")
+    start.add_argument("--client-ports", default=None,
+                       help="fixed ports for the sockets clients connect to, e.g. 10301-10307")
+    start.add_argument(
+        "--controller", default="local", metavar="LAUNCHER",
+        help=f"where the controller runs: {', '.join(sorted(CONTROLLER_LAUNCHERS))} or module:Class (default: local)",
+    )
+    start.add_argument(
+        "--controller-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of the controller launcher, e.g. --controller-option location=user@head "
+        "or --controller-option queue=debug (repeatable; values are Python literals or text)",
+    )
     start.add_argument("--reuse", action="store_true",
                        help="reuse the key and ports of existing connection files, and leave them on stop")
     _location_options(start)
@@ -72,12 +86,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def launcher_options(pairs: list[str]) -> dict:
+def launcher_options(pairs: list[str], option: str = "--engine-option") -> dict:
     options = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq or not key.isidentifier():
-            raise ValueError(f"--engine-option {pair!r}: write KEY=VALUE")
+            raise ValueError(f"{option} {pair!r}: write KEY=VALUE")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -117,6 +131,8 @@ def start(args) -> int:
         n=args.n,
         engines=args.engines or "local",
         engine_launcher_options=launcher_options(args.engine_option),
+        controller=args.controller,
+        controller_launcher_options=launcher_options(args.controller_option, "--controller-option"),
         profile_dir=profile_dir,
         cluster_id=args.cluster_id,
         controller_ip=args.ip,
@@ -126,7 +142,12 @@ def start(args) -> int:
         shutdown_atexit=not args.daemonize,
         enable_curve=args.enable_curve,
         controller_location=args.location,
-        controller_args=(["--ports", args.ports] if args.ports else []) + (["--reuse"] if args.reuse else []),
+        controller_args=[
+            *(["--ports", args.ports] if args.ports else []),
+            *(["--engine-ports", args.engine_ports] if args.engine_ports else []),
+            *(["--client-ports", args.client_ports] if args.client_ports else []),
+            *(["--reuse"] if args.reuse else []),
+        ],
     )
     try:
         client = cluster.start_and_connect_sync()
@@ -208,12 +229,13 @@ def list_clusters(args) -> int:
     dirs = ([profiles.resolve_profile_dir(args.profile, args.profile_dir)]
             if args.profile or args.profile_dir else all_profile_dirs())
     clusters = ClusterManager().load_clusters(profile_dirs=dirs)
-    rows = [("PROFILE", "CLUSTER ID", "STATE", "ENGINES", "LAUNCHER")]
+    rows = [("PROFILE", "CLUSTER ID", "STATE", "ENGINES", "LAUNCHER", "CONTROLLER")]
     for key, cluster in sorted(clusters.items()):
         profile = key.rsplit(":", 1)[0]
         n = sum(s.n for s in cluster.engines.values() if s.running())
-        launcher = cluster.to_dict()["engines"]["class"]
-        rows.append((profile, cluster.cluster_id or "''", state(cluster), str(n), launcher))
+        record = cluster.to_dict()
+        controller = record.get("controller", {}).get("class", "-")
+        rows.append((profile, cluster.cluster_id or "''", state(cluster), str(n), record["engines"]["class"], controller))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

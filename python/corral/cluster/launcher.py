@@ -26,6 +26,12 @@ ENGINE_LAUNCHERS: dict[str, str] = {
 }
 
 
+class EngineSetExited(RuntimeError):
+    """Engines of a set exited (or its job ended) before the cluster had them all: raised
+    by `Cluster.wait_for_engines` at once, with what the launcher saw, instead of waiting
+    out the timeout (the controller's heartbeat would notice only after ~30 s)."""
+
+
 class EngineSetLauncher(abc.ABC):
     """Starts, signals and stops one set of engines.
 
@@ -62,6 +68,22 @@ class EngineSetLauncher(abc.ABC):
         #: instead of a file, as ipyparallel's launchers pass it). A launcher that cannot
         #: pass them on may ignore them: its engines then read `--file`.
         self.environment: dict[str, str] = {}
+        self._stop_callbacks: list = []
+
+    def on_stop(self, callback) -> None:
+        """Call `callback(info)` when an engine of the set exits on its own (ipyparallel's
+        launcher hook; `info` has `pid`, `exit_code`, `log`). Launchers that watch their
+        processes (local) call it from their watcher thread."""
+        self._stop_callbacks.append(callback)
+
+    def _notify_stop(self, info: dict) -> None:
+        for callback in list(self._stop_callbacks):
+            try:
+                callback(info)
+            except Exception:  # a user's callback must not stop the watcher
+                import logging
+
+                logging.getLogger("corral.cluster").exception("on_stop callback %r failed", callback)
 
     def base_record(self) -> dict:
         """What every launcher's `to_dict` starts with."""
@@ -101,6 +123,12 @@ class EngineSetLauncher(abc.ABC):
     @abc.abstractmethod
     def to_dict(self) -> dict:
         """A JSON-able record from which `from_dict` can signal and stop the set."""
+
+    def failure(self) -> str | None:
+        """What went wrong if engines of the set have exited on their own (which ones,
+        their exit code and the end of their log), else None. Launchers that cannot see
+        their engines exit return None; the controller's heartbeat then tells."""
+        return None
 
     @classmethod
     @abc.abstractmethod

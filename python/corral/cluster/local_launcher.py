@@ -1,8 +1,10 @@
 """Engines as processes on this machine: `Cluster(engines='local')`, the default.
 
-Each engine is one `corral engine` process with its own log. With `auto_restart=True` a
-watcher thread starts a fresh engine in place of one that exits while the set is not being
-stopped (it registers under a new engine id, as a restarted ipengine does).
+Each engine is one `corral engine` process with its own log. A watcher thread notices an
+engine that exits while the set is not being stopped at once (the controller's heartbeat
+would take ~30 s on other hosts): it logs a warning with the end of the engine's log and
+calls the `on_stop` callbacks; with `auto_restart=True` it starts a fresh engine in its
+place (registering under a new engine id, as a restarted ipengine does).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class LocalEngineSetLauncher(EngineSetLauncher):
         self.processes: list[LocalProcess | RecordedProcess] = []
         #: How many engines the watcher has started in place of dead ones.
         self.restarts = 0
+        #: Pids of engines whose exit the watcher has reported.
+        self._reported: set[int] = set()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -58,23 +62,39 @@ class LocalEngineSetLauncher(EngineSetLauncher):
         with self._lock:
             self.processes = [self._start_one() for _ in range(n)]
         self.n = n
-        if self.auto_restart and self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, name="corral-engine-restarter", daemon=True)
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="corral-engine-watcher", daemon=True)
             self._watcher.start()
 
     def _watch(self) -> None:
-        """Replace engines that exit on their own (crash, SIGKILL, controller gone)."""
+        """Report engines that exit on their own (crash, SIGKILL, controller gone) and,
+        with auto_restart, replace them."""
         while not self._stopping.wait(self.restart_check):
             with self._lock:
                 for i, proc in enumerate(self.processes):
-                    if proc.running() or self._stopping.is_set():
-                        continue
-                    if self.restarts >= self.max_restarts:
+                    if proc.running() or self._stopping.is_set() or proc.pid in self._reported:
                         continue
                     code = getattr(getattr(proc, "process", None), "returncode", None)
-                    log.warning("engine process %s exited (code %s); starting a new one", proc.pid, code)
-                    self.processes[i] = self._start_one()
-                    self.restarts += 1
+                    info = {"pid": proc.pid, "exit_code": code, "log": str(proc.log_path)}
+                    if self.auto_restart and self.restarts < self.max_restarts:
+                        log.warning("engine process %s exited (code %s); starting a new one", proc.pid, code)
+                        self.processes[i] = self._start_one()
+                        self.restarts += 1
+                    else:
+                        log.warning("engine process %s exited (code %s); its log %s ends with:\n%s",
+                                    proc.pid, code, proc.log_path, proc.log_tail(10))
+                        self._reported.add(proc.pid)
+                    self._notify_stop(info)
+
+    def failure(self) -> str | None:
+        if self.auto_restart and self.restarts < self.max_restarts:
+            return None  # the watcher replaces them
+        dead = [p for p in self.processes if isinstance(p, LocalProcess) and not p.running()]
+        if not dead or self._stopping.is_set():
+            return None
+        first = dead[0]
+        return (f"{len(dead)} of {len(self.processes)} engine process(es) exited, e.g. pid {first.pid} "
+                f"with code {first.process.returncode}; its log {first.log_path} ends with:\n{first.log_tail()}")
 
     def signal(self, sig: int) -> None:
         for proc in self.processes:

@@ -137,6 +137,13 @@ class MPIEngineSetLauncher(EngineSetLauncher):
         for rank in ranks:
             rank.stop(timeout)
 
+    def failure(self) -> str | None:
+        job = self.mpiexec
+        if not isinstance(job, LocalProcess) or job.running():
+            return None
+        return (f"mpiexec exited with code {job.process.returncode}; its log {job.log_path} "
+                f"ends with:\n{job.log_tail()}")
+
     def running(self) -> bool:
         return bool(self.mpiexec is not None and self.mpiexec.running()) or any(
             r.running() for r in self.ranks

@@ -78,7 +78,53 @@ class HostSet:
                     copied=self.copied)
 
 
-class SSHEngineSetLauncher(EngineSetLauncher):
+class SSHCommands:
+    """Runs ``ssh`` and ``scp`` with the launcher's commands and options (``ssh_cmd``,
+    ``ssh_args``, ``scp_cmd``, ``scp_args``); shared by the engine and controller launchers."""
+
+    ssh_cmd: list[str]
+    ssh_args: list[str]
+    scp_cmd: list[str]
+    scp_args: list[str]
+
+    def _run(self, argv: list[str], what: str, timeout: float = SSH_TIMEOUT) -> str:
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SSHLaunchError(f"{what}: `{shlex.join(argv)}` took over {timeout:g} s") from None
+        if done.returncode != 0:
+            raise SSHLaunchError(f"{what} failed (status {done.returncode}): "
+                                 f"`{shlex.join(argv)}`\n{done.stderr.strip()}")
+        return done.stdout
+
+    def ssh(self, host: str, script: str, what: str, timeout: float = SSH_TIMEOUT) -> str:
+        """Run ``script`` with the remote user's shell on ``host`` (``user@host[:port]``).
+        BatchMode: a launcher cannot answer a password prompt."""
+        login, port = split_host(host)
+        argv = [*self.ssh_cmd, *self.ssh_args, "-o", "BatchMode=yes"]
+        argv += ["-p", port] if port else []
+        return self._run(argv + [login, script], f"{what} on {host}", timeout)
+
+    def scp(self, host: str, local: Path, remote: str) -> None:
+        login, port = split_host(host)
+        argv = [*self.scp_cmd, *self.scp_args, "-o", "BatchMode=yes"]
+        argv += ["-P", port] if port else []
+        self._run(argv + [str(local), f"{login}:{remote}"], f"copying {local.name} to {host}")
+
+    def scp_from(self, host: str, remote: str, local: Path) -> None:
+        """Copy ``remote`` on ``host`` to ``local`` (mode 0600: connection files hold the key)."""
+        login, port = split_host(host)
+        argv = [*self.scp_cmd, *self.scp_args, "-o", "BatchMode=yes"]
+        argv += ["-P", port] if port else []
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".part")
+        self._run(argv + [f"{login}:{remote}", str(tmp)], f"copying {remote} from {host}")
+        tmp.chmod(0o600)
+        os.replace(tmp, local)
+
+
+class SSHEngineSetLauncher(SSHCommands, EngineSetLauncher):
     """Engines started over SSH on the hosts of ``engines``; ``start(n)`` starts at most n
     (ipyparallel's meaning), filling the hosts in order."""
 
@@ -113,33 +159,6 @@ class SSHEngineSetLauncher(EngineSetLauncher):
         self.engine_cmd = list(engine_cmd) if engine_cmd else None
         self.remote_profile_dir = remote_profile_dir or strip_home(self.profile_dir)
         self.started: list[HostSet] = []
-
-    # -- running commands on a host -----------------------------------------------------
-
-    def _run(self, argv: list[str], what: str, timeout: float = SSH_TIMEOUT) -> str:
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise SSHLaunchError(f"{what}: `{shlex.join(argv)}` took over {timeout:g} s") from None
-        if done.returncode != 0:
-            raise SSHLaunchError(f"{what} failed (status {done.returncode}): "
-                                 f"`{shlex.join(argv)}`\n{done.stderr.strip()}")
-        return done.stdout
-
-    def ssh(self, host: str, script: str, what: str, timeout: float = SSH_TIMEOUT) -> str:
-        """Run ``script`` with the remote user's shell on ``host`` (``user@host[:port]``).
-        BatchMode: a launcher cannot answer a password prompt."""
-        login, port = split_host(host)
-        argv = [*self.ssh_cmd, *self.ssh_args, "-o", "BatchMode=yes"]
-        argv += ["-p", port] if port else []
-        return self._run(argv + [login, script], f"{what} on {host}", timeout)
-
-    def scp(self, host: str, local: Path, remote: str) -> None:
-        login, port = split_host(host)
-        argv = [*self.scp_cmd, *self.scp_args, "-o", "BatchMode=yes"]
-        argv += ["-P", port] if port else []
-        self._run(argv + [str(local), f"{login}:{remote}"], f"copying {local.name} to {host}")
 
     # -- the contract -------------------------------------------------------------------
 
@@ -223,6 +242,16 @@ class SSHEngineSetLauncher(EngineSetLauncher):
             for hs in self.started
         )
 
+    def failure(self) -> str | None:
+        """Engines that are no longer running on their hosts (one ssh per host)."""
+        for hs in self.started:
+            alive = self.ssh(hs.host, _alive_script(hs.pids, hs.remote_file) + "alive", "checking engines").split()
+            if len(alive) < len(hs.pids):
+                gone = sorted(set(map(str, hs.pids)) - set(alive))
+                return (f"{len(gone)} engine(s) on {hs.host} exited (pids {', '.join(gone)}); "
+                        f"their logs end with:\n{self.remote_log_tail()}")
+        return None
+
     def remote_log_tail(self, lines: int = 20) -> str:
         """The last lines of every engine's remote log (for error messages)."""
         out = []
@@ -257,4 +286,4 @@ class SSHEngineSetLauncher(EngineSetLauncher):
         return launcher
 
 
-__all__ = ["SSHEngineSetLauncher", "SSHLaunchError"]
+__all__ = ["SSHCommands", "SSHEngineSetLauncher", "SSHLaunchError"]
