@@ -136,7 +136,22 @@ pub struct Cli {
     /// the task database, so clients reconnect and find their results.
     #[arg(long)]
     pub restore: bool,
+    /// With --restore: seconds to wait for each engine of the engine state file
+    /// (`<profile>/log/engines<cluster_id>.json`) to heartbeat before it counts as dead and
+    /// its unfinished tasks fail; default: the registration timeout (30 s).
+    #[arg(long, value_name = "SECONDS")]
+    pub restore_timeout: Option<f64>,
+    /// Seconds that corral engines wait for this controller to come back when its process
+    /// is gone (told to them at registration). Default: 60 with --reuse or --restore
+    /// (a controller meant to be restarted), else 0 (engines follow their own
+    /// --controller-grace, 3 s).
+    #[arg(long, value_name = "SECONDS")]
+    pub restart_grace: Option<f64>,
 }
+
+/// Engines' wait for a `--reuse`/`--restore` controller to come back, unless
+/// `--restart-grace` says otherwise: enough for a supervisor or a person to restart it.
+pub const DEFAULT_RESTART_GRACE: Duration = Duration::from_secs(60);
 
 /// `--db`: where task records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -237,6 +252,15 @@ impl Cli {
             reuse_files: self.reuse || self.restore,
             db: self.db_mode(&location),
             restore: self.restore,
+            engine_state: Some(crate::engine_state::path(&location)),
+            restore_timeout: self
+                .restore_timeout
+                .map(|s| Duration::from_secs_f64(s.max(0.0))),
+            restart_grace: match self.restart_grace {
+                Some(s) => Duration::from_secs_f64(s.max(0.0)),
+                None if self.reuse || self.restore => DEFAULT_RESTART_GRACE,
+                None => Duration::ZERO,
+            },
             location,
             dashboard: self
                 .dashboard_port
@@ -488,6 +512,18 @@ mod tests {
         let cfg = cfg_of(&[&base[..], &["--db-file", "/x/t.sqlite", "--restore"]].concat());
         assert_eq!(cfg.db, DbMode::Sqlite(PathBuf::from("/x/t.sqlite")));
         assert!(cfg.restore && cfg.reuse_files, "--restore reuses the files");
+        assert_eq!(
+            cfg.engine_state,
+            Some(PathBuf::from("/p/log/enginesc1.json")),
+            "ipyparallel's engine state file"
+        );
+        assert_eq!(cfg.restart_grace, DEFAULT_RESTART_GRACE);
+        assert_eq!(cfg.restore_timeout(), Duration::from_secs(30));
+        let cfg = cfg_of(&[&base[..], &["--restore", "--restore-timeout", "2.5"]].concat());
+        assert_eq!(cfg.restore_timeout(), Duration::from_millis(2500));
+        assert_eq!(cfg_of(&base).restart_grace, Duration::ZERO);
+        let cfg = cfg_of(&[&base[..], &["--reuse", "--restart-grace", "5"]].concat());
+        assert_eq!(cfg.restart_grace, Duration::from_secs(5));
         assert!(matches!(cfg_of(&["--sqlitedb"]).db, DbMode::Sqlite(_)));
         assert_eq!(
             parse(["--db".to_string(), "mongo".to_string()]).unwrap_err(),

@@ -102,6 +102,20 @@ pub struct ControllerConfig {
     pub restore: bool,
     /// The web dashboard (`--dashboard-port`): off (`None`) by default.
     pub dashboard: Option<DashboardConfig>,
+    /// The engine state file (ipyparallel's `engines<cluster_id>.json` in the profile's
+    /// `log` folder): the engine registry, kept so that `--restore` takes running engines
+    /// back with their ids. `corral controller` keeps it; the library default (`None`)
+    /// keeps none.
+    pub engine_state: Option<std::path::PathBuf>,
+    /// `--restore`: how long an engine of the state file may stay silent before it counts
+    /// as having died while the controller was away (its unfinished tasks then fail with
+    /// `EngineError`); `None` is the registration timeout.
+    pub restore_timeout: Option<std::time::Duration>,
+    /// Seconds that corral engines are told (in `registration_reply`) to wait for this
+    /// controller to come back after its process is gone; 0 tells them nothing (their own
+    /// `--controller-grace` applies). Set for `--reuse`/`--restore` controllers, which
+    /// are meant to be restarted on the same ports.
+    pub restart_grace: std::time::Duration,
 }
 
 /// Where the web dashboard listens (on `ip`, like every socket) and its access token.
@@ -141,6 +155,9 @@ impl Default for ControllerConfig {
             db: DbMode::Memory,
             restore: false,
             dashboard: None,
+            engine_state: None,
+            restore_timeout: None,
+            restart_grace: std::time::Duration::ZERO,
         }
     }
 }
@@ -149,6 +166,12 @@ impl ControllerConfig {
     /// The Python for the dask scheduler process.
     pub fn python(&self) -> std::path::PathBuf {
         self.python.clone().unwrap_or_else(|| "python3".into())
+    }
+
+    /// How long `--restore` waits for each engine of the state file to heartbeat.
+    pub fn restore_timeout(&self) -> std::time::Duration {
+        self.restore_timeout
+            .unwrap_or_else(|| self.registration_timeout())
     }
 
     /// ipyparallel's `registration_timeout`, `max(30 s, 5 periods)`, unless configured.

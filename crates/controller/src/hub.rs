@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod dashboard_view;
+#[cfg(test)]
+mod restore_tests;
 
 use crate::dask::Requester;
 use crate::events::{EngineEvent, HubEvent};
@@ -67,6 +69,12 @@ pub(crate) struct HubState {
     /// Engines unregistered, `(uuid, id, when)`, newest last: readers of published data
     /// are told that an engine died and when. At most [`REMEMBERED_DEATHS`].
     deaths: VecDeque<(String, u32, String)>,
+    /// The engine state file (`crate::engine_state`), rewritten whenever an engine goes
+    /// live or is unregistered; `None` keeps no file (embedded controllers).
+    engine_state: Option<std::path::PathBuf>,
+    /// Told to corral engines in `registration_reply` (`corral_restart_grace`, seconds)
+    /// when non-zero: how long to wait for this controller to come back.
+    restart_grace: Duration,
 }
 
 /// How many dead engines the hub remembers for readers of published data.
@@ -87,6 +95,52 @@ impl HubState {
             queues: Queues::default(),
             records: Records::default(),
             deaths: VecDeque::new(),
+            engine_state: None,
+            restart_grace: Duration::ZERO,
+        }
+    }
+
+    /// Tells engines at registration to wait this long for a restarted controller.
+    pub(crate) fn with_restart_grace(mut self, grace: Duration) -> Self {
+        self.restart_grace = grace;
+        self
+    }
+
+    /// Keeps the engine registry in the engine state file at `path`.
+    pub(crate) fn with_engine_state(mut self, path: std::path::PathBuf) -> Self {
+        self.engine_state = Some(path);
+        self
+    }
+
+    /// `--restore`: takes back an earlier controller's engines under their ids. They go
+    /// live on their first heartbeat (no registration: a running engine does not register
+    /// again) and are unregistered as dead if silent for `timeout`.
+    pub(crate) fn restore_engines(
+        &mut self,
+        state: &crate::engine_state::EngineState,
+        timeout: Duration,
+        now: Instant,
+    ) {
+        self.registry.restore(state, timeout, now);
+        for uuid in state.engines.values() {
+            self.queues.add_engine(uuid);
+        }
+        info!(
+            engines = state.engines.len(),
+            next_id = state.next_id,
+            "restored engines; waiting for their heartbeats"
+        );
+        self.save_engine_state();
+    }
+
+    /// Rewrites the engine state file; a failure is logged (the cluster works on, only a
+    /// later `--restore` would miss the change).
+    pub(crate) fn save_engine_state(&self) {
+        let Some(path) = &self.engine_state else {
+            return;
+        };
+        if let Err(error) = crate::engine_state::save(path, &self.registry.state()) {
+            warn!(path = %path.display(), %error, "could not write the engine state file");
         }
     }
 
@@ -294,12 +348,16 @@ impl HubState {
         };
         self.queues.add_engine(uuid);
         info!(engine_id = id, uuid, "registration requested");
-        let content = json!({
+        let mut content = json!({
             "id": id,
             "status": "ok",
             "hb_period": self.hb_period_ms,
             "connection_info": self.connection_info,
         });
+        if !self.restart_grace.is_zero() {
+            // corral's extension (PROTOCOL.md §4.4); stock engines ignore unknown keys.
+            content["corral_restart_grace"] = json!(self.restart_grace.as_secs_f64());
+        }
         // Not parented, exactly like ipyparallel.
         let mut out = vec![Action::Reply {
             ident: ident.to_vec(),
@@ -325,8 +383,13 @@ impl HubState {
         let Some(e) = self.registry.make_live(id) else {
             return Vec::new();
         };
-        info!(engine_id = id, uuid = %e.uuid, "engine is live");
+        if e.restored {
+            info!(engine_id = id, uuid = %e.uuid, "restored engine is back");
+        } else {
+            info!(engine_id = id, uuid = %e.uuid, "engine is live");
+        }
         let uuid = e.uuid.clone();
+        self.save_engine_state();
         // Schedulers first: a task a client sends on seeing the notification finds the engine.
         vec![
             Action::Engines(EngineEvent::Up {
@@ -346,10 +409,20 @@ impl HubState {
             warn!(engine_id = id, why, "unregistration of an unknown engine");
             return Vec::new();
         };
-        for msg_id in self.queues.remove_engine(&e.uuid) {
+        let mut stranded = self.queues.remove_engine(&e.uuid);
+        if e.restored {
+            // Tasks sent to it before the restart: only the restored records know them.
+            for msg_id in self.unfinished_on(&e.uuid) {
+                if !stranded.contains(&msg_id) {
+                    stranded.push(msg_id);
+                }
+            }
+        }
+        for msg_id in stranded {
             self.record_stranded(id, &e.uuid, &msg_id);
         }
         info!(engine_id = id, uuid = %e.uuid, why, "engine unregistered");
+        self.save_engine_state();
         self.deaths
             .push_back((e.uuid.clone(), id, corral_wire::iso_now()));
         if self.deaths.len() > REMEMBERED_DEATHS {
@@ -364,6 +437,17 @@ impl HubState {
             out.push(Action::Engines(EngineEvent::Down { uuid: e.uuid }));
         }
         out
+    }
+
+    /// Restored records of tasks on engine `uuid` that never finished.
+    fn unfinished_on(&self, uuid: &str) -> Vec<String> {
+        let query = json!({"engine_uuid": uuid, "completed": null});
+        self.records
+            .find(&query)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.msg_id().to_string())
+            .collect()
     }
 
     /// Records an `EngineError` result for a direct request its engine never answered, as
@@ -456,7 +540,15 @@ impl HubState {
                 "no heartbeat yet, past the registration timeout; still waiting"
             );
         }
-        Vec::new()
+        let mut out = Vec::new();
+        for id in self.registry.restored_silent(now) {
+            warn!(
+                engine_id = id,
+                "restored engine did not come back (no heartbeat): it died while the controller was away"
+            );
+            out.extend(self.unregister(id, "restored engine silent"));
+        }
+        out
     }
 
     /// Live engines (id, uuid) selected by a request's `targets` (`None` = all).

@@ -21,6 +21,8 @@
 //!   - `record_queries`: purge, result, db and resubmit queries over those records.
 //! - `db`: the durable task database (SQLite), written by its own thread in batches,
 //!   read back by `--restore`.
+//! - `engine_state`: the engine registry on disk (ipyparallel's engine state file), so
+//!   `--restore` takes running engines back with their ids.
 //! - `reply`: reply types and ipyparallel's error content, shared by every thread.
 //! - `hub_loop`: the hub thread: query ROUTER + notification PUB around `hub`.
 //! - `heartbeat`: ping PUB / pong ROUTER; new and stopped hearts.
@@ -67,6 +69,7 @@ mod dashboard;
 mod dask;
 mod db;
 mod dependency;
+mod engine_state;
 mod events;
 mod frame;
 mod heartbeat;
@@ -98,7 +101,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::sockets::{bind_port, bind_random, opt, socket, Listen};
 use crate::stop::Stop;
@@ -135,6 +138,29 @@ fn open_task_db(
     })?;
     records.set_store(store);
     Ok(Some(thread))
+}
+
+/// Keeps the engine registry in `config.engine_state`; on `--restore`, first takes back the
+/// engines it names. A missing or damaged file restores no engines (logged): the
+/// controller starts anyway, since new engines can still register.
+fn open_engine_state(config: &ControllerConfig, hub: hub::HubState) -> hub::HubState {
+    let Some(path) = &config.engine_state else {
+        return hub;
+    };
+    let mut hub = hub.with_engine_state(path.clone());
+    if !config.restore {
+        // A fresh controller has no engines; a stale file must not be restored later.
+        hub.save_engine_state();
+        return hub;
+    }
+    match engine_state::load(path) {
+        Ok(Some(state)) => {
+            hub.restore_engines(&state, config.restore_timeout(), std::time::Instant::now())
+        }
+        Ok(None) => info!(path = %path.display(), "no engine state file: no engines to restore"),
+        Err(error) => error!(%error, "engine state file refused"),
+    }
+    hub
 }
 
 /// The body of one controller thread.
@@ -360,8 +386,16 @@ impl Controller {
             config.registration_timeout(),
             connection_info,
         )
+        .with_restart_grace(config.restart_grace)
         .with_data_history(config.data_history);
         let db_writer = open_task_db(&config, hub_state.records_mut())?;
+        // After the records: engines that did not come back fail their restored tasks.
+        let hub_state = open_engine_state(&config, hub_state);
+        // Restored engines are pending: the heart pings fast for them from the start.
+        pending.store(
+            hub_state.pending_count(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let hub = hub_loop::HubLoop {
             resubmit,
             query,

@@ -1,9 +1,16 @@
 //! The hub's engine registry: ids, uuids and liveness. An engine is *pending* from its
 //! registration until its first heartbeat, then *live* until it is unregistered. Ids count
-//! up from 0 and are never reused within one controller's life.
+//! up from 0 and are never reused within one controller's life, nor across a `--restore`
+//! (the counter is restored with the engines).
+//!
+//! A restored engine ([`Registry::restore`]) is pending like a registration, without one:
+//! its first heartbeat makes it live again with its old id; silence past the restore
+//! timeout means it died while the controller was away.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+use crate::engine_state::EngineState;
 
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -14,6 +21,9 @@ pub(crate) struct Engine {
     pub registered: Instant,
     /// Still pending past the registration timeout (logged once; it is kept waiting).
     pub late: bool,
+    /// Taken from the engine state file by `--restore`, not (yet) heard from: it is
+    /// dropped if its heart does not answer within the restore timeout.
+    pub restored: bool,
 }
 
 #[derive(Debug)]
@@ -25,6 +35,8 @@ pub(crate) struct Registry {
     next_id: u32,
     /// Hearts reported before their registration (a restarted engine re-registering).
     early_hearts: HashSet<String>,
+    /// How long a restored engine may stay silent before it counts as dead.
+    restore_timeout: Duration,
 }
 
 /// Why a registration was refused.
@@ -42,7 +54,63 @@ impl Registry {
             used_ids: BTreeSet::new(),
             next_id: 0,
             early_hearts: HashSet::new(),
+            restore_timeout: Duration::ZERO,
         }
+    }
+
+    /// Takes back the engines of an earlier controller (`--restore`) as pending under
+    /// their old ids, and its id counter, so new engines get ids that do not clash.
+    pub(crate) fn restore(&mut self, state: &EngineState, timeout: Duration, now: Instant) {
+        self.restore_timeout = timeout;
+        for (&id, uuid) in &state.engines {
+            if self.by_uuid.contains_key(uuid) || self.used_ids.contains(&id) {
+                continue;
+            }
+            self.used_ids.insert(id);
+            self.by_uuid.insert(uuid.clone(), id);
+            self.engines.insert(
+                id,
+                Engine {
+                    id,
+                    uuid: uuid.clone(),
+                    live: false,
+                    registered: now,
+                    late: false,
+                    restored: true,
+                },
+            );
+        }
+        self.next_id = self.next_id.max(state.next_id);
+    }
+
+    /// What the engine state file keeps: every registered engine (live, or restored and
+    /// not yet heard from) and the id counter. Registrations still waiting for their first
+    /// heartbeat are left out, as ipyparallel leaves them out.
+    pub(crate) fn state(&self) -> EngineState {
+        EngineState {
+            engines: self
+                .engines
+                .values()
+                .filter(|e| e.live || e.restored)
+                .map(|e| (e.id, e.uuid.clone()))
+                .collect(),
+            next_id: self
+                .used_ids
+                .iter()
+                .next_back()
+                .map_or(self.next_id, |&max| self.next_id.max(max + 1)),
+        }
+    }
+
+    /// Restored engines silent past the restore timeout: they died meanwhile.
+    pub(crate) fn restored_silent(&self, now: Instant) -> Vec<u32> {
+        self.engines
+            .values()
+            .filter(|e| {
+                e.restored && !e.live && now.duration_since(e.registered) > self.restore_timeout
+            })
+            .map(|e| e.id)
+            .collect()
     }
 
     /// Adds a pending engine, honouring a requested id when it is free. Returns its id and
@@ -75,6 +143,7 @@ impl Registry {
                 live: false,
                 registered: now,
                 late: false,
+                restored: false,
             },
         );
         self.by_uuid.insert(uuid.to_string(), id);
@@ -128,8 +197,8 @@ impl Registry {
         self.engines.values().filter(|e| e.live)
     }
 
-    /// Registrations waiting for their first heartbeat, not yet late: the heartbeat
-    /// pings fast for them.
+    /// Registrations (and restored engines) waiting for their first heartbeat, not yet
+    /// late: the heartbeat pings fast for them.
     pub(crate) fn pending_count(&self) -> usize {
         self.engines.values().filter(|e| !e.live && !e.late).count()
     }
@@ -141,7 +210,9 @@ impl Registry {
         let timeout = self.registration_timeout;
         self.engines
             .values_mut()
-            .filter(|e| !e.live && !e.late && now.duration_since(e.registered) > timeout)
+            .filter(|e| {
+                !e.live && !e.late && !e.restored && now.duration_since(e.registered) > timeout
+            })
             .map(|e| {
                 e.late = true;
                 &*e

@@ -15,12 +15,20 @@ use corral_curve::CurveClient;
 /// How often the wait looks at the monitor while the connection is not up yet.
 const POLL: Duration = Duration::from_millis(50);
 
-/// What the Hub told us: our id and how often it pings.
+/// What the Hub told us: our id, how often it pings, and how long to wait for it to come
+/// back if its process goes away.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
     pub id: u64,
     pub hb_period_ms: u64,
+    /// corral's `corral_restart_grace` (seconds): a controller meant to be restarted on
+    /// the same ports (`--reuse`, `--restore`) asks its engines to wait this long for it;
+    /// zero when it says nothing (a stock controller, or a plain corral one).
+    pub restart_grace: Duration,
 }
+
+/// The longest restart grace a controller can ask for (a day): a bound against a wild value.
+const MAX_RESTART_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// How long an engine waits for its registration reply once its connection to the controller
 /// is up. A controller that accepted the connection is alive; on a machine busy starting
@@ -295,7 +303,18 @@ pub fn parse_reply(content: &Value) -> Result<Registered> {
         reason: "no integer `id`".into(),
     })?;
     let hb_period_ms = reply.hb_period.unwrap_or(3000);
-    Ok(Registered { id, hb_period_ms })
+    let restart_grace = content
+        .get("corral_restart_grace")
+        .and_then(Value::as_f64)
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs_f64(s.min(MAX_RESTART_GRACE.as_secs_f64()))
+        });
+    Ok(Registered {
+        id,
+        hb_period_ms,
+        restart_grace,
+    })
 }
 
 /// Tells the Hub we are leaving (no reply comes).
@@ -324,9 +343,19 @@ mod tests {
             ok,
             Registered {
                 id: 3,
-                hb_period_ms: 1500
+                hb_period_ms: 1500,
+                restart_grace: Duration::ZERO,
             }
         );
+        let reply = json!({"status": "ok", "id": 3, "corral_restart_grace": 60.5});
+        assert_eq!(
+            parse_reply(&reply).unwrap().restart_grace,
+            Duration::from_millis(60_500)
+        );
+        for wild in [json!(-1), json!("60"), json!(1e300)] {
+            let reply = json!({"status": "ok", "id": 3, "corral_restart_grace": wild});
+            assert!(parse_reply(&reply).unwrap().restart_grace <= MAX_RESTART_GRACE);
+        }
         let err =
             parse_reply(&json!({"status": "error", "ename": "KeyError", "evalue": "uuid in use"}))
                 .unwrap_err();

@@ -47,6 +47,8 @@ pub struct EngineOptions {
     pub iopub_hwm: i32,
     /// How long the heartbeat connection may stay down before the controller counts as
     /// gone (see `liveness`): long enough for a controller restarted on the same ports.
+    /// A controller run with `--reuse`/`--restore` asks for longer at registration
+    /// (`corral_restart_grace`), and the longer of the two applies.
     pub lost_grace: Duration,
     /// Run with an empty cluster key (no message signing) when the connection file has
     /// one. Off by default: an empty key is refused.
@@ -263,7 +265,9 @@ impl EngineRuntime {
             control_rx,
             registration: Mutex::new(Some(reg_sock)),
             threads: Mutex::new(vec![heart, io]),
-            lost_grace: opts.lost_grace,
+            // A controller meant to be restarted asks for longer; never shorter than asked
+            // for here.
+            lost_grace: opts.lost_grace.max(reg.restart_grace),
             _ctx: ctx,
         };
         rt.queue(Outgoing::Status { state: "starting" })?;

@@ -265,6 +265,15 @@ fn register_engine(
     key: &str,
     opts: EngineOptions,
 ) -> Result<Registered, corral_engine::EngineError> {
+    register_engine_told(key, opts, json!({}))
+}
+
+/// [`register_engine`] with `extra` fields in the registration reply.
+fn register_engine_told(
+    key: &str,
+    opts: EngineOptions,
+    extra: serde_json::Value,
+) -> Result<Registered, corral_engine::EngineError> {
     let ctx = zmq::Context::new();
     let (reg, reg_port) = bind(&ctx, zmq::ROUTER, None);
     let (ping, ping_port) = bind(&ctx, zmq::PUB, None);
@@ -285,10 +294,11 @@ fn register_engine(
     let hub = Session::new(key.as_bytes());
     if reg.poll(zmq::POLLIN, 5000).unwrap() > 0 {
         let request = Message::decode(&reg.recv_multipart(0).unwrap(), &hub.signer).unwrap();
-        let mut reply = hub.msg(
-            "registration_reply",
-            json!({"status": "ok", "id": 0, "hb_period": 500}),
-        );
+        let mut content = json!({"status": "ok", "id": 0, "hb_period": 500});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            content[k] = v.clone();
+        }
+        let mut reply = hub.msg("registration_reply", content);
         reply.idents = request.idents;
         reg.send_multipart(hub.encode(&reply), 0).unwrap();
     }
@@ -434,4 +444,29 @@ fn an_empty_key_is_refused_unless_insecure() {
     };
     let f = register_engine("", opts).expect("insecure opt-in registers");
     assert_eq!(f.rt.id, 0);
+}
+
+#[test]
+fn a_controller_that_asks_for_a_restart_grace_is_waited_for_that_long() {
+    // The engine's own grace is 500 ms; a `--reuse`/`--restore` controller asks for 2.5 s.
+    let opts = EngineOptions {
+        lost_grace: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let f = register_engine_told(KEY, opts, json!({"corral_restart_grace": 2.5})).unwrap();
+    until_pinged(&f);
+    let Registered { ping, rt, .. } = f;
+    let start = Instant::now();
+    drop(ping);
+    assert!(
+        wait_lost(&rt, Duration::from_millis(1500)).is_none(),
+        "gave up within the controller's restart grace"
+    );
+    let (why, _) = wait_lost(&rt, Duration::from_secs(20)).expect("never gave up");
+    assert!(why.contains("closed the heartbeat connection"), "{why}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -59,7 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--controller-grace", type=float, default=3.0, metavar="SECONDS",
         help="how long the connection to the controller's heartbeat may stay closed before "
         "the engine decides the controller is gone and exits (a controller restarted on the "
-        "same ports within it is kept); 50 missed heartbeats remain the bound otherwise",
+        "same ports within it is kept); a controller run with --reuse or --restore asks "
+        "for longer at registration (its --restart-grace, 60 s by default) and the longer "
+        "wait applies; 50 missed heartbeats remain the bound otherwise",
     )
     p.add_argument(
         "--mpi", action="store_true",
