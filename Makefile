@@ -104,6 +104,11 @@ ipp-suite: install  ## run ipyparallel's own test suite in the four controller/e
 	IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh stock ipp-suite-stock-corral-engines.log
 	IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh corral ipp-suite-corral-corral-engines.log
 
+.PHONY: ipp-suite-client
+ipp-suite-client: install  ## ipyparallel's own test suite with corral's client (all-corral, and with stock peers)
+	IPP_SUITE_CLIENT=corral IPP_SUITE_ENGINES=corral tests/ipyparallel_suite/run.sh corral ipp-suite-client-all-corral.log
+	IPP_SUITE_CLIENT=corral tests/ipyparallel_suite/run.sh stock ipp-suite-client-stock-peers.log
+
 .PHONY: clean
 clean:  ## remove build output and the virtualenv
 	cargo clean
