@@ -39,6 +39,19 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (`corral-mux`, `corral-hub`, ...) of a process."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["corral", "ipyparallel"], default="corral")
@@ -48,6 +61,7 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25, help="client functions to list")
     p.add_argument("--perf", metavar="FILE", help="also record the controller with `perf record -g` "
                    "into FILE while the calls run (see `perf report -i FILE`)")
+    p.add_argument("--perf-engine", action="store_true", help="record the first engine instead")
     args = p.parse_args()
     ipp = __import__(args.impl)
     n = args.engines
@@ -63,10 +77,11 @@ def main() -> None:
             skip = {controller, *workloads._descendants(controller)}
             engines = [q for q in workloads._descendants(os.getpid()) if q not in skip]
             before = {q: cpu_s(q) for q in [os.getpid(), controller, *engines]}
+            threads_before = thread_cpu_s(controller)
             perf = None
             if args.perf:
                 perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", args.perf,
-                                         "-p", str(controller)], stdout=subprocess.DEVNULL,
+                                         "-p", str(engines[0] if args.perf_engine else controller)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
                 time.sleep(1.0)  # perf attaches
             profiler = cProfile.Profile()
@@ -80,6 +95,8 @@ def main() -> None:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=60)
             spent = {q: cpu_s(q) - before[q] for q in before}
+            threads = thread_cpu_s(controller)
+            threads = {k: v - threads_before.get(k, 0.0) for k, v in threads.items()}
             per_call = lambda s: s / args.calls * 1e3  # noqa: E731
             print(f"{args.impl} {args.view} to {n} engines, {args.calls} calls: "
                   f"{per_call(wall):.2f} ms wall per call; CPU ms per call: "
@@ -87,6 +104,9 @@ def main() -> None:
                   f"controller {per_call(spent[controller]):.2f}, "
                   f"engines {per_call(sum(spent[q] for q in engines)):.2f} "
                   f"({len(engines)} processes); load average {os.getloadavg()[0]:.1f}")
+            print("controller CPU ms per call by thread: " + ", ".join(
+                f"{k} {per_call(v):.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
+                if v > 0))
             pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
         finally:
             cluster.stop_cluster_sync()
