@@ -547,17 +547,16 @@ def _memory_mb(pid: int, field: str) -> float:
     return 0.0
 
 
-def _engine_memory_mb(cluster) -> tuple[float, float]:
-    """Mean RSS and PSS of this process's descendants that are not the controller's: the
-    engines (one process each for both implementations, started by the local launcher).
-    PSS counts shared pages (the interpreter's code) once across processes: what N
-    engines really take."""
+def _engine_memory_mb(cluster, n: int) -> tuple[float, float, int]:
+    """RSS and PSS per engine (in MB) of this process's descendants that are not the
+    controller's, and how many processes they are: a corral engine is one process, a stock
+    one two (the engine and its nanny). PSS counts shared pages (the interpreter's code)
+    once across processes: what N engines really take."""
     controller = cluster.controller.pid
     skip = {controller, *_descendants(controller)}
     engines = [p for p in _descendants(os.getpid()) if p not in skip]
-    n = max(1, len(engines))
     return (sum(_memory_mb(p, "Rss:") for p in engines) / n,
-            sum(_memory_mb(p, "Pss:") for p in engines) / n)
+            sum(_memory_mb(p, "Pss:") for p in engines) / n, len(engines))
 
 
 def _broadcast_times(view, calls: int, n: int) -> list[float]:
@@ -603,7 +602,8 @@ def W11(ipp, impl: str, profile_dir: str) -> dict:
     """N engine processes started at once (`CORRAL_BENCH_MANY_ENGINES`, default 128):
     seconds from the start until a client sees all N registered; a broadcast to all
     (DirectView and BroadcastView, 30 calls each, p50/p99); load-balanced throughput with
-    20 noop tasks per engine; mean engine RSS; seconds to stop the cluster."""
+    20 noop tasks per engine; memory per engine (RSS and PSS, its nanny included for stock
+    engines); seconds to stop the cluster."""
     n = int(os.environ.get(MANY_ENGINES_ENV, "128"))
     timeout = 900.0
     cluster = _cluster(ipp, profile_dir, n)
@@ -631,7 +631,9 @@ def W11(ipp, impl: str, profile_dir: str) -> dict:
         for ar in ars:
             ar.get()
         out[f"lb_tasks_per_s_{n}"] = tasks / (time.perf_counter() - t0)
-        out[f"engine_rss_mb_{n}"], out[f"engine_pss_mb_{n}"] = _engine_memory_mb(cluster)
+        rss, pss, processes = _engine_memory_mb(cluster, n)
+        out[f"engine_rss_mb_{n}"], out[f"engine_pss_mb_{n}"] = rss, pss
+        out[f"engine_side_processes_{n}"] = processes
         out[f"controller_rss_mb_{n}"] = _memory_mb(cluster.controller.pid, "Rss:")
         client.close()
     finally:
