@@ -94,8 +94,13 @@ demo: install  ## start a local 4-engine cluster and run the data-publication fl
 	$(PY) examples/demo.py
 
 .PHONY: bench
-bench: install  ## benchmark corral against stock ipyparallel (W1-W9)
+bench: install  ## benchmark corral against stock ipyparallel (W1-W10)
 	$(PY) benchmarks/run.py --impl both
+
+# W11: N engine processes at once (default 128; N=512 needs about 512 x 30 MB of memory).
+.PHONY: bench-many
+bench-many: install  ## many engines against stock ipyparallel: W11, N engines from CORRAL_BENCH_MANY_ENGINES (default 128)
+	$(PY) benchmarks/run.py --impl both --workloads W11 --repeat 1
 
 .PHONY: ipp-suite
 ipp-suite: install  ## run ipyparallel's own test suite in the four controller/engine pairings

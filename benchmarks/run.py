@@ -1,7 +1,13 @@
 """Benchmark runner: the workloads of BENCHMARKS.md, run side by side on corral and on
 stock ipyparallel through the same ipyparallel-style API (`Cluster`, `Client`, views).
 
-    python benchmarks/run.py --impl both --workloads W1,W2,W3,W4,W5,W6,W7,W8,W9 --repeat 3 --json out.json
+    python benchmarks/run.py --impl both --workloads W1,W2,W3,W4,W5,W6,W7,W8,W9,W10 --repeat 3 --json out.json
+
+Many engines (issue 12), not in the default list because it takes minutes per
+implementation: W11 starts N engine processes at once (`CORRAL_BENCH_MANY_ENGINES`,
+default 128; `make bench-many`); W10 broadcasts to 16 (`CORRAL_BENCH_BROADCAST_ENGINES`).
+
+    CORRAL_BENCH_MANY_ENGINES=128 python benchmarks/run.py --impl both --workloads W11 --repeat 1
 
 Each (implementation, workload) runs in its own Python process, so one cannot warm or
 starve the other. Figures are medians of `--repeat` runs, with min and max.
@@ -95,7 +101,7 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=[*IMPLS, "both"], default="both")
-    p.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9")
+    p.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9,W10")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per workload and implementation")
     p.add_argument("--json", default=None, help="also write the results to this file")

@@ -543,3 +543,193 @@ def W9(ipp, impl: str, profile_dir: str) -> dict:
 for _n in W9_ENGINES:
     LOWER_IS_BETTER[f"controller_kb_per_engine_{_n}"] = True
     LOWER_IS_BETTER[f"registered_s_{_n}"] = True
+
+
+# -- Many engines (issue 12): broadcast to all engines, and N engines started at once -------
+
+#: Engines for W10's broadcast (`CORRAL_BENCH_BROADCAST_ENGINES`) and W11's cluster
+#: (`CORRAL_BENCH_MANY_ENGINES`); W11's default 128 holds on a 2-core, 24 GiB machine.
+BROADCAST_ENGINES_ENV = "CORRAL_BENCH_BROADCAST_ENGINES"
+MANY_ENGINES_ENV = "CORRAL_BENCH_MANY_ENGINES"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (Linux /proc), children first."""
+    from pathlib import Path
+
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                kids = [int(c) for c in (task / "children").read_text().split()]
+                found.extend(kids)
+                todo.extend(kids)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def _memory_mb(pid: int, field: str) -> float:
+    """`field` ("Rss:" or "Pss:", the share of shared pages) of a process, in MB."""
+    from pathlib import Path
+
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+def _engine_memory_mb(cluster, n: int) -> tuple[float, float, int]:
+    """RSS and PSS per engine (in MB) of this process's descendants that are not the
+    controller's, and how many processes they are: a corral engine is one process, a stock
+    one two (the engine and its nanny). PSS counts shared pages (the interpreter's code)
+    once across processes: what N engines really take."""
+    controller = cluster.controller.pid
+    skip = {controller, *_descendants(controller)}
+    engines = [p for p in _descendants(os.getpid()) if p not in skip]
+    return (sum(_memory_mb(p, "Rss:") for p in engines) / n,
+            sum(_memory_mb(p, "Pss:") for p in engines) / n, len(engines))
+
+
+def _engine_cpu_s(cluster) -> float:
+    """User + system CPU seconds of every engine-side process so far (see
+    `_engine_memory_mb`)."""
+    from pathlib import Path
+
+    controller = cluster.controller.pid
+    skip = {controller, *_descendants(controller)}
+    total = 0.0
+    for p in _descendants(os.getpid()):
+        if p in skip:
+            continue
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _controller_ids(client) -> set:
+    """The engine ids the controller has registered (`queue_status`), whatever the
+    client has heard of."""
+    return {k for k in client.queue_status() if isinstance(k, int)}
+
+
+def _broadcast_times(view, calls: int, n: int) -> list[float]:
+    """`view.apply_sync(noop)` `calls` times (after 5 warm-up calls), each checked to
+    return one result per engine; sorted seconds."""
+    for _ in range(5):
+        assert len(view.apply_sync(noop)) == n
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        result = view.apply_sync(noop)
+        times.append(time.perf_counter() - t0)
+        assert len(result) == n
+    times.sort()
+    return times
+
+
+def _broadcast_figures(client, n: int, calls: int) -> dict:
+    """p50/p99 of a DirectView broadcast (`c[:]`, one message per engine through MUX) and
+    of a BroadcastView (one message, split by the controller's broadcast scheduler)."""
+    out = {}
+    for name, view in (("dv", client[:]), ("bview", client.broadcast_view())):
+        times = _broadcast_times(view, calls, n)
+        out[f"{name}_all_apply_sync_p50_ms_{n}"] = times[len(times) // 2] * 1e3
+        out[f"{name}_all_apply_sync_p99_ms_{n}"] = times[int(len(times) * 0.99)] * 1e3
+    return out
+
+
+def W10(ipp, impl: str, profile_dir: str) -> dict:
+    """Broadcast to 16 engines (`CORRAL_BENCH_BROADCAST_ENGINES`): `c[:].apply_sync(noop)`
+    and `c.broadcast_view().apply_sync(noop)`, 300 calls each after warm-up, p50/p99."""
+    n = int(os.environ.get(BROADCAST_ENGINES_ENV, "16"))
+    cluster = _cluster(ipp, profile_dir, n)
+    client = cluster.start_and_connect_sync()
+    try:
+        assert len(client.ids) == n, client.ids
+        return _broadcast_figures(client, n, 300)
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def W11(ipp, impl: str, profile_dir: str) -> dict:
+    """N engine processes started at once (`CORRAL_BENCH_MANY_ENGINES`, default 128):
+    seconds from the start until the controller has all N registered, and how many of them
+    a client connected at the start missed 10 s later; a broadcast to all
+    (DirectView and BroadcastView, 30 calls each, p50/p99); load-balanced throughput with
+    20 noop tasks per engine; memory per engine (RSS and PSS, its nanny included for stock
+    engines); seconds to stop the cluster."""
+    n = int(os.environ.get(MANY_ENGINES_ENV, "128"))
+    timeout = 900.0
+    cluster = _cluster(ipp, profile_dir, n)
+    cluster.engine_timeout = int(timeout)
+    cluster.start_controller_sync()
+    out = {}
+    try:
+        t0 = time.perf_counter()
+        cluster.start_engines_sync(n)
+        # Both clients wait up to 10 s for the controller by default; with hundreds of
+        # engines registering on a loaded machine corral's hub once took longer.
+        client = cluster.connect_client_sync(timeout=120)
+        # The controller's own count is the truth: a stock client connected while 256
+        # engines registered never saw them all (it misses some notifications).
+        while len(_controller_ids(client)) < n:
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"{len(_controller_ids(client))} of {n} engines registered "
+                                   f"after {timeout:.0f} s")
+            time.sleep(0.1)
+        out[f"registered_s_{n}"] = time.perf_counter() - t0
+        deadline = time.perf_counter() + 10.0
+        while len(client.ids) < n and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        out[f"client_missed_engines_{n}"] = float(n - len(client.ids))
+        if len(client.ids) < n:
+            client.close()
+            client = cluster.connect_client_sync(timeout=120)  # as a user would: connect again
+            assert len(client.ids) == n, (len(client.ids), n)
+        # What bounds registration on few cores: the CPU an engine spends starting.
+        out[f"engine_start_cpu_s_{n}"] = _engine_cpu_s(cluster) / n
+        # The first call reaches every engine once (imports, first message on each socket).
+        t0 = time.perf_counter()
+        assert len(client[:].apply_sync(noop)) == n
+        out[f"first_all_apply_sync_s_{n}"] = time.perf_counter() - t0
+        out.update(_broadcast_figures(client, n, 30))
+        lview = client.load_balanced_view()
+        tasks = 20 * n
+        t0 = time.perf_counter()
+        ars = [lview.apply_async(noop) for _ in range(tasks)]
+        for ar in ars:
+            ar.get()
+        out[f"lb_tasks_per_s_{n}"] = tasks / (time.perf_counter() - t0)
+        rss, pss, processes = _engine_memory_mb(cluster, n)
+        out[f"engine_rss_mb_{n}"], out[f"engine_pss_mb_{n}"] = rss, pss
+        out[f"engine_side_processes_{n}"] = processes
+        out[f"controller_rss_mb_{n}"] = _memory_mb(cluster.controller.pid, "Rss:")
+        client.close()
+    finally:
+        t0 = time.perf_counter()
+        cluster.stop_cluster_sync()
+        out[f"stop_s_{n}"] = time.perf_counter() - t0
+    return out
+
+
+def _many_lower_is_better(n: int) -> None:
+    """W10/W11's figure names carry the engine count; the runner's parent process ranks
+    them too, so they are registered at import for the counts the environment asks for."""
+    for name in ("dv", "bview"):
+        LOWER_IS_BETTER[f"{name}_all_apply_sync_p50_ms_{n}"] = True
+        LOWER_IS_BETTER[f"{name}_all_apply_sync_p99_ms_{n}"] = True
+    for figure in ("registered_s", "client_missed_engines", "engine_start_cpu_s", "first_all_apply_sync_s", "engine_rss_mb", "engine_pss_mb",
+                   "controller_rss_mb", "stop_s"):
+        LOWER_IS_BETTER[f"{figure}_{n}"] = True
+
+
+_many_lower_is_better(int(os.environ.get(BROADCAST_ENGINES_ENV, "16")))
+_many_lower_is_better(int(os.environ.get(MANY_ENGINES_ENV, "128")))

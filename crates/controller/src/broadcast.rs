@@ -6,7 +6,7 @@
 //! their routing frames and go back to the client, or, for a coalescing request, are
 //! combined into one reply first (see [`crate::coalesce`]).
 
-use corral_wire::{Message, Session};
+use corral_wire::{encode_raw, Message, Session};
 use crossbeam_channel::Receiver;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -106,19 +106,10 @@ impl Broadcast {
             let ordered = ordered.into_iter().map(|t| (t.uuid, t.id)).collect();
             self.coalescer.expect(&original, client.clone(), ordered);
         }
+        let mut copies = Copies::new(msg, &original);
         for BroadcastTarget { uuid, id } in targets {
-            let mut copy = msg.clone();
-            copy.header.msg_id = format!("{original}_{uuid}");
-            copy.metadata["targets"] = json!([[uuid, id]]);
-            copy.metadata["original_msg_id"] = json!(original);
-            copy.idents = vec![uuid.clone().into_bytes(), ROOT_ID.to_vec(), client.clone()];
+            let (header, out) = copies.for_engine(&self.session, &uuid, id, &client);
             let leaf = &self.leaves[(id as usize) % self.leaves.len()];
-            let out: Vec<zmq::Message> = self
-                .session
-                .encode(&copy)
-                .into_iter()
-                .map(zmq::Message::from)
-                .collect();
             if let Err((error, _)) = send_routed(leaf, out) {
                 warn!(engine = uuid, %error, "broadcast target unreachable");
                 if coalescing && !self.coalescer.is_pending(&original) {
@@ -132,16 +123,16 @@ impl Broadcast {
                 let mut reply = self
                     .session
                     .msg(
-                        &reply_type(msg.msg_type()),
+                        &reply_type(copies.msg.msg_type()),
                         error_content("EngineError", &evalue),
                     )
-                    .with_parent(&copy.header);
+                    .with_parent(&header);
                 reply.metadata = json!({"status": "error", "is_broadcast": true,
                                         "original_msg_id": original, "engine": uuid});
                 if coalescing {
                     self.coalescer.cancel(&original);
                     reply.metadata["is_coalescing"] = json!(true);
-                    reply.metadata["broadcast_targets"] = msg.metadata["targets"].clone();
+                    reply.metadata["broadcast_targets"] = copies.all_targets.clone();
                 }
                 reply.idents = vec![client.clone()];
                 send_bytes(&self.client, self.session.encode(&reply), "broadcast");
@@ -205,6 +196,109 @@ impl Broadcast {
         if let Some(combined) = self.coalescer.add(&original, &engine, reply) {
             debug!(msg_id = original, "coalesced broadcast replies");
             send_bytes(&self.client, self.session.encode(&combined), "broadcast");
+        }
+    }
+}
+
+/// One request's per-engine copies. Only the header's `msg_id` and the metadata's
+/// `targets` differ between them, so the parent header and content are serialized once,
+/// and the request's full target list (N entries, taken out of the metadata first) is
+/// not cloned into every copy: that made a broadcast to N engines cost O(N²).
+struct Copies {
+    msg: Message,
+    /// The request's `targets`, for an error reply that must name them all.
+    all_targets: Value,
+    original: String,
+    parent: Vec<u8>,
+    content: Vec<u8>,
+}
+
+impl Copies {
+    fn new(mut msg: Message, original: &str) -> Copies {
+        let all_targets = msg
+            .metadata
+            .as_object_mut()
+            .and_then(|md| md.remove("targets"))
+            .unwrap_or(Value::Null);
+        if msg.metadata.is_object() {
+            msg.metadata["original_msg_id"] = json!(original);
+        }
+        let json = |v: &Value| serde_json::to_vec(v).expect("JSON values always serialize");
+        Copies {
+            parent: json(&msg.parent_header),
+            content: json(&msg.content),
+            all_targets,
+            original: original.to_owned(),
+            msg,
+        }
+    }
+
+    /// The copy for engine `uuid`, signed and addressed `[uuid, sub_scheduler_0, client]`,
+    /// with its header (for an error reply's parent).
+    fn for_engine(
+        &mut self,
+        session: &Session,
+        uuid: &str,
+        id: u64,
+        client: &[u8],
+    ) -> (corral_wire::Header, Vec<zmq::Message>) {
+        let mut header = self.msg.header.clone();
+        header.msg_id = format!("{}_{uuid}", self.original);
+        let metadata = if self.msg.metadata.is_object() {
+            self.msg.metadata["targets"] = json!([[uuid, id]]);
+            let bytes = serde_json::to_vec(&self.msg.metadata);
+            self.msg
+                .metadata
+                .as_object_mut()
+                .map(|md| md.remove("targets"));
+            bytes
+        } else {
+            serde_json::to_vec(&json!({"targets": [[uuid, id]], "original_msg_id": self.original}))
+        }
+        .expect("JSON values always serialize");
+        let idents = vec![uuid.as_bytes().to_vec(), ROOT_ID.to_vec(), client.to_vec()];
+        let frames = encode_raw(
+            &session.signer,
+            idents,
+            serde_json::to_vec(&header).expect("headers always serialize"),
+            [&self.parent, &metadata, &self.content],
+            self.msg.buffers.clone(),
+        );
+        (header, frames.into_iter().map(zmq::Message::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_copy_names_its_engine_only_and_is_signed() {
+        let session = Session::new(b"key");
+        let mut request = session.msg("apply_request", json!({"x": 1}));
+        request.metadata = json!({
+            "targets": [["a", 0], ["b", 1]], "is_broadcast": true, "label": "L",
+        });
+        request.buffers = vec![b"f".to_vec(), b"args".to_vec()];
+        let original = request.header.msg_id.clone();
+        let mut copies = Copies::new(request.clone(), &original);
+        assert_eq!(copies.all_targets, json!([["a", 0], ["b", 1]]));
+        for (uuid, id) in [("a", 0), ("b", 1)] {
+            let (header, frames) = copies.for_engine(&session, uuid, id, b"client");
+            let frames: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
+            let copy = Message::decode(&frames, &session.signer).expect("a valid signature");
+            assert_eq!(copy.idents, [uuid.as_bytes(), ROOT_ID, b"client"]);
+            assert_eq!(copy.header.msg_id, format!("{original}_{uuid}"));
+            assert_eq!(header.msg_id, copy.header.msg_id);
+            assert_eq!(copy.header.msg_type, "apply_request");
+            assert_eq!(
+                copy.metadata,
+                json!({"targets": [[uuid, id]], "is_broadcast": true, "label": "L",
+                       "original_msg_id": original})
+            );
+            assert_eq!(copy.content, request.content);
+            assert_eq!(copy.parent_header, request.parent_header);
+            assert_eq!(copy.buffers, request.buffers);
         }
     }
 }

@@ -20,6 +20,11 @@ pub(crate) struct Listen<'a> {
 
 /// Linger on close: long enough to flush a last reply, short enough for a prompt stop.
 const LINGER_MS: i32 = 200;
+/// Pending TCP connections a bound socket queues (libzmq's default is 100). Hundreds of
+/// engines started at once connect to the same ports; past the backlog the kernel drops
+/// their SYNs, the retries back off for seconds, and an engine's 5 s wait for the
+/// controller ran out (41 of 256 engines here). The kernel caps it at `somaxconn`.
+const BACKLOG: i32 = 4096;
 
 /// Creates a socket of `kind` with a short linger. Options that matter for peers
 /// (identity, HWMs, ROUTER_MANDATORY) must be set before [`bind_port`].
@@ -34,6 +39,7 @@ pub(crate) fn socket(
         source,
     })?;
     opt(name, sock.set_linger(LINGER_MS))?;
+    opt(name, sock.set_backlog(BACKLOG))?;
     Ok(sock)
 }
 
