@@ -46,7 +46,8 @@ impl DataCopier {
             .name("corral-iopub-copy".into())
             .spawn(move || {
                 for (parts, bytes) in rx {
-                    let parts = parts.iter().map(|f| f.to_vec()).collect();
+                    // Large frames (the arrays) are kept, not copied: see `Frame::into_bytes`.
+                    let parts = parts.into_iter().map(Frame::into_bytes).collect();
                     taken.fetch_sub(bytes, Ordering::SeqCst);
                     hub.send(HubEvent::Record(RecordEvent::Iopub { parts }));
                 }
@@ -163,7 +164,10 @@ impl IopubRelay {
             .any(|t| header.windows(t.len()).any(|w| w == *t))
         {
             let _ = self.hub.send(HubEvent::Record(RecordEvent::Iopub {
-                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+                parts: frames[d + 2..]
+                    .iter()
+                    .map(|f| f.share().into_bytes())
+                    .collect(),
             }));
         } else if header.windows(14).any(|w| w == b"\"data_message\"") {
             copier.copy(frames[d + 2..].iter().map(Frame::share).collect());

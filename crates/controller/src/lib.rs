@@ -75,6 +75,7 @@ mod iopub;
 mod iopub_subscribers;
 mod published;
 mod queues;
+mod record_parts;
 mod record_queries;
 mod records;
 mod registry;
