@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tracing::warn;
 
 use crate::db::{DbCommand, StoredRecord};
@@ -323,6 +323,8 @@ fn append_output(field: &mut Value, text: &str) -> usize {
 #[derive(Debug)]
 pub(crate) struct Records {
     records: HashMap<String, Record>,
+    /// msg_ids by insertion order (`seq`): culling and queries walk it instead of sorting.
+    order: BTreeMap<u64, String>,
     seq: u64,
     /// Total size of the stored request and result buffers.
     bytes: usize,
@@ -344,6 +346,7 @@ impl Records {
     pub(crate) fn with_limits(record_limit: usize, size_limit: usize) -> Self {
         Records {
             records: HashMap::new(),
+            order: BTreeMap::new(),
             seq: 0,
             bytes: 0,
             record_limit,
@@ -383,7 +386,10 @@ impl Records {
             self.bytes += size(&rec.buffers)
                 + rec.result_buffers.as_deref().map_or(0, size)
                 + output_size(&rec);
-            self.records.insert(msg_id, rec);
+            self.order.insert(rec.seq, msg_id.clone());
+            if let Some(old) = self.records.insert(msg_id, rec) {
+                self.order.remove(&old.seq);
+            }
         }
         self.maybe_cull();
     }
@@ -403,19 +409,17 @@ impl Records {
         let keep_bytes = (self.size_limit as f64 * (1.0 - CULL_FRACTION)) as usize;
         let over_records = self.records.len() > self.record_limit;
         let over_bytes = self.bytes > self.size_limit;
-        let oldest: Vec<String> = self
-            .ordered()
-            .iter()
-            .map(|r| r.msg_id().to_string())
-            .collect();
         let before = self.records.len();
-        for msg_id in oldest {
+        loop {
             let records_ok = !over_records || self.records.len() <= keep_records;
             let bytes_ok = !over_bytes || self.bytes <= keep_bytes;
             if records_ok && bytes_ok {
                 break;
             }
-            self.remove(&msg_id);
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.remove(&oldest);
         }
         tracing::info!(
             culled = before - self.records.len(),
@@ -434,6 +438,7 @@ impl Records {
 
     pub(crate) fn remove(&mut self, msg_id: &str) {
         if let Some(rec) = self.records.remove(msg_id) {
+            self.order.remove(&rec.seq);
             let freed = size(&rec.buffers)
                 + rec.result_buffers.as_deref().map_or(0, size)
                 + output_size(&rec);
@@ -445,9 +450,10 @@ impl Records {
     }
 
     fn entry(&mut self, msg_id: &str) -> &mut Record {
-        let seq = &mut self.seq;
+        let (seq, order) = (&mut self.seq, &mut self.order);
         self.records.entry(msg_id.to_string()).or_insert_with(|| {
             *seq += 1;
+            order.insert(*seq, msg_id.to_string());
             Record::empty(msg_id, *seq)
         })
     }
@@ -631,9 +637,10 @@ impl Records {
 
     /// Records in insertion order.
     fn ordered(&self) -> Vec<&Record> {
-        let mut v: Vec<&Record> = self.records.values().collect();
-        v.sort_by_key(|r| r.seq);
-        v
+        self.order
+            .values()
+            .filter_map(|msg_id| self.records.get(msg_id))
+            .collect()
     }
 
     /// msg_ids with a submission time, ordered by it (ipyparallel's `get_history`).
@@ -879,6 +886,7 @@ mod tests {
         }
         // 11 > 10: culled down to 9, oldest first.
         assert_eq!(s.records.len(), 9);
+        assert_eq!(s.order.len(), 9, "the order index follows");
         assert!(!s.contains("m00") && !s.contains("m01") && s.contains("m02"));
         assert_eq!(s.bytes, 9 * 3);
         s.remove("m02");
@@ -890,6 +898,7 @@ mod tests {
         }
         // 12 bytes > 10: culled down to 9 bytes or less.
         assert_eq!(s.records.len(), 3);
+        assert_eq!(s.order.len(), 3);
         assert!(!s.contains("m0"));
         reply(&mut s, "m3", "2026");
         assert!(s.bytes <= 9, "{}", s.bytes);
