@@ -28,10 +28,9 @@ from corral.error import RemoteError
 
 MB = 1 << 20
 #: The controller's peak with stuck readers, per task database: issue 10 asks for under
-#: 200 MB. With SQLite (the default) the writer's copy of the finished record and its 16 MB
-#: of published arrays adds ~10-25 MB on top (208-225 MB measured): a known gap, guarded
-#: here so it does not grow.
-RSS_LIMIT_MB = {"memory": 200, "sqlite": 256}
+#: 200 MB. The SQLite writer shares the finished record's frames and streams them into
+#: their BLOBs, so it no longer adds copies of the published arrays.
+RSS_LIMIT_MB = {"memory": 200, "sqlite": 200}
 PUBLISH_SECONDS = 6.0
 
 def publish(seconds, wait=1.0):

@@ -13,6 +13,7 @@
 //!   dropped with an error log each, never silently and never by blocking the relay that
 //!   forwards the message (blocking would stall every peer for one stuck thread).
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub(crate) enum HubEvent {
 }
 
 /// Copies of relayed messages: `parts` are the frames after the signature, i.e.
-/// `[header, parent_header, metadata, content, buffers..]`, already verified.
+/// `[header, parent_header, metadata, content, buffers..]`, already verified. Shared
+/// bytes, so the record store (and its database writer) keep them without copying.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RecordEvent {
     /// A request from a client; `queue` is `mux` or `task`.
@@ -66,15 +68,15 @@ pub(crate) enum RecordEvent {
         queue: &'static str,
         client: Vec<u8>,
         engine: Option<String>,
-        parts: Vec<Vec<u8>>,
+        parts: Vec<Bytes>,
     },
     /// A reply to a request (its parent names the request).
     Reply {
         engine: Option<String>,
-        parts: Vec<Vec<u8>>,
+        parts: Vec<Bytes>,
     },
     /// An IOPub message parented to a request (stream, error, execute_input/result).
-    Iopub { parts: Vec<Vec<u8>> },
+    Iopub { parts: Vec<Bytes> },
 }
 
 /// Into the task and broadcast schedulers: the live engine set.
@@ -103,7 +105,7 @@ impl RecordEvent {
             | RecordEvent::Reply { parts, .. }
             | RecordEvent::Iopub { parts } => parts,
         };
-        parts.iter().map(Vec::len).sum()
+        parts.iter().map(Bytes::len).sum()
     }
 }
 
@@ -224,7 +226,7 @@ mod tests {
 
     fn iopub(bytes: usize) -> HubEvent {
         HubEvent::Record(RecordEvent::Iopub {
-            parts: vec![vec![0; bytes]],
+            parts: vec![vec![0; bytes].into()],
         })
     }
 
@@ -242,7 +244,7 @@ mod tests {
             queue: "mux",
             client: vec![],
             engine: None,
-            parts: vec![vec![0; big]],
+            parts: vec![vec![0; big].into()],
         });
         assert!(
             tx.send(request),

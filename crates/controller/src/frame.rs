@@ -14,6 +14,10 @@
 use std::ops::Deref;
 use std::os::raw::c_int;
 
+/// Frames from this size on are kept whole by [`Frame::into_bytes`], not copied: libzmq
+/// gives a frame larger than its receive batch (8 KB by default) a buffer of its own.
+const SHARED_FROM: usize = 64 << 10;
+
 /// One frame, owned. Dropping it releases its reference to the bytes.
 pub(crate) struct Frame {
     msg: zmq_sys::zmq_msg_t,
@@ -69,6 +73,18 @@ impl Frame {
         };
         assert_eq!(rc, 0, "zmq_msg_copy of an initialised message cannot fail");
         copy
+    }
+
+    /// The frame's bytes as [`Bytes`] for the task records, without copying a large
+    /// frame: it is kept alive by the `Bytes` instead. Small frames are copied, because
+    /// libzmq may receive them into a buffer shared with the messages around them (up to
+    /// its 8 KB batch), which keeping the frame would pin.
+    pub(crate) fn into_bytes(self) -> bytes::Bytes {
+        if self.len() < SHARED_FROM {
+            bytes::Bytes::copy_from_slice(&self)
+        } else {
+            bytes::Bytes::from_owner(self)
+        }
     }
 
     /// Receives one frame without blocking; `Ok(None)` when nothing is queued.
@@ -201,6 +217,18 @@ mod tests {
         let small = Frame::copy_of(b"abc");
         assert_eq!(&small.share()[..], b"abc");
         assert_eq!(&Frame::copy_of(b"")[..], b"");
+    }
+
+    #[test]
+    fn large_frames_become_bytes_without_a_copy() {
+        let big = Frame::copy_of(&vec![3u8; SHARED_FROM]);
+        let at = big.as_ptr();
+        let bytes = big.share().into_bytes();
+        assert_eq!(bytes.as_ptr(), at, "the same buffer");
+        drop(big);
+        assert!(bytes.iter().all(|&b| b == 3) && bytes.len() == SHARED_FROM);
+        let small = Frame::copy_of(b"header");
+        assert_eq!(&small.share().into_bytes()[..], b"header");
     }
 
     #[test]

@@ -472,7 +472,7 @@ impl HubState {
         ];
         let parts = parts
             .iter()
-            .map(|v| serde_json::to_vec(v).unwrap_or_default())
+            .map(|v| serde_json::to_vec(v).unwrap_or_default().into())
             .collect();
         let event = crate::events::RecordEvent::Reply {
             engine: Some(uuid.to_string()),
@@ -826,7 +826,7 @@ mod tests {
             queue: "mux",
             client: b"client".to_vec(),
             engine: Some("a".into()),
-            parts,
+            parts: parts.into_iter().map(bytes::Bytes::from).collect(),
         }));
     }
 
@@ -840,7 +840,7 @@ mod tests {
         parts.push(format!("res-{msg_id}").into_bytes());
         hub.handle_event(HubEvent::Record(RecordEvent::Reply {
             engine: Some("a".into()),
-            parts,
+            parts: parts.into_iter().map(bytes::Bytes::from).collect(),
         }));
     }
 

@@ -28,10 +28,11 @@ const ACKS_EVERY: usize = 64;
 /// One message is always accepted when none waits, however big.
 const DATA_COPY_BYTES: usize = 16 << 20;
 
-/// Copies published data for the hub's task records on a thread of its own: an 8 MB array
+/// Hands published data to the hub's task records on a thread of its own: an 8 MB array
 /// copied on the relay thread made it fall behind engines publishing at full rate, and
 /// ZeroMQ then queued their messages (by count, not bytes) in front of it. The relay hands
-/// over shared frames (no copy) and never waits.
+/// over shared frames and never waits; the arrays reach the records uncopied
+/// (`Frame::into_bytes`), only the small JSON parts are copied here.
 struct DataCopier {
     tx: crossbeam_channel::Sender<(Vec<Frame>, usize)>,
     queued: Arc<AtomicUsize>,
@@ -47,7 +48,8 @@ impl DataCopier {
             .name("corral-iopub-copy".into())
             .spawn(move || {
                 for (parts, bytes) in rx {
-                    let parts = parts.iter().map(|f| f.to_vec()).collect();
+                    // Large frames (the arrays) are kept, not copied: see `Frame::into_bytes`.
+                    let parts = parts.into_iter().map(Frame::into_bytes).collect();
                     taken.fetch_sub(bytes, Ordering::SeqCst);
                     hub.send(HubEvent::Record(RecordEvent::Iopub { parts }));
                 }
@@ -182,7 +184,10 @@ impl IopubRelay {
             .any(|t| header.windows(t.len()).any(|w| w == *t))
         {
             let _ = self.hub.send(HubEvent::Record(RecordEvent::Iopub {
-                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+                parts: frames[d + 2..]
+                    .iter()
+                    .map(|f| f.share().into_bytes())
+                    .collect(),
             }));
         } else if header.windows(14).any(|w| w == b"\"data_message\"") {
             copier.copy(frames[d + 2..].iter().map(Frame::share).collect());

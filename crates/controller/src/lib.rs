@@ -80,6 +80,7 @@ mod iopub_subscribers;
 mod port_pools;
 mod published;
 mod queues;
+mod record_parts;
 mod record_queries;
 mod records;
 mod registry;

@@ -9,6 +9,7 @@
 //! costs one update. Updates are shared (`Arc`) between the snapshot and the history, so
 //! the newest few are held once.
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -44,12 +45,13 @@ struct Update {
     published: Value,
     /// The controller's clock when recorded.
     received: String,
-    frames: Vec<Vec<u8>>,
+    /// Shared with the message they came in, and with the task database's writer.
+    frames: Vec<Bytes>,
 }
 
 impl Update {
     fn bytes(&self) -> usize {
-        self.frames.iter().map(Vec::len).sum()
+        self.frames.iter().map(Bytes::len).sum()
     }
 
     fn meta(&self) -> Value {
@@ -156,7 +158,7 @@ impl Published {
         keys: Vec<String>,
         published: Value,
         received: &str,
-        frames: Vec<Vec<u8>>,
+        frames: Vec<Bytes>,
         limits: HistoryLimits,
     ) -> (usize, usize) {
         let pos = match self.engines.iter().position(|e| e.engine == engine) {
@@ -255,7 +257,7 @@ impl Published {
             let snapshot: Vec<&Arc<Update>> = e.snapshot.iter().map(|(u, _)| u).collect();
             if with_frames {
                 for u in snapshot.iter().chain(kept_history.iter()) {
-                    frames.extend(u.frames.iter().cloned());
+                    frames.extend(u.frames.iter().map(|f| f.to_vec()));
                 }
             }
             entries.push(json!({
@@ -281,7 +283,7 @@ impl Published {
 /// the order the description lists the updates. Each update is stored once, however many
 /// lists share it.
 impl Published {
-    pub(crate) fn to_stored(&self) -> (Value, Vec<Vec<u8>>) {
+    pub(crate) fn to_stored(&self) -> (Value, Vec<Bytes>) {
         let mut frames = Vec::new();
         let engines: Vec<Value> = self
             .engines
@@ -315,14 +317,14 @@ impl Published {
 
     /// The inverse of [`Published::to_stored`]; `None` when the description does not
     /// match its frames (a damaged row), which the caller logs.
-    pub(crate) fn from_stored(desc: &Value, frames: Vec<Vec<u8>>) -> Option<Published> {
+    pub(crate) fn from_stored(desc: &Value, frames: Vec<Bytes>) -> Option<Published> {
         let mut frames = frames.into_iter();
         let mut engines = Vec::new();
         for e in desc.as_array()? {
             let mut updates = std::collections::HashMap::new();
             for u in e["updates"].as_array()? {
                 let n = u["nbuffers"].as_u64()? as usize;
-                let taken: Vec<Vec<u8>> = frames.by_ref().take(n).collect();
+                let taken: Vec<Bytes> = frames.by_ref().take(n).collect();
                 if taken.len() != n {
                     return None;
                 }
@@ -372,7 +374,7 @@ mod tests {
             keys.iter().map(|k| k.to_string()).collect(),
             json!("2026-01-01T00:00:00.000000Z"),
             "R",
-            vec![payload.to_vec()],
+            vec![Bytes::copy_from_slice(payload)],
             limits,
         );
     }

@@ -32,7 +32,7 @@ pub(crate) fn purge(
         drop.extend(
             done.unwrap_or_default()
                 .iter()
-                .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
+                .map(|r| r.msg_id().to_string()),
         );
     } else if request.msg_ids.raw().is_array() {
         let pending = queues.pending_ids();
@@ -50,10 +50,7 @@ pub(crate) fn purge(
         drop.extend(queues.drain_completed(uuid));
         let query = json!({"engine_uuid": uuid, "completed": {"$ne": null}});
         let done = records.find(&query).unwrap_or_default();
-        drop.extend(
-            done.iter()
-                .filter_map(|r| r.get("msg_id").as_str().map(str::to_string)),
-        );
+        drop.extend(done.iter().map(|r| r.msg_id().to_string()));
     }
     for m in &drop {
         records.remove(m);
@@ -80,7 +77,7 @@ pub(crate) fn results(
                 completed.push(id);
                 if !status_only {
                     out.insert(id.to_string(), rec.result_entry());
-                    buffers.extend(rec.result_buffers.iter().flatten().cloned());
+                    buffers.extend(rec.result_buffers.iter().flatten().map(|b| b.to_vec()));
                 }
             }
             Some(_) => pending.push(id),
@@ -149,12 +146,12 @@ pub(crate) fn db_query(
         if let Some(lens) = &mut buffer_lens {
             let b = b.unwrap_or_default();
             lens.push(b.len());
-            buffers.extend(b.iter().cloned());
+            buffers.extend(b.iter().map(|b| b.to_vec()));
         }
         if let Some(lens) = &mut result_buffer_lens {
             let rb = rb.unwrap_or_default();
             lens.push(rb.len());
-            buffers.extend(rb.iter().cloned());
+            buffers.extend(rb.iter().map(|b| b.to_vec()));
         }
     }
     let mut content = json!({
@@ -235,12 +232,12 @@ pub(crate) fn resubmit(
         let Some(rec) = records.get(id) else {
             continue;
         };
-        let mut header = rec.get("header").clone();
+        let mut header = rec.get("header").into_owned();
         let msg_type = header["msg_type"]
             .as_str()
             .unwrap_or("apply_request")
             .to_string();
-        let mut msg = session.msg(&msg_type, rec.get("content").clone());
+        let mut msg = session.msg(&msg_type, rec.get("content").into_owned());
         let new_id = msg.header.msg_id.clone();
         header["msg_id"] = json!(new_id);
         header["date"] = json!(msg.header.date);
@@ -249,7 +246,7 @@ pub(crate) fn resubmit(
             continue;
         };
         msg.header = h;
-        msg.buffers = rec.buffers.clone();
+        msg.buffers = rec.buffers.iter().map(|b| b.to_vec()).collect();
         let (metadata, content, buffers) = (
             msg.metadata.clone(),
             msg.content.clone(),

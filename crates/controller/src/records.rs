@@ -5,18 +5,19 @@
 //! ipyparallel (docs/PROTOCOL.md §6.5): equality tests and the operators `$in $nin $eq $ne
 //! $gt $gte $lt $lte`; dates are ISO strings and compare as strings.
 
-use corral_wire::{
-    DataMessageContent, EchoedMetadata, ExecuteInputContent, HeaderFields, ReplyMetadata,
-    SenderMetadata, StreamContent,
-};
+use bytes::Bytes;
+use corral_wire::{EchoedMetadata, HeaderFields};
+use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tracing::warn;
 
 use crate::db::{DbCommand, StoredRecord};
 use crate::events::RecordEvent;
 use crate::published::{HistoryLimits, Published};
+use crate::record_parts::{read_parts, IopubContentView, RawJson};
 
 /// The JSON keys of a record, as ipyparallel names them (buffers are held apart).
 const KEYS: [&str; 21] = [
@@ -43,57 +44,197 @@ const KEYS: [&str; 21] = [
     "label",
 ];
 
+static NULL: Value = Value::Null;
+
+/// One field of a record: a small value the hub set, or a message part kept as sent.
+enum Field<'a> {
+    Value(&'a Value),
+    Raw(Option<&'a RawJson>),
+}
+
+/// A task record. Message parts (headers, metadata, contents) are kept as the JSON text
+/// they came in and parsed only when a client asks ([`Record::get`]); the few fields the
+/// hub reads itself are small values.
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
     /// Insertion order: ties in submission time, and the order of query results.
     seq: u64,
-    fields: Map<String, Value>,
-    pub buffers: Vec<Vec<u8>>,
-    pub result_buffers: Option<Vec<Vec<u8>>>,
+    msg_id: Value,
+    header: Option<RawJson>,
+    metadata: Option<RawJson>,
+    content: Option<RawJson>,
+    submitted: Value,
+    client_uuid: Value,
+    engine_uuid: Value,
+    started: Value,
+    completed: Value,
+    resubmitted: Value,
+    received: Value,
+    result_header: Option<RawJson>,
+    result_metadata: Option<RawJson>,
+    result_content: Option<RawJson>,
+    queue: Value,
+    execute_input: Value,
+    execute_result: Option<RawJson>,
+    error: Option<RawJson>,
+    /// `display_data` output: a key the record has only once some came.
+    display_data: Option<RawJson>,
+    stdout: Value,
+    stderr: Value,
+    label: Value,
+    /// Shared with the frames they came in (and the task database's writer): no copies.
+    pub buffers: Vec<Bytes>,
+    pub result_buffers: Option<Vec<Bytes>>,
     /// What engines published for this task (`data_message`s), which ipyparallel drops.
     pub published: Published,
 }
 
 impl Record {
     fn empty(msg_id: &str, seq: u64) -> Self {
-        let mut fields = Map::new();
-        for k in KEYS {
-            fields.insert(k.to_string(), Value::Null);
-        }
-        fields.insert("msg_id".into(), json!(msg_id));
-        fields.insert("stdout".into(), json!(""));
-        fields.insert("stderr".into(), json!(""));
         Record {
             seq,
-            fields,
+            msg_id: json!(msg_id),
+            header: None,
+            metadata: None,
+            content: None,
+            submitted: Value::Null,
+            client_uuid: Value::Null,
+            engine_uuid: Value::Null,
+            started: Value::Null,
+            completed: Value::Null,
+            resubmitted: Value::Null,
+            received: Value::Null,
+            result_header: None,
+            result_metadata: None,
+            result_content: None,
+            queue: Value::Null,
+            execute_input: Value::Null,
+            execute_result: None,
+            error: None,
+            display_data: None,
+            stdout: json!(""),
+            stderr: json!(""),
+            label: Value::Null,
             buffers: Vec::new(),
             result_buffers: None,
             published: Published::default(),
         }
     }
 
-    pub(crate) fn get(&self, key: &str) -> &Value {
-        self.fields.get(key).unwrap_or(&Value::Null)
+    fn field(&self, key: &str) -> Option<Field<'_>> {
+        use Field::{Raw, Value as V};
+        Some(match key {
+            "msg_id" => V(&self.msg_id),
+            "header" => Raw(self.header.as_ref()),
+            "metadata" => Raw(self.metadata.as_ref()),
+            "content" => Raw(self.content.as_ref()),
+            "submitted" => V(&self.submitted),
+            "client_uuid" => V(&self.client_uuid),
+            "engine_uuid" => V(&self.engine_uuid),
+            "started" => V(&self.started),
+            "completed" => V(&self.completed),
+            "resubmitted" => V(&self.resubmitted),
+            "received" => V(&self.received),
+            "result_header" => Raw(self.result_header.as_ref()),
+            "result_metadata" => Raw(self.result_metadata.as_ref()),
+            "result_content" => Raw(self.result_content.as_ref()),
+            "queue" => V(&self.queue),
+            "execute_input" => V(&self.execute_input),
+            "execute_result" => Raw(self.execute_result.as_ref()),
+            "error" => Raw(self.error.as_ref()),
+            "display_data" if self.display_data.is_some() => Raw(self.display_data.as_ref()),
+            "stdout" => V(&self.stdout),
+            "stderr" => V(&self.stderr),
+            "label" => V(&self.label),
+            _ => return None,
+        })
+    }
+
+    /// The keys this record has: ipyparallel's, and `display_data` once some came.
+    fn keys(&self) -> impl Iterator<Item = &'static str> {
+        let display = self.display_data.is_some().then_some("display_data");
+        KEYS.iter().copied().chain(display)
+    }
+
+    /// A field as JSON (`null` when the record has no such key). Message parts are
+    /// parsed here, on a client's query.
+    pub(crate) fn get(&self, key: &str) -> Cow<'_, Value> {
+        match self.field(key) {
+            Some(Field::Value(v)) => Cow::Borrowed(v),
+            Some(Field::Raw(Some(raw))) => Cow::Owned(raw.value()),
+            Some(Field::Raw(None)) | None => Cow::Borrowed(&NULL),
+        }
     }
 
     pub(crate) fn msg_id(&self) -> &str {
-        self.get("msg_id").as_str().unwrap_or_default()
+        self.msg_id.as_str().unwrap_or_default()
     }
 
     pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 
-    pub(crate) fn fields(&self) -> &Map<String, Value> {
-        &self.fields
+    /// The whole record as a JSON object (what `db_query` returns without `keys`).
+    pub(crate) fn fields(&self) -> Map<String, Value> {
+        self.keys()
+            .map(|k| (k.to_string(), self.get(k).into_owned()))
+            .collect()
     }
 
-    fn set(&mut self, key: &str, value: Value) {
-        self.fields.insert(key.to_string(), value);
+    /// The whole record as JSON text, its message parts spliced in unparsed (what the
+    /// task database stores).
+    pub(crate) fn fields_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, key) in self.keys().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json!(key).to_string());
+            out.push(':');
+            match self.field(key) {
+                Some(Field::Value(v)) => out.push_str(&v.to_string()),
+                Some(Field::Raw(Some(raw))) => out.push_str(raw.text()),
+                Some(Field::Raw(None)) | None => out.push_str("null"),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// A record read back from its fields (`--restore`); keys it does not know are
+    /// ignored.
+    fn from_fields(seq: u64, mut fields: Map<String, Value>) -> Option<Record> {
+        let msg_id = fields.get("msg_id")?.as_str()?.to_string();
+        let mut rec = Record::empty(&msg_id, seq);
+        let mut take = |k: &str| fields.remove(k).unwrap_or(Value::Null);
+        let raw = |v: Value| (!v.is_null()).then(|| RawJson::of(&v));
+        rec.header = raw(take("header"));
+        rec.metadata = raw(take("metadata"));
+        rec.content = raw(take("content"));
+        rec.submitted = take("submitted");
+        rec.client_uuid = take("client_uuid");
+        rec.engine_uuid = take("engine_uuid");
+        rec.started = take("started");
+        rec.completed = take("completed");
+        rec.resubmitted = take("resubmitted");
+        rec.received = take("received");
+        rec.result_header = raw(take("result_header"));
+        rec.result_metadata = raw(take("result_metadata"));
+        rec.result_content = raw(take("result_content"));
+        rec.queue = take("queue");
+        rec.execute_input = take("execute_input");
+        rec.execute_result = raw(take("execute_result"));
+        rec.error = raw(take("error"));
+        rec.display_data = fields.remove("display_data").map(|v| RawJson::of(&v));
+        let mut take = |k: &str| fields.remove(k).unwrap_or(Value::Null);
+        rec.stdout = take("stdout");
+        rec.stderr = take("stderr");
+        rec.label = take("label");
+        Some(rec)
     }
 
     pub(crate) fn is_completed(&self) -> bool {
-        !self.get("completed").is_null()
+        !self.completed.is_null()
     }
 
     /// The part of a record a `result_reply` carries for one msg_id.
@@ -104,51 +245,27 @@ impl Record {
             "result_metadata": self.get("result_metadata"),
             "result_header": self.get("result_header"),
             "result_content": self.get("result_content"),
-            "received": self.get("received"),
+            "received": self.received,
             "io": {
-                "execute_input": self.get("execute_input"),
+                "execute_input": self.execute_input,
                 "execute_result": self.get("execute_result"),
                 "error": self.get("error"),
-                "stdout": self.get("stdout"),
-                "stderr": self.get("stderr"),
+                "stdout": self.stdout,
+                "stderr": self.stderr,
             },
         })
     }
 }
 
-/// A decoded message copy: `[header, parent, metadata, content, buffers..]`.
-struct Parts {
-    header: Value,
-    parent: Value,
-    metadata: Value,
-    content: Value,
-    buffers: Vec<Vec<u8>>,
-}
-
-fn decode(mut parts: Vec<Vec<u8>>, what: &str) -> Option<Parts> {
-    if parts.len() < 4 {
-        warn!(what, frames = parts.len(), "record copy too short; dropped");
-        return None;
-    }
-    let buffers = parts.split_off(4);
-    let mut json = parts.iter().map(|p| serde_json::from_slice::<Value>(p));
-    let mut next = || match json.next() {
-        Some(Ok(v)) => Some(v),
-        _ => None,
-    };
-    let (Some(header), Some(parent), Some(metadata), Some(content)) =
-        (next(), next(), next(), next())
-    else {
-        warn!(what, "record copy with invalid JSON; dropped");
-        return None;
-    };
-    Some(Parts {
-        header,
-        parent,
-        metadata,
-        content,
-        buffers,
-    })
+/// What a request's record is filled in with.
+struct Request {
+    msg_id: Option<String>,
+    date: Option<Value>,
+    label: Option<Value>,
+    header: RawJson,
+    metadata: RawJson,
+    content: RawJson,
+    buffers: Vec<Bytes>,
 }
 
 /// ipyparallel's `DictDB` limits: at most this many records...
@@ -163,16 +280,16 @@ const CULL_FRACTION: f64 = 0.1;
 pub(crate) const OUTPUT_LIMIT: usize = 4 << 20;
 const TRUNCATED: &str = "\n[corral: output beyond 4 MiB is not kept in the task record]\n";
 
-fn size(buffers: &[Vec<u8>]) -> usize {
-    buffers.iter().map(Vec::len).sum()
+fn size(buffers: &[Bytes]) -> usize {
+    buffers.iter().map(Bytes::len).sum()
 }
 
 /// Bytes of a record's kept output and published data, counted with its buffers against
 /// the size limit.
 fn output_size(rec: &Record) -> usize {
-    ["stdout", "stderr"]
+    [&rec.stdout, &rec.stderr]
         .iter()
-        .map(|k| rec.get(k).as_str().map_or(0, str::len))
+        .map(|v| v.as_str().map_or(0, str::len))
         .sum::<usize>()
         + rec.published.bytes()
 }
@@ -206,6 +323,8 @@ fn append_output(field: &mut Value, text: &str) -> usize {
 #[derive(Debug)]
 pub(crate) struct Records {
     records: HashMap<String, Record>,
+    /// msg_ids by insertion order (`seq`): culling and queries walk it instead of sorting.
+    order: BTreeMap<u64, String>,
     seq: u64,
     /// Total size of the stored request and result buffers.
     bytes: usize,
@@ -227,6 +346,7 @@ impl Records {
     pub(crate) fn with_limits(record_limit: usize, size_limit: usize) -> Self {
         Records {
             records: HashMap::new(),
+            order: BTreeMap::new(),
             seq: 0,
             bytes: 0,
             record_limit,
@@ -241,8 +361,8 @@ impl Records {
         self.store = Some(store);
     }
 
-    /// Sends a finished record to the task database (a copy: the writer encodes it off
-    /// this thread). Unfinished records wait for their reply, so a task costs one write.
+    /// Sends a finished record to the task database (a clone that shares the record's
+    /// parts and buffers, not a copy: the writer encodes it off this thread). Unfinished records wait for their reply, so a task costs one write.
     fn persist(&self, msg_id: &str) {
         let (Some(store), Some(rec)) = (&self.store, self.records.get(msg_id)) else {
             return;
@@ -255,22 +375,21 @@ impl Records {
     /// Adds records read back from the task database (`--restore`), keeping their order.
     pub(crate) fn restore(&mut self, stored: Vec<StoredRecord>) {
         for s in stored {
-            let Some(msg_id) = s.fields.get("msg_id").and_then(Value::as_str) else {
+            let Some(mut rec) = Record::from_fields(s.seq, s.fields) else {
                 continue;
             };
-            let msg_id = msg_id.to_string();
-            let rec = Record {
-                seq: s.seq,
-                fields: s.fields,
-                buffers: s.buffers,
-                result_buffers: s.result_buffers,
-                published: s.published,
-            };
+            let msg_id = rec.msg_id().to_string();
+            rec.buffers = s.buffers;
+            rec.result_buffers = s.result_buffers;
+            rec.published = s.published;
             self.seq = self.seq.max(s.seq);
             self.bytes += size(&rec.buffers)
                 + rec.result_buffers.as_deref().map_or(0, size)
                 + output_size(&rec);
-            self.records.insert(msg_id, rec);
+            self.order.insert(rec.seq, msg_id.clone());
+            if let Some(old) = self.records.insert(msg_id, rec) {
+                self.order.remove(&old.seq);
+            }
         }
         self.maybe_cull();
     }
@@ -290,19 +409,17 @@ impl Records {
         let keep_bytes = (self.size_limit as f64 * (1.0 - CULL_FRACTION)) as usize;
         let over_records = self.records.len() > self.record_limit;
         let over_bytes = self.bytes > self.size_limit;
-        let oldest: Vec<String> = self
-            .ordered()
-            .iter()
-            .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
-            .collect();
         let before = self.records.len();
-        for msg_id in oldest {
+        loop {
             let records_ok = !over_records || self.records.len() <= keep_records;
             let bytes_ok = !over_bytes || self.bytes <= keep_bytes;
             if records_ok && bytes_ok {
                 break;
             }
-            self.remove(&msg_id);
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.remove(&oldest);
         }
         tracing::info!(
             culled = before - self.records.len(),
@@ -321,6 +438,7 @@ impl Records {
 
     pub(crate) fn remove(&mut self, msg_id: &str) {
         if let Some(rec) = self.records.remove(msg_id) {
+            self.order.remove(&rec.seq);
             let freed = size(&rec.buffers)
                 + rec.result_buffers.as_deref().map_or(0, size)
                 + output_size(&rec);
@@ -332,14 +450,15 @@ impl Records {
     }
 
     fn entry(&mut self, msg_id: &str) -> &mut Record {
-        let seq = &mut self.seq;
+        let (seq, order) = (&mut self.seq, &mut self.order);
         self.records.entry(msg_id.to_string()).or_insert_with(|| {
             *seq += 1;
+            order.insert(*seq, msg_id.to_string());
             Record::empty(msg_id, *seq)
         })
     }
 
-    /// Adds (or fills in) the record of a request.
+    /// Adds (or fills in) the record of a request the hub built itself (a resubmission).
     pub(crate) fn add_request(
         &mut self,
         header: Value,
@@ -350,25 +469,36 @@ impl Records {
         client: Option<String>,
     ) {
         let HeaderFields { msg_id, date, .. } = HeaderFields::read(&header);
-        let Some(msg_id) = msg_id else {
+        let request = Request {
+            msg_id,
+            date,
+            label: EchoedMetadata::read(&metadata).label,
+            header: RawJson::of(&header),
+            metadata: RawJson::of(&metadata),
+            content: RawJson::of(&content),
+            buffers: buffers.into_iter().map(Bytes::from).collect(),
+        };
+        self.add_request_parts(request, queue, client);
+    }
+
+    /// Adds (or fills in) the record of a request.
+    fn add_request_parts(&mut self, request: Request, queue: &str, client: Option<String>) {
+        let Some(msg_id) = request.msg_id else {
             warn!("request copy without a msg_id; dropped");
             return;
         };
         let rec = self.entry(&msg_id);
-        rec.set("submitted", date.unwrap_or(Value::Null));
-        rec.set(
-            "label",
-            EchoedMetadata::read(&metadata).label.unwrap_or(Value::Null),
-        );
-        rec.set("header", header);
-        rec.set("metadata", metadata);
-        rec.set("content", content);
-        rec.set("queue", json!(queue));
+        rec.submitted = request.date.unwrap_or(Value::Null);
+        rec.label = request.label.unwrap_or(Value::Null);
+        rec.header = Some(request.header);
+        rec.metadata = Some(request.metadata);
+        rec.content = Some(request.content);
+        rec.queue = json!(queue);
         if let Some(client) = client {
-            rec.set("client_uuid", json!(client));
+            rec.client_uuid = json!(client);
         }
-        let (old, new) = (size(&rec.buffers), size(&buffers));
-        rec.buffers = buffers;
+        let (old, new) = (size(&rec.buffers), size(&request.buffers));
+        rec.buffers = request.buffers;
         self.bytes = self.bytes.saturating_sub(old) + new;
         self.persist(&msg_id);
         self.maybe_cull();
@@ -376,14 +506,14 @@ impl Records {
 
     pub(crate) fn set_engine(&mut self, msg_id: &str, engine: &str) {
         if let Some(rec) = self.records.get_mut(msg_id) {
-            rec.set("engine_uuid", json!(engine));
+            rec.engine_uuid = json!(engine);
         }
         self.persist(msg_id);
     }
 
     pub(crate) fn set_resubmitted(&mut self, msg_id: &str, new_id: &str) {
         if let Some(rec) = self.records.get_mut(msg_id) {
-            rec.set("resubmitted", json!(new_id));
+            rec.resubmitted = json!(new_id);
         }
         self.persist(msg_id);
     }
@@ -397,45 +527,46 @@ impl Records {
                 engine,
                 parts,
             } => {
-                let Some(p) = decode(parts, "request") else {
+                let Some(p) = read_parts::<IgnoredAny>(parts, "request") else {
                     return;
                 };
-                let msg_id = HeaderFields::read(&p.header).msg_id;
+                let (header, fields) = p.header;
+                let msg_id = fields.msg_id.clone();
+                let request = Request {
+                    msg_id: fields.msg_id,
+                    date: fields.date,
+                    label: p.metadata.1.label,
+                    header,
+                    metadata: p.metadata.0,
+                    content: p.content.0,
+                    buffers: p.buffers,
+                };
                 let client = String::from_utf8_lossy(&client).into_owned();
-                self.add_request(
-                    p.header,
-                    p.metadata,
-                    p.content,
-                    p.buffers,
-                    queue,
-                    Some(client),
-                );
+                self.add_request_parts(request, queue, Some(client));
                 if let (Some(m), Some(e)) = (msg_id, engine) {
                     self.set_engine(&m, &e);
                 }
             }
             RecordEvent::Reply { engine, parts } => {
-                let Some(p) = decode(parts, "reply") else {
+                let Some(p) = read_parts::<IgnoredAny>(parts, "reply") else {
                     return;
                 };
-                let Some(msg_id) = HeaderFields::read(&p.parent).msg_id else {
+                let Some(msg_id) = p.parent.1.msg_id else {
                     warn!("reply copy without a parent msg_id; dropped");
                     return;
                 };
                 let rec = self.entry(&msg_id);
-                let completed = HeaderFields::read(&p.header).date.unwrap_or(json!(now));
-                let md = ReplyMetadata::read(&p.metadata);
-                let started = md.started.unwrap_or(Value::Null);
-                let engine = engine.map(Value::String).or(md.engine);
-                if let Some(engine) = engine {
-                    rec.set("engine_uuid", engine);
+                let (header, fields) = p.header;
+                let (metadata, md) = p.metadata;
+                if let Some(engine) = engine.map(Value::String).or(md.engine) {
+                    rec.engine_uuid = engine;
                 }
-                rec.set("started", started);
-                rec.set("completed", completed);
-                rec.set("received", json!(now));
-                rec.set("result_header", p.header);
-                rec.set("result_metadata", p.metadata);
-                rec.set("result_content", p.content);
+                rec.started = md.started.unwrap_or(Value::Null);
+                rec.completed = fields.date.unwrap_or(json!(now));
+                rec.received = json!(now);
+                rec.result_header = Some(header);
+                rec.result_metadata = Some(metadata);
+                rec.result_content = Some(p.content.0);
                 let old = rec.result_buffers.as_deref().map_or(0, size);
                 let new = size(&p.buffers);
                 rec.result_buffers = Some(p.buffers);
@@ -444,53 +575,48 @@ impl Records {
                 self.maybe_cull();
             }
             RecordEvent::Iopub { parts } => {
-                let Some(p) = decode(parts, "iopub") else {
+                let Some(p) = read_parts::<IopubContentView>(parts, "iopub") else {
                     return;
                 };
-                let Some(msg_id) = HeaderFields::read(&p.parent).msg_id else {
+                let Some(msg_id) = p.parent.1.msg_id else {
                     return;
                 };
-                let header = HeaderFields::read(&p.header);
+                let header = p.header.1;
                 let msg_type = header.msg_type.unwrap_or_default();
+                let (content, c) = p.content;
                 let mut added = 0;
                 let mut freed = 0;
                 let limits = self.data_history;
                 let rec = self.entry(&msg_id);
                 match msg_type.as_str() {
                     "stream" => {
-                        let stream = StreamContent::read(&p.content);
-                        let name = stream.name.unwrap_or_default();
-                        let text = stream.text.as_deref();
-                        if let (Some(field), Some(text)) = (rec.fields.get_mut(&name), text) {
-                            if name == "stdout" || name == "stderr" {
-                                added = append_output(field, text);
-                            }
+                        let field = match c.name.as_deref() {
+                            Some("stdout") => Some(&mut rec.stdout),
+                            Some("stderr") => Some(&mut rec.stderr),
+                            _ => None,
+                        };
+                        if let (Some(field), Some(text)) = (field, c.text.as_deref()) {
+                            added = append_output(field, text);
                         }
                     }
-                    "error" => rec.set("error", p.content),
-                    "execute_input" => rec.set(
-                        "execute_input",
-                        ExecuteInputContent::read(&p.content)
-                            .code
-                            .unwrap_or_default(),
-                    ),
-                    "execute_result" | "display_data" => rec.set(&msg_type, p.content),
+                    "error" => rec.error = Some(content),
+                    "execute_input" => rec.execute_input = c.code.unwrap_or_default(),
+                    "execute_result" => rec.execute_result = Some(content),
+                    "display_data" => rec.display_data = Some(content),
                     "data_message" => {
                         // The engine is its session; stock engines also name it in metadata.
-                        let Some(engine) =
-                            SenderMetadata::read(&p.metadata).engine.or(header.session)
-                        else {
+                        let engine = p.metadata.1.engine_str().map(str::to_string);
+                        let Some(engine) = engine.or(header.session) else {
                             warn!(%msg_id, "data_message copy naming no engine; dropped");
                             return;
                         };
-                        if let Some(preview) = p.content.get("corral_preview") {
+                        if let Some(preview) = &c.corral_preview {
                             rec.published.add_preview(&engine, preview);
                         }
-                        let keys = DataMessageContent::read(&p.content).keys;
                         let published = header.date.unwrap_or(Value::Null);
                         (freed, added) = rec
                             .published
-                            .add(&engine, keys, published, now, p.buffers, limits);
+                            .add(&engine, c.keys, published, now, p.buffers, limits);
                     }
                     _ => {}
                 }
@@ -511,9 +637,10 @@ impl Records {
 
     /// Records in insertion order.
     fn ordered(&self) -> Vec<&Record> {
-        let mut v: Vec<&Record> = self.records.values().collect();
-        v.sort_by_key(|r| r.seq);
-        v
+        self.order
+            .values()
+            .filter_map(|msg_id| self.records.get(msg_id))
+            .collect()
     }
 
     /// msg_ids with a submission time, ordered by it (ipyparallel's `get_history`).
@@ -521,15 +648,13 @@ impl Records {
         let mut v: Vec<&Record> = self
             .records
             .values()
-            .filter(|r| r.get("submitted").is_string())
+            .filter(|r| r.submitted.is_string())
             .collect();
         v.sort_by(|a, b| {
-            let (sa, sb) = (a.get("submitted").as_str(), b.get("submitted").as_str());
+            let (sa, sb) = (a.submitted.as_str(), b.submitted.as_str());
             sa.cmp(&sb).then(a.seq.cmp(&b.seq))
         });
-        v.into_iter()
-            .filter_map(|r| r.get("msg_id").as_str().map(str::to_string))
-            .collect()
+        v.into_iter().map(|r| r.msg_id().to_string()).collect()
     }
 
     /// Records matching a MongoDB-like `query`, in insertion order.
@@ -553,7 +678,7 @@ impl Records {
         Ok(self
             .ordered()
             .into_iter()
-            .filter(|r| query.iter().all(|(k, t)| matches(r.get(k), t)))
+            .filter(|r| query.iter().all(|(k, t)| matches(&r.get(k), t)))
             .collect())
     }
 }
@@ -589,29 +714,29 @@ pub(crate) fn matches(value: &Value, test: &Value) -> bool {
 }
 
 /// Request and result buffers of a projected record, when its keys name them.
-type Projected<'a> = (Value, Option<&'a [Vec<u8>]>, Option<&'a [Vec<u8>]>);
+type Projected<'a> = (Value, Option<&'a [Bytes]>, Option<&'a [Bytes]>);
 
 /// A record reduced to `keys` (msg_id always included), as ipyparallel's `find_records`
 /// returns it; `buffers`/`result_buffers` are returned apart.
 pub(crate) fn project<'a>(rec: &'a Record, keys: Option<&[String]>) -> Projected<'a> {
-    let empty: &'a [Vec<u8>] = &[];
+    let empty: &'a [Bytes] = &[];
     let result_buffers = rec.result_buffers.as_deref().unwrap_or(empty);
     match keys {
         None => (
-            Value::Object(rec.fields.clone()),
+            Value::Object(rec.fields()),
             Some(&rec.buffers),
             Some(result_buffers),
         ),
         Some(keys) => {
             let mut out = Map::new();
-            out.insert("msg_id".into(), rec.get("msg_id").clone());
+            out.insert("msg_id".into(), rec.msg_id.clone());
             let (mut b, mut rb) = (None, None);
             for k in keys {
                 match k.as_str() {
                     "buffers" => b = Some(rec.buffers.as_slice()),
                     "result_buffers" => rb = Some(result_buffers),
                     _ => {
-                        out.insert(k.clone(), rec.get(k).clone());
+                        out.insert(k.clone(), rec.get(k).into_owned());
                     }
                 }
             }
@@ -624,10 +749,10 @@ pub(crate) fn project<'a>(rec: &'a Record, keys: Option<&[String]>) -> Projected
 mod tests {
     use super::*;
 
-    fn parts(header: Value, parent: Value, metadata: Value, content: Value) -> Vec<Vec<u8>> {
+    fn parts(header: Value, parent: Value, metadata: Value, content: Value) -> Vec<Bytes> {
         [header, parent, metadata, content]
             .iter()
-            .map(|v| serde_json::to_vec(v).unwrap())
+            .map(|v| serde_json::to_vec(v).unwrap().into())
             .collect()
     }
 
@@ -638,7 +763,7 @@ mod tests {
             json!({"label": null}),
             json!({}),
         );
-        p.push(b"buf".to_vec());
+        p.push(Bytes::copy_from_slice(b"buf"));
         store.apply(
             RecordEvent::Request {
                 queue: "mux",
@@ -657,7 +782,7 @@ mod tests {
             json!({"started": "S", "engine": "e0", "status": "ok"}),
             json!({"status": "ok"}),
         );
-        p.push(b"result".to_vec());
+        p.push(Bytes::copy_from_slice(b"result"));
         store.apply(
             RecordEvent::Reply {
                 engine: None,
@@ -701,20 +826,56 @@ mod tests {
         reply(&mut s, "m1", "2026-01-01T00:00:02Z");
         let r = s.get("m1").unwrap();
         assert!(r.is_completed());
-        assert_eq!(r.get("completed"), "2026-01-01T00:00:02Z");
-        assert_eq!(r.get("submitted"), "2026-01-01T00:00:01Z");
-        assert_eq!(r.get("engine_uuid"), "e0");
-        assert_eq!(r.get("client_uuid"), "client");
-        assert_eq!(r.get("queue"), "mux");
-        assert_eq!(r.get("started"), "S");
-        assert_eq!(r.get("received"), "R");
+        assert_eq!(*r.get("completed"), "2026-01-01T00:00:02Z");
+        assert_eq!(*r.get("submitted"), "2026-01-01T00:00:01Z");
+        assert_eq!(*r.get("engine_uuid"), "e0");
+        assert_eq!(*r.get("client_uuid"), "client");
+        assert_eq!(*r.get("queue"), "mux");
+        assert_eq!(*r.get("started"), "S");
+        assert_eq!(*r.get("received"), "R");
         assert_eq!(r.buffers, vec![b"buf".to_vec()]);
-        assert_eq!(r.result_buffers, Some(vec![b"result".to_vec()]));
+        assert_eq!(r.result_buffers, Some(vec![Bytes::from_static(b"result")]));
         let e = r.result_entry();
         assert_eq!(e["io"]["stdout"], "ab");
         assert_eq!(e["io"]["execute_input"], "x=1");
         assert_eq!(e["io"]["stderr"], "");
         assert_eq!(e["result_content"], json!({"status": "ok"}));
+    }
+
+    #[test]
+    fn parts_are_parsed_only_when_asked_and_the_stored_text_reads_back_the_same() {
+        let mut s = Records::default();
+        request(&mut s, "m1", "2026");
+        reply(&mut s, "m1", "2027");
+        let out = |t: &str, c: Value| RecordEvent::Iopub {
+            parts: parts(
+                json!({"msg_type": t}),
+                json!({"msg_id": "m1"}),
+                json!({}),
+                c,
+            ),
+        };
+        s.apply(
+            out("display_data", json!({"data": {"text/plain": "x"}})),
+            "",
+        );
+        s.apply(out("error", json!({"ename": "E", "traceback": []})), "");
+        let r = s.get("m1").unwrap();
+        assert_eq!(r.get("header")["msg_type"], "apply_request");
+        assert_eq!(*r.get("result_content"), json!({"status": "ok"}));
+        assert_eq!(r.get("display_data")["data"]["text/plain"], "x");
+        assert_eq!(*r.get("no such key"), Value::Null);
+        let fields = r.fields();
+        assert_eq!(
+            fields.len(),
+            KEYS.len() + 1,
+            "ipyparallel's keys and display_data"
+        );
+        let text: Value = serde_json::from_str(&r.fields_json()).unwrap();
+        assert_eq!(text, Value::Object(fields.clone()));
+        let back = Record::from_fields(r.seq(), fields.clone()).unwrap();
+        assert_eq!(back.fields(), fields);
+        assert_eq!(back.fields_json(), r.fields_json());
     }
 
     #[test]
@@ -725,6 +886,7 @@ mod tests {
         }
         // 11 > 10: culled down to 9, oldest first.
         assert_eq!(s.records.len(), 9);
+        assert_eq!(s.order.len(), 9, "the order index follows");
         assert!(!s.contains("m00") && !s.contains("m01") && s.contains("m02"));
         assert_eq!(s.bytes, 9 * 3);
         s.remove("m02");
@@ -736,6 +898,7 @@ mod tests {
         }
         // 12 bytes > 10: culled down to 9 bytes or less.
         assert_eq!(s.records.len(), 3);
+        assert_eq!(s.order.len(), 3);
         assert!(!s.contains("m0"));
         reply(&mut s, "m3", "2026");
         assert!(s.bytes <= 9, "{}", s.bytes);
@@ -761,11 +924,12 @@ mod tests {
         }
         s.apply(stream("stderr", "oops"), "");
         let r = s.get("m1").unwrap();
-        let out = r.get("stdout").as_str().unwrap();
+        let stdout = r.get("stdout");
+        let out = stdout.as_str().unwrap();
         assert!(out.len() > OUTPUT_LIMIT && out.len() < OUTPUT_LIMIT + 100);
         assert!(out.ends_with(TRUNCATED), "the record says it was cut");
         assert!(out.starts_with(&chunk), "the head is kept");
-        assert_eq!(r.get("stderr"), "oops");
+        assert_eq!(*r.get("stderr"), "oops");
         assert_eq!(s.bytes, base + out.len() + 4);
         s.remove("m1");
         assert_eq!(s.bytes, 0);
@@ -783,7 +947,7 @@ mod tests {
                 json!({}),
                 json!({ "keys": keys }),
             );
-            p.push(payload.to_vec());
+            p.push(Bytes::copy_from_slice(payload));
             RecordEvent::Iopub { parts: p }
         };
         s.apply(data(json!(["a"]), "e0", &[0; 100]), "R1");
@@ -811,7 +975,7 @@ mod tests {
         s.apply(
             RecordEvent::Reply {
                 engine: None,
-                parts: vec![b"{".to_vec(); 4],
+                parts: vec![Bytes::from_static(b"{"); 4],
             },
             "",
         );
@@ -886,7 +1050,7 @@ mod tests {
                 json!({}),
                 json!({ "keys": ["a"] }),
             );
-            p.push(payload.to_vec());
+            p.push(Bytes::copy_from_slice(payload));
             RecordEvent::Iopub { parts: p }
         };
         for i in 0..2500 {
@@ -921,10 +1085,10 @@ mod tests {
         back.restore(stored);
         assert!(!back.contains("m0") && !back.contains("pending"));
         let r = back.get("m7").expect("restored");
-        assert_eq!(r.get("completed"), &json!("2027"));
-        assert_eq!(r.get("engine_uuid"), &json!("e0"));
+        assert_eq!(*r.get("completed"), json!("2027"));
+        assert_eq!(*r.get("engine_uuid"), json!("e0"));
         assert_eq!(r.buffers, vec![b"buf".to_vec()]);
-        assert_eq!(r.result_buffers, Some(vec![b"result".to_vec()]));
+        assert_eq!(r.result_buffers, Some(vec![Bytes::from_static(b"result")]));
         let facts = |_: &str| crate::published::EngineFacts {
             id: None,
             alive: false,

@@ -109,7 +109,10 @@ impl Relay {
                 queue: "mux",
                 client: frames[0].to_vec(),
                 engine: Some(engine.clone()),
-                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+                parts: frames[d + 2..]
+                    .iter()
+                    .map(|f| bytes::Bytes::copy_from_slice(f))
+                    .collect(),
             }));
         }
         frames.swap(0, 1);
@@ -244,7 +247,10 @@ impl Relay {
         if let Some(hub) = &self.hub {
             let _ = hub.send(HubEvent::Record(RecordEvent::Reply {
                 engine: Some(engine.clone()),
-                parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+                parts: frames[d + 2..]
+                    .iter()
+                    .map(|f| bytes::Bytes::copy_from_slice(f))
+                    .collect(),
             }));
             if let Some(msg_id) = parent.msg_id {
                 let _ = hub.send(HubEvent::MuxReply { engine, msg_id });

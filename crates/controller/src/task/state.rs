@@ -226,7 +226,10 @@ impl SchedulerState {
             queue: "task",
             client: frames[0].to_vec(),
             engine: None,
-            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+            parts: frames[d + 2..]
+                .iter()
+                .map(|f| bytes::Bytes::copy_from_slice(f))
+                .collect(),
         })));
         let (asked, invalid) = match read_metadata(&md) {
             Ok(asked) => (asked, None),
@@ -295,7 +298,10 @@ impl SchedulerState {
         let engine = String::from_utf8_lossy(&frames[0]).into_owned();
         out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Reply {
             engine: Some(engine.clone()),
-            parts: frames[d + 2..].iter().map(|f| f.to_vec()).collect(),
+            parts: frames[d + 2..]
+                .iter()
+                .map(|f| bytes::Bytes::copy_from_slice(f))
+                .collect(),
         })));
         let (name, task) = match self.engines.get_mut(engine.as_str()) {
             Some(slot) => (
@@ -717,7 +723,10 @@ impl SchedulerState {
         if let Some(d) = encoded.iter().position(|f| f.as_slice() == b"<IDS|MSG>") {
             out.push(TaskAction::Hub(HubEvent::Record(RecordEvent::Reply {
                 engine,
-                parts: encoded[d + 2..].to_vec(),
+                parts: encoded[d + 2..]
+                    .iter()
+                    .map(|f| bytes::Bytes::copy_from_slice(f))
+                    .collect(),
             })));
         }
         out.push(TaskAction::Answer(encoded));
