@@ -139,7 +139,7 @@ fn unfinished_tasks_of_a_restored_engine_that_never_came_back_become_engine_erro
                 json!({"status": "ok"}),
             ]
             .iter()
-            .map(|v| serde_json::to_vec(v).unwrap())
+            .map(|v| bytes::Bytes::from(serde_json::to_vec(v).unwrap()))
             .collect();
             records.apply(
                 crate::events::RecordEvent::Reply {
@@ -157,8 +157,13 @@ fn unfinished_tasks_of_a_restored_engine_that_never_came_back_become_engine_erro
     };
     hub.restore_engines(&state, Duration::from_secs(1), t0);
     hub.tick(t0 + Duration::from_secs(2));
-    let result =
-        |hub: &HubState, m: &str| hub.records.get(m).unwrap().get("result_content").clone();
+    let result = |hub: &HubState, m: &str| -> serde_json::Value {
+        hub.records
+            .get(m)
+            .unwrap()
+            .get("result_content")
+            .into_owned()
+    };
     assert_eq!(result(&hub, "m1")["ename"], "EngineError");
     assert!(result(&hub, "m1")["evalue"]
         .as_str()
