@@ -9,6 +9,7 @@
 //! JSON; the whole part becomes a `Value` only when a client asks for the record.
 
 use bytes::Bytes;
+use corral_wire::vocab::lenient_string;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -56,14 +57,6 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-/// A string field; any other JSON type reads as absent.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    })
-}
-
 /// The string items of a list field (not a list: none).
 fn string_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -78,19 +71,9 @@ fn string_items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
     })
 }
 
-/// What records read of a header (or a parent header: its `msg_id`).
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct HeaderView {
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub msg_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub msg_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub session: Option<String>,
-    /// As sent (records store dates as they came).
-    #[serde(default, deserialize_with = "present")]
-    pub date: Option<Value>,
-}
+/// What records read of a header (or a parent header: its `msg_id`): the wire's lenient
+/// header view (`date` kept as sent).
+pub(crate) use corral_wire::vocab::HeaderFields as HeaderView;
 
 /// What records read of a message's metadata: the request's `label`, the reply's
 /// `started` and `engine` (as sent), and the engine naming itself (a string).

@@ -157,8 +157,9 @@ fn read_object<T: for<'de> Deserialize<'de> + Default>(content: &Value) -> T {
     }
 }
 
-/// A string, or `None` for any other JSON value.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// A string, or `None` for any other JSON value (for `#[serde(deserialize_with)]` in the
+/// lenient views here and in the controller's record views).
+pub fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::String(s) => Some(s),
         _ => None,
