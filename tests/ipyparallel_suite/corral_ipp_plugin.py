@@ -51,6 +51,21 @@ def pytest_collection_modifyitems(session, config, items):
         # and IPP_SUITE_ENGINES point at corral's processes): they stay stock, with stock errors.
         if module.__name__ != "ipyparallel.tests.test_cluster":
             use_corral_client(module)
+        else:
+            _keep_stock_raises_remote(module, clienttest)
+
+
+def _keep_stock_raises_remote(module: types.ModuleType, clienttest) -> None:
+    """`module`'s `raises_remote` (from clienttest, whose names now are corral's) checks
+    the stock errors that its stock clients raise."""
+    import contextlib
+
+    import ipyparallel.error as stock_error
+
+    inner = clienttest.raises_remote.__wrapped__
+    stock_globals = {**vars(clienttest), "error": stock_error}
+    module.raises_remote = contextlib.contextmanager(
+        types.FunctionType(inner.__code__, stock_globals, inner.__name__))
 
 
 #: Names the suite reaches through `ipyparallel` that belong to the client side. `Cluster`
