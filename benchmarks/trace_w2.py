@@ -56,21 +56,26 @@ def noop():
     pass
 
 
-def load(folder: Path) -> dict[str, dict[str, int]]:
-    """msg_id → point → ns (the first time each point was reached; `c_filed` the last)."""
-    points: dict[str, dict[str, int]] = defaultdict(dict)
+def trace_lines(folder: Path):
+    """`(point, id, ns)` of every well-formed line of the processes' trace files."""
     for f in folder.glob("*.trace"):
         for line in f.read_text().splitlines():
             try:
-                point, msg_id, ns = line.split()
-                t = int(ns)
+                point, key, ns = line.split()
+                yield point, key, int(ns)
             except ValueError:
                 continue
-            seen = points[msg_id]
-            if point == "c_filed":
-                seen[point] = max(seen.get(point, 0), t)
-            else:
-                seen.setdefault(point, t)
+
+
+def load(folder: Path) -> dict[str, dict[str, int]]:
+    """msg_id → point → ns (the first time each point was reached; `c_filed` the last)."""
+    points: dict[str, dict[str, int]] = defaultdict(dict)
+    for point, msg_id, t in trace_lines(folder):
+        seen = points[msg_id]
+        if point == "c_filed":
+            seen[point] = max(seen.get(point, 0), t)
+        else:
+            seen.setdefault(point, t)
     return points
 
 

@@ -24,6 +24,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from trace_w2 import trace_lines  # same folder: the scripts run from benchmarks/
+
 #: Hops of one `data_message`, joined by its own msg_id (Rust points).
 HOPS = [
     ("e_data_out", "k_data_in", "wire: engine → controller IOPub"),
@@ -56,11 +58,8 @@ def publisher(period, seconds, tag=""):
 def load(folder: Path) -> dict[str, dict[str, int]]:
     """point → id → time (a msg_id for Rust points, the published `i` for Python ones)."""
     out: dict[str, dict[str, int]] = defaultdict(dict)
-    for f in folder.glob("*.trace"):
-        for line in f.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                out[parts[0]].setdefault(parts[1], int(parts[2]))
+    for point, key, t in trace_lines(folder):
+        out[point].setdefault(key, t)
     return out
 
 

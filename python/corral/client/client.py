@@ -198,10 +198,16 @@ class Client:
         return dict(self._core.engines())
 
     def _uuid(self, engine_id: int) -> str:
+        return self._uuids([engine_id])[0]
+
+    def _uuids(self, engine_ids) -> list[str]:
+        """The uuids of ``engine_ids``, from one look at the engine table (a request to
+        many engines must not read the whole table once per engine)."""
         engines = dict(self._core.engines())
-        if engine_id not in engines:
-            raise IndexError(f"No such engine: {engine_id}; live engines are {sorted(engines)}")
-        return engines[engine_id]
+        missing = [i for i in engine_ids if i not in engines]
+        if missing:
+            raise IndexError(f"No such engine: {missing[0]}; live engines are {sorted(engines)}")
+        return [engines[i] for i in engine_ids]
 
     def __len__(self):
         return len(self.ids)
@@ -519,7 +525,7 @@ class Client:
             return
         msg_ids = msg_ids_of(jobs) if jobs else []
         if targets:
-            engines = {self._uuid(i) for i in self._target_ids(targets)}
+            engines = set(self._uuids(self._target_ids(targets)))
             for msg_id in self.history:
                 task = self._core.task(msg_id)
                 if task is not None and task.engine in engines:
@@ -602,8 +608,8 @@ class Client:
         (None once they arrived, if ``block``). Control requests overtake queued tasks:
         the engine answers abort at once, even while a task runs."""
         ids = self._target_ids(targets)
-        msg_ids = [self._submit("control", self._uuid(i), msg_type, content, {}, [])
-                   for i in ids]
+        msg_ids = [self._submit("control", uuid, msg_type, content, {}, [])
+                   for uuid in self._uuids(ids)]
         ar = AsyncResult(self, msg_ids, single=isinstance(targets, int), fname=fname,
                          targets=ids)
         if block:

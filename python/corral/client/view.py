@@ -292,9 +292,8 @@ class DirectView(View):
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         """The same request to every engine in ``ids``, one message each through the MUX;
         their msg_ids, in the order of ``ids``."""
-        return [self._send("mux", self.client._uuid(i), msg_type, content, {"label": self.label},
-                           buffers)
-                for i in ids]
+        return [self._send("mux", uuid, msg_type, content, {"label": self.label}, buffers)
+                for uuid in self.client._uuids(ids)]
 
     def _packed_submitter(self):
         return lambda buffers, target: self._send_each([target], "apply_request", {},
@@ -412,7 +411,7 @@ class BroadcastView(DirectView):
         self.is_coalescing = bool(is_coalescing)
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
-        targets = [(self.client._uuid(i), i) for i in ids]
+        targets = list(zip(self.client._uuids(ids), ids))
         msg_ids = self.client._submit_broadcast(targets, msg_type, content, {"label": self.label},
                                                 buffers)
         self.history.extend(msg_ids)
@@ -424,7 +423,7 @@ class BroadcastView(DirectView):
         ids, single = self._resolve(targets)
         buffers = pack_apply_message(f, args, kwargs)
         request_id, msg_ids = self.client._submit_broadcast(
-            [(self.client._uuid(i), i) for i in ids], "apply_request", {},
+            list(zip(self.client._uuids(ids), ids)), "apply_request", {},
             {"label": self.label}, buffers, coalescing=True)
         self.history.append(request_id)
         ar = CoalescedResult(self.client, request_id, msg_ids, single=single,
@@ -460,7 +459,7 @@ class LoadBalancedView(View):
             uuids = []
         else:
             ids = [self.targets] if isinstance(self.targets, int) else list(self.targets)
-            uuids = [self.client._uuid(i) for i in ids]
+            uuids = self.client._uuids(ids)
         metadata = {
             "after": render_dependency(self.after), "follow": render_dependency(self.follow),
             "timeout": float(self.timeout or 0.0), "targets": uuids,
