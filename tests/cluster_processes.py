@@ -22,6 +22,23 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def living_children(*names: str) -> set[int]:
+    """Pids of this process's living descendants with one of `names` (all if none given).
+    A child may exit while it is being looked at, and an orphan reparented to this process
+    (tests/client/conftest.py makes it a child subreaper) may be reaped at any moment:
+    both count as gone, as do zombies."""
+    import psutil
+
+    found = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if (not names or proc.name() in names) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.add(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
 class Processes:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir

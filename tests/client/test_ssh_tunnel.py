@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import corral
-from cluster_processes import wait_for
+from cluster_processes import living_children, wait_for
 from corral.client.tunnel import CHANNELS, SSHTunnelError
 
 N = 2
@@ -140,14 +140,13 @@ def test_sshserver_written_in_the_connection_file_is_used(cluster, ssh_on_path, 
 
 def test_a_refused_login_says_what_to_do_and_leaves_no_ssh(cluster, ssh_on_path):
     sshd = ssh_on_path
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    before = living_children()
     with pytest.raises(SSHTunnelError) as info:
         corral.Client(cluster.client_file, sshserver=f"nosuchuser@{sshd.host}:{sshd.port}",
                       timeout=10)
     message = str(info.value)
     assert "Permission denied" in message and "without a password" in message
-    after = {p.pid for p in psutil.Process().children(recursive=True)
-             if p.name() == "ssh"}
+    after = living_children("ssh")
     assert not after - before
 
 

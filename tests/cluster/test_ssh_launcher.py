@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import corral
-from cluster_processes import wait_for
+from cluster_processes import living_children, wait_for
 from corral.cluster.launcher import find_engine_launcher
 from corral.cluster.ssh import SSHEngineSetLauncher, SSHLaunchError, split_host
 
@@ -79,8 +79,8 @@ def simulation_loop(steps):
     return steps
 
 
-def my_ssh_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.name() in ("ssh", "scp")]
+def my_ssh_processes() -> set[int]:
+    return living_children("ssh", "scp")
 
 
 def test_seed_flow_on_engines_started_over_ssh(controller, sshd, tmp_path, launchers):
