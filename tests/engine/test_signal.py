@@ -80,7 +80,18 @@ def test_sigint_between_tasks_and_bad_signals_leave_the_engine_serving(hub):
     assert bad["status"] == "error" and bad["ename"] == "ValueError"
     assert control(hub, "signal_request", {"sig": 0}) == {"status": "ok"}
     execute_ok(hub)
-    assert "SIGINT while no task runs" in hub.log()
+    assert "interrupt with no task running: dropped" in hub.log()
+
+
+def test_an_interrupt_between_tasks_never_lands_on_the_next_task(hub):
+    """An interrupt with no task running is dropped: a task sent right behind it (as a
+    fuzzer or an impatient user does) runs to its end, never a KeyboardInterrupt."""
+    for msg_type, content in [("interrupt_request", {}), ("signal_request", {"sig": "SIGINT"})]:
+        assert control(hub, msg_type, content) == {"status": "ok"}
+        msg_id, frames = hub.request("execute_request", {"code": "import time\ntime.sleep(0.5)"})
+        hub.send("mux", frames)
+        _, reply, _ = hub.reply_to("mux", msg_id, timeout=30)
+        assert reply["status"] == "ok", reply
 
 
 def test_sigkill_is_answered_before_the_engine_dies(hub):

@@ -38,4 +38,4 @@ pub use error::{EngineError, Result};
 pub use outgoing::Outgoing;
 pub use request::{Channel, Request};
 pub use runtime::{EngineOptions, EngineRuntime, Next, DEFAULT_DATA_BYTES_LIMIT};
-pub use signal::before_kill;
+pub use signal::{before_kill, task_ended, task_started};

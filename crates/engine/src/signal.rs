@@ -10,6 +10,11 @@
 //! hook set with [`before_kill`] runs (the Python binding closes the runtime there:
 //! unregistration sent, IOPub flushed), so the controller learns at once that the engine
 //! is gone, as ipyparallel's nanny tells it once the engine has died.
+//!
+//! A SIGINT is different: it is for the running task only. It is sent at once, and only
+//! while the executor is inside a request ([`task_started`] .. [`task_ended`]), under the
+//! lock those take, so an interrupt that arrives between tasks is dropped and can never
+//! land on the next one (a delayed SIGINT used to interrupt whatever task came next).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +40,30 @@ static BEFORE_KILL: Mutex<Option<KillHook>> = Mutex::new(None);
 /// last chance to tell the controller the engine is leaving.
 pub fn before_kill(hook: impl Fn() + Send + Sync + 'static) {
     *BEFORE_KILL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+}
+
+/// Whether the executor is inside a request; see the module doc.
+static TASK_RUNNING: Mutex<bool> = Mutex::new(false);
+
+/// The executor starts a request: from now an interrupt is sent to it.
+pub fn task_started() {
+    *TASK_RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = true;
+}
+
+/// The executor is done with a request: interrupts are dropped until the next one.
+pub fn task_ended() {
+    *TASK_RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = false;
+}
+
+/// Sends SIGINT now if a task runs, holding the lock so the task cannot end (and the
+/// next begin) before the signal is pending on this process.
+fn interrupt(target: Target) {
+    let running = TASK_RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if !*running {
+        tracing::info!("interrupt with no task running: dropped");
+        return;
+    }
+    deliver_now(libc::SIGINT, target);
 }
 
 /// Signal names as Python's `signal` module spells them, for `{"sig": "SIGINT"}`.
@@ -95,7 +124,9 @@ pub(crate) fn answer(msg_type: &str, content: &Value) -> ControlAnswer {
     let content = match parsed {
         Ok((sig, target)) => {
             tracing::info!(sig, ?target, "signal requested");
-            if sig != 0 {
+            if sig == libc::SIGINT {
+                interrupt(target);
+            } else if sig != 0 {
                 deliver_later(sig, target);
             }
             json!({"status": "ok"})
@@ -144,6 +175,18 @@ fn describe(v: Option<&Value>) -> String {
 #[cfg(test)]
 fn deliver_later(sig: i32, target: Target) {
     tests::DELIVERED.with(|d| d.borrow_mut().push((sig, target)));
+}
+
+#[cfg(test)]
+fn deliver_now(sig: i32, target: Target) {
+    deliver_later(sig, target);
+}
+
+#[cfg(not(test))]
+fn deliver_now(sig: i32, target: Target) {
+    if let Err(e) = send(sig, target) {
+        tracing::warn!(sig, error = %e, "could not deliver the signal");
+    }
 }
 
 #[cfg(not(test))]
@@ -219,8 +262,13 @@ mod tests {
         DELIVERED.with(|d| std::mem::take(&mut *d.borrow_mut()))
     }
 
+    /// The tests that set [`TASK_RUNNING`] (a process-wide flag) run one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn signal_goes_to_the_process_and_interrupt_to_its_group() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        task_started();
         delivered();
         answer("signal_request", &json!({"sig": "SIGINT"}));
         answer("signal_request", &json!({"sig": 15}));
@@ -233,6 +281,25 @@ mod tests {
                 (libc::SIGINT, Target::GroupIfLeader),
             ]
         );
+    }
+
+    #[test]
+    fn an_interrupt_between_tasks_is_answered_and_dropped() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        task_started();
+        task_ended();
+        delivered();
+        for (msg_type, content) in [
+            ("interrupt_request", json!({})),
+            ("signal_request", json!({"sig": "SIGINT"})),
+        ] {
+            let ControlAnswer::Reply { content, .. } = answer(msg_type, &content) else {
+                panic!("{msg_type} is answered by the I/O thread");
+            };
+            assert_eq!(content["status"], "ok");
+        }
+        answer("signal_request", &json!({"sig": "SIGUSR1"}));
+        assert_eq!(delivered(), vec![(libc::SIGUSR1, Target::Process)]);
     }
 
     #[test]

@@ -226,12 +226,14 @@ impl PyEngineRuntime {
 
     /// A task starts: `status: busy`, and it becomes the parent of what is published.
     fn begin(&self, py: Python<'_>, req: &EngineRequest) -> PyResult<()> {
+        corral_engine::task_started();
         let parent = req.inner.header_raw.clone();
         self.queue(py, Outgoing::Begin { parent })
     }
 
     /// A task ends (after its reply): `status: idle`.
     fn end(&self, py: Python<'_>, req: &EngineRequest) -> PyResult<()> {
+        corral_engine::task_ended();
         let parent = req.inner.header_raw.clone();
         self.queue(py, Outgoing::End { parent })
     }
@@ -335,6 +337,7 @@ fn engine_init_logging(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
