@@ -31,9 +31,9 @@ pub fn new_id() -> String {
 
 /// The current UTC time as `2026-11-26T05:33:02.392788Z`.
 pub fn iso_now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    // `to_rfc3339_opts` writes the same text without interpreting a format string, at a
+    // fraction of the instructions (the hub stamps every record event).
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 #[cfg(test)]

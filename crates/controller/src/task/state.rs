@@ -58,7 +58,9 @@ struct Task {
     client: Vec<u8>,
     msg_id: String,
     msg_type: String,
-    header: Value,
+    /// Index in `frames` of the header, parsed again only when the scheduler answers the
+    /// task itself (as the reply's parent header).
+    header_at: usize,
     constraints: Constraints,
     retries: u32,
     /// `metadata.timeout`: how long it may wait here, counted from (re)queueing.
@@ -101,15 +103,38 @@ fn group_key(c: &Constraints) -> String {
     format!("{:?}|{:?}|{:?}", c.targets, blacklist, c.follow)
 }
 
-/// `msg_id` (a string, required) and `msg_type` (a string, or absent) of a task header.
-fn header_ids(header: &Value) -> Option<(String, String)> {
-    let msg_id = header.get("msg_id")?.as_str()?.to_string();
-    let msg_type = match header.get("msg_type") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return None,
+/// The two header fields the scheduler reads: `msg_id` (a string, required) and
+/// `msg_type` (a string, or absent or null). Read through this view, the rest of the
+/// header is skipped rather than built into a `Value` for every task.
+#[derive(serde::Deserialize)]
+struct TaskHeader {
+    msg_id: String,
+    #[serde(default)]
+    msg_type: Option<String>,
+}
+
+/// `TaskHeader` of a header frame; `None`, logged, when it is not JSON or lacks a
+/// string msg_id (or has a msg_type that is not a string).
+fn header_ids(frame: &[u8]) -> Option<(String, String)> {
+    // serde would also read a struct from an array; a header is an object.
+    let is_object = frame.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let read = if is_object {
+        serde_json::from_slice::<TaskHeader>(frame)
+    } else {
+        serde_json::from_slice::<serde::de::IgnoredAny>(frame)
+            .and_then(|_| Err(serde::de::Error::custom("the header is not a JSON object")))
     };
-    Some((msg_id, msg_type))
+    match read {
+        Ok(h) => Some((h.msg_id, h.msg_type.unwrap_or_default())),
+        Err(error) if error.is_data() => {
+            warn!(socket = "task", header = %String::from_utf8_lossy(frame), "dropped task whose header lacks a string msg_id or msg_type");
+            None
+        }
+        Err(error) => {
+            warn!(socket = "task", frame = "header", %error, "dropped message with a malformed JSON frame");
+            None
+        }
+    }
 }
 
 struct EngineSlot {
@@ -208,11 +233,7 @@ impl SchedulerState {
             warn!(socket = "task", "dropped task without a client identity");
             return out;
         }
-        let Some(header) = parse::<Value>(&frames[d + 2], "task", "header") else {
-            return out;
-        };
-        let Some((msg_id, msg_type)) = header_ids(&header) else {
-            warn!(socket = "task", %header, "dropped task whose header lacks a string msg_id or msg_type");
+        let Some((msg_id, msg_type)) = header_ids(&frames[d + 2]) else {
             return out;
         };
         let Some(md) = parse::<Value>(&frames[d + 4], "task", "metadata") else {
@@ -241,7 +262,7 @@ impl SchedulerState {
             client: frames[0].to_vec(),
             msg_id,
             msg_type,
-            header,
+            header_at: d + 2,
             constraints: Constraints {
                 targets: asked.targets,
                 after: asked.after.into(),
@@ -710,7 +731,8 @@ impl SchedulerState {
         let mut msg = self
             .session
             .msg(&reply_type(&task.msg_type), error_content(ename, evalue));
-        msg.parent_header = task.header;
+        msg.parent_header =
+            serde_json::from_slice(&task.frames[task.header_at]).unwrap_or(Value::Null);
         let mut md =
             json!({"status": "error", "dependencies_met": true, "date": corral_wire::iso_now()});
         msg.idents = vec![task.client];
