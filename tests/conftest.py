@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+
 import cloudpickle
 import pytest
 
 import corral
+
+# A shell without job control starts background commands (`make test &`) with SIGINT
+# ignored, which every child inherits: Python then installs no KeyboardInterrupt handler,
+# and the tests that press Ctrl-C (in this process or in a `corral` command) fail. A
+# handler of our own is reset to the default in the processes we start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -199,6 +199,8 @@ def test_cluster_shows_engines_and_running_tasks_and_ctrl_c_exits(start_cluster)
         if live.poll() is None:
             live.kill()
             live.wait(10)
+        live.stdout.close()  # else a failure here leaks them into a later test's warnings
+        live.stderr.close()
 
 
 def test_an_unknown_msg_id_is_refused_with_a_clear_message(start_cluster):
