@@ -17,6 +17,20 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture
+def procs(tmp_path, request):
+    """Hand-assembled peers (see tests/cluster_processes.py), all stopped at teardown;
+    their logs are printed when the test failed."""
+    from cluster_processes import Processes
+
+    p = Processes(tmp_path)
+    failed_before = request.session.testsfailed
+    yield p
+    p.stop_all()
+    if request.session.testsfailed > failed_before:
+        print(p.report())
+
+
 @pytest.fixture(autouse=True)
 def _send_test_functions_by_value(request):
     """Engines cannot import test modules: send their functions by value, as a notebook's."""

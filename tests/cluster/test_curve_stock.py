@@ -48,16 +48,6 @@ def double(x):
     return 2 * x
 
 
-@pytest.fixture
-def procs(tmp_path: Path, request):
-    p = Processes(tmp_path)
-    failed_before = request.session.testsfailed
-    yield p
-    p.stop_all()
-    if request.session.testsfailed > failed_before:
-        print(p.report())
-
-
 def _start_controller(procs: Processes, profile_dir: Path, argv: list[str]) -> dict:
     """Starts a controller and returns its client connection file, once both files exist."""
     procs.start("controller", argv)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 import corral
-from cluster_processes import Processes, corral_engine_argv, stock_engine_argv, wait_for
+from cluster_processes import corral_engine_argv, stock_engine_argv, wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -196,16 +196,6 @@ def _sigkill_controller(procs):
     proc = procs.procs["controller"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(15)
-
-
-@pytest.fixture
-def procs(tmp_path, request):
-    p = Processes(tmp_path)
-    failed_before = request.session.testsfailed
-    yield p
-    p.stop_all()
-    if request.session.testsfailed > failed_before:
-        print(p.report())
 
 
 def test_engines_keep_their_ids_across_a_sigkilled_and_restored_controller(tmp_path, procs):

@@ -4,8 +4,6 @@ job with `scancel` and leaves no job in `squeue` and no engine process."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -15,25 +13,6 @@ import pytest
 import corral
 from cluster_processes import wait_for
 from corral.cluster.batch import SlurmEngineSetLauncher
-from slurm import start_single_node_slurm
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    """One Slurm for the module; every Slurm command (the launcher's too) finds it through
-    SLURM_CONF, set for the module and restored after."""
-    cluster = start_single_node_slurm()
-    saved = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(cluster.conf)
-    try:
-        yield cluster
-    finally:
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ behind the cluster's back is reported (by `Cluster` and `corral cluster list`)."
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,28 +17,11 @@ import pytest
 import corral
 from cluster_processes import wait_for
 from corral.cluster.command import state
-from slurm import start_single_node_slurm
 import test_controller_launchers
 from test_controller_launchers import print_logs, seed_flow
 
 # seed_flow's task function lives in that module, which engines cannot import
 cloudpickle.register_pickle_by_value(test_controller_launchers)
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    cluster = start_single_node_slurm()
-    saved = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(cluster.conf)
-    try:
-        yield cluster
-    finally:
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def processes_naming(path: Path) -> list[int]:

@@ -22,7 +22,6 @@ ipp = pytest.importorskip("ipyparallel")
 
 import remote_functions as rf  # noqa: E402
 from cluster_processes import (  # noqa: E402
-    Processes,
     corral_engine_argv,
     start_corral_controller,
     stock_engine_argv,
@@ -30,16 +29,6 @@ from cluster_processes import (  # noqa: E402
 )
 
 N_ENGINES = 2
-
-
-@pytest.fixture
-def procs(tmp_path: Path, request):
-    p = Processes(tmp_path)
-    failed_before = request.session.testsfailed
-    yield p
-    p.stop_all()
-    if request.session.testsfailed > failed_before:
-        print(p.report())
 
 
 def _corral_controller_cluster(tmp_path, procs, engine_argv, connect):
