@@ -1,4 +1,4 @@
-"""The load balancer's high-water mark (``corral controller --hwm N``, ipyparallel's
+"""The load balancer's high-water mark (``corral controller --hwm N|auto``, ipyparallel's
 ``--TaskScheduler.hwm=N``): several tasks outstanding per engine, results still right, and
 an engine killed while holding several tasks turns every one of them into an EngineError.
 Real controller and engine processes."""
@@ -72,6 +72,33 @@ def test_hwm_2_places_two_tasks_on_each_engine(start_cluster, spelling):
 def test_default_hwm_is_one_task_per_engine(start_cluster):
     _, client = start_cluster(2)
     lview = client.load_balanced_view()
+    ars = [lview.apply_async(_work, 2) for _ in range(3)]
+    _wait_for(lambda: sum(_assigned(client).values()) == 2)
+    assert _assigned(client) == {eid: 1 for eid in client.ids}
+    assert client.queue_status()["unassigned"] == 1
+    assert [ar.get(timeout=60) for ar in ars] == ["done"] * 3
+
+
+def test_default_hwm_pipelines_short_tasks_but_not_the_long_ones_sent_after(start_cluster):
+    """``--hwm auto`` (the default) sends an engine several tasks at once only while its
+    tasks are short; after a pause, long tasks go out one per engine, as with ``--hwm 1``."""
+    _, client = start_cluster(2)
+    lview = client.load_balanced_view()
+    short = [lview.apply_async(_double, i) for i in range(3000)]
+    assert [ar.get(timeout=120) for ar in short] == [2 * i for i in range(3000)]
+    time.sleep(0.2)
+    ars = [lview.apply_async(_work, 2) for _ in range(3)]
+    _wait_for(lambda: sum(_assigned(client).values()) == 2)
+    assert _assigned(client) == {eid: 1 for eid in client.ids}
+    assert client.queue_status()["unassigned"] == 1
+    assert [ar.get(timeout=60) for ar in ars] == ["done"] * 3
+
+
+def test_hwm_1_is_ipyparallel_s_one_task_per_engine_after_short_tasks_too(start_cluster):
+    _, client = start_cluster(2, controller_args=["--TaskScheduler.hwm=1"])
+    lview = client.load_balanced_view()
+    short = [lview.apply_async(_double, i) for i in range(500)]
+    assert [ar.get(timeout=120) for ar in short] == [2 * i for i in range(500)]
     ars = [lview.apply_async(_work, 2) for _ in range(3)]
     _wait_for(lambda: sum(_assigned(client).values()) == 2)
     assert _assigned(client) == {eid: 1 for eid in client.ids}

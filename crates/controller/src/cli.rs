@@ -66,11 +66,12 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub enable_curve: bool,
-    /// Most tasks the load balancer keeps outstanding on one engine (0: no limit); also
-    /// ipyparallel's `--TaskScheduler.hwm=N`. Above 1, engines get their next task while
+    /// Most tasks the load balancer keeps outstanding on one engine: a number (0: no
+    /// limit), as ipyparallel's `--TaskScheduler.hwm=N`, or `auto`: 1, or up to 8 while an
+    /// engine's tasks take under a millisecond. Above 1, engines get their next task while
     /// they work, but a long task holds back the short ones queued behind it.
-    #[arg(long, alias = "TaskScheduler.hwm", default_value_t = crate::config::DEFAULT_TASK_HWM)]
-    pub hwm: usize,
+    #[arg(long, alias = "TaskScheduler.hwm", default_value = "auto")]
+    pub hwm: crate::config::TaskHwm,
     /// Earlier published-data updates each task record keeps per engine, beside the
     /// latest snapshot (clients read them as `ar.data_history`); 0 keeps none.
     #[arg(long, default_value_t = crate::config::HistoryLimits::default().updates)]
@@ -607,13 +608,15 @@ mod tests {
 
     #[test]
     fn task_hwm_as_corral_and_ipyparallel_spell_it() {
+        use crate::config::TaskHwm;
         let cfg = |args: &[&str]| {
             let cli = parse(args.iter().map(|a| a.to_string())).unwrap();
             cli.config_with_env(|_| None).unwrap().task_hwm
         };
-        assert_eq!(cfg(&[]), crate::config::DEFAULT_TASK_HWM);
-        assert_eq!(cfg(&["--hwm", "4"]), 4);
-        assert_eq!(cfg(&["--TaskScheduler.hwm=0"]), 0);
+        assert_eq!(cfg(&[]), TaskHwm::Auto);
+        assert_eq!(cfg(&["--hwm", "4"]), TaskHwm::Fixed(4));
+        assert_eq!(cfg(&["--TaskScheduler.hwm=0"]), TaskHwm::Fixed(0));
+        assert_eq!(cfg(&["--hwm=auto"]), TaskHwm::Auto);
         assert_eq!(parse(["--hwm=-1".to_string()]).unwrap_err(), 2);
     }
 

@@ -19,10 +19,40 @@ pub const DEFAULT_IOPUB_WINDOW: usize = 16 << 20;
 /// to one update per (task, engine), so this is reached only by a client that stopped
 /// reading while output (or many tasks' data) kept coming.
 pub const DEFAULT_IOPUB_BUDGET: usize = 64 << 20;
-/// Tasks the load balancer keeps outstanding on one engine (ipyparallel's
-/// `TaskScheduler.hwm` default): a task waits in the scheduler, not behind a long task on
-/// an engine, so any engine that frees up can take it.
-pub const DEFAULT_TASK_HWM: usize = 1;
+/// How many tasks the load balancer keeps outstanding on one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskHwm {
+    /// At most this many (ipyparallel's `TaskScheduler.hwm`; `0`: no limit). At `1`, a
+    /// task waits in the scheduler, never behind a long task on an engine, so any engine
+    /// that frees up can take it; more hides each task's round trip behind the engine's
+    /// work, but a long task holds back the tasks queued behind it.
+    Fixed(usize),
+    /// `1`, or more while an engine's tasks are short (under a millisecond); see
+    /// `task/pace.rs`. The default.
+    Auto,
+}
+
+impl std::str::FromStr for TaskHwm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(TaskHwm::Auto);
+        }
+        s.parse()
+            .map(TaskHwm::Fixed)
+            .map_err(|_| format!("{s:?} is neither `auto` nor a number of tasks (0: no limit)"))
+    }
+}
+
+impl std::fmt::Display for TaskHwm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskHwm::Fixed(n) => write!(f, "{n}"),
+            TaskHwm::Auto => f.write_str("auto"),
+        }
+    }
+}
 
 /// Settings of one controller. `Default` gives ipyparallel's defaults on 127.0.0.1 with
 /// the `default` profile.
@@ -89,10 +119,8 @@ pub struct ControllerConfig {
     /// How many earlier published-data updates, and how many bytes of them, each task
     /// record keeps per engine beside the latest snapshot (docs/PROTOCOL.md §12.1).
     pub data_history: HistoryLimits,
-    /// Most tasks the load balancer keeps outstanding on one engine (ipyparallel's
-    /// `TaskScheduler.hwm`; `0`: no limit). More hides each task's round trip behind the
-    /// engine's work; fewer keeps a long task from holding back short ones queued behind it.
-    pub task_hwm: usize,
+    /// How many tasks the load balancer keeps outstanding on one engine.
+    pub task_hwm: TaskHwm,
     /// Where task records are kept. `corral controller` uses an SQLite file by default
     /// ([`DbMode::default_file`]); the library default is memory, so embedded and test
     /// controllers leave no files behind.
@@ -151,7 +179,7 @@ impl Default for ControllerConfig {
             client_ports: Vec::new(),
             reuse_files: false,
             data_history: HistoryLimits::default(),
-            task_hwm: DEFAULT_TASK_HWM,
+            task_hwm: TaskHwm::Auto,
             db: DbMode::Memory,
             restore: false,
             dashboard: None,

@@ -1,4 +1,4 @@
-//! The load-balancing task scheduler (ipyparallel's `leastload` with its `hwm`): a client-side
+//! The load-balancing task scheduler (ipyparallel's `leastload` with its `hwm`, or an automatic one: see [`pace`]): a client-side
 //! ROUTER and an engine-side ROUTER (identity `task_out`). A task goes to the live
 //! engine with the fewest outstanding tasks among those its constraints allow
 //! (`metadata.targets`, `follow`, the engines it already failed on); it waits here
@@ -11,6 +11,7 @@
 //! only receives, calls the state and performs the [`TaskAction`]s it returns.
 
 mod constrained;
+mod pace;
 mod state;
 
 use corral_wire::Session;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
 
+use crate::config::TaskHwm;
 use crate::events::{EngineEvent, HubEvent, HubSender};
 use crate::sockets::{readable, recv_frames, send_bytes, send_routed};
 use crate::stop::Stop;
@@ -34,8 +36,8 @@ pub(crate) struct TaskScheduler {
     pub engines_rx: Receiver<EngineEvent>,
     pub hub: HubSender,
     pub stop: Arc<Stop>,
-    /// Most tasks outstanding on one engine (`0`: no limit).
-    pub hwm: usize,
+    /// How many tasks an engine may hold.
+    pub hwm: TaskHwm,
 }
 
 impl TaskScheduler {

@@ -16,7 +16,7 @@ fn start_with_hwm(dir: &std::path::Path, hwm: usize) -> Controller {
     Controller::start(ControllerConfig {
         location: ProfileLocation::resolve(Some(dir), None, ""),
         key: Some(KEY.into()),
-        task_hwm: hwm,
+        task_hwm: corral_controller::config::TaskHwm::Fixed(hwm),
         ..ControllerConfig::default()
     })
     .expect("controller starts")

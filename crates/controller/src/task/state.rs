@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::constrained::{ConstrainedQueue, GroupId};
+use super::pace::Pace;
+use crate::config::TaskHwm;
 use crate::dependency::{
     admit, after_reply, eligible, stuck, triage, AfterReply, Constraints, Failure, History, Triage,
 };
@@ -146,6 +148,20 @@ struct EngineSlot {
     skip_until: Option<Instant>,
     /// Its key in [`SchedulerState::free`], while it is there.
     free_key: Option<(usize, u64)>,
+    /// How fast it answers, for the automatic high-water mark.
+    pace: Pace,
+}
+
+impl EngineSlot {
+    /// Whether it may take another task at `now` (reachability aside).
+    fn has_room(&self, hwm: TaskHwm, now: Instant) -> bool {
+        let held = self.outstanding.len();
+        match hwm {
+            TaskHwm::Fixed(0) => true,
+            TaskHwm::Fixed(n) => held < n,
+            TaskHwm::Auto => held < self.pace.depth(held, now),
+        }
+    }
 }
 
 /// Why the scheduler itself answers a task, as ipyparallel words it.
@@ -159,8 +175,8 @@ fn evalue(f: Failure) -> &'static str {
 
 pub(crate) struct SchedulerState {
     session: Arc<Session>,
-    /// Most tasks outstanding on one engine (`0`: no limit).
-    hwm: usize,
+    /// How many tasks an engine may hold.
+    hwm: TaskHwm,
     engines: HashMap<Arc<str>, EngineSlot>,
     /// Reachable engines with room, keyed (load, last use): the first is leastload's pick.
     free: BTreeSet<(usize, u64, Arc<str>)>,
@@ -189,8 +205,8 @@ pub(crate) struct SchedulerState {
 }
 
 impl SchedulerState {
-    /// A scheduler placing at most `hwm` tasks on each engine at once (`0`: no limit).
-    pub(crate) fn new(session: Arc<Session>, hwm: usize) -> Self {
+    /// A scheduler placing at most `hwm` tasks on each engine at once.
+    pub(crate) fn new(session: Arc<Session>, hwm: TaskHwm) -> Self {
         SchedulerState {
             session,
             hwm,
@@ -325,13 +341,16 @@ impl SchedulerState {
                 .collect(),
         })));
         let (name, task) = match self.engines.get_mut(engine.as_str()) {
-            Some(slot) => (
-                slot.name.clone(),
-                parent
+            Some(slot) => {
+                let task = parent
                     .msg_id
                     .as_ref()
-                    .and_then(|id| slot.outstanding.remove(id)),
-            ),
+                    .and_then(|id| slot.outstanding.remove(id));
+                if task.is_some() {
+                    slot.pace.replied(now);
+                }
+                (slot.name.clone(), task)
+            }
             None => (Arc::from(engine.as_str()), None),
         };
         if let Some(mut task) = task {
@@ -395,6 +414,7 @@ impl SchedulerState {
                             last_used: 0,
                             skip_until: None,
                             free_key: None,
+                            pace: Pace::default(),
                         },
                     );
                     self.update_free(&name, now);
@@ -664,6 +684,16 @@ impl SchedulerState {
             let Some((seq, name)) = choice else {
                 break;
             };
+            // An engine's room can shrink with time alone (the automatic mark stops
+            // filling one that went silent), which `free` learns only here.
+            if !self
+                .engines
+                .get(&name)
+                .is_some_and(|s| s.has_room(self.hwm, now))
+            {
+                self.update_free(&name, now);
+                continue;
+            }
             self.assign(seq, name, now, out);
         }
     }
@@ -677,6 +707,7 @@ impl SchedulerState {
         };
         self.assignments += 1;
         slot.last_used = self.assignments;
+        slot.pace.sent(slot.outstanding.len(), now);
         let mut frames = Vec::with_capacity(task.frames.len() + 1);
         frames.push(zmq::Message::from(name.as_bytes()));
         frames.extend(task.frames.iter().map(|f| zmq::Message::from(&f[..])));
@@ -699,8 +730,7 @@ impl SchedulerState {
             self.free.remove(&(load, used, name.clone()));
         }
         let reachable = slot.skip_until.is_none_or(|t| now >= t);
-        let room = self.hwm == 0 || slot.outstanding.len() < self.hwm;
-        if room && reachable {
+        if slot.has_room(self.hwm, now) && reachable {
             let key = (slot.outstanding.len(), slot.last_used);
             self.free.insert((key.0, key.1, name.clone()));
             slot.free_key = Some(key);

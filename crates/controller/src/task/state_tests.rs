@@ -20,10 +20,10 @@ struct Harness {
 
 impl Harness {
     fn new(engines: &[&str]) -> Harness {
-        Harness::with_hwm(engines, 1)
+        Harness::with_hwm(engines, TaskHwm::Fixed(1))
     }
 
-    fn with_hwm(engines: &[&str], hwm: usize) -> Harness {
+    fn with_hwm(engines: &[&str], hwm: TaskHwm) -> Harness {
         let mut h = Harness {
             st: SchedulerState::new(Arc::new(Session::new(KEY)), hwm),
             client: Session::new(KEY),
@@ -71,13 +71,26 @@ impl Harness {
         deps_met: bool,
         ms: u64,
     ) -> Vec<TaskAction> {
+        let when = self.at(ms);
+        self.answer_at(engine, msg_id, status, deps_met, when)
+    }
+
+    /// `engine` answers `msg_id` with `status` at `when`.
+    fn answer_at(
+        &mut self,
+        engine: &str,
+        msg_id: &str,
+        status: &str,
+        deps_met: bool,
+        when: Instant,
+    ) -> Vec<TaskAction> {
         let engine_session = Session::new(KEY);
         let mut reply = engine_session.msg("apply_reply", json!({"status": status}));
         reply.parent_header = json!({"msg_id": msg_id, "msg_type": "apply_request"});
         reply.metadata = json!({"engine": engine, "status": status, "dependencies_met": deps_met});
         reply.idents = vec![engine.as_bytes().to_vec(), b"client".to_vec()];
         let frames = zmsgs(engine_session.encode(&reply));
-        self.st.reply(frames, self.at(ms))
+        self.st.reply(frames, when)
     }
 }
 
@@ -331,7 +344,7 @@ fn an_unreachable_engine_is_skipped_for_a_while() {
 
 #[test]
 fn hwm_above_one_pipelines_tasks_to_the_least_loaded_engine() {
-    let mut h = Harness::with_hwm(&["a", "b"], 2);
+    let mut h = Harness::with_hwm(&["a", "b"], TaskHwm::Fixed(2));
     let mut placed = Vec::new();
     for _ in 0..5 {
         let (t, out) = h.submit(json!({}), 0);
@@ -347,7 +360,7 @@ fn hwm_above_one_pipelines_tasks_to_the_least_loaded_engine() {
     assert_eq!(assigned(&out), vec![("b".into(), placed[4].0.clone())]);
 
     // hwm 0: no limit, every task goes out at once.
-    let mut h = Harness::with_hwm(&["a", "b"], 0);
+    let mut h = Harness::with_hwm(&["a", "b"], TaskHwm::Fixed(0));
     let sent: usize = (0..100)
         .map(|_| assigned(&h.submit(json!({}), 0).1).len())
         .sum();
@@ -355,8 +368,65 @@ fn hwm_above_one_pipelines_tasks_to_the_least_loaded_engine() {
 }
 
 #[test]
+fn auto_hwm_pipelines_short_tasks_and_stops_at_a_long_one() {
+    let mut h = Harness::with_hwm(&["a", "b"], TaskHwm::Auto);
+    let t0 = h.t0;
+    // Tasks on each engine, oldest first.
+    let mut on: HashMap<String, Vec<String>> = HashMap::new();
+    let place = |on: &mut HashMap<String, Vec<String>>, actions: &[TaskAction]| {
+        for (e, m) in assigned(actions) {
+            on.entry(e).or_default().push(m);
+        }
+    };
+    for _ in 0..200 {
+        let out = h.submit(json!({}), 0);
+        place(&mut on, &out.1);
+    }
+    // Not yet seen to answer: one task per engine.
+    assert_eq!((on["a"].len(), on["b"].len()), (1, 1));
+    // a answers every 50 µs (b never): one more task per reply, up to 8.
+    let mut now = t0;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        now += Duration::from_micros(50);
+        let m = on.get_mut("a").unwrap().remove(0);
+        let out = h.answer_at("a", &m, "ok", true, now);
+        place(&mut on, &out);
+        held.push(on["a"].len());
+    }
+    assert_eq!(held[..8], [2, 3, 4, 5, 6, 7, 8, 8]);
+    assert!(held.iter().all(|&n| n <= super::super::pace::MAX_DEPTH));
+    // a goes silent for longer than the work it was expected to hold (a long task): it
+    // gets nothing more, however short its tasks were, while b still holds its one.
+    let silent = now + super::super::pace::QUEUED_WORK + Duration::from_micros(1);
+    let out = h.st.tick(silent);
+    assert!(assigned(&out).is_empty());
+    let m = on.get_mut("a").unwrap().remove(0);
+    let out = h.answer_at("a", &m, "ok", true, now + Duration::from_secs(2));
+    assert!(
+        assigned(&out).is_empty(),
+        "one long task: a is back to one at a time"
+    );
+    // a answers the 7 it held at once; only when it holds none does it get the next.
+    let mut now = now + Duration::from_secs(2);
+    let queue = std::mem::take(on.get_mut("a").unwrap());
+    for (i, m) in queue.iter().enumerate() {
+        now += Duration::from_micros(50);
+        let got = assigned(&h.answer_at("a", m, "ok", true, now));
+        let want = usize::from(i + 1 == queue.len());
+        assert_eq!(
+            got.len(),
+            want,
+            "{got:?} after {} of {}",
+            i + 1,
+            queue.len()
+        );
+    }
+}
+
+#[test]
 fn hwm_above_one_still_holds_after_and_follow_until_their_dependency_finished() {
-    let mut h = Harness::with_hwm(&["a", "b"], 0);
+    let mut h = Harness::with_hwm(&["a", "b"], TaskHwm::Fixed(0));
     let (x, out) = h.submit(json!({}), 0);
     let (ex, _) = only(&out);
     // Room everywhere, but `after` and `follow` wait for x's reply, not its placement.
@@ -375,7 +445,7 @@ fn hwm_above_one_still_holds_after_and_follow_until_their_dependency_finished() 
 
 #[test]
 fn a_dead_engine_fails_or_retries_every_task_it_held() {
-    let mut h = Harness::with_hwm(&["a", "b"], 3);
+    let mut h = Harness::with_hwm(&["a", "b"], TaskHwm::Fixed(3));
     let mut on_a = Vec::new();
     for retries in [0, 0, 1, 0, 1, 0] {
         let (t, out) = h.submit(json!({"retries": retries}), 0);
