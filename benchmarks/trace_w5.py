@@ -33,6 +33,17 @@ HOPS = [
     ("k_data_out", "c_data_in", "wire: controller → client I/O thread (verified)"),
     ("c_data_in", "c_data_filed", "client I/O thread: file, wake the watcher"),
 ]
+#: The Python edges, joined by the published `i` (a Rust point's msg_id is mapped to the
+#: `i` published last before it left the engine: publications are `period` apart, hops
+#: well under it).
+EDGES = [
+    ("e_publish", "e_queued", "engine Python: pickle, hand to the runtime"),
+    ("e_queued", "e_data_out", "engine I/O thread: wake, encode, sign, send"),
+]
+CLIENT_EDGES = [
+    ("c_data_filed", "p_woken", "client: watcher thread wakes (condvar, GIL)"),
+    ("p_woken", "p_seen", "client Python: merge `ar.data`, call back"),
+]
 #: End to end, joined by the published `i` (Python points on both ends).
 TOTAL = ("e_publish", "p_seen", "publish_data called → on_data callback (traced)")
 
@@ -49,6 +60,7 @@ def publisher(period, seconds, tag=""):
     for i in range(n):
         trace_point("e_publish", f"{tag}{i}")
         publish_data(dict(t=time.time(), i=i))
+        trace_point("e_queued", f"{tag}{i}")
         delay = start + (i + 1) * period - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
@@ -61,6 +73,23 @@ def load(folder: Path) -> dict[str, dict[str, int]]:
     for point, key, t in trace_lines(folder):
         out[point].setdefault(key, t)
     return out
+
+
+def by_publication(points) -> None:
+    """Adds each Rust point of a `data_message` under the `i` of the publication it
+    carries (the last `e_queued` before the message's `e_data_out`)."""
+    queued = sorted((t, i) for i, t in points.get("e_queued", {}).items() if i.isdigit())
+    times = [t for t, _ in queued]
+    import bisect
+
+    for msg_id, t_out in list(points.get("e_data_out", {}).items()):
+        k = bisect.bisect_right(times, t_out) - 1
+        if k < 0:
+            continue
+        i = queued[k][1]
+        for point in ("e_data_out", "c_data_filed"):
+            if msg_id in points.get(point, {}):
+                points[point].setdefault(i, points[point][msg_id])
 
 
 def segment(points, a: str, b: str) -> list[int]:
@@ -85,12 +114,21 @@ def main() -> int:
         view = client[0]
         view.apply_sync(publisher, args.period, 0.05, "warmup")  # warm-up (its points are skipped)
         last = [None]
+        woken = [0]
+        wait_data = client._wait_data
+
+        def traced_wait_data(*a, **kw):
+            out = wait_data(*a, **kw)
+            woken[0] = time.time_ns()
+            return out
+
+        client._wait_data = traced_wait_data
 
         def seen(d):
             now = time.time_ns()
             if d.get("i") is not None and d["i"] != last[0]:
                 last[0] = d["i"]
-                os.write(own, f"p_seen {d['i']} {now}\n".encode())
+                os.write(own, f"p_woken {d['i']} {woken[0]}\np_seen {d['i']} {now}\n".encode())
 
         ar = view.apply_async(publisher, args.period, args.seconds)
         watcher = ar.on_data(seen, timeout=120)
@@ -102,7 +140,8 @@ def main() -> int:
     points = load(folder)
     print(f"{n} publications every {args.period * 1e3:g} ms; trace files in {folder}")
     print("\n| segment | from → to | median µs | p99 µs | n |\n|---|---|---|---|---|")
-    for a, b, what in [*HOPS, TOTAL]:
+    by_publication(points)
+    for a, b, what in [*EDGES, *HOPS, *CLIENT_EDGES, TOTAL]:
         ds = segment(points, a, b)
         if not ds:
             print(f"| {what} | {a} → {b} | (no data) | | |")

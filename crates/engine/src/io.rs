@@ -252,8 +252,13 @@ impl IoThread {
     /// running and only the newest values wait. It stops once `pending` holds more than
     /// the byte bound of updates that supersede nothing (ever-new keys): the rest stays in
     /// the channel, whose own byte bound then makes `publish_data` wait.
+    ///
+    /// Only a new `Data` update can supersede anything, so `pending` is conflated only
+    /// when one came in: a queue of replies and status messages behind a full IOPub
+    /// socket (thousands of queued tasks) is not scanned again on every wake-up.
     fn absorb_queue(&mut self, max_ops: usize) {
         let limit = self.shared.data_bytes_limit;
+        let mut new_data = false;
         for _ in 0..max_ops {
             if self.pending_bytes > limit {
                 break;
@@ -262,8 +267,12 @@ impl IoThread {
                 break;
             };
             let bytes = op.data_bytes();
-            if matches!(op, Outgoing::End { .. }) {
-                self.shared.ended.fetch_add(1, Ordering::Relaxed);
+            match op {
+                Outgoing::End { .. } => {
+                    self.shared.ended.fetch_add(1, Ordering::Relaxed);
+                }
+                Outgoing::Data { .. } => new_data = true,
+                _ => {}
             }
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.pending_bytes += bytes;
@@ -272,7 +281,9 @@ impl IoThread {
                 self.conflate_pending();
             }
         }
-        self.conflate_pending();
+        if new_data {
+            self.conflate_pending();
+        }
     }
 
     /// Drops superseded updates from `pending`, and their bytes from its count.

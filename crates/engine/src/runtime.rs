@@ -41,9 +41,12 @@ pub struct EngineOptions {
     /// The connection file the settings came from, named in errors.
     pub file_hint: String,
     /// IOPub high-water mark: messages ZeroMQ queues toward the controller before the
-    /// engine holds (and conflates) the rest itself. Small, because ZeroMQ counts messages,
-    /// not bytes: at 1,000, a burst of 8 MB publications queued gigabytes (W6 in
-    /// `benchmarks/RESULTS.md`), while 32 keeps small updates as fast as before.
+    /// engine holds (and conflates) the rest itself. ZeroMQ counts messages, not bytes,
+    /// but frames of 64 KiB and more are also bounded in bytes (`data_bytes_limit`, see
+    /// `zerocopy`), so 8 MB publications no longer pile up here (they queued gigabytes at
+    /// 1,000 before that bound). Not smaller: every task sends `busy` and `idle`, and at 32
+    /// an engine fed thousands of tasks at once stalled on a full socket every 16 tasks,
+    /// polling for room (W3's DirectView part: 130 → 57 µs of engine CPU per task at 256).
     pub iopub_hwm: i32,
     /// How long the heartbeat connection may stay down before the controller counts as
     /// gone (see `liveness`): long enough for a controller restarted on the same ports.
@@ -73,7 +76,7 @@ impl Default for EngineOptions {
             queue_capacity: 65_536,
             data_bytes_limit: DEFAULT_DATA_BYTES_LIMIT,
             file_hint: "<unknown>".into(),
-            iopub_hwm: 32,
+            iopub_hwm: 256,
             lost_grace: Duration::from_secs(3),
             insecure: false,
             requested_id: None,
