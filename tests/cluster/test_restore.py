@@ -218,7 +218,8 @@ def test_engines_keep_their_ids_across_a_sigkilled_and_restored_controller(tmp_p
         running = rc[0].apply_async(_slow_pid, 3)
         doomed = rc[2].apply_async(_slow_pid, 600)
         msg_ids = [running.msg_ids[0], doomed.msg_ids[0]]
-        time.sleep(0.5)
+        # Unfinished tasks reach the task database after half a second.
+        _wait_stored(profile_dir / "db" / "corral-tasks.sqlite", msg_ids)
     finally:
         rc.close()
     state = json.loads((profile_dir / "log" / "engines.json").read_text())
@@ -241,10 +242,10 @@ def test_engines_keep_their_ids_across_a_sigkilled_and_restored_controller(tmp_p
         assert {i: other[i].apply_sync(_engine_pid) for i in (0, 1)} == {0: pids[0], 1: pids[1]}
         # The task that ran through the restart finished and its result is there.
         assert other.get_result(msg_ids[0], block=True).get(timeout=30) == pids[0]
-        # The dead engine's task fails instead of hanging: an EngineError when its record
-        # was restored (see the hub's restore tests); the task database keeps finished
-        # tasks only, so today the restored controller does not know it at all.
-        with pytest.raises(corral.error.RemoteError, match="Engine 2 died|No such message"):
+        # The dead engine's task fails instead of hanging: the task database keeps
+        # unfinished tasks too, and engine 2 does not come back within the restore
+        # timeout, so its task becomes an EngineError.
+        with pytest.raises(corral.error.RemoteError, match="Engine 2 died"):
             other.get_result(msg_ids[1], block=True).get(timeout=30)
         assert other[:].apply_sync(lambda: 7) == [7, 7]
         lview = other.load_balanced_view()
@@ -288,5 +289,44 @@ def test_stock_engines_are_taken_back_by_a_restored_controller(tmp_path, procs):
     try:
         _wait_ids(other, sorted(pids))
         assert {i: other[i].apply_sync(_engine_pid) for i in pids} == pids
+    finally:
+        other.close()
+
+
+def test_a_task_still_in_the_scheduler_when_the_controller_died_fails_after_restore(tmp_path,
+                                                                                    procs):
+    """A load-balanced task waiting in the scheduler (its one engine busy) when the
+    controller is SIGKILLed: the restored controller does not know the scheduler's queue,
+    so the task becomes a `TaskAborted` error a client can read, not a wait forever; the
+    task that was running on the engine is still waited for, and its result arrives."""
+    profile_dir = tmp_path / "profile"
+    profile_dir.mkdir()
+    _start_controller(procs, "controller", profile_dir, "--reuse")
+    _wait_for_files_newer_than(profile_dir, 0)
+    engine = procs.start("engine0", corral_engine_argv(profile_dir))
+    rc = corral.Client(profile_dir=profile_dir, timeout=30)
+    try:
+        rc.wait_for_engines(1, timeout=60)
+        lview = rc.load_balanced_view()
+        running = lview.apply_async(_slow_pid, 4)
+        queued = lview.apply_async(_slow_pid, 0)
+        msg_ids = [running.msg_ids[0], queued.msg_ids[0]]
+        _wait_until(lambda: rc.queue_status()["unassigned"] == 1)
+        # Unfinished tasks reach the task database after half a second.
+        _wait_stored(profile_dir / "db" / "corral-tasks.sqlite", msg_ids)
+    finally:
+        rc.close()
+    _sigkill_controller(procs)
+
+    since = time.time_ns()
+    _start_controller(procs, "controller", profile_dir, "--restore")
+    _wait_for_files_newer_than(profile_dir, since)
+    other = corral.Client(profile_dir=profile_dir, timeout=30)
+    try:
+        _wait_ids(other, [0])
+        with pytest.raises(corral.error.RemoteError, match="submit it again") as caught:
+            other.get_result(msg_ids[1], block=True).get(timeout=30)
+        assert caught.value.ename == "TaskAborted"
+        assert other.get_result(msg_ids[0], block=True).get(timeout=30) == engine.pid
     finally:
         other.close()

@@ -454,20 +454,63 @@ impl HubState {
     /// ipyparallel's hub does for stranded messages, so that `result_request`s and
     /// `db_request`s of other clients see it finished instead of pending forever.
     fn record_stranded(&mut self, id: u32, uuid: &str, msg_id: &str) {
+        let evalue = format!("Engine {id} died while running task '{msg_id}'");
+        self.record_failure(msg_id, Some(uuid), "EngineError", &evalue);
+    }
+
+    /// `--restore`: fails the restored tasks that can no longer finish, so that a client
+    /// asking for them gets an error instead of waiting forever: those still waiting in
+    /// the scheduler when the controller stopped (its queue is not kept), and those on an
+    /// engine that is not taken back. Tasks on restored engines wait for them: their
+    /// replies arrive, or they fail when the engine does not come back (`unregister`).
+    pub(crate) fn fail_orphaned_tasks(&mut self) {
+        let mut failed = 0;
+        for (msg_id, engine) in self.records.unfinished() {
+            match engine {
+                Some(uuid) if self.registry.id_of(&uuid).is_some() => continue,
+                Some(uuid) => {
+                    let evalue = format!(
+                        "Engine {uuid:?}, which ran task '{msg_id}', was not taken back when \
+                         the controller restarted"
+                    );
+                    self.record_failure(&msg_id, Some(&uuid), "EngineError", &evalue);
+                }
+                None => {
+                    let evalue = format!(
+                        "The controller restarted before task '{msg_id}' was sent to an \
+                         engine; submit it again"
+                    );
+                    self.record_failure(&msg_id, None, "TaskAborted", &evalue);
+                }
+            }
+            failed += 1;
+        }
+        if failed > 0 {
+            warn!(
+                tasks = failed,
+                "restored tasks that can no longer finish: failed"
+            );
+        }
+    }
+
+    /// Records an error result for `msg_id`, as if `engine` (if any) had answered it.
+    fn record_failure(&mut self, msg_id: &str, engine: Option<&str>, ename: &str, evalue: &str) {
         let request_type = self
             .records
             .get(msg_id)
             .and_then(|r| r.get("header")["msg_type"].as_str().map(str::to_string))
             .unwrap_or_else(|| "apply_request".into());
-        let evalue = format!("Engine {id} died while running task '{msg_id}'");
-        let reply = self.session.msg(
-            &reply_type(&request_type),
-            error_content("EngineError", &evalue),
-        );
+        let reply = self
+            .session
+            .msg(&reply_type(&request_type), error_content(ename, evalue));
+        let mut metadata = json!({"status": "error", "dependencies_met": true});
+        if let Some(uuid) = engine {
+            metadata["engine"] = json!(uuid);
+        }
         let parts = [
             serde_json::to_value(&reply.header).unwrap_or_default(),
             json!({"msg_id": msg_id}),
-            json!({"status": "error", "engine": uuid, "dependencies_met": true}),
+            metadata,
             reply.content,
         ];
         let parts = parts
@@ -475,7 +518,7 @@ impl HubState {
             .map(|v| serde_json::to_vec(v).unwrap_or_default().into())
             .collect();
         let event = crate::events::RecordEvent::Reply {
-            engine: Some(uuid.to_string()),
+            engine: engine.map(str::to_string),
             parts,
         };
         self.records.apply(event, &corral_wire::iso_now());

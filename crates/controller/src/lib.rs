@@ -391,7 +391,10 @@ impl Controller {
         .with_data_history(config.data_history);
         let db_writer = open_task_db(&config, hub_state.records_mut())?;
         // After the records: engines that did not come back fail their restored tasks.
-        let hub_state = open_engine_state(&config, hub_state);
+        let mut hub_state = open_engine_state(&config, hub_state);
+        if config.restore {
+            hub_state.fail_orphaned_tasks();
+        }
         // Restored engines are pending: the heart pings fast for them from the start.
         pending.store(
             hub_state.pending_count(),

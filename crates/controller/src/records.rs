@@ -369,14 +369,41 @@ impl Records {
     }
 
     /// Sends a finished record to the task database (a clone that shares the record's
-    /// parts and buffers, not a copy: the writer encodes it off this thread). Unfinished records wait for their reply, so a task costs one write.
+    /// parts and buffers, not a copy: the writer encodes it off this thread). Output that
+    /// arrives for an unfinished task waits for its reply.
     fn persist(&self, msg_id: &str) {
+        self.persist_if(msg_id, Record::is_completed);
+    }
+
+    /// Sends a record to the task database, finished or not: a request when it arrives
+    /// and when it is placed on an engine, so that a controller restarted with
+    /// `--restore` knows the tasks that were unfinished (and fails those that can no
+    /// longer finish). The writer keeps the latest write of a record in each batch, so a
+    /// task that finishes within one costs one write still.
+    fn persist_request(&self, msg_id: &str) {
+        self.persist_if(msg_id, |_| true);
+    }
+
+    fn persist_if(&self, msg_id: &str, wanted: impl Fn(&Record) -> bool) {
         let (Some(store), Some(rec)) = (&self.store, self.records.get(msg_id)) else {
             return;
         };
-        if rec.is_completed() && store.send(DbCommand::Put(Box::new(rec.clone()))).is_err() {
+        if wanted(rec) && store.send(DbCommand::Put(Box::new(rec.clone()))).is_err() {
             warn!(%msg_id, "the task database writer has stopped; record kept in memory only");
         }
+    }
+
+    /// The unfinished records, oldest first, with the engine each was placed on (`None`:
+    /// still waiting in the scheduler).
+    pub(crate) fn unfinished(&self) -> Vec<(String, Option<String>)> {
+        self.ordered()
+            .into_iter()
+            .filter(|r| !r.is_completed())
+            .map(|r| {
+                let engine = r.engine_uuid.as_str().map(str::to_string);
+                (r.msg_id().to_string(), engine)
+            })
+            .collect()
     }
 
     /// Adds records read back from the task database (`--restore`), keeping their order.
@@ -485,11 +512,17 @@ impl Records {
             content: RawJson::of(&content),
             buffers: buffers.into_iter().map(Bytes::from).collect(),
         };
-        self.add_request_parts(request, queue, client);
+        self.add_request_parts(request, queue, client, None);
     }
 
-    /// Adds (or fills in) the record of a request.
-    fn add_request_parts(&mut self, request: Request, queue: &str, client: Option<String>) {
+    /// Adds (or fills in) the record of a request, sent to `engine` if known.
+    fn add_request_parts(
+        &mut self,
+        request: Request,
+        queue: &str,
+        client: Option<String>,
+        engine: Option<&str>,
+    ) {
         let Some(msg_id) = request.msg_id else {
             warn!("request copy without a msg_id; dropped");
             return;
@@ -504,10 +537,13 @@ impl Records {
         if let Some(client) = client {
             rec.client_uuid = json!(client);
         }
+        if let Some(engine) = engine {
+            rec.engine_uuid = json!(engine);
+        }
         let (old, new) = (size(&rec.buffers), size(&request.buffers));
         rec.buffers = request.buffers;
         self.bytes = self.bytes.saturating_sub(old) + new;
-        self.persist(&msg_id);
+        self.persist_request(&msg_id);
         self.maybe_cull();
     }
 
@@ -515,7 +551,7 @@ impl Records {
         if let Some(rec) = self.records.get_mut(msg_id) {
             rec.engine_uuid = json!(engine);
         }
-        self.persist(msg_id);
+        self.persist_request(msg_id);
     }
 
     pub(crate) fn set_resubmitted(&mut self, msg_id: &str, new_id: &str) {
@@ -538,7 +574,6 @@ impl Records {
                     return;
                 };
                 let (header, fields) = p.header;
-                let msg_id = fields.msg_id.clone();
                 let request = Request {
                     msg_id: fields.msg_id,
                     date: fields.date,
@@ -549,10 +584,7 @@ impl Records {
                     buffers: p.buffers,
                 };
                 let client = String::from_utf8_lossy(&client).into_owned();
-                self.add_request_parts(request, queue, Some(client));
-                if let (Some(m), Some(e)) = (msg_id, engine) {
-                    self.set_engine(&m, &e);
-                }
+                self.add_request_parts(request, queue, Some(client), engine.as_deref());
             }
             RecordEvent::Reply { engine, parts } => {
                 let Some(p) = read_parts::<IgnoredAny>(parts, "reply") else {
@@ -1044,7 +1076,7 @@ mod tests {
     }
 
     #[test]
-    fn finished_records_reach_the_database_in_batches_and_restore_whole() {
+    fn records_reach_the_database_in_batches_and_restore_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db").join("tasks.sqlite");
         let (store, writer) = crate::db::start_writer(crate::db::open(&path).unwrap()).unwrap();
@@ -1085,12 +1117,16 @@ mod tests {
         let stored = crate::db::load(&reader).unwrap();
         assert_eq!(
             stored.len(),
-            2499,
-            "finished records only, the removed one gone"
+            2500,
+            "the finished records and the unfinished one, the removed one gone"
         );
         let mut back = Records::with_limits(10_000, SIZE_LIMIT);
         back.restore(stored);
-        assert!(!back.contains("m0") && !back.contains("pending"));
+        assert!(!back.contains("m0"));
+        assert_eq!(
+            back.unfinished(),
+            vec![("pending".to_string(), Some("e0".to_string()))]
+        );
         let r = back.get("m7").expect("restored");
         assert_eq!(*r.get("completed"), json!("2027"));
         assert_eq!(*r.get("engine_uuid"), json!("e0"));

@@ -177,6 +177,57 @@ fn unfinished_tasks_of_a_restored_engine_that_never_came_back_become_engine_erro
 }
 
 #[test]
+fn restored_tasks_that_can_no_longer_finish_fail_and_those_on_restored_engines_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub(&dir.path().join("engines.json"));
+    for (msg_id, engine) in [
+        ("on_kept", Some("kept")),
+        ("on_gone", Some("gone")),
+        ("queued", None),
+    ] {
+        let records = hub.records_mut();
+        records.add_request(
+            json!({"msg_id": msg_id, "msg_type": "apply_request", "date": "2026-01-01T00:00:00Z"}),
+            json!({}),
+            json!({}),
+            Vec::new(),
+            "task",
+            None,
+        );
+        if let Some(engine) = engine {
+            records.set_engine(msg_id, engine);
+        }
+    }
+    let state = EngineState {
+        engines: [(0, "kept".into())].into(),
+        next_id: 2,
+    };
+    hub.restore_engines(&state, Duration::from_secs(60), Instant::now());
+    hub.fail_orphaned_tasks();
+    let result = |m: &str| {
+        hub.records
+            .get(m)
+            .unwrap()
+            .get("result_content")
+            .into_owned()
+    };
+    assert!(
+        !hub.records.get("on_kept").unwrap().is_completed(),
+        "its engine may still answer"
+    );
+    assert_eq!(result("on_gone")["ename"], "EngineError");
+    assert!(result("on_gone")["evalue"]
+        .as_str()
+        .unwrap()
+        .contains("not taken back"));
+    assert_eq!(result("queued")["ename"], "TaskAborted");
+    assert!(result("queued")["evalue"]
+        .as_str()
+        .unwrap()
+        .contains("submit it again"));
+}
+
+#[test]
 fn a_restart_grace_is_told_to_engines_at_registration() {
     let dir = tempfile::tempdir().unwrap();
     let mut plain = hub(&dir.path().join("a.json"));
