@@ -29,11 +29,6 @@ use crate::records::Record;
 pub(crate) const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// ...or as soon as it holds this many records.
 pub(crate) const BATCH_RECORDS: usize = 1000;
-/// An unfinished task's record is written once it has stayed unfinished this long. Most
-/// tasks finish sooner and then cost one write (thousands of tasks queued at once would
-/// otherwise each be written twice), while a controller killed mid-run still leaves the
-/// tasks that were running or queued for longer to `--restore`.
-pub(crate) const UNFINISHED_GRACE: Duration = Duration::from_millis(500);
 
 /// Where task records are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,114 +246,40 @@ pub(crate) fn start_writer(
 }
 
 fn write_loop(mut conn: Connection, rx: Receiver<DbCommand>) {
-    let mut held = Unfinished::default();
-    let mut closed = false;
-    while !closed {
-        // Wait for the first command of a batch (or for a held record to be due), then
-        // gather more until the batch is due; the latest command per msg_id wins.
-        let mut batch: HashMap<String, DbCommand> = HashMap::new();
-        let first = match held.next_due() {
-            Some(due) => rx.recv_deadline(due),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+    loop {
+        // Wait for the first command of a batch, then gather more until the batch is
+        // due; the latest command per msg_id wins.
+        let first = match rx.recv() {
+            Ok(c) => c,
+            Err(_) => return,
         };
-        match first {
-            Ok(c) => held.route(c, &mut batch, Instant::now()),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => closed = true,
-        }
-        if !batch.is_empty() {
-            let due = Instant::now() + BATCH_INTERVAL;
-            while batch.len() < BATCH_RECORDS {
-                match rx.recv_deadline(due) {
-                    Ok(c) => held.route(c, &mut batch, Instant::now()),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
+        let due = Instant::now() + BATCH_INTERVAL;
+        let mut batch: HashMap<String, DbCommand> = HashMap::new();
+        let add = |c: DbCommand, batch: &mut HashMap<String, DbCommand>| {
+            let id = match &c {
+                DbCommand::Put(r) => r.msg_id().to_string(),
+                DbCommand::Delete(id) => id.clone(),
+            };
+            batch.insert(id, c);
+        };
+        add(first, &mut batch);
+        let mut closed = false;
+        while batch.len() < BATCH_RECORDS {
+            match rx.recv_deadline(due) {
+                Ok(c) => add(c, &mut batch),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
             }
-        }
-        // The hub ending (a controller stopping) writes every held record: a restart
-        // with `--restore` must know them.
-        held.take_due(Instant::now(), closed, &mut batch);
-        if batch.is_empty() {
-            continue;
         }
         if let Err(e) = commit(&mut conn, batch.into_values()) {
             error!(error = %e, "task database write failed; these records are only in memory");
         }
-    }
-    info!("task database writer done");
-}
-
-/// Records of unfinished tasks waiting out [`UNFINISHED_GRACE`] before being written.
-#[derive(Default)]
-struct Unfinished {
-    records: HashMap<String, (Instant, Box<Record>)>,
-    /// (arrival, msg_id), oldest first; entries whose record left `records` (or came
-    /// again later) are skipped when they reach the front.
-    arrivals: std::collections::VecDeque<(Instant, String)>,
-}
-
-impl Unfinished {
-    /// Holds an unfinished record (keeping when its task first came); anything else goes
-    /// to `batch` and replaces what was held for its msg_id.
-    fn route(&mut self, c: DbCommand, batch: &mut HashMap<String, DbCommand>, now: Instant) {
-        match c {
-            DbCommand::Put(rec) if !rec.is_completed() => {
-                let id = rec.msg_id().to_string();
-                if let Some(pending) = batch.get_mut(&id) {
-                    *pending = DbCommand::Put(rec);
-                    return;
-                }
-                match self.records.get_mut(&id) {
-                    Some(held) => held.1 = rec,
-                    None => {
-                        self.arrivals.push_back((now, id.clone()));
-                        self.records.insert(id, (now, rec));
-                    }
-                }
-            }
-            c => {
-                let id = match &c {
-                    DbCommand::Put(r) => r.msg_id().to_string(),
-                    DbCommand::Delete(id) => id.clone(),
-                };
-                self.records.remove(&id);
-                batch.insert(id, c);
-            }
-        }
-    }
-
-    /// When the oldest held record is due.
-    fn next_due(&mut self) -> Option<Instant> {
-        self.skip_stale();
-        self.arrivals.front().map(|(t, _)| *t + UNFINISHED_GRACE)
-    }
-
-    /// Moves the records held for [`UNFINISHED_GRACE`] (all of them if `all`) to `batch`.
-    fn take_due(&mut self, now: Instant, all: bool, batch: &mut HashMap<String, DbCommand>) {
-        loop {
-            self.skip_stale();
-            match self.arrivals.front() {
-                Some((t, _)) if all || *t + UNFINISHED_GRACE <= now => {}
-                _ => return,
-            }
-            if let Some((_, id)) = self.arrivals.pop_front() {
-                if let Some((_, rec)) = self.records.remove(&id) {
-                    batch.insert(id, DbCommand::Put(rec));
-                }
-            }
-        }
-    }
-
-    fn skip_stale(&mut self) {
-        while let Some((t, id)) = self.arrivals.front() {
-            if self.records.get(id).is_some_and(|(since, _)| since == t) {
-                return;
-            }
-            self.arrivals.pop_front();
+        if closed {
+            info!("task database writer done");
+            return;
         }
     }
 }

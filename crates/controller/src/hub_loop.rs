@@ -71,6 +71,7 @@ impl HubLoop {
             self.send_dask_replies(replies, &mut shutdown_at);
             self.apply_events(&mut shutdown_at);
             let now = Instant::now();
+            self.state.records_mut().persist_overdue(now, false);
             if let Some(shared) = &self.dashboard {
                 let due = last_view
                     .is_none_or(|t| now.duration_since(t) >= crate::dashboard::VIEW_PERIOD);
@@ -86,6 +87,10 @@ impl HubLoop {
                 self.perform(actions, &mut shutdown_at);
             }
         }
+        // Tasks still unfinished reach the database too: `--restore` must know them.
+        self.state
+            .records_mut()
+            .persist_overdue(Instant::now(), true);
         self.dask.shutdown();
     }
 

@@ -11,7 +11,8 @@ use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::db::{DbCommand, StoredRecord};
@@ -341,7 +342,16 @@ pub(crate) struct Records {
     data_history: HistoryLimits,
     /// The task database writer, when records are durable.
     store: Option<crossbeam_channel::Sender<DbCommand>>,
+    /// Requests marked for the database while unfinished, oldest first, with when.
+    unwritten: VecDeque<(Instant, String)>,
 }
+
+/// A request's record goes to the task database when it has stayed unfinished this long.
+/// Most tasks finish sooner and then cost one write and nothing on the way (a thread
+/// woken per request slowed W2; thousands of tasks queued at once were written twice),
+/// while a controller killed mid-run still leaves the tasks that were running or queued
+/// for longer to `--restore`.
+pub(crate) const UNFINISHED_GRACE: Duration = Duration::from_millis(500);
 
 impl Default for Records {
     fn default() -> Self {
@@ -360,6 +370,7 @@ impl Records {
             size_limit,
             data_history: HistoryLimits::default(),
             store: None,
+            unwritten: VecDeque::new(),
         }
     }
 
@@ -375,13 +386,28 @@ impl Records {
         self.persist_if(msg_id, Record::is_completed);
     }
 
-    /// Sends a record to the task database, finished or not: a request when it arrives
-    /// and when it is placed on an engine, so that a controller restarted with
-    /// `--restore` knows the tasks that were unfinished (and fails those that can no
-    /// longer finish). The writer keeps the latest write of a record in each batch, so a
-    /// task that finishes within one costs one write still.
-    fn persist_request(&self, msg_id: &str) {
-        self.persist_if(msg_id, |_| true);
+    /// Marks a request (new, or placed on an engine) to be sent to the task database if
+    /// it is still unfinished after [`UNFINISHED_GRACE`] (see
+    /// [`Records::persist_overdue`]), so that a controller restarted with `--restore`
+    /// knows the tasks that were unfinished, and fails those that can no longer finish.
+    fn persist_request(&mut self, msg_id: &str) {
+        if self.store.is_some() {
+            self.unwritten
+                .push_back((Instant::now(), msg_id.to_string()));
+        }
+    }
+
+    /// Sends the records of requests marked [`UNFINISHED_GRACE`] ago (all marked ones if
+    /// `all`: the hub is ending) that are still unfinished; finished ones went already.
+    pub(crate) fn persist_overdue(&mut self, now: Instant, all: bool) {
+        while let Some((since, _)) = self.unwritten.front() {
+            if !all && now.saturating_duration_since(*since) < UNFINISHED_GRACE {
+                return;
+            }
+            if let Some((_, msg_id)) = self.unwritten.pop_front() {
+                self.persist_if(&msg_id, |r| !r.is_completed());
+            }
+        }
     }
 
     fn persist_if(&self, msg_id: &str, wanted: impl Fn(&Record) -> bool) {
@@ -1076,6 +1102,36 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_request_is_written_only_once_overdue() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut s = Records::default();
+        s.set_store(tx);
+        let t0 = std::time::Instant::now();
+        request(&mut s, "quick", "2026");
+        request(&mut s, "slow", "2026");
+        reply(&mut s, "quick", "2027");
+        let written = |rx: &crossbeam_channel::Receiver<DbCommand>| -> Vec<(String, bool)> {
+            rx.try_iter()
+                .map(|c| match c {
+                    DbCommand::Put(r) => (r.msg_id().to_string(), r.is_completed()),
+                    DbCommand::Delete(id) => (id, false),
+                })
+                .collect()
+        };
+        assert_eq!(
+            written(&rx),
+            [("quick".to_string(), true)],
+            "one write when done"
+        );
+        s.persist_overdue(t0, false);
+        assert!(written(&rx).is_empty(), "not overdue yet");
+        s.persist_overdue(t0 + UNFINISHED_GRACE + Duration::from_millis(1), false);
+        assert_eq!(written(&rx), [("slow".to_string(), false)]);
+        s.persist_overdue(t0 + UNFINISHED_GRACE * 3, true);
+        assert!(written(&rx).is_empty(), "written once");
+    }
+
+    #[test]
     fn records_reach_the_database_in_batches_and_restore_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db").join("tasks.sqlite");
@@ -1111,7 +1167,10 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        drop(s); // the hub ending: the writer commits the rest and exits
+        // The hub ending: unfinished requests are written, then the writer commits the
+        // rest and exits.
+        s.persist_overdue(std::time::Instant::now(), true);
+        drop(s);
         writer.join().unwrap();
 
         let stored = crate::db::load(&reader).unwrap();
