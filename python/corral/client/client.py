@@ -23,6 +23,7 @@ from corral import error
 from corral._core import ClientCore
 from corral.client import arguments
 from corral.client.asyncresult import AsyncResult, msg_ids_of
+from corral.client.engine_kinds import EngineKinds
 from corral.client.execute_reply import ExecuteReply
 from corral.client.hub import Hub
 from corral.client.hubresult import AsyncHubResult, HubData, record_metadata
@@ -164,6 +165,7 @@ class Client:
             if not connected and self._tunnel is not None:
                 self._tunnel.close()
         self._hub = Hub(self._core)
+        self._engine_kinds = EngineKinds(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
         #: Metadata of other clients' tasks, from the controller's records.
@@ -208,6 +210,11 @@ class Client:
         if missing:
             raise IndexError(f"No such engine: {missing[0]}; live engines are {sorted(engines)}")
         return [engines[i] for i in engine_ids]
+
+    def _any_stock_engine(self, engine_ids) -> bool:
+        """Whether a stock ipyparallel engine is among ``engine_ids`` (see
+        ``engine_kinds``): requests to it carry functions in ipyparallel's canned form."""
+        return self._engine_kinds.any_stock(self._uuids(engine_ids))
 
     def __len__(self):
         return len(self.ids)

@@ -19,7 +19,7 @@ from corral.dependency import render_dependency
 from corral.client.map import AsyncMapResult, check_dist, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.client.targets import resolve_targets
-from corral.serialize import pack_apply_message
+from corral.serialize import apply_wants_canning, pack_apply_message
 
 __all__ = ["BroadcastView", "DirectView", "LoadBalancedView", "View"]
 
@@ -126,7 +126,25 @@ class View:
 
     def _submit_apply(self, f, args, kwargs, target=None) -> str:
         """Send one ``apply_request`` (to engine ``target``, or to the scheduler)."""
-        return self._submit_packed(pack_apply_message(f, args, kwargs), target)
+        engines = None if target is None else [target]
+        return self._submit_packed(self._pack(f, args, kwargs, engines), target)
+
+    def _pack(self, f, args, kwargs, engine_ids=None) -> list:
+        """``pack_apply_message``, in ipyparallel's canned form when a function that runs
+        in the engine's namespace goes to a stock engine (``engine_ids``; None: any engine
+        this view may use)."""
+        for_stock = apply_wants_canning(f, args, kwargs) and self._to_stock(engine_ids)
+        return pack_apply_message(f, args, kwargs, for_stock=for_stock)
+
+    def _to_stock(self, engine_ids=None) -> bool:
+        """Whether a request to ``engine_ids`` (None: to this view's engines) may reach a
+        stock ipyparallel engine."""
+        if engine_ids is None:
+            engine_ids = self._possible_engines()
+        return self.client._any_stock_engine(engine_ids)
+
+    def _possible_engines(self) -> list[int]:
+        raise NotImplementedError
 
     def _submit_packed(self, buffers, target) -> str:
         """``_submit_apply`` with the call already packed (``pack_apply_message``)."""
@@ -299,9 +317,12 @@ class DirectView(View):
         return lambda buffers, target: self._send_each([target], "apply_request", {},
                                                        buffers)[0]
 
+    def _possible_engines(self) -> list[int]:
+        return self._resolve()[0]
+
     def _apply(self, f, args, kwargs, block, targets=None, fname=None):
         ids, single = self._resolve(targets)
-        buffers = pack_apply_message(f, args, kwargs)
+        buffers = self._pack(f, args, kwargs, ids)
         msg_ids = self._send_each(ids, "apply_request", {}, buffers)
         name = fname or getattr(f, "__name__", "f")
         ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids)
@@ -421,7 +442,7 @@ class BroadcastView(DirectView):
         if not self.is_coalescing:
             return super()._apply(f, args, kwargs, block, targets=targets, fname=fname)
         ids, single = self._resolve(targets)
-        buffers = pack_apply_message(f, args, kwargs)
+        buffers = self._pack(f, args, kwargs, ids)
         request_id, msg_ids = self.client._submit_broadcast(
             list(zip(self.client._uuids(ids), ids)), "apply_request", {},
             {"label": self.label}, buffers, coalescing=True)
@@ -468,6 +489,11 @@ class LoadBalancedView(View):
         send = self._send
         return lambda buffers, target=None: send("task", None, "apply_request", {}, metadata,
                                                  buffers)
+
+    def _possible_engines(self) -> list[int]:
+        if self.targets is None:
+            return self.client.ids
+        return [self.targets] if isinstance(self.targets, int) else list(self.targets)
 
     def _apply(self, f, args, kwargs, block):
         msg_id = self._submit_apply(f, args, kwargs)
