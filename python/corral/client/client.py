@@ -378,7 +378,9 @@ class Client:
         come from the controller when this client does not hold them, and ``data`` from
         the controller's snapshot, then live while the task runs. ``owner`` (as
         ipyparallel): the result, once fetched, is held by the ``AsyncHubResult`` and
-        dropped from ``Client.results``/``metadata``."""
+        dropped from ``Client.results``/``metadata``. Tasks whose results this client
+        already holds (its own, or fetched with ``owner=False``) give a plain
+        ``AsyncResult``."""
         if indices_or_msg_ids is None:
             indices_or_msg_ids = -1
         single = isinstance(indices_or_msg_ids, (str, int))
@@ -386,9 +388,11 @@ class Client:
         if not msg_ids:
             raise ValueError("get_result needs at least one msg_id")
         foreign = [m for m in msg_ids if not self._is_local(m)]
-        if not foreign:  # all this client's own: a plain AsyncResult, as ipyparallel's
+        if all(m in self._results for m in foreign):
+            # This client's own tasks, or others' whose results it holds already (fetched
+            # by a get_result with owner=False): a plain AsyncResult, as ipyparallel's.
             ar = AsyncResult(self, msg_ids, single=single and len(msg_ids) == 1,
-                             fname="get_result")
+                             fname="get_result", owner=owner)
             if block:
                 ar.wait()
             return ar
@@ -955,8 +959,8 @@ class _Results(MutableMapping):
 
 
 class _Metadata(Mapping):
-    """``Client.metadata``: ipyparallel's metadata dict of each task this client sent or
-    follows (``get_result``), or fetched from the controller."""
+    """``Client.metadata``: ipyparallel's metadata dict of each task this client sent, and
+    of other clients' tasks whose records it fetched from the controller (``get_result``)."""
 
     def __init__(self, client):
         self._client = client
@@ -968,14 +972,15 @@ class _Metadata(Mapping):
         return ids + [m for m in c._hub_md if m not in seen]
 
     def __getitem__(self, msg_id):
-        c = self._client
-        if msg_id in c._hub_md or c._core.task(msg_id) is not None:
-            return c._metadata(msg_id)
+        if msg_id in self:
+            return self._client._metadata(msg_id)
         raise KeyError(msg_id)
 
     def __contains__(self, msg_id):
+        # Another client's task is here while its record fetched from the controller is
+        # (an owner ``get_result`` takes it away, as ipyparallel's).
         c = self._client
-        return msg_id in c._hub_md or c._core.task(msg_id) is not None
+        return msg_id in c._hub_md or c._is_local(msg_id)
 
     def __iter__(self):
         return iter(self._known())
