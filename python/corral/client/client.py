@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -192,6 +193,52 @@ class Client:
     def ids(self) -> list[int]:
         """Sorted ids of the live engines."""
         return [i for i, _ in self._core.engines()]
+
+    @property
+    def _ids(self) -> list[int]:
+        """``ids`` (ipyparallel's internal name for the list ``ids`` copies)."""
+        return self.ids
+
+    def _build_targets(self, targets) -> tuple[list[bytes], list[int]]:
+        """``(uuids, ids)`` of the engines ``targets`` names (ipyparallel's helper, which
+        direct views resolve their targets with): ``None``/``"all"`` every engine, an
+        int one (negative: from the end), a slice of ``ids``, or a list, tuple or range.
+        ``NoEnginesRegistered`` without engines, ``IndexError`` for unknown ones."""
+        ids = self.ids
+        if not ids:
+            raise error.NoEnginesRegistered("Can't build targets without any engines")
+        if targets is None:
+            targets = ids
+        elif isinstance(targets, str):
+            if targets.lower() != "all":
+                raise TypeError(f"{targets!r} not valid str target, must be 'all'")
+            targets = ids
+        elif isinstance(targets, int):
+            if targets < 0 and -targets <= len(ids):
+                targets = ids[targets]
+            if targets not in ids:
+                raise IndexError(f"No such engine: {targets}; live engines are {ids}")
+            targets = [targets]
+        elif isinstance(targets, slice):
+            targets = ids[targets]
+        if not isinstance(targets, (tuple, list, range)):
+            raise TypeError(
+                f"targets by int/slice/collection of ints only, not {type(targets)}")
+        # A negative id in a list counts from the end too (corral's views take that).
+        targets = [ids[t] if isinstance(t, int) and 0 < -t <= len(ids) else t
+                   for t in targets]
+        return [u.encode() for u in self._uuids(targets)], targets
+
+    @property
+    def _outstanding_dict(self) -> dict[str, set[str]]:
+        """The outstanding msg_ids per engine uuid (ipyparallel's attribute of that name),
+        for the requests whose engine is known (a load-balanced task's once it runs)."""
+        per_engine: dict[str, set[str]] = defaultdict(set)
+        for msg_id in self.outstanding:
+            task = self._core.task(msg_id)
+            if task is not None and task.engine:
+                per_engine[task.engine].add(msg_id)
+        return per_engine
 
     @property
     def _engines(self) -> dict:

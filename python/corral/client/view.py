@@ -18,7 +18,6 @@ from corral.client.asyncresult import AsyncResult, CoalescedResult
 from corral.dependency import render_dependency
 from corral.client.map import AsyncMapResult, check_dist, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
-from corral.client.targets import resolve_targets
 from corral.serialize import apply_wants_canning, pack_apply_message
 
 __all__ = ["BroadcastView", "DirectView", "LoadBalancedView", "View"]
@@ -302,10 +301,10 @@ class DirectView(View):
         """Engine ids and whether results are single values; ``targets`` overrides the
         view's own for one call, as ipyparallel's ``targets=`` arguments do."""
         targets = self.targets if targets is None else targets
-        ids, single = resolve_targets(targets, lambda: self.client.ids)
+        ids = self.client._build_targets(targets)[1]  # ipyparallel's way, patchable too
         if not ids:
             raise error.NoEnginesRegistered()
-        return ids, single
+        return ids, isinstance(targets, int)
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         """The same request to every engine in ``ids``, one message each through the MUX;
