@@ -61,9 +61,11 @@ class AsyncResult(Future):
         self._t_done = None
         self._resolved = False  # the results are in
         self._settled = False  # the Future is finished (results, or ControllerLost)
-        #: ``owner`` (ipyparallel's): once done, the results and metadata of other
-        #: clients' tasks that the client fetched from the controller move from its
-        #: caches (``Client.results``/``metadata``) into this result.
+        #: ``owner`` (ipyparallel's; a view's results own theirs): once done, this
+        #: result is the one place its tasks' results and metadata are found, no longer
+        #: ``Client.results``/``metadata``. Results of other clients' tasks fetched from
+        #: the controller move into it; the client's own stay in its store (freed by a
+        #: purge, as every result), unlisted.
         self._owner = owner
         self._kept: dict = {}
         self._kept_md: dict = {}
@@ -280,12 +282,12 @@ class AsyncResult(Future):
         return error.collect_exceptions(results, self._fname)
 
     def _resolve(self):
-        if self._owner:
-            self._take_fetched()
         try:
             value, exc = self._reconstruct(), None
         except Exception as e:
             value, exc = None, e
+        if self._owner:
+            self._take_ownership()
         self._settle(value, exc)
 
     def _settle(self, value, exc, resolved=True):
@@ -305,8 +307,8 @@ class AsyncResult(Future):
 
     # -- live views of the tasks -----------------------------------------------------
 
-    def _take_fetched(self):
-        """The owner's move (see ``owner``) of fetched results out of the client."""
+    def _take_ownership(self):
+        """See ``owner``: fetched results move here, the client's own are unlisted."""
         client = self._client
         fetched = [m for m in self.msg_ids if not client._is_local(m)]
         for m in fetched:
@@ -315,6 +317,7 @@ class AsyncResult(Future):
             if m in client._hub_md:
                 self._kept_md[m] = client._hub_md[m]
         client._release_hub_results(fetched)
+        client._owned.update(m for m in self.msg_ids if m not in fetched)
 
     def _metadata_list(self):
         client = self._client

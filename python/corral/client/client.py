@@ -177,6 +177,9 @@ class Client:
         self.history: list[str] = []
         self._outstanding: set[str] = set()
         self._prune_outstanding_at = 1024
+        #: This client's tasks whose results an owner ``AsyncResult`` has (a view's, as
+        #: ipyparallel's): not listed in ``results``/``metadata`` (see ``AsyncResult``).
+        self._owned: set[str] = set()
         #: Views made from this client, so ``purge_everything`` can clear their histories;
         #: weak, so a view the user drops is not kept alive for that.
         self._views: weakref.WeakSet = weakref.WeakSet()
@@ -579,6 +582,7 @@ class Client:
             self._results.clear()
             self._data.clear()
             self._hub_md.clear()
+            self._owned.clear()
             self._hub_data.forget(list(self._hub_data._snapshot_date))
             return
         msg_ids = msg_ids_of(jobs) if jobs else []
@@ -597,6 +601,7 @@ class Client:
             self._results.pop(msg_id, None)
             self._data.pop(msg_id, None)
             self._hub_md.pop(msg_id, None)
+            self._owned.discard(msg_id)
 
     def purge_hub_results(self, jobs=(), targets=()):
         """Tell the controller to forget finished results: ``jobs`` (msg_ids,
@@ -968,10 +973,12 @@ class _Results(MutableMapping):
     def _known(self) -> list[str]:
         c = self._client
         ready = [m for m in c.history if m not in c._results and c._core.ready(m)]
-        return list(c._results) + ready
+        return [m for m in [*c._results, *ready] if m not in c._owned]
 
     def __getitem__(self, msg_id):
         c = self._client
+        if msg_id in c._owned:
+            raise KeyError(msg_id)  # its AsyncResult has it (owner)
         if msg_id in c._results:
             return c._results[msg_id]
         if isinstance(msg_id, str) and c._is_local(msg_id) and c._core.ready(msg_id):
@@ -980,6 +987,7 @@ class _Results(MutableMapping):
 
     def __setitem__(self, msg_id, value):
         self._client._results[msg_id] = value
+        self._client._owned.discard(msg_id)
 
     def __delitem__(self, msg_id):
         c = self._client
@@ -1014,7 +1022,7 @@ class _Metadata(Mapping):
 
     def _known(self) -> list[str]:
         c = self._client
-        ids = [m for m in c.history if c._core.task(m) is not None]
+        ids = [m for m in c.history if c._core.task(m) is not None and m not in c._owned]
         seen = set(ids)
         return ids + [m for m in c._hub_md if m not in seen]
 
@@ -1027,7 +1035,7 @@ class _Metadata(Mapping):
         # Another client's task is here while its record fetched from the controller is
         # (an owner ``get_result`` takes it away, as ipyparallel's).
         c = self._client
-        return msg_id in c._hub_md or c._is_local(msg_id)
+        return msg_id in c._hub_md or (c._is_local(msg_id) and msg_id not in c._owned)
 
     def __iter__(self):
         return iter(self._known())

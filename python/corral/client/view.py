@@ -324,7 +324,8 @@ class DirectView(View):
         buffers = self._pack(f, args, kwargs, ids)
         msg_ids = self._send_each(ids, "apply_request", {}, buffers)
         name = fname or getattr(f, "__name__", "f")
-        ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids)
+        ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids,
+                         owner=True)
         return self._finish(ar, block)
 
     def _block(self, block):
@@ -338,7 +339,8 @@ class DirectView(View):
         ids, single = self._resolve(targets)
         content = {"code": code, "silent": bool(silent), "user_expressions": {}}
         msg_ids = self._send_each(ids, "execute_request", content, [])
-        ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids)
+        ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids,
+                         owner=True)
         if self._block(block):
             ar.get()
             ar.wait_for_output()
@@ -393,7 +395,7 @@ class DirectView(View):
             part = partition(seq, index, len(ids), dist=dist)
             value = part[0] if flatten and len(part) == 1 else part
             msg_ids.append(self._submit_apply(remote_helpers.push, (), {key: value}, engine))
-        ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids)
+        ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids, owner=True)
         if self._block(block):
             ar.get()
             return None
@@ -497,7 +499,7 @@ class LoadBalancedView(View):
     def _apply(self, f, args, kwargs, block):
         msg_id = self._submit_apply(f, args, kwargs)
         ar = AsyncResult(self.client, [msg_id], single=True,
-                         fname=getattr(f, "__name__", "f"))
+                         fname=getattr(f, "__name__", "f"), owner=True)
         return self._finish(ar, block)
 
     def imap(self, f, *sequences, ordered=True, max_outstanding="auto",

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 import types
 from typing import Any
 
 import cloudpickle
 
-from corral.serialize.canned_writer import CannedAs, _ClassByName
+from corral.serialize.canned_writer import CannedAs, ClassByName
 from corral.serialize.canning import CODEUTIL_MODULE, MAX_ITEMS
 
-__all__ = ["StockPickler", "can_top_level", "wants_canning"]
+__all__ = ["StockPickler", "can_top_level", "stock_dumps", "wants_canning"]
 
 _SEQUENCES = (list, tuple, set)
 
@@ -45,7 +46,7 @@ def _code_attributes() -> tuple[str, ...]:
     return tuple(renamed.get(name, f"co_{name}") for name in params)
 
 
-class _FunctionByName(_ClassByName):
+class _FunctionByName(ClassByName):
     """A function of a module named without importing it here; pickle wants the first
     item of a reduce tuple to be callable, and unpickling calls the real function."""
 
@@ -69,8 +70,6 @@ class StockPickler(cloudpickle.Pickler):
 
 def stock_dumps(obj, protocol=None, buffer_callback=None) -> bytes:
     """``pickle.dumps`` with ``StockPickler``."""
-    import io
-
     out = io.BytesIO()
     StockPickler(out, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
     return out.getvalue()
