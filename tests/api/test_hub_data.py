@@ -203,7 +203,8 @@ def test_resubmit_runs_the_task_again(start_cluster):
 
 def test_results_and_metadata_mappings(start_cluster):
     cluster, c = start_cluster(2)
-    assert c[0].apply_sync(lambda: 7) == 7
+    ar = c[0].apply_async(lambda: 7)
+    assert c.wait(ar, timeout=30)  # done, but no AsyncResult took it yet
     msg_id = c.history[-1]
     assert c.results[msg_id] == 7
     assert msg_id in c.results and msg_id in c.metadata and "nope" not in c.results
@@ -212,6 +213,9 @@ def test_results_and_metadata_mappings(start_cluster):
     assert c.metadata[msg_id]["status"] == "ok"
     with pytest.raises(KeyError):
         c.results["nope"]
+    assert ar.get(timeout=5) == 7  # a view's result owns its task's result (ipyparallel's)
+    assert msg_id not in c.results and msg_id not in c.metadata
+    assert ar.metadata["engine_id"] == 0
     other = second_client(cluster)
     try:
         kept = other.get_result(msg_id, owner=False)

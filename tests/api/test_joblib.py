@@ -2,6 +2,8 @@
 engines."""
 
 import os
+import signal
+import time
 
 import pytest
 
@@ -73,3 +75,44 @@ def test_top_level_backend_starts_and_stops_a_cluster_when_none_runs(tmp_path, m
     assert out == list(range(6))
     security = tmp_path / "ipython" / "profile_default" / "security"
     assert not list(security.glob("ipcontroller-*client.json")), "the cluster it started is stopped"
+
+
+def test_a_cluster_started_for_a_parallel_that_never_runs_is_stopped_at_exit(tmp_path):
+    """``Parallel(backend=...)`` starts the cluster at once (ipyparallel's test checks the
+    backend's view right after); never run and dropped, it is stopped when the process
+    exits (the controller's command line names the profile; its engines follow it)."""
+    import subprocess
+    import sys
+
+    code = ("import gc\n"
+            "from corral.client.joblib import DefaultClusterBackend\n"
+            "backend = DefaultClusterBackend()\n"
+            "print(len(backend._client.ids))\n"
+            "del backend\n"  # dropped, as a Parallel that goes out of scope
+            "gc.collect()\n")
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path / "ipython"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 1
+    profile = str(tmp_path / "ipython")
+    deadline = time.monotonic() + 30
+    while _processes_using(profile) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _processes_using(profile)
+    for pid in left:  # this test's own controller: its engines exit without it
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the cluster it started was left running"
+
+
+def _processes_using(path: str) -> list[int]:
+    """Pids of processes whose command line names ``path`` (the cluster's profile)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found

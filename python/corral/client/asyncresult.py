@@ -48,7 +48,7 @@ class AsyncResult(Future):
     """
 
     def __init__(self, client, msg_ids, single=False, fname="unknown", targets=None,
-                 return_exceptions=False):
+                 return_exceptions=False, owner=False):
         super().__init__()
         self._waiters = WatchingWaiters(self)
         self._return_exceptions = return_exceptions
@@ -61,6 +61,14 @@ class AsyncResult(Future):
         self._t_done = None
         self._resolved = False  # the results are in
         self._settled = False  # the Future is finished (results, or ControllerLost)
+        #: ``owner`` (ipyparallel's; a view's results own theirs): once done, this
+        #: result is the one place its tasks' results and metadata are found, no longer
+        #: ``Client.results``/``metadata``. Results of other clients' tasks fetched from
+        #: the controller move into it; the client's own stay in its store (freed by a
+        #: purge, as every result), unlisted.
+        self._owner = owner
+        self._kept: dict = {}
+        self._kept_md: dict = {}
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -176,8 +184,11 @@ class AsyncResult(Future):
         return asyncio.wrap_future(self).__await__()
 
     def _completion_ids(self) -> list[str]:
-        """The msg_ids whose readiness makes this result done (its tasks')."""
-        return self.msg_ids
+        """The msg_ids whose readiness makes this result done: its tasks' whose results
+        the client does not hold yet (``get_result`` of another client's finished task
+        holds its result already: nothing will signal it again)."""
+        held = self._client._results
+        return [m for m in self.msg_ids if m not in held and m not in self._kept]
 
     def _watch(self):
         if not self._settled and not self.cancelled():
@@ -258,7 +269,8 @@ class AsyncResult(Future):
 
     def _raw_results(self) -> list:
         """One result per task, errors in place (``return_exceptions``)."""
-        return [self._client._result(m) for m in self.msg_ids]
+        return [self._kept[m] if m in self._kept else self._client._result(m)
+                for m in self.msg_ids]
 
     def _reconstruct(self):
         """The value of done tasks, or raises their error."""
@@ -274,6 +286,8 @@ class AsyncResult(Future):
             value, exc = self._reconstruct(), None
         except Exception as e:
             value, exc = None, e
+        if self._owner:
+            self._take_ownership()
         self._settle(value, exc)
 
     def _settle(self, value, exc, resolved=True):
@@ -293,8 +307,29 @@ class AsyncResult(Future):
 
     # -- live views of the tasks -----------------------------------------------------
 
+    def _take_ownership(self):
+        """See ``owner``: fetched results move here, the client's own are unlisted."""
+        client = self._client
+        fetched = [m for m in self.msg_ids if not client._is_local(m)]
+        for m in fetched:
+            if m in client._results:
+                self._kept[m] = client._results[m]
+            if m in client._hub_md:
+                self._kept_md[m] = client._hub_md[m]
+        client._release_hub_results(fetched)
+        client._owned.update(m for m in self.msg_ids if m not in fetched)
+
     def _metadata_list(self):
-        return [self._client._metadata(m) for m in self.msg_ids]
+        client = self._client
+        mds = []
+        for m in self.msg_ids:
+            if m in self._kept_md and m not in client._hub_md:
+                md = dict(self._kept_md[m])
+                md["data"] = client._read_data([m])[0]
+                mds.append(md)
+            else:
+                mds.append(client._metadata(m))
+        return mds
 
     def _per_task(self, values):
         return values[0] if self._single_result else values
@@ -404,7 +439,9 @@ class AsyncResult(Future):
     @property
     def progress(self) -> int:
         """How many of the tasks are done."""
-        return sum(1 for m in self.msg_ids if self._client._core.ready(m))
+        client = self._client
+        return sum(1 for m in self.msg_ids
+                   if m in self._kept or m in client._results or client._core.ready(m))
 
     @property
     def elapsed(self) -> float:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from corral import error
 from corral._core import ClientCore
 from corral.client import arguments
 from corral.client.asyncresult import AsyncResult, msg_ids_of
+from corral.client.engine_kinds import EngineKinds
 from corral.client.execute_reply import ExecuteReply
 from corral.client.hub import Hub
 from corral.client.hubresult import AsyncHubResult, HubData, record_metadata
@@ -164,6 +166,7 @@ class Client:
             if not connected and self._tunnel is not None:
                 self._tunnel.close()
         self._hub = Hub(self._core)
+        self._engine_kinds = EngineKinds(self._core)
         self._results: dict[str, object] = {}
         self._data: dict[str, dict] = {}
         #: Metadata of other clients' tasks, from the controller's records.
@@ -174,6 +177,9 @@ class Client:
         self.history: list[str] = []
         self._outstanding: set[str] = set()
         self._prune_outstanding_at = 1024
+        #: This client's tasks whose results an owner ``AsyncResult`` has (a view's, as
+        #: ipyparallel's): not listed in ``results``/``metadata`` (see ``AsyncResult``).
+        self._owned: set[str] = set()
         #: Views made from this client, so ``purge_everything`` can clear their histories;
         #: weak, so a view the user drops is not kept alive for that.
         self._views: weakref.WeakSet = weakref.WeakSet()
@@ -192,6 +198,52 @@ class Client:
         return [i for i, _ in self._core.engines()]
 
     @property
+    def _ids(self) -> list[int]:
+        """``ids`` (ipyparallel's internal name for the list ``ids`` copies)."""
+        return self.ids
+
+    def _build_targets(self, targets) -> tuple[list[bytes], list[int]]:
+        """``(uuids, ids)`` of the engines ``targets`` names (ipyparallel's helper, which
+        direct views resolve their targets with): ``None``/``"all"`` every engine, an
+        int one (negative: from the end), a slice of ``ids``, or a list, tuple or range.
+        ``NoEnginesRegistered`` without engines, ``IndexError`` for unknown ones."""
+        ids = self.ids
+        if not ids:
+            raise error.NoEnginesRegistered("Can't build targets without any engines")
+        if targets is None:
+            targets = ids
+        elif isinstance(targets, str):
+            if targets.lower() != "all":
+                raise TypeError(f"{targets!r} not valid str target, must be 'all'")
+            targets = ids
+        elif isinstance(targets, int):
+            if targets < 0 and -targets <= len(ids):
+                targets = ids[targets]
+            if targets not in ids:
+                raise IndexError(f"No such engine: {targets}; live engines are {ids}")
+            targets = [targets]
+        elif isinstance(targets, slice):
+            targets = ids[targets]
+        if not isinstance(targets, (tuple, list, range)):
+            raise TypeError(
+                f"targets by int/slice/collection of ints only, not {type(targets)}")
+        # A negative id in a list counts from the end too (corral's views take that).
+        targets = [ids[t] if isinstance(t, int) and 0 < -t <= len(ids) else t
+                   for t in targets]
+        return [u.encode() for u in self._uuids(targets)], targets
+
+    @property
+    def _outstanding_dict(self) -> dict[str, set[str]]:
+        """The outstanding msg_ids per engine uuid (ipyparallel's attribute of that name),
+        for the requests whose engine is known (a load-balanced task's once it runs)."""
+        per_engine: dict[str, set[str]] = defaultdict(set)
+        for msg_id in self.outstanding:
+            task = self._core.task(msg_id)
+            if task is not None and task.engine:
+                per_engine[task.engine].add(msg_id)
+        return per_engine
+
+    @property
     def _engines(self) -> dict:
         """``{engine_id: uuid}`` of the live engines (ipyparallel's attribute of that name,
         which code reaching for an engine's identity uses)."""
@@ -208,6 +260,11 @@ class Client:
         if missing:
             raise IndexError(f"No such engine: {missing[0]}; live engines are {sorted(engines)}")
         return [engines[i] for i in engine_ids]
+
+    def _any_stock_engine(self, engine_ids) -> bool:
+        """Whether a stock ipyparallel engine is among ``engine_ids`` (see
+        ``engine_kinds``): requests to it carry functions in ipyparallel's canned form."""
+        return self._engine_kinds.any_stock(self._uuids(engine_ids))
 
     def __len__(self):
         return len(self.ids)
@@ -371,7 +428,9 @@ class Client:
         come from the controller when this client does not hold them, and ``data`` from
         the controller's snapshot, then live while the task runs. ``owner`` (as
         ipyparallel): the result, once fetched, is held by the ``AsyncHubResult`` and
-        dropped from ``Client.results``/``metadata``."""
+        dropped from ``Client.results``/``metadata``. Tasks whose results this client
+        already holds (its own, or fetched with ``owner=False``) give a plain
+        ``AsyncResult``."""
         if indices_or_msg_ids is None:
             indices_or_msg_ids = -1
         single = isinstance(indices_or_msg_ids, (str, int))
@@ -379,9 +438,11 @@ class Client:
         if not msg_ids:
             raise ValueError("get_result needs at least one msg_id")
         foreign = [m for m in msg_ids if not self._is_local(m)]
-        if not foreign:  # all this client's own: a plain AsyncResult, as ipyparallel's
+        if all(m in self._results for m in foreign):
+            # This client's own tasks, or others' whose results it holds already (fetched
+            # by a get_result with owner=False): a plain AsyncResult, as ipyparallel's.
             ar = AsyncResult(self, msg_ids, single=single and len(msg_ids) == 1,
-                             fname="get_result")
+                             fname="get_result", owner=owner)
             if block:
                 ar.wait()
             return ar
@@ -521,6 +582,7 @@ class Client:
             self._results.clear()
             self._data.clear()
             self._hub_md.clear()
+            self._owned.clear()
             self._hub_data.forget(list(self._hub_data._snapshot_date))
             return
         msg_ids = msg_ids_of(jobs) if jobs else []
@@ -539,6 +601,7 @@ class Client:
             self._results.pop(msg_id, None)
             self._data.pop(msg_id, None)
             self._hub_md.pop(msg_id, None)
+            self._owned.discard(msg_id)
 
     def purge_hub_results(self, jobs=(), targets=()):
         """Tell the controller to forget finished results: ``jobs`` (msg_ids,
@@ -910,10 +973,12 @@ class _Results(MutableMapping):
     def _known(self) -> list[str]:
         c = self._client
         ready = [m for m in c.history if m not in c._results and c._core.ready(m)]
-        return list(c._results) + ready
+        return [m for m in [*c._results, *ready] if m not in c._owned]
 
     def __getitem__(self, msg_id):
         c = self._client
+        if msg_id in c._owned:
+            raise KeyError(msg_id)  # its AsyncResult has it (owner)
         if msg_id in c._results:
             return c._results[msg_id]
         if isinstance(msg_id, str) and c._is_local(msg_id) and c._core.ready(msg_id):
@@ -922,6 +987,7 @@ class _Results(MutableMapping):
 
     def __setitem__(self, msg_id, value):
         self._client._results[msg_id] = value
+        self._client._owned.discard(msg_id)
 
     def __delitem__(self, msg_id):
         c = self._client
@@ -948,27 +1014,28 @@ class _Results(MutableMapping):
 
 
 class _Metadata(Mapping):
-    """``Client.metadata``: ipyparallel's metadata dict of each task this client sent or
-    follows (``get_result``), or fetched from the controller."""
+    """``Client.metadata``: ipyparallel's metadata dict of each task this client sent, and
+    of other clients' tasks whose records it fetched from the controller (``get_result``)."""
 
     def __init__(self, client):
         self._client = client
 
     def _known(self) -> list[str]:
         c = self._client
-        ids = [m for m in c.history if c._core.task(m) is not None]
+        ids = [m for m in c.history if c._core.task(m) is not None and m not in c._owned]
         seen = set(ids)
         return ids + [m for m in c._hub_md if m not in seen]
 
     def __getitem__(self, msg_id):
-        c = self._client
-        if msg_id in c._hub_md or c._core.task(msg_id) is not None:
-            return c._metadata(msg_id)
+        if msg_id in self:
+            return self._client._metadata(msg_id)
         raise KeyError(msg_id)
 
     def __contains__(self, msg_id):
+        # Another client's task is here while its record fetched from the controller is
+        # (an owner ``get_result`` takes it away, as ipyparallel's).
         c = self._client
-        return msg_id in c._hub_md or c._core.task(msg_id) is not None
+        return msg_id in c._hub_md or (c._is_local(msg_id) and msg_id not in c._owned)
 
     def __iter__(self):
         return iter(self._known())

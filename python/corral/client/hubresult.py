@@ -213,12 +213,9 @@ class AsyncHubResult(AsyncResult):
     controller's snapshot and then follows the task live."""
 
     def __init__(self, client, msg_ids, single=False, fname="get_result", owner=True):
-        super().__init__(client, msg_ids, single=single, fname=fname)
-        self._owner = owner
-        #: Results and metadata fetched from the controller, kept here: with ``owner``
-        #: the client's caches let go of them once this result has them (ipyparallel's).
-        self._kept: dict = {}
-        self._kept_md: dict = {}
+        # ``owner``: the results fetched from the controller are kept here and the
+        # client's caches let go of them (ipyparallel's; see ``AsyncResult``).
+        super().__init__(client, msg_ids, single=single, fname=fname, owner=owner)
 
     def _remote_ids(self) -> list[str]:
         client = self._client
@@ -251,8 +248,6 @@ class AsyncHubResult(AsyncResult):
             self._settle(None, e, resolved=False)
             raise
         self._resolve()
-        if self._owner:
-            client._release_hub_results(self._remote_ids())
         return True
 
     def _watch(self):
@@ -271,31 +266,6 @@ class AsyncHubResult(AsyncResult):
 
         threading.Thread(target=poll, name=f"corral-hub-result-{self.msg_ids[0]}",
                          daemon=True).start()
-
-    def _raw_results(self) -> list:
-        return [self._kept[m] if m in self._kept else self._client._result(m)
-                for m in self.msg_ids]
-
-    def _resolve(self):
-        client = self._client
-        for m in self._remote_ids():
-            if m in client._results:
-                self._kept[m] = client._results[m]
-            if m in client._hub_md:
-                self._kept_md[m] = client._hub_md[m]
-        super()._resolve()
-
-    def _metadata_list(self):
-        client = self._client
-        mds = []
-        for m in self.msg_ids:
-            if m in self._kept_md and m not in client._hub_md:
-                md = dict(self._kept_md[m])
-                md["data"] = client._read_data([m])[0]
-                mds.append(md)
-            else:
-                mds.append(client._metadata(m))
-        return mds
 
     @property
     def data(self):

@@ -10,6 +10,8 @@ joblib to dispatch the next batch.
 
 from __future__ import annotations
 
+import atexit
+
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
 
 from corral.client.executor import engine_count
@@ -77,19 +79,25 @@ class DefaultClusterBackend(ViewBackend):
         import corral
 
         self._cluster = None
+        self._stop_cluster = None
         try:
             self._client = corral.Client()
         except FileNotFoundError:
             self._cluster = corral.Cluster(n=os.cpu_count() or 1)
             self._client = self._cluster.start_and_connect_sync()
+            # Stopped by terminate(), or at exit when joblib never ran this backend (a
+            # Parallel made and never called), as ipyparallel's Cluster stops at exit.
+            self._stop_cluster = self._cluster.stop_cluster_sync
+            atexit.register(self._stop_cluster)
         super().__init__(self._client.load_balanced_view(), **kwargs)
 
     def terminate(self):
         super().terminate()
         self._client.close()
-        if self._cluster is not None:
-            self._cluster.stop_cluster_sync()
-            self._cluster = None
+        if self._stop_cluster is not None:
+            atexit.unregister(self._stop_cluster)
+            self._stop_cluster()
+            self._stop_cluster = self._cluster = None
 
 
 def register_default(name="ipyparallel", make_default=False) -> None:

@@ -15,7 +15,7 @@ from itertools import chain, islice
 from corral import error
 from corral.client import remote_helpers
 from corral.client.asyncresult import AsyncResult
-from corral.serialize import serialize_object
+from corral.serialize import apply_wants_canning, serialize_object
 
 __all__ = ["AsyncMapResult", "ChunkPacker", "check_dist", "join_partitions", "map_on_view",
            "partition"]
@@ -27,9 +27,10 @@ class ChunkPacker:
     map instead of once per task: pickling a function by value costs more than a small
     chunk, and every task of one ``map`` runs the same ``f`` anyway."""
 
-    def __init__(self, f):
+    def __init__(self, f, for_stock: bool = False):
         self._head = serialize_object(remote_helpers.map_chunk)
-        self._f = serialize_object(f)
+        self._f = serialize_object(f, for_stock=for_stock)
+        self._for_stock = for_stock
 
     def pack(self, chunks) -> list:
         arg_frames = list(self._f)
@@ -39,7 +40,7 @@ class ChunkPacker:
                 # hooks (cloudpickle's cost most of the time for small chunks).
                 arg_frames.append(pickle.dumps(chunk, protocol=5))
             else:
-                arg_frames.extend(serialize_object(chunk))
+                arg_frames.extend(serialize_object(chunk, for_stock=self._for_stock))
         info = dict(nargs=1 + len(chunks), narg_bufs=len(arg_frames), kw_keys=[])
         return [*self._head, pickle.dumps(info, protocol=4), *arg_frames]
 
@@ -160,7 +161,10 @@ def map_on_view(view, f, sequences, block: bool, chunksize=None, ordered=True,
         nparts = len(targets)
     msg_ids = []
     sizes = []
-    packer = None if whole_chunks else ChunkPacker(f)
+    packer = None
+    if not whole_chunks:
+        engines = None if balanced else targets
+        packer = ChunkPacker(f, apply_wants_canning(f) and view._to_stock(engines))
     submit = view._packed_submitter()
     for index, target in enumerate(targets):
         chunks = [partition(s, index, nparts, n, dist) for s in seqs]

@@ -18,8 +18,7 @@ from corral.client.asyncresult import AsyncResult, CoalescedResult
 from corral.dependency import render_dependency
 from corral.client.map import AsyncMapResult, check_dist, map_on_view, partition
 from corral.client.remotefunction import ParallelFunction, RemoteFunction
-from corral.client.targets import resolve_targets
-from corral.serialize import pack_apply_message
+from corral.serialize import apply_wants_canning, pack_apply_message
 
 __all__ = ["BroadcastView", "DirectView", "LoadBalancedView", "View"]
 
@@ -126,7 +125,25 @@ class View:
 
     def _submit_apply(self, f, args, kwargs, target=None) -> str:
         """Send one ``apply_request`` (to engine ``target``, or to the scheduler)."""
-        return self._submit_packed(pack_apply_message(f, args, kwargs), target)
+        engines = None if target is None else [target]
+        return self._submit_packed(self._pack(f, args, kwargs, engines), target)
+
+    def _pack(self, f, args, kwargs, engine_ids=None) -> list:
+        """``pack_apply_message``, in ipyparallel's canned form when a function that runs
+        in the engine's namespace goes to a stock engine (``engine_ids``; None: any engine
+        this view may use)."""
+        for_stock = apply_wants_canning(f, args, kwargs) and self._to_stock(engine_ids)
+        return pack_apply_message(f, args, kwargs, for_stock=for_stock)
+
+    def _to_stock(self, engine_ids=None) -> bool:
+        """Whether a request to ``engine_ids`` (None: to this view's engines) may reach a
+        stock ipyparallel engine."""
+        if engine_ids is None:
+            engine_ids = self._possible_engines()
+        return self.client._any_stock_engine(engine_ids)
+
+    def _possible_engines(self) -> list[int]:
+        raise NotImplementedError
 
     def _submit_packed(self, buffers, target) -> str:
         """``_submit_apply`` with the call already packed (``pack_apply_message``)."""
@@ -284,10 +301,10 @@ class DirectView(View):
         """Engine ids and whether results are single values; ``targets`` overrides the
         view's own for one call, as ipyparallel's ``targets=`` arguments do."""
         targets = self.targets if targets is None else targets
-        ids, single = resolve_targets(targets, lambda: self.client.ids)
+        ids = self.client._build_targets(targets)[1]  # ipyparallel's way, patchable too
         if not ids:
             raise error.NoEnginesRegistered()
-        return ids, single
+        return ids, isinstance(targets, int)
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
         """The same request to every engine in ``ids``, one message each through the MUX;
@@ -299,12 +316,16 @@ class DirectView(View):
         return lambda buffers, target: self._send_each([target], "apply_request", {},
                                                        buffers)[0]
 
+    def _possible_engines(self) -> list[int]:
+        return self._resolve()[0]
+
     def _apply(self, f, args, kwargs, block, targets=None, fname=None):
         ids, single = self._resolve(targets)
-        buffers = pack_apply_message(f, args, kwargs)
+        buffers = self._pack(f, args, kwargs, ids)
         msg_ids = self._send_each(ids, "apply_request", {}, buffers)
         name = fname or getattr(f, "__name__", "f")
-        ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids)
+        ar = AsyncResult(self.client, msg_ids, single=single, fname=name, targets=ids,
+                         owner=True)
         return self._finish(ar, block)
 
     def _block(self, block):
@@ -318,7 +339,8 @@ class DirectView(View):
         ids, single = self._resolve(targets)
         content = {"code": code, "silent": bool(silent), "user_expressions": {}}
         msg_ids = self._send_each(ids, "execute_request", content, [])
-        ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids)
+        ar = AsyncResult(self.client, msg_ids, single=single, fname="execute", targets=ids,
+                         owner=True)
         if self._block(block):
             ar.get()
             ar.wait_for_output()
@@ -373,7 +395,7 @@ class DirectView(View):
             part = partition(seq, index, len(ids), dist=dist)
             value = part[0] if flatten and len(part) == 1 else part
             msg_ids.append(self._submit_apply(remote_helpers.push, (), {key: value}, engine))
-        ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids)
+        ar = AsyncResult(self.client, msg_ids, fname="scatter", targets=ids, owner=True)
         if self._block(block):
             ar.get()
             return None
@@ -421,7 +443,7 @@ class BroadcastView(DirectView):
         if not self.is_coalescing:
             return super()._apply(f, args, kwargs, block, targets=targets, fname=fname)
         ids, single = self._resolve(targets)
-        buffers = pack_apply_message(f, args, kwargs)
+        buffers = self._pack(f, args, kwargs, ids)
         request_id, msg_ids = self.client._submit_broadcast(
             list(zip(self.client._uuids(ids), ids)), "apply_request", {},
             {"label": self.label}, buffers, coalescing=True)
@@ -469,10 +491,15 @@ class LoadBalancedView(View):
         return lambda buffers, target=None: send("task", None, "apply_request", {}, metadata,
                                                  buffers)
 
+    def _possible_engines(self) -> list[int]:
+        if self.targets is None:
+            return self.client.ids
+        return [self.targets] if isinstance(self.targets, int) else list(self.targets)
+
     def _apply(self, f, args, kwargs, block):
         msg_id = self._submit_apply(f, args, kwargs)
         ar = AsyncResult(self.client, [msg_id], single=True,
-                         fname=getattr(f, "__name__", "f"))
+                         fname=getattr(f, "__name__", "f"), owner=True)
         return self._finish(ar, block)
 
     def imap(self, f, *sequences, ordered=True, max_outstanding="auto",

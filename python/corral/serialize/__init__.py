@@ -9,6 +9,7 @@ function, info dict, then the arguments' frames), so the two stay interchangeabl
 
 from corral.serialize.serialize import (
     BUFFER_THRESHOLD,
+    apply_wants_canning,
     deserialize_object,
     is_ipyparallel_payload,
     pack_apply_message,
@@ -19,6 +20,7 @@ from corral.serialize.switch import use_cloudpickle, use_dill, use_pickle
 
 __all__ = [
     "BUFFER_THRESHOLD",
+    "apply_wants_canning",
     "deserialize_object",
     "is_ipyparallel_payload",
     "pack_apply_message",

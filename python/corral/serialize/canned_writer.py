@@ -37,7 +37,7 @@ class _ModuleByName:
         return importlib.import_module, (self.name,)
 
 
-class _ClassByName:
+class ClassByName:
     """Pickles as `getattr(<module>, name)`: a class named without importing it here."""
 
     def __init__(self, module: str, name: str):
@@ -55,7 +55,7 @@ class CannedAs:
         self.name, self.state = name, state
 
     def __reduce__(self):
-        return copyreg._reconstructor, (_ClassByName(CANNING_MODULE, self.name), object,
+        return copyreg._reconstructor, (ClassByName(CANNING_MODULE, self.name), object,
                                         None), self.state
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from typing import Any, Iterable, Sequence
 
-from corral.serialize import canned_writer, canning, switch
+from corral.serialize import canned_writer, canning, stock_canning, switch
 
 #: Buffers larger than this many bytes travel as their own frame (ipyparallel's MAX_BYTES).
 BUFFER_THRESHOLD = 1024
@@ -14,7 +14,8 @@ Frame = Any  # bytes, memoryview, pickle.PickleBuffer, or zmq-owned bytes
 
 
 def serialize_object(
-    obj: Any, buffer_threshold: int = BUFFER_THRESHOLD, out_of_band: bool = True
+    obj: Any, buffer_threshold: int = BUFFER_THRESHOLD, out_of_band: bool = True,
+    for_stock: bool = False,
 ) -> list[Frame]:
     """Pickle `obj` into frames: the pickle, then each large buffer as its own frame.
 
@@ -22,10 +23,17 @@ def serialize_object(
     reader (a stock ipyparallel client included) can load. Otherwise a large top-level
     numpy array is written as ipyparallel cans it (see `canned_writer`), which stock and
     corral peers both read, without a copy.
+
+    `for_stock`: for stock ipyparallel engines, which read no out-of-band buffers but a
+    large top-level array, and rebind only functions in ipyparallel's canned form (see
+    `stock_canning`; only when functions run in the engine's namespace, `use_pickle()`).
     """
     array = canned_writer.plain_array(obj, buffer_threshold) if out_of_band else None
     if array is not None:
         return canned_writer.canned_array_frames(array)
+    if for_stock and switch.functions_use_engine_namespace():
+        canned = stock_canning.can_top_level(obj)
+        return pickle_to_frames(stock_canning.stock_dumps, canned, buffer_threshold, False)
     return pickle_to_frames(switch.current_dumps(), obj, buffer_threshold, out_of_band)
 
 
@@ -68,19 +76,22 @@ def pack_apply_message(
     kwargs: dict | None = None,
     buffer_threshold: int = BUFFER_THRESHOLD,
     out_of_band: bool = True,
+    for_stock: bool = False,
 ) -> list[Frame]:
-    """Frames of an `apply_request`: function, info dict, then each argument's frames."""
+    """Frames of an `apply_request`: function, info dict, then each argument's frames
+    (`for_stock`: see `serialize_object`)."""
     kwargs = kwargs or {}
     arg_frames: list[Frame] = []
     for arg in args:
-        arg_frames.extend(serialize_object(arg, buffer_threshold, out_of_band))
+        arg_frames.extend(serialize_object(arg, buffer_threshold, out_of_band, for_stock))
     kw_keys = sorted(kwargs)
     kwarg_frames: list[Frame] = []
     for key in kw_keys:
-        kwarg_frames.extend(serialize_object(kwargs[key], buffer_threshold, out_of_band))
+        kwarg_frames.extend(
+            serialize_object(kwargs[key], buffer_threshold, out_of_band, for_stock))
     info = dict(nargs=len(args), narg_bufs=len(arg_frames), kw_keys=kw_keys)
     return [
-        *serialize_object(f, buffer_threshold, out_of_band),
+        *serialize_object(f, buffer_threshold, out_of_band, for_stock),
         pickle.dumps(info, protocol=4),
         *arg_frames,
         *kwarg_frames,
@@ -103,6 +114,14 @@ def unpack_apply_message(frames: Sequence[Frame], g: dict | None = None) -> tupl
     for key in info["kw_keys"]:
         kwargs[key], kwarg_frames = deserialize_object(kwarg_frames, g)
     return f, tuple(args), kwargs
+
+
+def apply_wants_canning(f: Any, args: Sequence = (), kwargs: dict | None = None) -> bool:
+    """Whether `pack_apply_message(..., for_stock=True)` would can a function (so whether
+    it matters that the engines are stock)."""
+    if not switch.functions_use_engine_namespace():
+        return False
+    return any(stock_canning.wants_canning(o) for o in (f, *args, *(kwargs or {}).values()))
 
 
 def is_ipyparallel_payload(frames: Iterable[Frame]) -> bool:
