@@ -48,6 +48,15 @@ def _wait_for(predicate, timeout=15):
         time.sleep(0.05)
 
 
+def _three_long_tasks_go_one_per_engine(client, lview):
+    """On 2 engines: two of three 2 s tasks run at once, the third waits in the scheduler."""
+    ars = [lview.apply_async(_work, 2) for _ in range(3)]
+    _wait_for(lambda: sum(_assigned(client).values()) == 2)
+    assert _assigned(client) == {eid: 1 for eid in client.ids}
+    assert client.queue_status()["unassigned"] == 1
+    assert [ar.get(timeout=60) for ar in ars] == ["done"] * 3
+
+
 def test_a_map_packs_its_function_once_and_sends_the_same_frames():
     packer = ChunkPacker(_double)
     plain = [[1, 2.5, "s", None, True], ("t", -(2**80)), range(3, 9, 2)]
@@ -72,11 +81,7 @@ def test_hwm_2_places_two_tasks_on_each_engine(start_cluster, spelling):
 def test_default_hwm_is_one_task_per_engine(start_cluster):
     _, client = start_cluster(2)
     lview = client.load_balanced_view()
-    ars = [lview.apply_async(_work, 2) for _ in range(3)]
-    _wait_for(lambda: sum(_assigned(client).values()) == 2)
-    assert _assigned(client) == {eid: 1 for eid in client.ids}
-    assert client.queue_status()["unassigned"] == 1
-    assert [ar.get(timeout=60) for ar in ars] == ["done"] * 3
+    _three_long_tasks_go_one_per_engine(client, lview)
 
 
 def test_default_hwm_pipelines_short_tasks_but_not_the_long_ones_sent_after(start_cluster):
@@ -87,11 +92,7 @@ def test_default_hwm_pipelines_short_tasks_but_not_the_long_ones_sent_after(star
     short = [lview.apply_async(_double, i) for i in range(3000)]
     assert [ar.get(timeout=120) for ar in short] == [2 * i for i in range(3000)]
     time.sleep(0.2)
-    ars = [lview.apply_async(_work, 2) for _ in range(3)]
-    _wait_for(lambda: sum(_assigned(client).values()) == 2)
-    assert _assigned(client) == {eid: 1 for eid in client.ids}
-    assert client.queue_status()["unassigned"] == 1
-    assert [ar.get(timeout=60) for ar in ars] == ["done"] * 3
+    _three_long_tasks_go_one_per_engine(client, lview)
 
 
 def test_hwm_1_is_ipyparallel_s_one_task_per_engine_after_short_tasks_too(start_cluster):
@@ -99,11 +100,7 @@ def test_hwm_1_is_ipyparallel_s_one_task_per_engine_after_short_tasks_too(start_
     lview = client.load_balanced_view()
     short = [lview.apply_async(_double, i) for i in range(500)]
     assert [ar.get(timeout=120) for ar in short] == [2 * i for i in range(500)]
-    ars = [lview.apply_async(_work, 2) for _ in range(3)]
-    _wait_for(lambda: sum(_assigned(client).values()) == 2)
-    assert _assigned(client) == {eid: 1 for eid in client.ids}
-    assert client.queue_status()["unassigned"] == 1
-    assert [ar.get(timeout=60) for ar in ars] == ["done"] * 3
+    _three_long_tasks_go_one_per_engine(client, lview)
 
 
 def test_unlimited_hwm_keeps_results_and_dependencies_right(start_cluster):

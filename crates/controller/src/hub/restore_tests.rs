@@ -39,6 +39,18 @@ fn notified(actions: &[Action]) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Records an `apply_request` `msg_id` that came through `queue`.
+fn add_request(records: &mut crate::records::Records, msg_id: &str, queue: &str) {
+    records.add_request(
+        json!({"msg_id": msg_id, "msg_type": "apply_request", "date": "2026-01-01T00:00:00Z"}),
+        json!({}),
+        json!({}),
+        Vec::new(),
+        queue,
+        None,
+    );
+}
+
 fn saved(path: &std::path::Path) -> EngineState {
     engine_state::load(path).unwrap().unwrap()
 }
@@ -122,14 +134,7 @@ fn unfinished_tasks_of_a_restored_engine_that_never_came_back_become_engine_erro
     let mut hub = hub(&dir.path().join("engines.json"));
     for (msg_id, done) in [("m1", false), ("m2", true)] {
         let records = hub.records_mut();
-        records.add_request(
-            json!({"msg_id": msg_id, "msg_type": "apply_request", "date": "2026-01-01T00:00:00Z"}),
-            json!({}),
-            json!({}),
-            Vec::new(),
-            "mux",
-            None,
-        );
+        add_request(records, msg_id, "mux");
         records.set_engine(msg_id, "gone");
         if done {
             let parts = [
@@ -186,14 +191,7 @@ fn restored_tasks_that_can_no_longer_finish_fail_and_those_on_restored_engines_w
         ("queued", None),
     ] {
         let records = hub.records_mut();
-        records.add_request(
-            json!({"msg_id": msg_id, "msg_type": "apply_request", "date": "2026-01-01T00:00:00Z"}),
-            json!({}),
-            json!({}),
-            Vec::new(),
-            "task",
-            None,
-        );
+        add_request(records, msg_id, "task");
         if let Some(engine) = engine {
             records.set_engine(msg_id, engine);
         }

@@ -93,6 +93,18 @@ mod tests {
         Duration::from_micros(n)
     }
 
+    /// An engine that answered 20 tasks of 50 µs each, one at a time, and the time now.
+    fn after_short_tasks() -> (Pace, Instant) {
+        let mut pace = Pace::default();
+        let mut now = Instant::now();
+        for _ in 0..20 {
+            pace.sent(0, now);
+            now += us(50);
+            pace.replied(now);
+        }
+        (pace, now)
+    }
+
     #[test]
     fn an_engine_not_yet_seen_to_answer_holds_one_task() {
         let t0 = Instant::now();
@@ -123,14 +135,7 @@ mod tests {
 
     #[test]
     fn after_a_pause_an_engine_starts_again_from_one_task() {
-        let t0 = Instant::now();
-        let mut pace = Pace::default();
-        let mut now = t0;
-        for _ in 0..20 {
-            pace.sent(0, now);
-            now += us(50);
-            pace.replied(now);
-        }
+        let (mut pace, mut now) = after_short_tasks();
         assert_eq!(pace.depth(0, now), MAX_DEPTH);
         // The user thinks, then sends long tasks: the first goes alone.
         now += Duration::from_secs(1);
@@ -145,14 +150,7 @@ mod tests {
 
     #[test]
     fn one_long_task_is_enough_to_stop_pipelining() {
-        let t0 = Instant::now();
-        let mut pace = Pace::default();
-        let mut now = t0;
-        for _ in 0..20 {
-            pace.sent(0, now);
-            now += us(50);
-            pace.replied(now);
-        }
+        let (mut pace, mut now) = after_short_tasks();
         assert_eq!(pace.depth(0, now), MAX_DEPTH);
         pace.sent(0, now);
         now += Duration::from_secs(2);
@@ -162,14 +160,7 @@ mod tests {
 
     #[test]
     fn an_engine_silent_for_longer_than_the_queued_work_gets_no_more() {
-        let t0 = Instant::now();
-        let mut pace = Pace::default();
-        let mut now = t0;
-        for _ in 0..20 {
-            pace.sent(0, now);
-            now += us(50);
-            pace.replied(now);
-        }
+        let (mut pace, now) = after_short_tasks();
         pace.sent(0, now);
         assert_eq!(pace.depth(1, now + us(500)), MAX_DEPTH);
         assert_eq!(pace.depth(1, now + QUEUED_WORK + us(1)), 1);
