@@ -5,7 +5,6 @@ launcher tests use. Stopping the cluster leaves no engine (and no job) behind.""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import pytest
@@ -64,21 +63,8 @@ def test_engines_ssh_by_name(tmp_path, sshd):
     run_and_stop(cluster, 2)
 
 
-def test_engines_slurm_by_name(tmp_path):
-    from slurm import start_single_node_slurm
-
-    slurm = start_single_node_slurm()
-    saved = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(slurm.conf)
-    try:
-        cluster = corral.Cluster(n=2, engines="slurm", profile_dir=tmp_path / "profile",
-                                 cluster_id="byname-slurm", engine_timeout=60)
-        run_and_stop(cluster, 2)
-        wait_for(lambda: not slurm.jobs(), 30, "Slurm to list no job")
-    finally:
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
-        slurm.stop()
-        shutil.rmtree(slurm.root, ignore_errors=True)
+def test_engines_slurm_by_name(tmp_path, slurm):
+    cluster = corral.Cluster(n=2, engines="slurm", profile_dir=tmp_path / "profile",
+                             cluster_id="byname-slurm", engine_timeout=60)
+    run_and_stop(cluster, 2)
+    wait_for(lambda: not slurm.jobs(), 30, "Slurm to list no job")

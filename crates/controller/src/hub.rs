@@ -441,12 +441,11 @@ impl HubState {
 
     /// Restored records of tasks on engine `uuid` that never finished.
     fn unfinished_on(&self, uuid: &str) -> Vec<String> {
-        let query = json!({"engine_uuid": uuid, "completed": null});
         self.records
-            .find(&query)
-            .unwrap_or_default()
+            .unfinished()
             .into_iter()
-            .map(|r| r.msg_id().to_string())
+            .filter(|(_, engine)| engine.as_deref() == Some(uuid))
+            .map(|(msg_id, _)| msg_id)
             .collect()
     }
 

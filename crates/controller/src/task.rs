@@ -1,8 +1,9 @@
-//! The load-balancing task scheduler (ipyparallel's `leastload` with its `hwm`, or an automatic one: see [`pace`]): a client-side
-//! ROUTER and an engine-side ROUTER (identity `task_out`). A task goes to the live
-//! engine with the fewest outstanding tasks among those its constraints allow
-//! (`metadata.targets`, `follow`, the engines it already failed on); it waits here
-//! while its `after` dependencies are unmet or every eligible engine is busy. Raw frames
+//! The load-balancing task scheduler (ipyparallel's `leastload` with its `hwm`, or an
+//! automatic one: see [`pace`]): a client-side ROUTER and an engine-side ROUTER (identity
+//! `task_out`). A task goes to the live engine with the fewest outstanding tasks among
+//! those its constraints allow (`metadata.targets`, `follow`, the engines it already
+//! failed on); it waits here while its `after` dependencies are unmet or every eligible
+//! engine is busy. Raw frames
 //! are forwarded unchanged (`[engine, client, msg..]`); replies go back as
 //! `[client, engine, msg..]`. A failed task is re-run elsewhere while `retries` last,
 //! and so is one whose engine answered `dependencies_met: false`.
