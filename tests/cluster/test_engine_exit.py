@@ -60,7 +60,9 @@ def test_wait_for_engines_fails_at_once_with_the_engines_log(tmp_path, caplog):
         assert "with code 7" in message and "engine crashing on purpose" in message, message
         assert took < 30, f"noticed only after {took:.1f} s"
         print(f"engine exit reported {took:.2f} s into the wait")
-        # the launcher's watcher told the log and the callbacks
+        # the launcher's watcher told the log and the callbacks (it calls them right after
+        # it records the exit that the wait above saw: wait for them)
+        wait_for(lambda: stopped, 10, "the on_stop callback")
         assert [s["exit_code"] for s in stopped] == [7]
         assert any("exited (code 7)" in r.getMessage() and "crashing on purpose" in r.getMessage()
                    for r in caplog.records), caplog.text
