@@ -3,9 +3,12 @@ signal, restart), to_dict/from_file, ClusterManager, the default n, automatic re
 dead engine and $IPP_CONNECTION_INFO, on real controller and engine processes."""
 
 import asyncio
+import gc
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -95,6 +98,35 @@ def test_engine_sets_stop_one_set_only(profile_dir, clusters):
     assert rc[:].apply_sync(lambda: 1) == [1] * len(rc.ids)
     with pytest.raises(KeyError, match="no engine set"):
         cluster.stop_engines_sync("nope")
+
+
+def test_a_script_s_cluster_stops_at_exit_and_a_dropped_cluster_stops(profile_dir):
+    """ipyparallel's lifetime rules: `rc = Cluster(...).start_and_connect_sync()` keeps the
+    cluster (as `rc.cluster`) until the script ends, then stops it; a cluster object
+    dropped without a client stops when collected."""
+    script = (
+        "import json, os, corral\n"
+        f"rc = corral.Cluster(n=2, profile_dir={str(profile_dir)!r}, cluster_id='script')"
+        ".start_and_connect_sync()\n"
+        "import gc; gc.collect()\n"
+        "rc.wait_for_engines(timeout=30)\n"
+        "pids = [rc.cluster.controller.pid, *rc[:].apply_sync(os.getpid)]\n"
+        "print(json.dumps(pids))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids = json.loads(out.stdout.splitlines()[-1])
+    assert len(pids) == 3
+    assert _gone(pids) == [], "the script's controller and engines outlived it"
+
+    cluster = corral.Cluster(n=1, profile_dir=profile_dir, cluster_id="dropped")
+    rc = cluster.start_and_connect_sync()
+    assert rc.cluster is cluster
+    pids = [cluster.controller.pid, *rc[:].apply_sync(os.getpid)]
+    del cluster, rc
+    gc.collect()
+    assert _gone(pids) == [], "a collected Cluster left its processes running"
 
 
 def test_signal_engines_interrupts_a_running_task_and_engines_serve_on(profile_dir, clusters):

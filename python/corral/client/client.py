@@ -124,6 +124,9 @@ class Client:
         (or ``CORRAL_INSECURE=1``) accepts a connection file with an empty key, i.e.
         unsigned messages; without it such a file is refused."""
         self._closed = True  # until connected, so __del__ and close have nothing to do
+        #: The ``Cluster`` this client was started from (``Cluster.connect_client``), or
+        #: None. Holding it keeps the cluster alive, and running, as long as its client.
+        self.cluster = cluster
         connection_info = arguments.take_deprecated_url_file(connection_info, extra_args)
         ssh = dict(sshserver=sshserver, sshkey=sshkey, password=password, paramiko=paramiko)
         arguments.refuse_unsupported(ssh, context, extra_args)
@@ -361,7 +364,7 @@ class Client:
         """Wait until at least ``n`` engines are registered (``TimeoutError`` if not).
         With ``block=False``, a ``concurrent.futures.Future`` of that wait instead."""
         if n is None:
-            n = 1
+            n = self._cluster_engine_count() or 1
         if timeout is None or timeout < 0:
             timeout = 1e9
         if not block:
@@ -385,6 +388,13 @@ class Client:
             raise TimeoutError(
                 f"{count} engine(s) registered after {timeout:g} s, waited for {n}"
             )
+
+    def _cluster_engine_count(self) -> int:
+        """How many engines this client's cluster starts (ipyparallel's default ``n`` for
+        ``wait_for_engines``), or 0 without a cluster."""
+        if self.cluster is None:
+            return 0
+        return self.cluster.n or sum(s.n for s in self.cluster.engines.values())
 
     # -- hub queries -----------------------------------------------------------------
 

@@ -148,6 +148,18 @@ class Cluster:
         if shutdown_atexit and not detach:
             atexit.register(_stop_at_exit, weakref.ref(self))
 
+    def __del__(self):
+        # ipyparallel's rule: a cluster that would stop at exit also stops when dropped,
+        # so `Cluster(n=4).start_cluster_sync()` with no name kept leaves nothing behind.
+        # (A client from `connect_client` holds its cluster, so `rc = Cluster(n=4)
+        # .start_and_connect_sync()` keeps it running until `rc` goes, or exit.)
+        if getattr(self, "shutdown_atexit", False) and not getattr(self, "detach", True):
+            if getattr(self, "controller", None) or getattr(self, "engines", None):
+                try:
+                    self.stop_cluster_sync()
+                except Exception:  # noqa: BLE001 - nothing to tell at collection time
+                    pass
+
     def __repr__(self) -> str:
         state = "running" if self.controller and self.controller.running() else "stopped"
         return (f"<Cluster(cluster_id={self.cluster_id!r}, profile_dir={str(self.profile_dir)!r}, "
@@ -361,7 +373,7 @@ class Cluster:
     def connect_client_sync(self, **kwargs):
         from corral.client import Client
 
-        client = Client(url_file=str(self.client_file), **kwargs)
+        client = Client(url_file=str(self.client_file), cluster=self, **kwargs)
         self._clients.append(client)
         return client
 
