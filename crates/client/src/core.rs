@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_wire::{trace, ClientConnection, Message, Session};
+use corral_wire::{encode_raw, trace, ClientConnection, Message, Session};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -192,8 +192,15 @@ impl ClientCore {
     }
 
     fn send(&self, channel: &[u8], tasks: &[String], msg: &Message) -> Result<()> {
-        let mut frames = vec![channel.to_vec(), io_thread::task_frame(tasks)];
-        frames.extend(self.session.encode(msg));
+        self.push(channel, tasks, self.session.encode(msg))
+    }
+
+    /// Hands `[channel, task ids, message frames..]` to the I/O thread.
+    fn push(&self, channel: &[u8], tasks: &[String], message: Vec<Vec<u8>>) -> Result<()> {
+        let mut frames = Vec::with_capacity(2 + message.len());
+        frames.push(channel.to_vec());
+        frames.push(io_thread::task_frame(tasks));
+        frames.extend(message);
         let guard = self.submit.lock();
         let push = guard.as_ref().ok_or(ClientError::Closed)?;
         // The I/O thread never blocks on a peer, so it drains this pipe promptly.
@@ -202,39 +209,43 @@ impl ClientCore {
     }
 
     /// Sends a request and records it as a task; returns its msg_id. `target` is the
-    /// engine uuid, required for mux and control.
+    /// engine uuid, required for mux and control. `content` and `metadata` are JSON text,
+    /// sent as they are once checked: the hot path builds no JSON values from them.
     pub fn submit(
         &self,
         channel: Channel,
         target: Option<&str>,
         msg_type: &str,
-        content: Value,
-        metadata: Value,
+        content: &str,
+        metadata: &str,
         buffers: Vec<Vec<u8>>,
     ) -> Result<String> {
-        let mut msg = self.session.msg(msg_type, content);
-        msg.metadata = metadata;
-        msg.buffers = buffers;
-        if matches!(channel, Channel::Mux | Channel::Control) {
-            if let Some(t) = target {
-                msg.idents = vec![t.as_bytes().to_vec()];
-            }
-        }
-        let msg_id = msg.header.msg_id.clone();
+        check_json("content", content)?;
+        check_json("metadata", metadata)?;
+        let header = self.session.header(msg_type);
+        let msg_id = header.msg_id.clone();
         trace::point("c_submit", msg_id.as_bytes());
+        let idents = match (channel, target) {
+            (Channel::Mux | Channel::Control, Some(t)) => vec![t.as_bytes().to_vec()],
+            _ => Vec::new(),
+        };
+        let header_json = serde_json::to_vec(&header).expect("a header always serializes");
+        let frames = encode_raw(
+            &self.session.signer,
+            idents,
+            header_json,
+            [b"{}", metadata.as_bytes(), content.as_bytes()],
+            buffers,
+        );
         {
             // One lock for the check and the record: submitting is the hot path.
             let mut store = self.shared.store.lock();
             if store.is_lost() {
                 return Err(self.lost_error());
             }
-            store.add_task(
-                msg_id.clone(),
-                target.map(str::to_owned),
-                msg.header.date.clone(),
-            );
+            store.add_task(msg_id.clone(), target.map(str::to_owned), header.date);
         }
-        self.send(channel.name(), std::slice::from_ref(&msg_id), &msg)?;
+        self.push(channel.name(), std::slice::from_ref(&msg_id), frames)?;
         trace::point("c_pushed", msg_id.as_bytes());
         Ok(msg_id)
     }
@@ -471,7 +482,7 @@ impl ClientCore {
     }
 
     /// The reply of a task, once it arrived.
-    pub fn reply(&self, msg_id: &str) -> Option<Reply> {
+    pub fn reply(&self, msg_id: &str) -> Option<Arc<Reply>> {
         self.shared
             .store
             .lock()
@@ -535,4 +546,11 @@ impl Drop for ClientCore {
     fn drop(&mut self) {
         self.close();
     }
+}
+/// Err unless `text` is one well-formed JSON value (checked without building it): a
+/// request the controller could not parse would be dropped there, and its task never end.
+fn check_json(what: &'static str, text: &str) -> Result<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(drop)
+        .map_err(|source| ClientError::BadJson { what, source })
 }

@@ -24,6 +24,7 @@
 //! while someone waits for them, dead engines' ids only up to [`MAX_DEAD_ENGINES`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_wire::{
@@ -59,7 +60,8 @@ pub struct TaskRecord {
     pub engine: Option<String>,
     /// Our request header's date.
     pub submitted: String,
-    pub reply: Option<Reply>,
+    /// Shared, so a caller reading it does not copy its JSON under the store's lock.
+    pub reply: Option<Arc<Reply>>,
     reply_at: Option<Instant>,
     /// `status: idle` parented to this request has arrived (or nothing more will come).
     pub idle: bool,
@@ -321,7 +323,12 @@ impl Store {
                 continue;
             }
             let evalue = format!("task '{msg_id}' was not sent: {why}");
-            task.reply = Some(local_error_reply("SendError", &evalue, json!({}), None));
+            task.reply = Some(Arc::new(local_error_reply(
+                "SendError",
+                &evalue,
+                json!({}),
+                None,
+            )));
             task.reply_at = Some(now);
             task.idle = true;
             self.touch(msg_id);
@@ -347,12 +354,12 @@ impl Store {
             }
             let evalue = format!("output of task '{msg_id}' was lost: {why}");
             let engine = task.engine.clone();
-            task.reply = Some(local_error_reply(
+            task.reply = Some(Arc::new(local_error_reply(
                 "OutputLost",
                 &evalue,
                 json!({}),
                 engine.as_deref(),
-            ));
+            )));
             task.reply_at = Some(now);
             task.idle = true;
             self.touch(&msg_id);
@@ -472,12 +479,12 @@ impl Store {
                 task.idle = true;
             }
         }
-        task.reply = Some(Reply {
+        task.reply = Some(Arc::new(Reply {
             header: serde_json::to_value(&msg.header).expect("headers serialize"),
             content: msg.content,
             metadata: msg.metadata,
             buffers: msg.buffers,
-        });
+        }));
         task.reply_at = Some(now);
         self.touch(&msg_id);
     }
@@ -591,7 +598,7 @@ impl Store {
                 task.idle = true;
                 continue;
             }
-            task.reply = Some(engine_died_reply(id, uuid, msg_id));
+            task.reply = Some(Arc::new(engine_died_reply(id, uuid, msg_id)));
             task.reply_at = Some(now);
             task.idle = true;
             failed.push(msg_id.clone());
@@ -603,7 +610,7 @@ impl Store {
             if task.reply.is_some() {
                 continue;
             }
-            task.reply = Some(engine_died_reply(id, uuid, &original));
+            task.reply = Some(Arc::new(engine_died_reply(id, uuid, &original)));
             task.reply_at = Some(now);
             self.touch(&original);
             failed.push(original);
@@ -824,12 +831,12 @@ mod tests {
         store.add_task("done".into(), Some("e".into()), String::new());
         store.add_task("running".into(), Some("e".into()), String::new());
         let task = store.tasks.get_mut("done").unwrap();
-        task.reply = Some(Reply {
+        task.reply = Some(Arc::new(Reply {
             header: json!({}),
             content: json!({"status": "ok"}),
             metadata: json!({}),
             buffers: vec![vec![0; 8]],
-        });
+        }));
         task.reply_at = Some(now);
         task.idle = true;
         let ids = ["done".to_string(), "running".into(), "unknown".into()];

@@ -156,14 +156,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A load-balanced `apply_request` with empty content: its bytes do not matter here.
 fn submit_empty_task(client: &ClientCore) -> corral_client::Result<String> {
-    client.submit(
-        Channel::Task,
-        None,
-        "apply_request",
-        json!({}),
-        json!({}),
-        vec![],
-    )
+    client.submit(Channel::Task, None, "apply_request", "{}", "{}", vec![])
 }
 
 #[test]
@@ -270,8 +263,8 @@ fn a_peer_that_stops_reading_does_not_block_the_other_sockets() {
                 Channel::Mux,
                 Some("engine-uuid"),
                 "apply_request",
-                json!({}),
-                json!({}),
+                "{}",
+                "{}",
                 vec![big.clone()],
             )
             .unwrap();
@@ -314,4 +307,23 @@ fn engines_announced_before_the_subscription_is_live_are_found_by_the_resync() {
         .len()
         == 3));
     client.close();
+}
+
+#[test]
+fn a_request_whose_json_is_malformed_is_refused_with_a_clear_error() {
+    let hub = FakeHub::start();
+    let client = hub.connect(Duration::from_secs(30));
+    let bad_content = client
+        .submit(Channel::Task, None, "apply_request", "{oops", "{}", vec![])
+        .unwrap_err();
+    assert!(bad_content.to_string().contains("content"), "{bad_content}");
+    let bad_metadata = client
+        .submit(Channel::Task, None, "apply_request", "{}", "[1,", vec![])
+        .unwrap_err();
+    assert!(
+        bad_metadata.to_string().contains("metadata"),
+        "{bad_metadata}"
+    );
+    // The client still works.
+    submit_empty_task(&client).unwrap();
 }

@@ -145,14 +145,7 @@ impl PyClientCore {
     ) -> PyResult<String> {
         let channel = Channel::parse(channel).map_err(to_py)?;
         self.core
-            .submit(
-                channel,
-                target,
-                msg_type,
-                json("content", content)?,
-                json("metadata", metadata)?,
-                buffers,
-            )
+            .submit(channel, target, msg_type, content, metadata, buffers)
             .map_err(to_py)
     }
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import types
 from typing import Any, Iterable, Sequence
 
-from corral.serialize import canned_writer, canning, stock_canning, switch
+from corral.serialize import canned_writer, canning, function_cache, stock_canning, switch
 
 #: Buffers larger than this many bytes travel as their own frame (ipyparallel's MAX_BYTES).
 BUFFER_THRESHOLD = 1024
@@ -34,7 +35,12 @@ def serialize_object(
     if for_stock and switch.functions_use_engine_namespace():
         canned = stock_canning.can_top_level(obj)
         return pickle_to_frames(stock_canning.stock_dumps, canned, buffer_threshold, False)
-    return pickle_to_frames(switch.current_dumps(), obj, buffer_threshold, out_of_band)
+    dumps = switch.current_dumps()
+    if type(obj) is types.FunctionType:
+        kept = function_cache.dumps(dumps, obj)
+        if kept is not None:
+            return [kept]
+    return pickle_to_frames(dumps, obj, buffer_threshold, out_of_band)
 
 
 def pickle_to_frames(
