@@ -138,3 +138,31 @@ def test_a_recursive_function_is_kept():
     f, _ = notebook_function("def f(n):\n    return 1 if n < 2 else n * f(n - 1)")
     assert run_sent(f, 5) == 120
     assert hits_during(lambda: run_sent(f, 6)) == 1
+
+
+def test_the_engine_reuses_the_last_function_only_for_the_same_safe_pickle():
+    from corral.engine.namespace import bind_sent_functions
+    from corral.serialize.function_cache import LastSentFunction
+    from corral.serialize.serialize import pack_apply_message, unpack_apply_message
+
+    reuse = LastSentFunction()
+    user_ns: dict = {}
+    f, _ = notebook_function("def f(x):\n    return x * SCALE", {"SCALE": 3})
+    frames = pack_apply_message(f, (2,), {})
+    first, args, kwargs = unpack_apply_message(frames, user_ns, reuse)
+    again, _, _ = unpack_apply_message(frames, user_ns, reuse)
+    assert again is first
+    bound, args, kwargs = bind_sent_functions(again, args, kwargs, user_ns)
+    assert bound is not again and bound(*args) == 6 and user_ns["SCALE"] == 3
+
+    # Another pickle (here: the global changed on the client) is unpickled afresh.
+    f.__globals__["SCALE"] = 4
+    changed, _, _ = unpack_apply_message(pack_apply_message(f, (2,), {}), user_ns, reuse)
+    assert changed is not first and changed.__globals__["SCALE"] == 4
+
+    # A function whose sent globals may change in place is never reused.
+    h, _ = notebook_function("def f():\n    return len(ITEMS)", {"ITEMS": [1, 2]})
+    frames = pack_apply_message(h, (), {})
+    one, _, _ = unpack_apply_message(frames, user_ns, reuse)
+    two, _, _ = unpack_apply_message(frames, user_ns, reuse)
+    assert one is not two

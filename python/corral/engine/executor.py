@@ -34,6 +34,7 @@ from corral.engine.jsonmsg import dumps
 from corral.engine.namespace import bind_sent_functions
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
+from corral.serialize.function_cache import LastSentFunction
 from corral.serialize import switch
 from corral.serialize.serialize import pickle_to_frames
 
@@ -134,6 +135,8 @@ class Executor:
         self.aborting: list = []
         #: True while a request's handler runs: a SIGINT then raises KeyboardInterrupt.
         self.interruptible = False
+        #: The last apply's function, for the next apply of the same pickle.
+        self.last_function = LastSentFunction()
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -311,7 +314,8 @@ class Executor:
         frames = req.buffers
         self.stock_peer = is_ipyparallel_payload(frames)
         try:
-            f, args, kwargs = unpack_apply_message(frames, self.user_ns)
+            reuse = self.last_function if switch.functions_use_engine_namespace() else None
+            f, args, kwargs = unpack_apply_message(frames, self.user_ns, reuse)
             f = switch.follow_stock_switch(f)
             if switch.functions_use_engine_namespace():
                 f, args, kwargs = bind_sent_functions(f, args, kwargs, self.user_ns)

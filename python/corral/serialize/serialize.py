@@ -104,12 +104,27 @@ def pack_apply_message(
     ]
 
 
-def unpack_apply_message(frames: Sequence[Frame], g: dict | None = None) -> tuple:
-    """Inverse of `pack_apply_message`: `(f, args, kwargs)`."""
+def unpack_apply_message(
+    frames: Sequence[Frame], g: dict | None = None,
+    reuse: function_cache.LastSentFunction | None = None,
+) -> tuple:
+    """Inverse of `pack_apply_message`: `(f, args, kwargs)`. `reuse`: the engine's last
+    function, taken instead of unpickling the same pickle again (see its doc)."""
     frames = list(frames)
     if len(frames) < 2:
         raise ValueError(f"an apply message needs at least 2 frames, got {len(frames)}")
-    f, frames = deserialize_object(frames, g)
+    f = reuse.get(frames[0]) if reuse is not None else None
+    if f is not None:
+        frames = frames[1:]
+    else:
+        first, count = frames[0], len(frames)
+        f, frames = deserialize_object(frames, g)
+        # Only a function that came in its one frame and is not bound to `g` yet (as
+        # ipyparallel's canned functions are) is a private template.
+        if reuse is not None and len(frames) == count - 1 and getattr(f, "__globals__", g) is not g:
+            reuse.keep(first, f)
+        elif reuse is not None:
+            reuse.keep(first, None)
     info = pickle.loads(frames.pop(0))
     arg_frames, kwarg_frames = frames[: info["narg_bufs"]], frames[info["narg_bufs"] :]
     args = []
