@@ -163,3 +163,16 @@ def test_a_stock_client_ignores_the_preview_and_the_dashboard_url(start_cluster)
         # stock clients of later tests (cloudpickle'd code has no source in tracebacks).
         ipp.serialize.use_pickle()
         stock.close()
+
+
+def test_engines_build_previews_only_for_a_controller_with_a_dashboard(start_cluster):
+    """Only the dashboard reads `corral_preview`: a controller without one tells its engines
+    (`corral_data_preview` absent from `registration_reply`) to spare building them."""
+
+    def asked() -> bool:
+        return get_ipython().rt.data_preview  # noqa: F821 - the engine's IPython shell
+
+    _, plain = start_cluster(1)
+    _, shown = start_cluster(1, dashboard_port=0)
+    assert plain[:].apply_sync(asked) == [False]
+    assert shown[:].apply_sync(asked) == [True]

@@ -75,6 +75,9 @@ pub(crate) struct HubState {
     /// Told to corral engines in `registration_reply` (`corral_restart_grace`, seconds)
     /// when non-zero: how long to wait for this controller to come back.
     restart_grace: Duration,
+    /// Told to corral engines in `registration_reply` (`corral_data_preview`) when true:
+    /// send previews of published data, for the dashboard.
+    data_preview: bool,
 }
 
 /// How many dead engines the hub remembers for readers of published data.
@@ -97,10 +100,18 @@ impl HubState {
             deaths: VecDeque::new(),
             engine_state: None,
             restart_grace: Duration::ZERO,
+            data_preview: false,
         }
     }
 
     /// Tells engines at registration to wait this long for a restarted controller.
+    /// Asks corral engines for previews of published data (`corral_data_preview`): only
+    /// the dashboard shows them.
+    pub(crate) fn with_data_preview(mut self, on: bool) -> Self {
+        self.data_preview = on;
+        self
+    }
+
     pub(crate) fn with_restart_grace(mut self, grace: Duration) -> Self {
         self.restart_grace = grace;
         self
@@ -357,6 +368,10 @@ impl HubState {
         if !self.restart_grace.is_zero() {
             // corral's extension (PROTOCOL.md §4.4); stock engines ignore unknown keys.
             content["corral_restart_grace"] = json!(self.restart_grace.as_secs_f64());
+        }
+        if self.data_preview {
+            // Only a dashboard reads previews: engines build none for a controller without.
+            content["corral_data_preview"] = json!(true);
         }
         // Not parented, exactly like ipyparallel.
         let mut out = vec![Action::Reply {
@@ -777,6 +792,17 @@ mod tests {
     }
 
     #[test]
+    fn a_controller_with_a_dashboard_asks_engines_for_data_previews() {
+        let mut hub = state().with_data_preview(true);
+        let acts = hub.handle_query(
+            b"e0",
+            &request("registration_request", json!({"uuid": "e0"})),
+            Instant::now(),
+        );
+        assert_eq!(replies(&acts)[0].content["corral_data_preview"], true);
+    }
+
+    #[test]
     fn registration_reply_is_unparented_and_live_only_after_heartbeat() {
         let mut hub = state();
         let acts = hub.handle_query(
@@ -793,6 +819,10 @@ mod tests {
         assert_eq!(
             reply.content["connection_info"]["interface"],
             "tcp://127.0.0.1"
+        );
+        assert!(
+            reply.content.get("corral_data_preview").is_none(),
+            "no dashboard: engines need build no previews"
         );
         assert!(notifications(&acts).is_empty());
         assert_eq!(hub.pending_count(), 1);

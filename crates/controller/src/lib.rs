@@ -388,6 +388,7 @@ impl Controller {
             connection_info,
         )
         .with_restart_grace(config.restart_grace)
+        .with_data_preview(config.dashboard.is_some())
         .with_data_history(config.data_history);
         let db_writer = open_task_db(&config, hub_state.records_mut())?;
         // After the records: engines that did not come back fail their restored tasks.

@@ -25,6 +25,10 @@ pub struct Registered {
     /// the same ports (`--reuse`, `--restore`) asks its engines to wait this long for it;
     /// zero when it says nothing (a stock controller, or a plain corral one).
     pub restart_grace: Duration,
+    /// corral's `corral_data_preview`: the controller shows published data on its
+    /// dashboard, so each `data_message` should carry its `corral_preview`; false when it
+    /// says nothing (a stock controller, or a corral one without a dashboard).
+    pub data_preview: bool,
 }
 
 /// The longest restart grace a controller can ask for (a day): a bound against a wild value.
@@ -310,10 +314,15 @@ pub fn parse_reply(content: &Value) -> Result<Registered> {
         .map_or(Duration::ZERO, |s| {
             Duration::from_secs_f64(s.min(MAX_RESTART_GRACE.as_secs_f64()))
         });
+    let data_preview = content
+        .get("corral_data_preview")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(Registered {
         id,
         hb_period_ms,
         restart_grace,
+        data_preview,
     })
 }
 
@@ -345,8 +354,11 @@ mod tests {
                 id: 3,
                 hb_period_ms: 1500,
                 restart_grace: Duration::ZERO,
+                data_preview: false,
             }
         );
+        let reply = json!({"status": "ok", "id": 3, "corral_data_preview": true});
+        assert!(parse_reply(&reply).unwrap().data_preview);
         let reply = json!({"status": "ok", "id": 3, "corral_restart_grace": 60.5});
         assert_eq!(
             parse_reply(&reply).unwrap().restart_grace,

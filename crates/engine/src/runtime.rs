@@ -99,6 +99,8 @@ pub struct EngineRuntime {
     pub uuid: String,
     pub id: u64,
     pub hb_period_ms: u64,
+    /// Whether published data should carry a preview (see `Registered::data_preview`).
+    pub data_preview: bool,
     session: Arc<Session>,
     out_tx: Sender<Outgoing>,
     waker: Mutex<zmq::Socket>,
@@ -148,8 +150,14 @@ impl EngineRuntime {
         }
         let ctx = zmq::Context::new();
         let session = Arc::new(Session::new(conn.key.as_bytes()));
+        // The registration socket has a context of its own, held only by the socket: when
+        // `close` drops the socket, that context is terminated, which waits (up to the
+        // socket's linger) until the `unregistration_request` has left. Nothing else
+        // terminates the shared context before the process exits, and a message still
+        // queued then is lost: the controller would take ~30 s of missed heartbeats to
+        // drop the engine.
         let (reg_sock, reg) = registration::register(
-            &ctx,
+            &zmq::Context::new(),
             conn,
             &session,
             &opts.file_hint,
@@ -259,6 +267,7 @@ impl EngineRuntime {
             uuid,
             id: reg.id,
             hb_period_ms: reg.hb_period_ms,
+            data_preview: reg.data_preview,
             session,
             out_tx,
             waker: Mutex::new(waker),
@@ -446,6 +455,12 @@ impl EngineRuntime {
                     tracing::warn!(error = %e, "could not unregister");
                 }
             }
+            if self.controller_lost().is_some() {
+                let _ = sock.set_linger(0);
+            }
+            // Dropping the socket terminates its own context: the unregistration is sent
+            // (or the linger passes) before this returns.
+            drop(sock);
         }
         // Nobody will read what is still queued toward a controller that is gone: do not
         // hold the exit for the sockets' linger.

@@ -179,6 +179,12 @@ impl PyEngineRuntime {
     fn id(&self) -> u64 {
         self.rt.id
     }
+    /// Whether the controller shows published data on its dashboard, so `publish_data`
+    /// should send a preview (`corral_preview`); building one costs the engine CPU.
+    #[getter]
+    fn data_preview(&self) -> bool {
+        self.rt.data_preview
+    }
     /// Heartbeat period from the registration reply, in milliseconds.
     #[getter]
     fn hb_period(&self) -> u64 {

@@ -233,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, ignore_sigint)
     signal.signal(signal.SIGTERM, _terminate)
-    # ipengine's own words: operators and ipyparallel's tests look for this line.
-    log.info("Completed registration with id %d (uuid %s)", rt.id, rt.uuid)
-
+    # A SIGTERM anywhere from here on unregisters the engine: one that escaped (between the
+    # handler's installation and the request loop's own `try`) left the controller to
+    # notice the exit only after ~30 s of missed heartbeats.
     try:
-        # IPython is imported once registered: the Rust heart answers pings meanwhile. A
-        # SIGTERM during the import (a cluster stopped right after its engines registered)
-        # must still unregister the engine, so the imports are inside this `try`.
+        # ipengine's own words: operators and ipyparallel's tests look for this line.
+        log.info("Completed registration with id %d (uuid %s)", rt.id, rt.uuid)
+        # IPython is imported once registered: the Rust heart answers pings meanwhile.
         from corral.engine import compat
         from corral.engine.shell import create_shell, run_startup_files
 
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         shell = create_shell(new_user_module(), profile_dir(args), args.shell_config)
         shell.user_ns.update(mpi_names)
         run_startup_files(shell)
+        return Executor(rt, shell).run()
     except Terminate:
-        log.info("SIGTERM while starting: exiting")
+        log.info("SIGTERM before serving requests: exiting")
         rt.close(True)
         return 0
-    return Executor(rt, shell).run()

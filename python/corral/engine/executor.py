@@ -396,7 +396,9 @@ class Executor:
                 self.stdout.flush()
                 self.stderr.flush()
         frames = pickle_frames(data, not self.stock_peer)
-        self.rt.publish_data(list(data), frames, preview_json(data))
+        # Only a controller with a dashboard shows previews (and asks for them).
+        preview = preview_json(data) if self.rt.data_preview else None
+        self.rt.publish_data(list(data), frames, preview)
 
 
 def _json_type(value: Any) -> str:
