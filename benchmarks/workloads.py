@@ -659,10 +659,20 @@ def W10(ipp, impl: str, profile_dir: str) -> dict:
         cluster.stop_cluster_sync()
 
 
+def _connect_until(cluster, t0: float, timeout: float):
+    """A client of `cluster`, trying again (120 s each) until `timeout` after `t0`."""
+    while True:
+        try:
+            return cluster.connect_client_sync(timeout=120)
+        except (TimeoutError, OSError):
+            if time.perf_counter() - t0 > timeout:
+                raise
+
+
 def W11(ipp, impl: str, profile_dir: str) -> dict:
     """N engine processes started at once (`CORRAL_BENCH_MANY_ENGINES`, default 128):
-    seconds from the start until the controller has all N registered, and how many of them
-    a client connected at the start missed 10 s later; a broadcast to all
+    seconds from the start until the controller has all N registered (and until a client
+    started then could connect), and how many of them that client missed 10 s later; a broadcast to all
     (DirectView and BroadcastView, 30 calls each, p50/p99); load-balanced throughput with
     20 noop tasks per engine; memory per engine (RSS and PSS, its nanny included for stock
     engines); seconds to stop the cluster."""
@@ -675,9 +685,12 @@ def W11(ipp, impl: str, profile_dir: str) -> dict:
     try:
         t0 = time.perf_counter()
         cluster.start_engines_sync(n)
-        # Both clients wait up to 10 s for the controller by default; with hundreds of
-        # engines registering on a loaded machine corral's hub once took longer.
-        client = cluster.connect_client_sync(timeout=120)
+        # Both clients wait up to 10 s for the controller by default. With hundreds of
+        # engines starting on 2 cores, the controller's I/O thread gets a few % of a core
+        # and answers no client until the storm passes (512 corral engines: ~95 s), so the
+        # client tries again, as a user would, and the wait is reported.
+        client = _connect_until(cluster, t0, timeout)
+        out[f"client_connected_s_{n}"] = time.perf_counter() - t0
         # The controller's own count is the truth: a stock client connected while 256
         # engines registered never saw them all (it misses some notifications).
         while len(_controller_ids(client)) < n:
@@ -726,7 +739,7 @@ def _many_lower_is_better(n: int) -> None:
     for name in ("dv", "bview"):
         LOWER_IS_BETTER[f"{name}_all_apply_sync_p50_ms_{n}"] = True
         LOWER_IS_BETTER[f"{name}_all_apply_sync_p99_ms_{n}"] = True
-    for figure in ("registered_s", "client_missed_engines", "engine_start_cpu_s", "first_all_apply_sync_s", "engine_rss_mb", "engine_pss_mb",
+    for figure in ("registered_s", "client_connected_s", "client_missed_engines", "engine_start_cpu_s", "first_all_apply_sync_s", "engine_rss_mb", "engine_pss_mb",
                    "controller_rss_mb", "stop_s"):
         LOWER_IS_BETTER[f"{figure}_{n}"] = True
 
