@@ -186,6 +186,12 @@ class LastSentFunction:
 
     def keep(self, frame, f: Any) -> None:
         """Keeps `f`, just unpickled from `frame` alone, if it is safe to reuse."""
+        module = sys.modules.get(getattr(f, "__module__", None) or "")
+        if module is not None and getattr(f, "__globals__", None) is module.__dict__:
+            # Sent by reference (an importable module's function): unpickling it is a
+            # lookup already, and its module's globals are not worth scanning.
+            self._pickle, self._function = None, None
+            return
         if (type(f) is types.FunctionType and f.__closure__ is None and not f.__dict__
                 and _all_safe(f.__defaults__ or ())
                 and _all_safe((f.__kwdefaults__ or {}).values())
