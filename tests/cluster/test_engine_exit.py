@@ -74,6 +74,25 @@ def test_wait_for_engines_fails_at_once_with_the_engines_log(tmp_path, caplog):
         cluster.stop_cluster_sync()
 
 
+def test_the_client_s_wait_for_engines_also_fails_at_once(tmp_path):
+    """`rc.wait_for_engines` on a client of the cluster (`rc.cluster`) watches its engine
+    sets as ipyparallel's does, instead of waiting out its timeout."""
+    cluster = corral.Cluster(n=2, engines=OneCrashingEngine, profile_dir=tmp_path / "profile",
+                             cluster_id="crash-client", engine_timeout=100)
+    try:
+        cluster.start_controller_sync()
+        cluster.start_engines_sync()
+        client = cluster.connect_client_sync()
+        assert client.cluster is cluster
+        t0 = time.monotonic()
+        with pytest.raises(EngineSetExited, match="with code 7"):
+            client.wait_for_engines(3, timeout=100)
+        took = time.monotonic() - t0
+        assert took < 30, f"noticed only after {took:.1f} s"
+    finally:
+        cluster.stop_cluster_sync()
+
+
 def test_a_timeout_names_what_the_engines_said(tmp_path):
     """Without a launcher that saw an exit, the TimeoutError still says where the logs are."""
     cluster = corral.Cluster(n=1, profile_dir=tmp_path / "profile", cluster_id="slow", engine_timeout=2)

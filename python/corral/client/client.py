@@ -383,11 +383,23 @@ class Client:
 
             threading.Thread(target=wait, name="corral-wait-for-engines", daemon=True).start()
             return future
-        count = self._core.wait_for_engines(int(n), float(timeout))
-        if count < n:
-            raise TimeoutError(
-                f"{count} engine(s) registered after {timeout:g} s, waited for {n}"
-            )
+        # With a corral cluster, as ipyparallel: an engine set that stops fails the wait at
+        # once (`EngineSetExited`, with what its launcher saw), not at the timeout.
+        check = getattr(self.cluster, "_check_still_running", None)
+        watched = check is not None and bool(getattr(self.cluster, "engines", None))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            step = min(left, self.cluster.engine_check_interval) if watched else left
+            count = self._core.wait_for_engines(int(n), float(step))
+            if count >= n:
+                return
+            if watched:
+                check(n)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{count} engine(s) registered after {timeout:g} s, waited for {n}"
+                )
 
     def _cluster_engine_count(self) -> int:
         """How many engines this client's cluster starts (ipyparallel's default ``n`` for
