@@ -547,6 +547,7 @@ impl Drop for ClientCore {
         self.close();
     }
 }
+
 /// Err unless `text` is one well-formed JSON value (checked without building it): a
 /// request the controller could not parse would be dropped there, and its task never end.
 fn check_json(what: &'static str, text: &str) -> Result<()> {
