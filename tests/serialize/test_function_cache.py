@@ -142,7 +142,7 @@ def test_a_recursive_function_is_kept():
 
 def test_the_engine_reuses_the_last_function_only_for_the_same_safe_pickle():
     from corral.engine.namespace import bind_sent_functions
-    from corral.serialize.function_cache import LastSentFunction
+    from corral.engine.namespace import LastSentFunction
     from corral.serialize.serialize import pack_apply_message, unpack_apply_message
 
     reuse = LastSentFunction()

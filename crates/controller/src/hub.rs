@@ -822,7 +822,7 @@ mod tests {
         );
         assert!(
             reply.content.get("corral_data_preview").is_none(),
-            "no dashboard: engines need build no previews"
+            "no dashboard: engines are not asked for previews"
         );
         assert!(notifications(&acts).is_empty());
         assert_eq!(hub.pending_count(), 1);

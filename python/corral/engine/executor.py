@@ -31,10 +31,9 @@ from corral.engine import compat
 from corral.engine.capture import Flusher, StreamCapture
 from corral.engine.data_preview import preview_json
 from corral.engine.jsonmsg import dumps
-from corral.engine.namespace import bind_sent_functions
+from corral.engine.namespace import LastSentFunction, bind_sent_functions
 from corral.engine.watchdog import EXIT_CONTROLLER_LOST, ControllerWatch
 from corral.serialize import is_ipyparallel_payload, serialize_object, unpack_apply_message
-from corral.serialize.function_cache import LastSentFunction
 from corral.serialize import switch
 from corral.serialize.serialize import pickle_to_frames
 

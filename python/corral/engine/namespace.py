@@ -14,8 +14,9 @@ import sys
 import types
 
 from corral.dependency import dependent
+from corral.serialize.function_cache import plain_with_safe_state, safe
 
-__all__ = ["bind_sent_functions"]
+__all__ = ["LastSentFunction", "bind_sent_functions"]
 
 
 def _sent_by_value(f) -> bool:
@@ -23,6 +24,36 @@ def _sent_by_value(f) -> bool:
         return False
     module = sys.modules.get(f.__module__ or "")
     return module is None or f.__globals__ is not module.__dict__
+
+
+class LastSentFunction:
+    """The function of the last `apply_request`, reused when the next request carries the
+    very same pickle (`apply` in a loop) instead of being unpickled again.
+
+    Only while sent functions run in the user namespace (the default): a function sent by
+    value is then a template, re-created with that namespace before each call
+    (`_rebind`), so user code never holds or changes it. And only for one whose globals,
+    defaults and annotations are all safe objects (`function_cache.safe`), so that copying
+    its globals into the namespace gives what a fresh unpickle would."""
+
+    def __init__(self):
+        self._pickle: bytes | None = None
+        self._function = None
+
+    def get(self, frame) -> types.FunctionType | None:
+        """The function last kept for this exact pickle, or None."""
+        if self._pickle is not None and frame == self._pickle:
+            return self._function
+        return None
+
+    def keep(self, frame, f) -> None:
+        """Keeps `f`, just unpickled from `frame` alone, if it is safe to reuse."""
+        if (_sent_by_value(f) and plain_with_safe_state(f)
+                and all(safe(v) or v is f for k, v in f.__globals__.items()
+                        if not (k.startswith("__") and k.endswith("__")))):
+            self._pickle, self._function = bytes(frame), f
+        else:
+            self._pickle, self._function = None, None
 
 
 def _rebind(f: types.FunctionType, user_ns: dict) -> types.FunctionType:

@@ -68,10 +68,7 @@ def dumps(dumps: Callable, f: Any) -> bytes | None:
             hits += 1
             return entry.pickle
     globals_used = _globals_used(f)
-    if (globals_used is None or f.__closure__ is not None or f.__dict__
-            or not _all_safe(f.__defaults__ or ())
-            or not _all_safe((f.__kwdefaults__ or {}).values())
-            or not _all_safe(f.__annotations__.values())):
+    if globals_used is None or not plain_with_safe_state(f):
         _entries[f] = _Entry((f.__code__,), None, (), None)
         return None
     pickle = dumps(f, protocol=5)
@@ -79,6 +76,15 @@ def dumps(dumps: Callable, f: Any) -> bytes | None:
     _entries[f] = _Entry(_fingerprint(f), pickle, globals_used,
                          len(sys.modules) if has_module else None)
     return pickle
+
+
+def plain_with_safe_state(f) -> bool:
+    """No closure, no attributes, and defaults, keyword defaults and annotations that are
+    all safe objects (see `safe`): what a kept pickle, or a kept unpickled function,
+    needs besides its globals."""
+    return (f.__closure__ is None and not f.__dict__ and _all_safe(f.__defaults__ or ())
+            and _all_safe((f.__kwdefaults__ or {}).values())
+            and _all_safe(f.__annotations__.values()))
 
 
 def _fingerprint(f) -> tuple:
@@ -110,7 +116,7 @@ def _globals_used(f) -> tuple | None:
     used = []
     for name in names:
         obj = g.get(name, _MISSING)
-        if obj is not _MISSING and obj is not f and not _safe(obj):
+        if obj is not _MISSING and obj is not f and not safe(obj):
             return None
         used.append((name, obj))
     return tuple(used)
@@ -124,15 +130,15 @@ def _code_names(code: types.CodeType, into: set) -> None:
 
 
 def _all_safe(objs) -> bool:
-    return all(_safe(o) for o in objs)
+    return all(safe(o) for o in objs)
 
 
-def _safe(obj: Any, depth: int = 0) -> bool:
+def safe(obj: Any, depth: int = 0) -> bool:
     """Whether `obj`'s pickle can change only if `obj` is replaced."""
     if isinstance(obj, _SCALARS):
         return True
     if type(obj) in (tuple, frozenset):
-        return depth < 4 and all(_safe(o, depth + 1) for o in obj)
+        return depth < 4 and all(safe(o, depth + 1) for o in obj)
     if isinstance(obj, types.ModuleType):
         return _by_reference_module(obj.__name__) and sys.modules.get(obj.__name__) is obj
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
@@ -161,43 +167,3 @@ def _pickled_by_reference(obj) -> bool:
         found = getattr(found, part, None)
     return found is obj
 
-
-class LastSentFunction:
-    """The engine's side: the function of the last `apply_request`, reused when the next
-    request carries the very same pickle (`apply` in a loop), instead of unpickling it
-    again (a few µs of the engine's ~45 per task).
-
-    Only for an engine that runs sent functions in its own namespace (ipyparallel's
-    default): there the unpickled function is a template the engine copies into that
-    namespace before each call, so user code never holds or changes it. And only for a
-    plain function with no closure or attributes, whose globals, defaults and annotations
-    are all safe objects (as above): copying its globals into the namespace then gives the
-    same as a fresh unpickle would."""
-
-    def __init__(self):
-        self._pickle: bytes | None = None
-        self._function = None
-
-    def get(self, frame) -> Any:
-        """The function last kept for this exact pickle, or None."""
-        if self._pickle is not None and frame == self._pickle:
-            return self._function
-        return None
-
-    def keep(self, frame, f: Any) -> None:
-        """Keeps `f`, just unpickled from `frame` alone, if it is safe to reuse."""
-        module = sys.modules.get(getattr(f, "__module__", None) or "")
-        if module is not None and getattr(f, "__globals__", None) is module.__dict__:
-            # Sent by reference (an importable module's function): unpickling it is a
-            # lookup already, and its module's globals are not worth scanning.
-            self._pickle, self._function = None, None
-            return
-        if (type(f) is types.FunctionType and f.__closure__ is None and not f.__dict__
-                and _all_safe(f.__defaults__ or ())
-                and _all_safe((f.__kwdefaults__ or {}).values())
-                and _all_safe(f.__annotations__.values())
-                and all(_safe(v) or v is f for k, v in f.__globals__.items()
-                        if not (k.startswith("__") and k.endswith("__")))):
-            self._pickle, self._function = bytes(frame), f
-        else:
-            self._pickle, self._function = None, None

@@ -106,10 +106,11 @@ def pack_apply_message(
 
 def unpack_apply_message(
     frames: Sequence[Frame], g: dict | None = None,
-    reuse: function_cache.LastSentFunction | None = None,
+    reuse: Any = None,
 ) -> tuple:
     """Inverse of `pack_apply_message`: `(f, args, kwargs)`. `reuse`: the engine's last
-    function, taken instead of unpickling the same pickle again (see its doc)."""
+    function (`engine.namespace.LastSentFunction`: `get(frame)`, `keep(frame, f)`), taken
+    instead of unpickling the same pickle again."""
     frames = list(frames)
     if len(frames) < 2:
         raise ValueError(f"an apply message needs at least 2 frames, got {len(frames)}")
