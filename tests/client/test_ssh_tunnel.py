@@ -169,9 +169,15 @@ def test_a_killed_client_leaves_no_ssh(cluster, ssh_on_path, tmp_path):
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
-    wait_for(lambda: not psutil.pid_exists(ssh_pid)
-               or psutil.Process(ssh_pid).status() == psutil.STATUS_ZOMBIE,
-               10, "the dead client's ssh to exit")
+    wait_for(lambda: _gone(ssh_pid), 10, "the dead client's ssh to exit")
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie. It may exit between the two checks: gone too."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_which_server_and_address_are_used():
