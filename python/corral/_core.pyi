@@ -104,7 +104,8 @@ class EngineRuntime:
 
 @final
 class Reply:
-    """A task's reply: header, content and metadata as JSON text, and its buffers."""
+    """A task's reply: header, content and metadata as JSON text, and its buffers, each
+    made when asked for; `msg_type` and `status` read without JSON."""
 
     @property
     def header(self) -> str: ...
@@ -114,6 +115,10 @@ class Reply:
     def metadata(self) -> str: ...
     @property
     def buffers(self) -> list[bytes]: ...
+    @property
+    def msg_type(self) -> str: ...
+    @property
+    def status(self) -> str | None: ...
 
 @final
 class TaskInfo:

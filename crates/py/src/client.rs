@@ -6,9 +6,10 @@
 //! signals are checked every [`SLICE`], so Ctrl-C becomes `KeyboardInterrupt`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_client::{Channel, ClientCore, ClientError, ConnectOptions};
+use corral_client::{Channel, ClientCore, ClientError, ConnectOptions, Reply};
 use corral_wire::ClientConnection;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -53,13 +54,47 @@ fn wait_released<T: Send>(
     }
 }
 
-/// A task's reply: header, content and metadata as JSON text, and its buffers.
-#[pyclass(name = "Reply", module = "corral._core", frozen, get_all)]
+/// A task's reply: header, content and metadata as JSON text, and its buffers, each made
+/// when asked for. `msg_type` and `status` are read without JSON: a successful reply's
+/// value needs only them and the buffers (W3, broadcasts).
+#[pyclass(name = "Reply", module = "corral._core", frozen)]
 struct PyReply {
-    header: String,
-    content: String,
-    metadata: String,
-    buffers: Vec<Py<PyBytes>>,
+    reply: Arc<Reply>,
+}
+
+#[pymethods]
+impl PyReply {
+    #[getter]
+    fn header(&self) -> String {
+        self.reply.header.to_string()
+    }
+
+    #[getter]
+    fn content(&self) -> String {
+        self.reply.content.to_string()
+    }
+
+    #[getter]
+    fn metadata(&self) -> String {
+        self.reply.metadata.to_string()
+    }
+
+    #[getter]
+    fn buffers(&self, py: Python<'_>) -> Vec<Py<PyBytes>> {
+        bytes_list(py, &self.reply.buffers)
+    }
+
+    /// The header's `msg_type` (`""` if it has none).
+    #[getter]
+    fn msg_type(&self) -> &str {
+        self.reply.header["msg_type"].as_str().unwrap_or("")
+    }
+
+    /// The content's `status`, or None if it has no string `status`.
+    #[getter]
+    fn status(&self) -> Option<&str> {
+        self.reply.content["status"].as_str()
+    }
 }
 
 /// What is known of a task so far (for its metadata).
@@ -258,14 +293,8 @@ impl PyClientCore {
     }
 
     /// The task's reply, or None before it arrived.
-    fn reply(&self, py: Python<'_>, msg_id: &str) -> Option<PyReply> {
-        let reply = self.core.reply(msg_id)?;
-        Some(PyReply {
-            header: reply.header.to_string(),
-            content: reply.content.to_string(),
-            metadata: reply.metadata.to_string(),
-            buffers: bytes_list(py, &reply.buffers),
-        })
+    fn reply(&self, msg_id: &str) -> Option<PyReply> {
+        self.core.reply(msg_id).map(|reply| PyReply { reply })
     }
 
     /// What is known of a task so far, or None for an unknown (or forgotten) msg_id.

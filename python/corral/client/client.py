@@ -880,6 +880,11 @@ class Client:
         reply = self._core.reply(msg_id)
         if reply is None:
             raise error.TimeoutError("result not ready")
+        if reply.status == "ok" and reply.msg_type == "apply_reply":
+            # The common case needs no JSON: the value is in the buffers.
+            value, _ = deserialize_object(reply.buffers)
+            self._results[msg_id] = value
+            return value
         header, content = json.loads(reply.header), json.loads(reply.content)
         value, _ = decode_reply(msg_id, header, content, json.loads(reply.metadata),
                                 reply.buffers, self._core.engine_id)
