@@ -110,3 +110,21 @@ def test_client_and_view_wait(client4):
     assert c.wait(["no-such-msg-id"], timeout=1) is True, "unknown ids are not waited for"
     with pytest.raises(TypeError):
         c.wait([1.5])
+
+
+def test_views_take_their_flags_as_keywords_and_warn_of_unknown_ones(client4):
+    # ipyparallel's views are traitlets objects: keywords that are flags are set, others
+    # are ignored with a warning. ipyparallel's "memmap Broadcast" example notebook calls
+    # `rc.broadcast_view(coalescing=True)`, which raised TypeError here before.
+    direct = client4.direct_view(label="mine", block=True)
+    assert (direct.label, direct.block) == ("mine", True)
+    assert direct.apply(lambda: 5) == [5] * 4
+    balanced = client4.load_balanced_view(label="lb", retries=2)
+    assert (balanced.label, balanced.retries) == ("lb", 2)
+    with pytest.warns(RuntimeWarning, match="has no option 'coalescing'.*'is_coalescing'") as w:
+        bview = client4.broadcast_view(coalescing=True)
+    assert w[0].filename == __file__, "the warning points at the caller's line"
+    assert bview.is_coalescing is False
+    assert bview.apply_sync(lambda: 6) == [6] * 4
+    with pytest.raises(TypeError, match="Invalid type for retries"):
+        client4.load_balanced_view(retries="x")

@@ -235,7 +235,7 @@ pub(crate) fn run(sockets: Sockets, submit: zmq::Socket, mut cx: Context) {
                 if matches!(source, Source::Iopub) {
                     unacked += 1;
                 }
-                match Message::decode(&frames, &cx.session.signer) {
+                match Message::decode_owned(frames, &cx.session.signer) {
                     Ok(m) => {
                         if trace::enabled() {
                             trace_in(*source, &m);

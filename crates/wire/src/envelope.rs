@@ -119,6 +119,26 @@ impl Message {
         })
     }
 
+    /// [`Message::decode`] taking the frames, so idents and buffers (a published 8 MB
+    /// array) are moved into the message instead of copied.
+    pub fn decode_owned(mut frames: Vec<Vec<u8>>, signer: &Signer) -> Result<Self> {
+        let d = verify_frames(&frames, signer)?;
+        let buffers = frames.split_off(d + 6);
+        let header = parse("header", &frames[d + 2])?;
+        let parent_header = parse("parent_header", &frames[d + 3])?;
+        let metadata = parse("metadata", &frames[d + 4])?;
+        let content = parse("content", &frames[d + 5])?;
+        frames.truncate(d);
+        Ok(Message {
+            idents: frames,
+            header,
+            parent_header,
+            metadata,
+            content,
+            buffers,
+        })
+    }
+
     /// Serializes and signs: idents, delimiter, signature, the four JSON frames, buffers.
     pub fn encode(&self, signer: &Signer) -> Vec<Vec<u8>> {
         let json = [
@@ -179,6 +199,7 @@ mod tests {
         m.buffers = vec![vec![0, 1, 2], vec![]];
         let frames = m.encode(&signer);
         assert_eq!(Message::decode(&frames, &signer).unwrap(), m);
+        assert_eq!(Message::decode_owned(frames.clone(), &signer).unwrap(), m);
     }
 
     #[test]
@@ -203,6 +224,14 @@ mod tests {
         assert!(matches!(
             Message::decode(&frames[..4], &signer),
             Err(WireError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Message::decode_owned(frames[..4].to_vec(), &signer),
+            Err(WireError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Message::decode_owned(tampered, &signer),
+            Err(WireError::BadSignature)
         ));
         assert!(matches!(
             Message::decode(&[b"junk".to_vec()], &signer),

@@ -10,6 +10,10 @@ small helper functions on the engines (``remote_helpers.py``), as ipyparallel do
 
 from __future__ import annotations
 
+import difflib
+import os
+import sys
+import warnings
 from contextlib import contextmanager
 
 from corral import error, serialize
@@ -21,6 +25,16 @@ from corral.client.remotefunction import ParallelFunction, RemoteFunction
 from corral.serialize import apply_wants_canning, pack_apply_message
 
 __all__ = ["BroadcastView", "DirectView", "LoadBalancedView", "View"]
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside this package
+    (views are made through the client's methods, at varying depths)."""
+    here = os.path.dirname(__file__)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class View:
@@ -36,7 +50,7 @@ class View:
     #: submitted, so they may be reused at once and there is nothing to track.
     track = False
 
-    def __init__(self, client, targets=None, block=False):
+    def __init__(self, client, targets=None, block=False, **flags):
         self.client = client
         self.targets = targets
         self.block = block
@@ -44,6 +58,20 @@ class View:
         #: client's ``purge_everything``).
         self.history: list[str] = []
         client._views.add(self)
+        self._set_given_flags(flags)
+
+    def _set_given_flags(self, flags: dict) -> None:
+        """Flags given as keywords when the view is made (``rc.direct_view(label="x")``).
+        ipyparallel's views are traitlets objects, which set the keywords that are traits
+        and ignore the rest with a warning; corral sets its flags and warns of the rest,
+        naming the flag that was probably meant."""
+        for name in [n for n in flags if n not in self._flag_names]:
+            del flags[name]
+            close = difflib.get_close_matches(name, [*self._flag_names, "is_coalescing"], 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            warnings.warn(f"{type(self).__name__} has no option {name!r}; it is ignored{hint}",
+                          RuntimeWarning, stacklevel=_caller_level())
+        self.set_flags(**flags)
 
     def _send(self, channel, target_uuid, msg_type, content, metadata, buffers) -> str:
         msg_id = self.client._submit(channel, target_uuid, msg_type, content, metadata,
@@ -286,8 +314,8 @@ class DirectView(View):
     """Requests to specific engines. An int target gives single results; a list (or
     ``"all"``, resolved at each call) gives lists, one entry per engine."""
 
-    def __init__(self, client, targets="all", block=False):
-        super().__init__(client, targets, block)
+    def __init__(self, client, targets="all", block=False, **flags):
+        super().__init__(client, targets, block, **flags)
 
     def _target_ids(self, targets=None) -> list[int]:
         ids, _ = self._resolve(targets)
@@ -428,8 +456,8 @@ class BroadcastView(DirectView):
     ``map`` are not coalesced (ipyparallel does not coalesce the last three either).
     """
 
-    def __init__(self, client, targets="all", block=False, is_coalescing=False):
-        super().__init__(client, targets, block)
+    def __init__(self, client, targets="all", block=False, is_coalescing=False, **flags):
+        super().__init__(client, targets, block, **flags)
         self.is_coalescing = bool(is_coalescing)
 
     def _send_each(self, ids, msg_type, content, buffers) -> list[str]:
@@ -461,8 +489,8 @@ class LoadBalancedView(View):
                    "retries")
 
     def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0,
-                 after=None, follow=None):
-        super().__init__(client, targets, block)
+                 after=None, follow=None, **flags):
+        super().__init__(client, targets, block, **flags)
         self.set_flags(retries=retries, timeout=timeout, after=after, follow=follow)
 
     def _check_flag(self, name, value):
