@@ -6,7 +6,7 @@
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 
 from corral._core import __version__
-from corral import error
+from corral import error, util
 from corral.client import (
     AsyncHubResult,
     AsyncMapResult,

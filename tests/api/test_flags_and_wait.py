@@ -128,3 +128,22 @@ def test_views_take_their_flags_as_keywords_and_warn_of_unknown_ones(client4):
     assert bview.apply_sync(lambda: 6) == [6] * 4
     with pytest.raises(TypeError, match="Invalid type for retries"):
         client4.load_balanced_view(retries="x")
+
+
+def test_the_client_s_block_is_its_views_default_and_set_flags_returns_the_view(client4):
+    # ipyparallel's inter-engine example sets `rc.block = True`, then uses `rc[:]`; its
+    # task-label example chains `view.set_flags(label=...).map_async(...)`.
+    try:
+        client4.block = True
+        view = client4[:]
+        assert view.block is True and view.apply(lambda: 1) == [1] * 4
+        assert client4.load_balanced_view().block is True
+        assert client4.direct_view(block=False).block is False, "an explicit block wins"
+        assert client4.clear(targets=0) is None, "the client's own calls block too"
+    finally:
+        client4.block = False
+    assert client4[:].block is False
+    lview = client4.load_balanced_view()
+    ar = lview.set_flags(label="chained").map_async(lambda x: x + 1, [1, 2])
+    assert ar.get(timeout=30) == [2, 3]
+    assert lview.label == "chained"

@@ -183,8 +183,13 @@ def test_db_query_with_keys(start_cluster):
     assert set(plain[0]) == {"msg_id", "completed"}
     full = c.db_query({"msg_id": ar.msg_ids[0]})
     assert "data" not in full[0], "only when named, as ipyparallel's records have none"
-    with pytest.raises(RemoteError):
+    with pytest.raises(RemoteError, match="unsupported query operator"):
         c.db_query({"msg_id": {"$regex": "x"}})
+    # Labels by glob, as ipyparallel's task-label example queries them.
+    for label in ["map_01", "map_02", "other"]:
+        c[0].set_flags(label=label).apply_sync(np.arange, 1)
+    labelled = c.db_query({"label": {"$glob": "map_*"}}, keys=["label"])
+    assert sorted(r["label"] for r in labelled) == ["map_01", "map_02"]
 
 
 def test_resubmit_runs_the_task_again(start_cluster):

@@ -731,11 +731,11 @@ impl Records {
         for test in query.values() {
             if let Some(ops) = test.as_object() {
                 for op in ops.keys() {
-                    if !matches!(
-                        op.as_str(),
-                        "$in" | "$nin" | "$eq" | "$ne" | "$gt" | "$gte" | "$lt" | "$lte"
-                    ) {
-                        return Err(format!("unsupported query operator {op:?}"));
+                    if !QUERY_OPERATORS.contains(&op.as_str()) {
+                        return Err(format!(
+                            "unsupported query operator {op:?}; the operators are {}",
+                            QUERY_OPERATORS.join(", ")
+                        ));
                     }
                 }
             }
@@ -747,6 +747,12 @@ impl Records {
             .collect())
     }
 }
+
+/// The query operators: those of ipyparallel's in-memory `DictDB`, a superset of its
+/// SQLite backend's (which lacks `$all`, `$mod` and `$exists`).
+const QUERY_OPERATORS: [&str; 12] = [
+    "$in", "$nin", "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$glob", "$exists", "$mod", "$all",
+];
 
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
@@ -765,8 +771,8 @@ pub(crate) fn matches(value: &Value, test: &Value) -> bool {
     ops.iter().all(|(op, arg)| match op.as_str() {
         "$eq" => value == arg,
         "$ne" => value != arg,
-        "$in" => arg.as_array().is_some_and(|a| a.contains(value)),
-        "$nin" => arg.as_array().is_some_and(|a| !a.contains(value)),
+        "$in" => contains(arg, value).unwrap_or(false),
+        "$nin" => contains(arg, value).is_some_and(|found| !found),
         "$gt" => compare(value, arg) == Some(Ordering::Greater),
         "$gte" => matches!(
             compare(value, arg),
@@ -774,8 +780,59 @@ pub(crate) fn matches(value: &Value, test: &Value) -> bool {
         ),
         "$lt" => compare(value, arg) == Some(Ordering::Less),
         "$lte" => matches!(compare(value, arg), Some(Ordering::Less | Ordering::Equal)),
+        // fnmatch's `*`, `?` and `[...]`, case-sensitive (ipyparallel: `fnmatch` in
+        // memory, SQL `GLOB` in SQLite). A pattern that does not parse matches nothing.
+        "$glob" => match (value.as_str(), arg.as_str()) {
+            (Some(text), Some(pattern)) => {
+                glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text))
+            }
+            _ => false,
+        },
+        // `{"$exists": true}`: the field is set (not null); `false`: it is not.
+        "$exists" => truthy(arg) != value.is_null(),
+        // `{"$mod": [d, r]}`: integers whose remainder by d is r.
+        "$mod" => match (value.as_i64(), arg.as_array().map(Vec::as_slice)) {
+            (Some(v), Some([d, r])) => match (d.as_i64(), r.as_i64()) {
+                (Some(d), Some(r)) if d != 0 => v.rem_euclid(d) == r,
+                _ => false,
+            },
+            _ => false,
+        },
+        // As ipyparallel's `DictDB`: the value is in every one of the listed containers
+        // (a list holding it, or a string containing it).
+        "$all" => arg.as_array().is_some_and(|all| {
+            all.iter().all(|c| match (c, value) {
+                (Value::Array(items), _) => items.contains(value),
+                (Value::String(text), Value::String(part)) => text.contains(part.as_str()),
+                _ => false,
+            })
+        }),
         _ => false,
     })
+}
+
+/// Python's `value in arg` for `$in`/`$nin`: membership in a list, or a substring of a
+/// string (ipyparallel's task-label example asks for `{"label": {"$nin": ""}}`, every
+/// labelled task). `None` where Python raises or SQL compares with NULL: a non-string
+/// in a string, or an argument that is neither.
+fn contains(arg: &Value, value: &Value) -> Option<bool> {
+    match (arg, value) {
+        (Value::Array(items), _) => Some(items.contains(value)),
+        (Value::String(text), Value::String(part)) => Some(text.contains(part.as_str())),
+        _ => None,
+    }
+}
+
+/// Python's truth of a JSON value (for `$exists`).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
 }
 
 /// Request and result buffers of a projected record, when its keys name them.
@@ -1089,6 +1146,38 @@ mod tests {
         );
         assert!(s.find(&json!({"x": {"$regex": "a"}})).is_err());
         assert!(s.find(&json!([])).is_err());
+        // ipyparallel's other operators: `$glob` (its task-label example queries labels
+        // with it), and `DictDB`'s `$exists`, `$mod`, `$all`.
+        assert_eq!(ids(json!({"msg_id": {"$glob": "[ab]"}})), vec!["b", "a"]);
+        assert_eq!(ids(json!({"submitted": {"$glob": "*:03Z"}})), vec!["c"]);
+        assert_eq!(ids(json!({"msg_id": {"$glob": "A"}})), Vec::<String>::new());
+        assert_eq!(ids(json!({"completed": {"$glob": "*"}})), vec!["a"]);
+        assert_eq!(ids(json!({"completed": {"$exists": true}})), vec!["a"]);
+        assert_eq!(
+            ids(json!({"completed": {"$exists": false}})),
+            vec!["b", "c"]
+        );
+        assert_eq!(
+            ids(json!({"msg_id": {"$all": [["a", "b"], "xab"]}})),
+            vec!["b", "a"]
+        );
+        assert_eq!(ids(json!({"msg_id": {"$nin": ""}})), vec!["b", "a", "c"]);
+        assert_eq!(ids(json!({"msg_id": {"$in": "xac"}})), vec!["a", "c"]);
+        assert_eq!(
+            ids(json!({"completed": {"$nin": ""}})),
+            vec!["a"],
+            "null is no string"
+        );
+        assert!(matches(&json!(7), &json!({"$mod": [3, 1]})));
+        assert!(!matches(&json!(7), &json!({"$mod": [3, 2]})));
+        assert!(
+            !matches(&json!(7), &json!({"$mod": [0, 0]})),
+            "no division by zero"
+        );
+        assert!(
+            !matches(&json!("x"), &json!({"$glob": "[x"})),
+            "a bad pattern matches nothing"
+        );
 
         let r = s.get("a").unwrap();
         let keys = vec!["completed".to_string(), "buffers".to_string()];

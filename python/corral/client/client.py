@@ -93,6 +93,11 @@ class Client:
     views; ``c.load_balanced_view()`` a load-balanced one.
     """
 
+    #: The default ``block`` of views made from here on (``rc.block = True`` makes
+    #: ``rc[:]`` blocking), and of the client's own calls that take ``block=None``, as in
+    #: ipyparallel.
+    block = False
+
     def __new__(cls, *args, **kwargs):
         # Defined so that `mock.patch.object(Client, "__new__", ...)` (as ipyparallel's own
         # tests do) restores a working constructor: deleting a patched `__new__` from a
@@ -453,6 +458,7 @@ class Client:
         dropped from ``Client.results``/``metadata``. Tasks whose results this client
         already holds (its own, or fetched with ``owner=False``) give a plain
         ``AsyncResult``."""
+        block = self.block if block is None else block
         if indices_or_msg_ids is None:
             indices_or_msg_ids = -1
         single = isinstance(indices_or_msg_ids, (str, int))
@@ -482,6 +488,7 @@ class Client:
         if metadata is not None:
             raise TypeError("resubmit(metadata=...) is not supported: ipyparallel ignores "
                             "it too; the copies keep the original requests' metadata")
+        block = self.block if block is None else block
         if indices_or_msg_ids is None:
             indices_or_msg_ids = -1
         msg_ids = msg_ids_of(indices_or_msg_ids, self.history)
@@ -496,7 +503,7 @@ class Client:
     def db_query(self, query, keys=None) -> list[dict]:
         """Task records of the controller matching ``query`` (MongoDB-like:
         ``{key: value}`` or ``{key: {'$in': [...]}}``, ``$nin $eq $ne $gt $gte $lt
-        $lte``), reduced to ``keys`` (all but buffers by default; ``msg_id`` always).
+        $lte $glob $exists $mod $all``, as ipyparallel's), reduced to ``keys`` (all but buffers by default; ``msg_id`` always).
         Dates come back as datetimes, ``buffers``/``result_buffers`` as lists of frames;
         ``data`` (corral's key, named explicitly) is each task's published data, merged as
         ``ar.data`` has it."""
@@ -682,6 +689,10 @@ class Client:
         if hub:
             self._hub.shutdown()
 
+    def _block(self, block) -> bool:
+        """A call's ``block``: the client's own when None, as in ipyparallel."""
+        return bool(self.block if block is None else block)
+
     def _target_ids(self, targets) -> list[int]:
         ids, _ = resolve_targets(targets, lambda: self.ids)
         if not ids:
@@ -711,7 +722,7 @@ class Client:
         engine that cannot take signals); else returns an ``AsyncResult`` over them."""
         if isinstance(sig, bool) or not isinstance(sig, (int, str)):
             raise TypeError(f"sig must be a signal number or name, not {sig!r}")
-        return self._control("signal_request", {"sig": sig}, targets, bool(block),
+        return self._control("signal_request", {"sig": sig}, targets, self._block(block),
                              "send_signal")
 
     def activate(self, targets="all", suffix=""):
@@ -724,7 +735,7 @@ class Client:
 
     def clear(self, targets=None, block=None):
         """Reset the user namespace of the target engines (all by default)."""
-        return self._control("clear_request", {}, targets, bool(block), "clear")
+        return self._control("clear_request", {}, targets, self._block(block), "clear")
 
     def abort(self, jobs=None, targets=None, block=None):
         """Stop queued tasks from running: each gets an ``aborted`` reply, so its
@@ -740,9 +751,9 @@ class Client:
         else:
             msg_ids = msg_ids_of(jobs)
             if not msg_ids:
-                return None if block else []
-        return self._control("abort_request", {"msg_ids": msg_ids}, targets, bool(block),
-                             "abort")
+                return None if self._block(block) else []
+        return self._control("abort_request", {"msg_ids": msg_ids}, targets,
+                             self._block(block), "abort")
 
     # -- waiting ---------------------------------------------------------------------
 

@@ -50,10 +50,11 @@ class View:
     #: submitted, so they may be reused at once and there is nothing to track.
     track = False
 
-    def __init__(self, client, targets=None, block=False, **flags):
+    def __init__(self, client, targets=None, block=None, **flags):
         self.client = client
         self.targets = targets
-        self.block = block
+        #: Unless given, the client's ``block`` when the view was made, as in ipyparallel.
+        self.block = bool(getattr(client, "block", False)) if block is None else block
         #: msg_ids of the requests sent through this view, oldest first (cleared by the
         #: client's ``purge_everything``).
         self.history: list[str] = []
@@ -83,13 +84,15 @@ class View:
 
     def set_flags(self, **flags):
         """Set this view's flags (``block``, ``targets``; a load-balanced view also has
-        ``after``, ``follow``, ``timeout``, ``retries``)."""
+        ``after``, ``follow``, ``timeout``, ``retries``). Returns the view, so that
+        ``view.set_flags(label="x").map_async(...)`` works, as in ipyparallel."""
         for name, value in flags.items():
             if name not in self._flag_names:
                 raise KeyError(f"Invalid name: {name!r}; flags are {list(self._flag_names)}")
             self._check_flag(name, value)
         for name, value in flags.items():
             setattr(self, name, value)
+        return self
 
     def _check_flag(self, name, value):
         pass
@@ -314,7 +317,7 @@ class DirectView(View):
     """Requests to specific engines. An int target gives single results; a list (or
     ``"all"``, resolved at each call) gives lists, one entry per engine."""
 
-    def __init__(self, client, targets="all", block=False, **flags):
+    def __init__(self, client, targets="all", block=None, **flags):
         super().__init__(client, targets, block, **flags)
 
     def _target_ids(self, targets=None) -> list[int]:
@@ -456,7 +459,7 @@ class BroadcastView(DirectView):
     ``map`` are not coalesced (ipyparallel does not coalesce the last three either).
     """
 
-    def __init__(self, client, targets="all", block=False, is_coalescing=False, **flags):
+    def __init__(self, client, targets="all", block=None, is_coalescing=False, **flags):
         super().__init__(client, targets, block, **flags)
         self.is_coalescing = bool(is_coalescing)
 
@@ -488,7 +491,7 @@ class LoadBalancedView(View):
     _flag_names = ("block", "targets", "label", "track", "after", "follow", "timeout",
                    "retries")
 
-    def __init__(self, client, targets=None, block=False, retries=0, timeout=0.0,
+    def __init__(self, client, targets=None, block=None, retries=0, timeout=0.0,
                  after=None, follow=None, **flags):
         super().__init__(client, targets, block, **flags)
         self.set_flags(retries=retries, timeout=timeout, after=after, follow=follow)
