@@ -4,8 +4,9 @@ process (client, controller, engines), and the client's own hot spots (cProfile)
     python benchmarks/broadcast_cpu.py --impl corral --engines 16 --calls 300 [--view bview]
 
 On a machine with fewer cores than engines, a broadcast's latency is bounded by the CPU
-the parties need in total: this shows whose CPU it is. CPU times come from /proc (user +
-system of every thread), so they hold under load where wall-clock times do not.
+the parties need in total: this shows whose CPU it is, by process and by thread (the engines'
+threads summed over the engines). CPU times come from /proc (user + system of every
+thread), so they hold under load where wall-clock times do not.
 """
 
 from __future__ import annotations
@@ -40,11 +41,21 @@ def cpu_s(pid: int) -> float:
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name (`corral-mux`, `corral-hub`, ...) of a process."""
+    """CPU seconds per thread name (`corral-mux`, `corral-hub`, ...) of a process. The
+    main thread is `main`; threads that kept the process's name (ZeroMQ's own, in
+    Python processes) are `zmq+other`."""
     out: dict[str, float] = {}
+    try:
+        own = (Path(f"/proc/{pid}/comm")).read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return out
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
+            if task.name == str(pid):
+                name = "main"
+            elif name == own:
+                name = "zmq+other"
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
@@ -77,7 +88,8 @@ def main() -> None:
             skip = {controller, *workloads._descendants(controller)}
             engines = [q for q in workloads._descendants(os.getpid()) if q not in skip]
             before = {q: cpu_s(q) for q in [os.getpid(), controller, *engines]}
-            threads_before = thread_cpu_s(controller)
+            parts = {"client": [os.getpid()], "controller": [controller], "engines": engines}
+            threads_before = {k: [thread_cpu_s(q) for q in qs] for k, qs in parts.items()}
             perf = None
             if args.perf:
                 perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", args.perf,
@@ -95,8 +107,13 @@ def main() -> None:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=60)
             spent = {q: cpu_s(q) - before[q] for q in before}
-            threads = thread_cpu_s(controller)
-            threads = {k: v - threads_before.get(k, 0.0) for k, v in threads.items()}
+            by_part = {}
+            for part, qs in parts.items():
+                total: dict[str, float] = {}
+                for q, was in zip(qs, threads_before[part]):
+                    for name, v in thread_cpu_s(q).items():
+                        total[name] = total.get(name, 0.0) + v - was.get(name, 0.0)
+                by_part[part] = total
             per_call = lambda s: s / args.calls * 1e3  # noqa: E731
             print(f"{args.impl} {args.view} to {n} engines, {args.calls} calls: "
                   f"{per_call(wall):.2f} ms wall per call; CPU ms per call: "
@@ -104,9 +121,10 @@ def main() -> None:
                   f"controller {per_call(spent[controller]):.2f}, "
                   f"engines {per_call(sum(spent[q] for q in engines)):.2f} "
                   f"({len(engines)} processes); load average {os.getloadavg()[0]:.1f}")
-            print("controller CPU ms per call by thread: " + ", ".join(
-                f"{k} {per_call(v):.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
-                if v > 0))
+            for part, threads in by_part.items():
+                print(f"{part} CPU ms per call by thread: " + ", ".join(
+                    f"{k} {per_call(v):.2f}"
+                    for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0))
             pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
         finally:
             cluster.stop_cluster_sync()
