@@ -458,7 +458,7 @@ class Client:
         dropped from ``Client.results``/``metadata``. Tasks whose results this client
         already holds (its own, or fetched with ``owner=False``) give a plain
         ``AsyncResult``."""
-        block = self.block if block is None else block
+        block = self._block(block)
         if indices_or_msg_ids is None:
             indices_or_msg_ids = -1
         single = isinstance(indices_or_msg_ids, (str, int))
@@ -488,7 +488,7 @@ class Client:
         if metadata is not None:
             raise TypeError("resubmit(metadata=...) is not supported: ipyparallel ignores "
                             "it too; the copies keep the original requests' metadata")
-        block = self.block if block is None else block
+        block = self._block(block)
         if indices_or_msg_ids is None:
             indices_or_msg_ids = -1
         msg_ids = msg_ids_of(indices_or_msg_ids, self.history)
@@ -503,7 +503,8 @@ class Client:
     def db_query(self, query, keys=None) -> list[dict]:
         """Task records of the controller matching ``query`` (MongoDB-like:
         ``{key: value}`` or ``{key: {'$in': [...]}}``, ``$nin $eq $ne $gt $gte $lt
-        $lte $glob $exists $mod $all``, as ipyparallel's), reduced to ``keys`` (all but buffers by default; ``msg_id`` always).
+        $lte $glob $exists $mod $all``, as ipyparallel's), reduced to ``keys`` (all but
+        buffers by default; ``msg_id`` always).
         Dates come back as datetimes, ``buffers``/``result_buffers`` as lists of frames;
         ``data`` (corral's key, named explicitly) is each task's published data, merged as
         ``ar.data`` has it."""
