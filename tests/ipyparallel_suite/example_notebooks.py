@@ -45,9 +45,11 @@ def run(examples: Path, name: str, cluster: dict | None) -> list[tuple]:
     os.environ["IPYTHONDIR"] = env["IPYTHONDIR"]  # the notebook's kernel inherits it
     if cluster is not None:
         profile = ["--profile", cluster.get("profile", "default")]
+        # Started in the notebook's folder, as a user would, so engines import the modules
+        # beside it.
         subprocess.run([CORRAL, "cluster", "start", "-n", cluster.get("n", "4"), "--daemonize",
                         "--engines", cluster.get("engines", "local"), *profile], env=env,
-                       check=True, timeout=300)
+                       cwd=(folder / name).parent, check=True, timeout=300)
     started = time.monotonic()
     try:
         NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True,
