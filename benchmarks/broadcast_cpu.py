@@ -46,7 +46,7 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     Python processes) are `zmq+other`."""
     out: dict[str, float] = {}
     try:
-        own = (Path(f"/proc/{pid}/comm")).read_text().strip()
+        own = Path(f"/proc/{pid}/comm").read_text().strip()
     except (FileNotFoundError, ProcessLookupError):
         return out
     for task in Path(f"/proc/{pid}/task").iterdir():

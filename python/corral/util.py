@@ -1,7 +1,8 @@
 """The helpers that user code imports from ``ipyparallel.util``: ``interactive``, and the
 URL functions that turn a connection file's wildcard addresses into ones to connect to
 (ipyparallel's inter-engine examples use ``disambiguate_url``), so such code runs with
-``ipyparallel`` replaced by ``corral``. ipyparallel's internal helpers are not here.
+``ipyparallel`` replaced by ``corral``. ipyparallel's internal helpers are not here; the
+client's connection code uses the address helpers too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ __all__ = [
     "int_keys",
     "interactive",
     "is_ip",
+    "is_loopback",
+    "is_this_machine",
     "is_url",
     "select_random_ports",
     "split_url",
@@ -77,16 +80,21 @@ def is_ip(location: str) -> bool:
     return True
 
 
-def _this_machine(location: str) -> bool:
-    """Whether ``location`` names this machine (a loopback address, this host's name, or
-    an address that name resolves to)."""
-    if is_ip(location) and ipaddress.ip_address(location).is_loopback:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address."""
+    return host == "localhost" or (is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
+def is_this_machine(location: str | None) -> bool:
+    """Whether ``location`` (a host name or address; absent means here) names this machine:
+    a loopback address, this host's name, or a name that resolves to one of its addresses."""
+    if not location or is_loopback(location):
         return True
-    names = {"localhost", socket.gethostname(), socket.getfqdn()}
-    if location in names:
+    if location in {socket.gethostname(), socket.getfqdn()}:
         return True
     try:
-        return location in socket.gethostbyname_ex(socket.gethostname())[2]
+        ours = set(socket.gethostbyname_ex(socket.gethostname())[2])
+        return socket.gethostbyname(location) in ours
     except OSError:
         return False
 
@@ -97,7 +105,7 @@ def disambiguate_ip_address(ip: str, location: str | None = None) -> str:
     Other addresses come back unchanged."""
     if ip not in WILDCARDS:
         return ip
-    if location and location not in WILDCARDS and not _this_machine(location):
+    if location and location not in WILDCARDS and not is_this_machine(location):
         return location
     return LOCALHOST
 
@@ -117,18 +125,17 @@ def disambiguate_url(url: str, location: str | None = None) -> str:
 
 def select_random_ports(n: int) -> list[int]:
     """``n`` distinct ports free on this machine now (each briefly bound on the loopback
-    interface to find it)."""
-    sockets, ports = [], []
+    interface, all at once so that they differ)."""
+    sockets = []
     try:
-        while len(ports) < n:
+        for _ in range(n):
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             sockets.append(s)
-            ports.append(s.getsockname()[1])
+        return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
             s.close()
-    return ports
 
 
 def int_keys(d: dict) -> dict:

@@ -29,6 +29,10 @@ def test_url_helpers():
         with pytest.raises(ValueError):
             util.validate_url(bad)
     assert util.is_ip("127.0.0.1") and util.is_ip("::1") and not util.is_ip("localhost")
+    assert util.is_loopback("localhost") and util.is_loopback("127.0.0.2")
+    assert util.is_loopback("::1") and not util.is_loopback("10.0.0.1")
+    assert util.is_this_machine(None) and util.is_this_machine(socket.gethostname())
+    assert util.is_this_machine("127.0.0.1")
 
 
 def test_random_ports_int_keys_and_interactive():

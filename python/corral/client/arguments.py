@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from corral.connection import connection_file, resolve_profile_dir
+from corral.util import WILDCARDS, is_loopback, is_this_machine
 
 log = logging.getLogger("corral.client")
 
@@ -59,31 +60,11 @@ def ssh_server_for(info: dict, sshserver, sshkey) -> str | None:
     if sshserver:
         return sshserver
     ip = info.get("interface", "").split("://", 1)[-1]
-    if info.get("ssh") and not (_is_loopback(ip) and _is_this_machine(info.get("location"))):
+    if info.get("ssh") and not (is_loopback(ip) and is_this_machine(info.get("location"))):
         return info["ssh"]
     if sshkey:
-        return info.get("location") if ip in ("0.0.0.0", "*", "") else ip
+        return info.get("location") if ip in WILDCARDS else ip
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
-def _is_this_machine(location) -> bool:
-    """Whether ``location`` (a host name or ip; absent means here) names this machine."""
-    if not location or _is_loopback(location):
-        return True
-    import socket
-
-    names = {socket.gethostname(), socket.getfqdn()}
-    if location in names:
-        return True
-    try:
-        ours = set(socket.gethostbyname_ex(socket.gethostname())[2])
-        return socket.gethostbyname(location) in ours
-    except OSError:
-        return False
 
 
 def take_deprecated_url_file(connection_info, extra: dict):

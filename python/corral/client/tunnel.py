@@ -26,15 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from corral.util import WILDCARDS, select_random_ports
+
 log = logging.getLogger("corral.client")
 
 #: The connection file's port fields, each forwarded (ipyparallel's list).
 #: `corral_iopub` is a corral controller's per-client IOPub (docs/PROTOCOL.md §11).
 CHANNELS = ("registration", "control", "mux", "task", "iopub", "notification", "broadcast",
             "corral_iopub")
-
-_WILDCARDS = {"0.0.0.0", "*", ""}
-
 
 class SSHTunnelError(ConnectionError):
     """ssh could not set up the forwards (unknown host key, refused key, bad server...)."""
@@ -58,23 +57,9 @@ def remote_ip(interface: str, location: str | None) -> str:
     """The controller's address as seen from the SSH server: the connection file's ip, or
     for a wildcard bind (0.0.0.0) its ``location`` if known, else the server's loopback."""
     ip = interface.split("://", 1)[-1]
-    if ip in _WILDCARDS:
+    if ip in WILDCARDS:
         return location or "127.0.0.1"
     return ip
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct free ports on 127.0.0.1 (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class SSHTunnel:
@@ -118,7 +103,7 @@ class SSHTunnel:
             raise SSHTunnelError(
                 f"Client(sshserver=...) needs the OpenSSH client ({self.ssh!r} is not on PATH)")
         for attempt in range(2):
-            self.local = dict(zip(self.ports, _free_ports(len(self.ports))))
+            self.local = dict(zip(self.ports, select_random_ports(len(self.ports))))
             self._stderr = tempfile.TemporaryFile()
             self.process = subprocess.Popen(
                 ["sh", "-c", _WATCHDOG, "sh", *self.command()], stdin=subprocess.PIPE,
