@@ -507,7 +507,7 @@ def W9(ipp, impl: str, profile_dir: str) -> dict:
     """The controller alone (no Python peers): `corral-w9` (crates/bench) drives corral's
     controller, or stock `ipcontroller`, with 1 to 1,000 simulated Rust engines; requests/s
     through MUX and the task scheduler, the same through a bare relay hop in the same run
-    (the limit), and the controller's memory per engine."""
+    (the limit), the controller's CPU per request, and its memory per engine."""
     import json
     import os
     import shutil
@@ -535,6 +535,9 @@ def W9(ipp, impl: str, profile_dir: str) -> dict:
         out[f"task_req_per_s_{n}"] = r["task_requests_per_s"]
         out[f"relay_limit_req_per_s_{n}"] = r["bare_relay_requests_per_s"]
         out[f"mux_share_of_relay_limit_{n}"] = r["mux_share_of_relay_limit"]
+        out[f"task_share_of_relay_limit_{n}"] = r["task_share_of_relay_limit"]
+        out[f"controller_cpu_us_per_mux_request_{n}"] = r["controller_cpu_us_per_mux_request"]
+        out[f"controller_cpu_us_per_task_request_{n}"] = r["controller_cpu_us_per_task_request"]
         out[f"controller_kb_per_engine_{n}"] = r["controller_kb_per_engine"]
         out[f"registered_s_{n}"] = r["registered_s"]
     return out
@@ -543,6 +546,8 @@ def W9(ipp, impl: str, profile_dir: str) -> dict:
 for _n in W9_ENGINES:
     LOWER_IS_BETTER[f"controller_kb_per_engine_{_n}"] = True
     LOWER_IS_BETTER[f"registered_s_{_n}"] = True
+    LOWER_IS_BETTER[f"controller_cpu_us_per_mux_request_{_n}"] = True
+    LOWER_IS_BETTER[f"controller_cpu_us_per_task_request_{_n}"] = True
 
 
 # -- Many engines (issue 12): broadcast to all engines, and N engines started at once -------

@@ -89,16 +89,26 @@ impl ControllerProcess {
         &self.client.key
     }
 
-    /// Resident memory now (VmRSS), in bytes, of the controller and its child processes
-    /// (stock ipcontroller runs its schedulers as children).
-    pub fn rss_bytes(&self) -> u64 {
+    /// The controller's process and its child processes (stock ipcontroller runs its
+    /// schedulers as children).
+    fn pids(&self) -> Vec<u32> {
         let pid = self.child.id();
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         std::iter::once(pid)
             .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
-            .map(rss_of)
-            .sum()
+            .collect()
+    }
+
+    /// Resident memory now (VmRSS), in bytes, of the controller and its children.
+    pub fn rss_bytes(&self) -> u64 {
+        self.pids().into_iter().map(rss_of).sum()
+    }
+
+    /// CPU time used so far (user + system), in seconds, by the controller and its
+    /// children: the difference across a measurement is what it cost the controller.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pids().into_iter().map(cpu_of).sum()
     }
 }
 
@@ -128,6 +138,24 @@ impl Drop for ControllerProcess {
                 .status();
         }
     }
+}
+
+/// The unit of `/proc`'s CPU times: Linux's USER_HZ, 100 on every architecture it
+/// exports to user space (ticks of 10 ms, so measurements should run for seconds).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of `pid` from `/proc/<pid>/stat`, in seconds (0 if it is gone).
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends with the last ')': state is field 3,
+    // utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(14), ticks(15)) else {
+        return 0.0;
+    };
+    (user + system) as f64 / USER_HZ
 }
 
 fn rss_of(pid: u32) -> u64 {

@@ -2,12 +2,14 @@
 //! Python on either side, drive the real `corral-controller` process with 1 to 1,000
 //! simulated engines: requests through MUX (direct) and through the task scheduler
 //! (load-balanced), each answered at once. Reported: requests/s (each is two messages
-//! routed), the same through a bare relay hop measured in the same run (the limit), and
-//! the controller's memory per registered engine.
+//! routed), the same through a bare relay hop measured in the same run (the limit), the
+//! controller's CPU per request (what bounds it on a small machine: the peers need the
+//! other cores), and its memory per registered engine.
 //!
 //!     cargo build --release -p corral-controller -p corral-bench
 //!     target/release/corral-w9 --engines 1,10,100,1000 --requests 20000 --json w9.json
 //!     target/release/corral-w9 --stock .venv/bin/ipcontroller ...   (the same on stock's)
+//!     target/release/corral-w9 --engines 1 --paths task --requests 400000   (to profile)
 
 mod baseline;
 mod controller_process;
@@ -43,6 +45,17 @@ struct Args {
     /// Drive this stock `ipcontroller` instead of corral's controller.
     #[arg(long)]
     stock: Option<std::path::PathBuf>,
+    /// Paths to measure, comma-separated: `relay` (the bare hop), `mux`, `task`. One path
+    /// alone is what to profile (`perf record -p <controller>`).
+    #[arg(long, default_value = "relay,mux,task", value_delimiter = ',')]
+    paths: Vec<Path>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Path {
+    Relay,
+    Mux,
+    Task,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -104,18 +117,44 @@ fn run(args: &Args, n: usize) -> Value {
     let bare = client_socket(&ctx, &relay.client_url);
     std::thread::sleep(Duration::from_millis(200)); // connections settle
     let uuids = Some(&engines.uuids[..]);
+    let paths = [
+        (Path::Relay, &bare, uuids),
+        (Path::Mux, &mux, uuids),
+        (Path::Task, &task, None),
+    ];
+    let paths: Vec<_> = paths
+        .into_iter()
+        .filter(|(p, ..)| args.paths.contains(p))
+        .collect();
     // Warm-up of every path.
-    drive(&session, &bare, uuids, 1000, args.window);
-    drive(&session, &mux, uuids, 1000, args.window);
-    drive(&session, &task, None, 1000, args.window);
-    let (mut bare_rates, mut mux_rates, mut task_rates) = (vec![], vec![], vec![]);
+    for (_, sock, targets) in &paths {
+        drive(&session, sock, *targets, 1000, args.window);
+    }
+    // Per path: requests/s of each repeat, and the controller's CPU per request.
+    let mut rates = vec![vec![]; paths.len()];
+    let mut cpu = vec![vec![]; paths.len()];
     for _ in 0..args.repeat {
-        bare_rates.push(drive(&session, &bare, uuids, args.requests, args.window));
-        mux_rates.push(drive(&session, &mux, uuids, args.requests, args.window));
-        task_rates.push(drive(&session, &task, None, args.requests, args.window));
+        for (k, (_, sock, targets)) in paths.iter().enumerate() {
+            let before = controller.cpu_seconds();
+            rates[k].push(drive(&session, sock, *targets, args.requests, args.window));
+            // The hub and the database writer finish their share in batches, within
+            // 50 ms of the last reply: count it with this path, not the next.
+            std::thread::sleep(Duration::from_millis(150));
+            cpu[k].push((controller.cpu_seconds() - before) / args.requests as f64 * 1e6);
+        }
     }
     let rss_after = controller.rss_bytes();
-    let (bare, mux, task) = (median(bare_rates), median(mux_rates), median(task_rates));
+    let figure = |path: Path, of: &[Vec<f64>]| {
+        paths
+            .iter()
+            .position(|(p, ..)| *p == path)
+            .map_or(f64::NAN, |k| median(of[k].clone()))
+    };
+    let (bare, mux, task) = (
+        figure(Path::Relay, &rates),
+        figure(Path::Mux, &rates),
+        figure(Path::Task, &rates),
+    );
     json!({
         "engines": n,
         "registered_s": registered_s,
@@ -124,6 +163,8 @@ fn run(args: &Args, n: usize) -> Value {
         "task_requests_per_s": task,
         "mux_share_of_relay_limit": mux / bare,
         "task_share_of_relay_limit": task / bare,
+        "controller_cpu_us_per_mux_request": figure(Path::Mux, &cpu),
+        "controller_cpu_us_per_task_request": figure(Path::Task, &cpu),
         "controller_rss_mb_empty": rss_empty as f64 / 1e6,
         "controller_rss_mb_registered": rss_registered as f64 / 1e6,
         "controller_rss_mb_after_runs": rss_after as f64 / 1e6,
@@ -136,7 +177,7 @@ fn main() {
     let args = Args::parse();
     let mut results = vec![];
     println!(
-        "{:>7} {:>9} {:>12} {:>12} {:>12} {:>6} {:>6} {:>10} {:>9}",
+        "{:>7} {:>9} {:>12} {:>12} {:>12} {:>6} {:>6} {:>9} {:>9} {:>10} {:>9}",
         "engines",
         "ready s",
         "relay req/s",
@@ -144,13 +185,15 @@ fn main() {
         "task req/s",
         "mux%",
         "task%",
+        "µs/mux",
+        "µs/task",
         "ctl MB",
         "kB/engine"
     );
     for &n in &args.engines {
         let r = run(&args, n);
         println!(
-            "{:>7} {:>9.2} {:>12.0} {:>12.0} {:>12.0} {:>5.0}% {:>5.0}% {:>10.1} {:>9.1}",
+            "{:>7} {:>9.2} {:>12.0} {:>12.0} {:>12.0} {:>5.0}% {:>5.0}% {:>9.1} {:>9.1} {:>10.1} {:>9.1}",
             n,
             r["registered_s"].as_f64().unwrap_or(0.0),
             r["bare_relay_requests_per_s"].as_f64().unwrap_or(0.0),
@@ -158,6 +201,8 @@ fn main() {
             r["task_requests_per_s"].as_f64().unwrap_or(0.0),
             100.0 * r["mux_share_of_relay_limit"].as_f64().unwrap_or(0.0),
             100.0 * r["task_share_of_relay_limit"].as_f64().unwrap_or(0.0),
+            r["controller_cpu_us_per_mux_request"].as_f64().unwrap_or(f64::NAN),
+            r["controller_cpu_us_per_task_request"].as_f64().unwrap_or(f64::NAN),
             r["controller_rss_mb_after_runs"].as_f64().unwrap_or(0.0),
             r["controller_kb_per_engine"].as_f64().unwrap_or(0.0),
         );
