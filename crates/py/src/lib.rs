@@ -9,6 +9,11 @@ mod controller;
 mod engine;
 mod error;
 
+/// The Rust side's heap (Python objects keep Python's): mimalloc, because the I/O threads
+/// allocate frames that other threads free, which glibc's allocator makes costly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
