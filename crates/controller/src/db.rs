@@ -96,7 +96,6 @@ pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Frames packed into one BLOB: per frame, its length (u64 LE) then its bytes.
-#[cfg(test)]
 fn pack(frames: &[Bytes]) -> Vec<u8> {
     let mut out = Vec::with_capacity(packed_len(frames));
     for f in frames {
@@ -109,6 +108,43 @@ fn pack(frames: &[Bytes]) -> Vec<u8> {
 /// The size of `frames` packed.
 fn packed_len(frames: &[Bytes]) -> usize {
     frames.iter().map(|f| f.len() + 8).sum()
+}
+
+/// Packed frames up to this size are bound to the insert whole: opening a BLOB handle to
+/// stream them costs more than copying them (it compiles a statement each time).
+const INLINE_BLOB: usize = 64 << 10;
+
+/// A packed-frames column's value in the insert: small ones packed and bound; larger ones
+/// a zero BLOB of their size, streamed in afterwards by [`write_packed`].
+enum PackedColumn {
+    Inline(Vec<u8>),
+    Streamed(usize),
+}
+
+impl PackedColumn {
+    fn of(frames: &[Bytes]) -> PackedColumn {
+        match packed_len(frames) {
+            n if n <= INLINE_BLOB => PackedColumn::Inline(pack(frames)),
+            n => PackedColumn::Streamed(n),
+        }
+    }
+
+    fn is_streamed(&self) -> bool {
+        matches!(self, PackedColumn::Streamed(_))
+    }
+}
+
+impl rusqlite::ToSql for PackedColumn {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            PackedColumn::Inline(blob) => ToSqlOutput::Borrowed(ValueRef::Blob(blob)),
+            PackedColumn::Streamed(n) => ToSqlOutput::ZeroBlob(
+                i32::try_from(*n)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            ),
+        })
+    }
 }
 
 /// The frames of a packed BLOB, sharing its bytes; `None` when it is damaged.
@@ -127,7 +163,7 @@ fn unpack(blob: Vec<u8>) -> Option<Vec<Bytes>> {
 }
 
 /// Writes `frames` packed into `column` of row `row`, which holds a zero BLOB of their
-/// packed size: frame by frame, so no packed copy is ever built.
+/// packed size: frame by frame, so no packed copy of large frames is ever built.
 fn write_packed(
     conn: &Connection,
     column: &str,
@@ -149,28 +185,36 @@ fn write_packed(
 
 fn put(conn: &Connection, rec: &Record) -> rusqlite::Result<()> {
     let (desc, frames) = rec.published.to_stored();
-    let result_len = rec.result_buffers.as_deref().map(packed_len);
+    let buffers = PackedColumn::of(&rec.buffers);
+    let result_buffers = rec.result_buffers.as_deref().map(PackedColumn::of);
+    let published = PackedColumn::of(&frames);
     conn.prepare_cached(
         "INSERT OR REPLACE INTO tasks
          (msg_id, seq, fields, buffers, result_buffers, published, published_frames)
-         VALUES (?1, ?2, ?3, zeroblob(?4), CASE WHEN ?5 IS NULL THEN NULL ELSE zeroblob(?5) END,
-                 ?6, zeroblob(?7))",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         rec.msg_id(),
         rec.seq() as i64,
         rec.fields_json(),
-        packed_len(&rec.buffers) as i64,
-        result_len.map(|n| n as i64),
+        buffers,
+        result_buffers,
         desc.to_string(),
-        packed_len(&frames) as i64,
+        published,
     ])?;
     let row = conn.last_insert_rowid();
-    write_packed(conn, "buffers", row, &rec.buffers)?;
-    if let Some(result_buffers) = &rec.result_buffers {
-        write_packed(conn, "result_buffers", row, result_buffers)?;
+    if buffers.is_streamed() {
+        write_packed(conn, "buffers", row, &rec.buffers)?;
     }
-    write_packed(conn, "published_frames", row, &frames)
+    if let (Some(column), Some(frames)) = (&result_buffers, &rec.result_buffers) {
+        if column.is_streamed() {
+            write_packed(conn, "result_buffers", row, frames)?;
+        }
+    }
+    if published.is_streamed() {
+        write_packed(conn, "published_frames", row, &frames)?;
+    }
+    Ok(())
 }
 
 /// Every record in the database, oldest first; damaged rows are logged and skipped.

@@ -1244,6 +1244,11 @@ mod tests {
             s.apply(data(&m, &[i as u8; 3]), "R2");
             reply(&mut s, &m, "2027");
         }
+        // Published frames too large to bind whole are streamed into their BLOB.
+        let big = vec![9u8; 100_000];
+        request(&mut s, "big", "2026");
+        s.apply(data("big", &big), "R1");
+        reply(&mut s, "big", "2027");
         request(&mut s, "pending", "2026");
         s.remove("m0");
         // Reading while the writer runs: the file fills in batches, never blocking us.
@@ -1265,7 +1270,7 @@ mod tests {
         let stored = crate::db::load(&reader).unwrap();
         assert_eq!(
             stored.len(),
-            2500,
+            2501,
             "the finished records and the unfinished one, the removed one gone"
         );
         let mut back = Records::with_limits(10_000, SIZE_LIMIT);
@@ -1289,6 +1294,10 @@ mod tests {
         assert_eq!(v[0]["seq"], 2);
         assert_eq!(v[0]["received"], "R2");
         assert_eq!(frames, vec![vec![7u8; 3], b"first".to_vec()]);
+        let r = back.get("big").expect("restored");
+        let (_, frames) = r.published.entries(true, true, &facts);
+        assert_eq!(frames, vec![big]);
+        assert_eq!(r.buffers, vec![b"buf".to_vec()]);
         assert_eq!(
             back.history().first().map(String::as_str),
             Some("m1"),
