@@ -95,3 +95,28 @@ def test_use_dill_without_dill_says_what_to_do(monkeypatch):
     with pytest.raises(ImportError, match="pip install dill"):
         serialize.use_dill()
     assert serializer() == "pickle"
+
+
+@pytest.mark.parametrize("kind", ["direct", "broadcast", "balanced"])
+def test_a_switch_not_waited_for_still_comes_before_the_views_next_request(client4, kind):
+    """ipyparallel's `test_use_cloudpickle` does not wait for `use_cloudpickle()`: the
+    view's very next request must find every engine switched. A direct or broadcast view
+    sends the switch on its own path (each engine keeps that path's order); a
+    load-balanced view's tasks take another, so its switch returns once applied."""
+    view = {
+        "direct": lambda: client4[:],
+        "broadcast": lambda: client4.broadcast_view(),
+        "balanced": lambda: client4.load_balanced_view(),
+    }[kind]()
+    client4[:].push({"_a": "engine"}, block=True)
+    for _ in range(5):  # a race would show within a few rounds
+        view.use_cloudpickle()
+        if kind == "balanced":
+            got = client4[:].apply_sync(engine_serializer)
+            assert got == ["cloudpickle"] * 4, "every engine switched on return"
+            assert view.apply_sync(get_a) == "client"
+        else:
+            assert view.apply_sync(get_a) == ["client"] * 4
+        view.use_pickle()
+        if kind != "balanced":
+            assert view.apply_sync(get_a) == ["engine"] * 4

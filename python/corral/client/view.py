@@ -235,8 +235,16 @@ class View:
         return self._switch_serializer(serialize.use_pickle)
 
     def _switch_serializer(self, switch):
+        """The switch runs here, then on the engines ahead of this view's next requests:
+        a direct or broadcast view sends it on its own path, which keeps each engine's
+        order (as ipyparallel does); a load-balanced view's tasks take another path than
+        a switch sent to every engine, so it waits for the switch."""
         switch()
-        return self._every_engine()._apply(switch, (), {}, self.block)
+        if not self._balanced:
+            return self._apply(switch, (), {}, self.block)
+        ar = self._every_engine()._apply(switch, (), {}, False)
+        done = ar.get()
+        return done if self.block else ar
 
     def _every_engine(self) -> "DirectView":
         """A DirectView of every engine this view may use (for a load-balanced view, all
