@@ -128,8 +128,8 @@ pub fn configure() {
     println!("cargo:rerun-if-env-changed=CXXFLAGS");
     let mut flags = env::var("CXXFLAGS").unwrap_or_else(|_| "-w".to_string());
     // zeromq-src defines none of what libzmq's own build detects on Linux, so its
-    // threads wake each other through a socketpair (a `sendto` per wake-up, 13% of the
-    // controller's CPU in W9) instead of an eventfd, and its I/O threads go unnamed.
+    // threads wake each other through a socketpair (a `sendto` and a kernel buffer per
+    // wake-up) instead of an eventfd, and its I/O threads go unnamed.
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         for feature in LINUX_FEATURES {
             flags.push_str(&format!(" -D{feature}=1"));
